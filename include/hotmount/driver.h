@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#ifndef HOTMOUNT_DRIVER_H
+#define HOTMOUNT_DRIVER_H
+
+/*
+ * The backend authors' API: the driver-agnostic fs_hotplugger vtable.
+ *
+ * A backend makes a host directory appear as a device (or a spare device's
+ * share) in a running VM and says which tag the guest must mount. It does not
+ * mount anything in the guest: the library's instance does that through the
+ * guest agent, after attach returns.
+ *
+ * Two backends ship: QEMU over QMP (hm_qemu_hotplugger_new) and Apple
+ * Virtualization.framework (reserved spare virtio-fs devices whose share is
+ * swapped at run time: attach picks a free spare and returns its boot-time
+ * tag, "hotmount-3"; detach clears the share).
+ */
+
+#include <hotmount/common.h>
+#include <hotmount/error.h>
+#include <hotmount/mount.h>
+
+HM_BEGIN_DECLS
+
+/**
+ * hm_attachment: the library-owned record of one attach. The backend fills it
+ * during attach (the tag the guest mounts, plus private key/value data it needs
+ * to detach, persisted in the instance's state file so a restarted daemon can
+ * still detach).
+ */
+typedef struct hm_attachment hm_attachment;
+
+/** The mount's id ("hm-3"): unique within the instance; usable in device ids. */
+HM_API const char *hm_attachment_get_id(const hm_attachment *att);
+/** The tag the guest must mount (virtiofs tag, or 9p port name). Copied. */
+HM_API int hm_attachment_set_tag(hm_attachment *att, const char *tag, hm_error **err);
+HM_API const char *hm_attachment_get_tag(const hm_attachment *att);
+/** Backend-private data (copied); value NULL removes the key. */
+HM_API int hm_attachment_set_data(hm_attachment *att, const char *key, const char *value,
+                                  hm_error **err);
+/** Backend-private data, or NULL. */
+HM_API const char *hm_attachment_get_data(const hm_attachment *att, const char *key);
+
+/**
+ * hm_fs_hotplugger_ops: the vtable. Growable: set struct_size to
+ * sizeof(hm_fs_hotplugger_ops) as your headers see it; the library copies
+ * min(struct_size, its own size) and treats missing members as NULL, so a
+ * backend built against older headers keeps working.
+ *
+ * Threads: the library calls attach/detach from the thread that runs the
+ * instance operation (any thread), never two calls on the same attachment at
+ * once, but calls for different attachments may run concurrently: protect
+ * shared backend state.
+ */
+typedef struct hm_fs_hotplugger_ops {
+  size_t struct_size;
+  /** Short backend name, "qemu", "vz". Static string. */
+  const char *name;
+  /** Bitmask of (1u << HM_TYPE_*) this backend attaches. */
+  unsigned types;
+  /**
+   * attach: make spec's host directory available to the guest; set the tag on
+   * att. spec is validated and normalized. On failure the backend must have
+   * undone all it did (rollback is the backend's job inside attach) and return
+   * a negative code with *err set.
+   */
+  int (*attach)(void *impl, const hm_mount_spec *spec, hm_attachment *att, hm_error **err);
+  /**
+   * detach: undo a successful attach, after the guest has unmounted. Must be
+   * idempotent: called again (e.g. after a daemon restart) it succeeds when
+   * there is nothing left to undo.
+   */
+  int (*detach)(void *impl, hm_attachment *att, hm_error **err);
+  /** Optional: free slots for type, or a negative code. */
+  int (*free_slots)(void *impl, int type, hm_error **err);
+  /** Optional: called once when the hotplugger is freed. */
+  void (*destroy)(void *impl);
+} hm_fs_hotplugger_ops;
+
+typedef struct hm_fs_hotplugger hm_fs_hotplugger;
+
+/**
+ * hm_fs_hotplugger_new: wraps a backend. ops is copied (see struct_size);
+ * impl is passed to every op and handed to ops->destroy when the hotplugger
+ * is freed (also when this call fails). Since 0.1.
+ */
+HM_API int hm_fs_hotplugger_new(hm_fs_hotplugger **out, const hm_fs_hotplugger_ops *ops,
+                                void *impl, hm_error **err);
+HM_API void hm_fs_hotplugger_free(hm_fs_hotplugger *hp);
+/** The backend's name. */
+HM_API const char *hm_fs_hotplugger_get_name(const hm_fs_hotplugger *hp);
+/** Non-zero when the backend can attach mounts of type. */
+HM_API int hm_fs_hotplugger_supports(const hm_fs_hotplugger *hp, int type);
+
+HM_END_DECLS
+
+#endif

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#ifndef HOTMOUNT_ERROR_H
+#define HOTMOUNT_ERROR_H
+
+#include <hotmount/common.h>
+
+HM_BEGIN_DECLS
+
+/*
+ * Error model. Every fallible call returns int: 0 on success, or a negative
+ * code. Where an errno fits, the code is -errno (so strerror(-code) reads
+ * well); the library's own conditions use the HM_E_* values below 0 that are
+ * outside the errno range. Fallible calls take an optional last argument
+ * `hm_error **err`: when non-NULL and the call fails, *err receives a new error
+ * object (free it with hm_error_free) whose message starts with the name of the
+ * function that failed. There is no thread-local "last error".
+ */
+
+/* Codes, as negative numbers. The errno-backed ones are spelt out so the header
+ * needs no <errno.h> and FFI users can read them. Values are Linux errnos. */
+#define HM_E_INVALID (-22)     /* -EINVAL: bad input (request, path, option) */
+#define HM_E_NOMEM (-12)       /* -ENOMEM */
+#define HM_E_EXISTS (-17)      /* -EEXIST: mount point already in use */
+#define HM_E_NOT_FOUND (-2)    /* -ENOENT: no such mount */
+#define HM_E_NO_SLOT (-28)     /* -ENOSPC: no free hot-plug slot */
+#define HM_E_NOT_READY (-107)  /* -ENOTCONN: VM, QMP or agent not reachable */
+#define HM_E_TIMEOUT (-110)    /* -ETIMEDOUT */
+#define HM_E_IO (-5)           /* -EIO */
+#define HM_E_PERM (-1)         /* -EPERM: caller not allowed */
+#define HM_E_UNSUPPORTED (-95) /* -EOPNOTSUPP: transport/backend cannot do it */
+#define HM_E_BUSY (-16)        /* -EBUSY: operation in progress on that mount */
+#define HM_E_PROTOCOL (-4001)  /* a peer (QMP, agent, HTTP) sent something malformed */
+#define HM_E_QMP (-4002)       /* QEMU answered a command with an error */
+#define HM_E_AGENT (-4003)     /* the guest agent reported a failure */
+#define HM_E_HELPER (-4004)    /* a helper process (virtiofsd, ...) failed */
+#define HM_E_INTERNAL (-4005)  /* a bug; please report */
+
+typedef struct hm_error hm_error;
+
+/** The error's code (one of the negative values above). 0 for NULL. Since 0.1. */
+HM_API int hm_error_code(const hm_error *err);
+
+/** The error's message, owned by err. "" for NULL. Since 0.1. */
+HM_API const char *hm_error_message(const hm_error *err);
+
+/** Frees err. Accepts NULL. Since 0.1. */
+HM_API void hm_error_free(hm_error *err);
+
+/**
+ * hm_strerror: a short static description of a code ("no free hot-plug slot").
+ * Never NULL. Any thread. Since 0.1.
+ */
+HM_API const char *hm_strerror(int code);
+
+HM_END_DECLS
+
+#endif

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#ifndef HOTMOUNT_INSTANCE_H
+#define HOTMOUNT_INSTANCE_H
+
+#include <hotmount/common.h>
+#include <hotmount/driver.h>
+#include <hotmount/error.h>
+#include <hotmount/mount.h>
+
+HM_BEGIN_DECLS
+
+/*
+ * hm_instance: one VM's hot-mount engine: the backend (hm_fs_hotplugger), the
+ * guest agent connection, and the mount registry (persisted in
+ * INSTANCE_DIR/state.json). add/remove/list are synchronous and thread-safe:
+ * call them from any thread, concurrently. An add never holds a lock that list
+ * needs while it waits on the guest.
+ */
+typedef struct hm_instance hm_instance;
+
+/**
+ * hm_instance_dir_resolve: the instance directory for name_or_path: a value
+ * containing '/' is a path (used as given); otherwise $HOTMOUNT_HOME/NAME, with
+ * HOTMOUNT_HOME defaulting to ~/.hotmount. Names are [A-Za-z0-9._-]{1,64}, not
+ * "." or "..". *out is malloc'd. Does not create anything. Since 0.1.
+ */
+HM_API int hm_instance_dir_resolve(char **out, const char *name_or_path, hm_error **err);
+
+/**
+ * hm_instance_new: an engine for the instance directory dir. Takes ownership
+ * of hp (freed with the instance, also on failure). The agent is reached at
+ * dir/agent.sock. Since 0.1.
+ */
+HM_API int hm_instance_new(hm_instance **out, const char *dir, hm_fs_hotplugger *hp,
+                           hm_error **err);
+/** Frees the instance. Does not remove mounts (they outlive the process). */
+HM_API void hm_instance_free(hm_instance *inst);
+
+/** How long an add waits for the guest to see the device, in ms (default 20000). */
+HM_API int hm_instance_set_mount_timeout(hm_instance *inst, int timeout_ms, hm_error **err);
+
+/**
+ * hm_instance_connect_agent: connects to the guest agent and does the
+ * protocol handshake, waiting up to timeout_ms for the guest to answer.
+ * add/remove connect on demand; this is for callers that want to wait for a
+ * booting guest. Since 0.1.
+ */
+HM_API int hm_instance_connect_agent(hm_instance *inst, int timeout_ms, hm_error **err);
+
+/**
+ * hm_instance_add: validates spec (see hm_mount_spec_validate), reserves the
+ * mount point, attaches through the backend, has the agent mount it, and
+ * records it. Any failure rolls back every earlier step. *out (may be NULL
+ * to not receive it) is a snapshot of the new mount. Errors: HM_E_INVALID,
+ * HM_E_EXISTS (mount point in use), HM_E_NO_SLOT, HM_E_NOT_READY,
+ * HM_E_TIMEOUT, HM_E_AGENT, HM_E_QMP, HM_E_HELPER. Since 0.1.
+ */
+HM_API int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *spec,
+                           hm_error **err);
+
+#define HM_REMOVE_LAZY 1u  /* umount2(MNT_DETACH) in the guest */
+#define HM_REMOVE_FORCE 2u /* go on with the host side even if the guest unmount fails */
+
+/**
+ * hm_instance_remove: unmounts guest_path in the guest, then detaches the
+ * device and stops helpers, in that order. HM_E_NOT_FOUND if nothing is
+ * mounted there. Since 0.1.
+ */
+HM_API int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags,
+                              hm_error **err);
+
+/** hm_instance_list: a snapshot of the registry. Never waits on the guest. */
+HM_API int hm_instance_list(hm_instance *inst, hm_mount_list **out, hm_error **err);
+
+HM_END_DECLS
+
+#endif

@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#ifndef HOTMOUNT_SERVER_H
+#define HOTMOUNT_SERVER_H
+
+#include <hotmount/common.h>
+#include <hotmount/error.h>
+#include <hotmount/instance.h>
+
+HM_BEGIN_DECLS
+
+/*
+ * hm_server: the HTTP API (docs/api.md) on a unix socket, served from the
+ * library's own threads. GET/POST/DELETE /v1/mounts, GET /v1/status.
+ */
+typedef struct hm_server hm_server;
+
+/**
+ * hm_server_new: creates socket_path (mode 0600; an existing stale socket is
+ * replaced, a live one is HM_E_EXISTS), accepts connections only from the
+ * process's own uid (SO_PEERCRED), and serves inst, which must outlive the
+ * server. Since 0.1.
+ */
+HM_API int hm_server_new(hm_server **out, hm_instance *inst, const char *socket_path,
+                         hm_error **err);
+/** Stops serving, waits for requests in flight, removes the socket file. */
+HM_API void hm_server_free(hm_server *srv);
+
+HM_END_DECLS
+
+#endif

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * QMP client (internal). One connection to QEMU's QMP unix socket.
+ *
+ * Thread model: a private reader thread owns the socket's read side; it
+ * parses the stream, wakes the caller waiting for a reply (matched by "id"),
+ * and records events in a bounded history (last 256) with a sequence number,
+ * then calls the event callback (on the reader thread). hm_qmp_execute and
+ * hm_qmp_wait_event may be called from any threads concurrently.
+ */
+#ifndef HM_QMP_H
+#define HM_QMP_H
+
+#include "private.h"
+#include <json-c/json.h>
+
+typedef struct hm_qmp hm_qmp;
+
+/* Called on the reader thread for each event; data may be NULL. Must not call
+ * hm_qmp_execute (it would deadlock nothing, but would block the reader). */
+typedef void (*hm_qmp_event_fn)(const char *event, json_object *data, void *user_data);
+
+/* Connects, reads the greeting, sends qmp_capabilities. */
+HM_PRIVATE int hm_qmp_connect(hm_qmp **out, const char *socket_path, int timeout_ms,
+                              hm_error **err);
+/* Same over an already connected stream socket fd (taken over; closed on failure). */
+HM_PRIVATE int hm_qmp_connect_fd(hm_qmp **out, int fd, int timeout_ms, hm_error **err);
+/* Closes the connection; wakes any waiters with HM_E_NOT_READY; joins the reader. */
+HM_PRIVATE void hm_qmp_free(hm_qmp *q);
+
+/*
+ * Runs `command` with `args` (borrowed; may be NULL). When fd >= 0 it is sent
+ * with the command as SCM_RIGHTS ancillary data (for getfd/add-fd); the fd
+ * stays owned by the caller. On success, *out_return (if non-NULL) gets a new
+ * reference to the "return" member. An {"error": {class, desc}} reply gives
+ * HM_E_QMP with "COMMAND: CLASS: DESC" in the message; a closed connection
+ * HM_E_NOT_READY; no reply within timeout_ms HM_E_TIMEOUT (the late reply
+ * is then dropped when it arrives).
+ */
+HM_PRIVATE int hm_qmp_execute(hm_qmp *q, const char *command, json_object *args, int fd,
+                              json_object **out_return, int timeout_ms, hm_error **err);
+
+/* The sequence number the next event will get. Take it before issuing the
+ * command whose event you wait for, so an event arriving before the reply is
+ * not missed. */
+HM_PRIVATE uint64_t hm_qmp_event_seq(hm_qmp *q);
+
+/*
+ * Waits for an event named `event` with sequence >= since whose data
+ * satisfies match (NULL: any). *out_data (if non-NULL) gets a new reference to
+ * the event's "data" (or NULL). HM_E_TIMEOUT after timeout_ms; HM_E_NOT_READY
+ * when the connection closes first.
+ */
+HM_PRIVATE int hm_qmp_wait_event(hm_qmp *q, const char *event, uint64_t since,
+                                 int (*match)(json_object *data, void *ud), void *ud,
+                                 json_object **out_data, int timeout_ms, hm_error **err);
+
+/* Sets the event callback (replacing and destroying the previous one). */
+HM_PRIVATE void hm_qmp_set_event_callback(hm_qmp *q, hm_qmp_event_fn fn, void *ud,
+                                          void (*destroy)(void *));
+
+/* Non-zero while the connection is up. */
+HM_PRIVATE int hm_qmp_is_connected(hm_qmp *q);
+
+#endif
