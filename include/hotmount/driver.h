@@ -84,8 +84,8 @@ typedef struct hm_fs_hotplugger hm_fs_hotplugger;
  * impl is passed to every op and handed to ops->destroy when the hotplugger
  * is freed (also when this call fails). Since 0.1.
  */
-HM_API int hm_fs_hotplugger_new(hm_fs_hotplugger **out, const hm_fs_hotplugger_ops *ops,
-                                void *impl, hm_error **err);
+HM_API int hm_fs_hotplugger_new(hm_fs_hotplugger **out, const hm_fs_hotplugger_ops *ops, void *impl,
+                                hm_error **err);
 HM_API void hm_fs_hotplugger_free(hm_fs_hotplugger *hp);
 /** The backend's name. */
 HM_API const char *hm_fs_hotplugger_get_name(const hm_fs_hotplugger *hp);

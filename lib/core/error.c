@@ -71,9 +71,13 @@ int hm_error_prefix(hm_error **err, int code, const char *func, const char *fmt,
   return (*err)->code;
 }
 
-int hm_error_code(const hm_error *err) { return err ? err->code : 0; }
+int hm_error_code(const hm_error *err) {
+  return err ? err->code : 0;
+}
 
-const char *hm_error_message(const hm_error *err) { return err ? err->message : ""; }
+const char *hm_error_message(const hm_error *err) {
+  return err ? err->message : "";
+}
 
 void hm_error_free(hm_error *err) {
   if (!err || err == &oom_error)

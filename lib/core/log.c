@@ -48,7 +48,9 @@ int64_t hm_now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-const char *hm_version(void) { return HM_VERSION_STRING; }
+const char *hm_version(void) {
+  return HM_VERSION_STRING;
+}
 
 unsigned hm_version_number(void) {
   return HM_VERSION_MAJOR * 10000u + HM_VERSION_MINOR * 100u + HM_VERSION_PATCH;
