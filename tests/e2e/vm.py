@@ -1,0 +1,407 @@
+"""One QEMU guest for the e2e tests (Python 3 stdlib only).
+
+    from vm import VM
+    with VM(workdir, image_dir) as vm:      # boots, waits for the test channel
+        rc, out = vm.sh("cat /proc/mounts", timeout=10)
+        vm.qmp("query-pci")
+        vm.wait_event("DEVICE_DELETED", lambda d: d.get("device") == "vfs0")
+
+The guest image comes from tests/e2e/guest/build-image.sh. Commands reach the
+guest through a test channel of its own (a busybox shell loop on ttyS1, a
+second ISA UART on a unix-socket chardev), so tests check from inside the guest
+without going through libhotmount's agent. Tests get a QMP monitor of their
+own too (test-qmp.sock); qmp.sock stays free for hotmountd.
+
+Environment:
+  HOTMOUNT_BIN  path of the `hotmount` CLI; if it runs, `hotmount qemu-args DIR`
+                gives the hot-mount readiness args, else a built-in equivalent
+  HM_QEMU       QEMU binary (default qemu-system-x86_64)
+"""
+
+import base64
+import itertools
+import json
+import os
+import re
+import select
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUILD_IMAGE = os.path.join(HERE, "guest", "build-image.sh")
+
+
+class VMError(Exception):
+    pass
+
+
+def build_image(image_dir, agent=None):
+    """Build (or reuse from cache) the guest image in image_dir."""
+    cmd = [BUILD_IMAGE, image_dir]
+    if agent and os.path.isfile(agent):
+        cmd.append(agent)
+    subprocess.run(cmd, check=True)
+    return image_dir
+
+
+def fallback_qemu_args(instance_dir, slots=32, memory="1G"):
+    """The readiness args `hotmount qemu-args` is specified to print."""
+    a = [
+        "-object", "memory-backend-memfd,id=hm-mem,size=%s,share=on" % memory,
+        "-machine", "memory-backend=hm-mem",
+    ]
+    for i in range(slots):
+        slot, fn = 0x10 + i // 8, i % 8
+        dev = ("pcie-root-port,id=hm-rp-%d,bus=pcie.0,chassis=1,slot=%d,addr=0x%x.%d"
+               % (i, i, slot, fn))
+        if fn == 0:
+            dev += ",multifunction=on"
+        a += ["-device", dev]
+    a += [
+        "-device", "virtio-serial-pci,id=hm-serial,max_ports=64",
+        "-chardev", "socket,id=hm-agent,path=%s/agent.sock,server=on,wait=off" % instance_dir,
+        "-device", "virtserialport,bus=hm-serial.0,chardev=hm-agent,name=org.hotmount.agent.0,nr=1",
+        "-chardev", "socket,id=hm-qmp,path=%s/qmp.sock,server=on,wait=off" % instance_dir,
+        "-mon", "chardev=hm-qmp,mode=control",
+    ]
+    return a
+
+
+def hotmount_qemu_args(instance_dir, memory="1G"):
+    """Args from `$HOTMOUNT_BIN qemu-args DIR`, or the fallback. Returns
+    (args, source)."""
+    hm = os.environ.get("HOTMOUNT_BIN")
+    if hm and os.path.isfile(hm) and os.access(hm, os.X_OK):
+        cmd = [hm, "qemu-args", instance_dir]
+        if memory != "1G":
+            cmd += ["--memory", memory]
+        try:
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=30, universal_newlines=True)
+            if p.returncode == 0 and p.stdout.strip():
+                # one argument per line; keep lines as they are (no shell split)
+                return [l for l in p.stdout.splitlines() if l.strip()], hm
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return fallback_qemu_args(instance_dir, memory=memory), "fallback"
+
+
+class QMP:
+    """A small blocking QMP client that queues events."""
+
+    def __init__(self, path, timeout=10):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+        self.events = []
+        self.lock = threading.Lock()
+        greeting = self._read_msg(timeout)
+        if "QMP" not in greeting:
+            raise VMError("bad QMP greeting: %r" % greeting)
+        self.execute("qmp_capabilities")
+
+    def _read_msg(self, timeout):
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise VMError("QMP timeout")
+            r, _, _ = select.select([self.sock], [], [], left)
+            if not r:
+                continue
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise VMError("QMP connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line.decode())
+
+    def execute(self, cmd, args=None, timeout=30):
+        with self.lock:
+            msg = {"execute": cmd}
+            if args:
+                msg["arguments"] = args
+            self.sock.sendall(json.dumps(msg).encode() + b"\n")
+            deadline = time.monotonic() + timeout
+            while True:
+                m = self._read_msg(max(0.01, deadline - time.monotonic()))
+                if "event" in m:
+                    self.events.append(m)
+                    continue
+                if "error" in m:
+                    raise VMError("QMP %s: %s: %s" % (cmd, m["error"].get("class"),
+                                                      m["error"].get("desc")))
+                return m.get("return")
+
+    def wait_event(self, name, pred=None, timeout=30):
+        """Return the first queued/arriving event NAME whose data satisfies
+        pred; earlier events of other kinds stay queued."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while True:
+                for i, ev in enumerate(self.events):
+                    if ev["event"] == name and (pred is None or pred(ev.get("data", {}))):
+                        return self.events.pop(i)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise VMError("timeout waiting for QMP event %s" % name)
+                try:
+                    m = self._read_msg(left)
+                except VMError:
+                    if time.monotonic() >= deadline:
+                        raise VMError("timeout waiting for QMP event %s" % name)
+                    raise
+                if "event" in m:
+                    self.events.append(m)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class VM:
+    """One guest. Files in workdir: qemu.log (serial console), qemu.stderr,
+    test.sock, test-qmp.sock, plus the instance files (qmp.sock, agent.sock)
+    in instance_dir (default: workdir)."""
+
+    def __init__(self, workdir, image_dir, instance_dir=None, memory="1G", smp=2,
+                 append="", extra_args=None, boot_timeout=180, qemu=None):
+        self.workdir = os.path.abspath(workdir)
+        self.image_dir = os.path.abspath(image_dir)
+        self.instance_dir = os.path.abspath(instance_dir or workdir)
+        self.memory = memory
+        self.smp = smp
+        self.append = append
+        self.extra_args = list(extra_args or [])
+        self.boot_timeout = boot_timeout
+        self.qemu = qemu or os.environ.get("HM_QEMU", "qemu-system-x86_64")
+        self.proc = None
+        self.tsock = None
+        self.tbuf = b""
+        self.qmp_conn = None
+        self.ids = itertools.count(1)
+        self.lock = threading.Lock()
+        self.serial_log = os.path.join(self.workdir, "qemu.log")
+        self.boot_time = None
+        self.args_source = None
+
+    # -- command line -----------------------------------------------------------
+    def command_line(self):
+        hm_args, self.args_source = hotmount_qemu_args(self.instance_dir, self.memory)
+        test_sock = os.path.join(self.workdir, "test.sock")
+        test_qmp = os.path.join(self.workdir, "test-qmp.sock")
+        append = "console=ttyS0 panic=-1 loglevel=4 " + self.append
+        return [
+            self.qemu, "-M", "q35", "-accel", "tcg", "-m", self.memory,
+            "-smp", str(self.smp), "-nographic", "-nodefaults", "-no-reboot",
+            "-kernel", os.path.join(self.image_dir, "vmlinuz"),
+            "-initrd", os.path.join(self.image_dir, "initramfs.cpio.gz"),
+            "-append", append.strip(),
+        ] + hm_args + [
+            # ttyS0: kernel console + init messages, to a file
+            "-chardev", "file,id=hm-test-con,path=%s" % self.serial_log,
+            "-serial", "chardev:hm-test-con",
+            # ttyS1: the test command channel (busybox loop /bin/hm-testd)
+            "-chardev", "socket,id=hm-test-sh,path=%s,server=on,wait=off" % test_sock,
+            "-serial", "chardev:hm-test-sh",
+            # a QMP monitor for the tests alone
+            "-chardev", "socket,id=hm-test-qmp,path=%s,server=on,wait=off" % test_qmp,
+            "-mon", "chardev=hm-test-qmp,mode=control",
+        ] + self.extra_args
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self):
+        os.makedirs(self.workdir, exist_ok=True)
+        os.makedirs(self.instance_dir, exist_ok=True)
+        for f in ("test.sock", "test-qmp.sock"):
+            _unlink(os.path.join(self.workdir, f))
+        for f in ("qmp.sock", "agent.sock"):
+            _unlink(os.path.join(self.instance_dir, f))
+        cmd = self.command_line()
+        with open(os.path.join(self.workdir, "qemu.cmdline"), "w") as f:
+            f.write(" ".join(shlex.quote(c) for c in cmd) + "\n")
+        self.stderr = open(os.path.join(self.workdir, "qemu.stderr"), "wb")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.stderr,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._connect_sockets(t0)
+            self._wait_ready(t0)
+        except BaseException:
+            self.kill()
+            raise
+        self.boot_time = time.monotonic() - t0
+        return self
+
+    def _connect_sockets(self, t0):
+        test_sock = os.path.join(self.workdir, "test.sock")
+        test_qmp = os.path.join(self.workdir, "test-qmp.sock")
+        while True:
+            self._check_alive()
+            if os.path.exists(test_sock) and os.path.exists(test_qmp):
+                try:
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    s.connect(test_sock)
+                    self.tsock = s
+                    self.qmp_conn = QMP(test_qmp)
+                    return
+                except OSError:
+                    s.close()
+            if time.monotonic() - t0 > 30:
+                raise VMError("QEMU did not create its sockets; see %s" % self.stderr.name)
+            time.sleep(0.05)
+
+    def _wait_ready(self, t0):
+        """Ready = a probe command came back. A probe goes out when the guest
+        says HMREADY, and every 5 s in case that line was missed."""
+        deadline = t0 + self.boot_timeout
+        probe = None
+        next_probe = time.monotonic() + 5
+        while True:
+            self._check_alive()
+            now = time.monotonic()
+            if now > deadline:
+                raise VMError("guest test channel not ready after %ds; see %s"
+                              % (self.boot_timeout, self.serial_log))
+            if now >= next_probe:
+                probe = self._send("true", 30)
+                next_probe = now + 5
+            self._fill(min(0.5, deadline - now))
+            if b"HMREADY" in self.tbuf:
+                self.tbuf = self.tbuf.split(b"HMREADY", 1)[1]
+                probe = self._send("true", 30)
+                next_probe = time.monotonic() + 5
+            if probe is not None and re.search(rb"\nHME c\d+_\d+ \d+\n", self.tbuf):
+                # any probe answered: the loop runs; drop what is queued
+                self.tbuf = b""
+                return
+
+    def _check_alive(self):
+        if self.proc.poll() is not None:
+            raise VMError("QEMU exited with status %s; see %s and %s"
+                          % (self.proc.returncode, self.stderr.name, self.serial_log))
+
+    # -- test channel -----------------------------------------------------------------
+    def _send(self, cmd, timeout):
+        cid = "c%d_%d" % (next(self.ids), os.getpid())
+        b64 = base64.b64encode(cmd.encode()).decode()
+        self.tsock.sendall(("\nHMX %s %d %s\n" % (cid, int(timeout), b64)).encode())
+        return cid
+
+    def _fill(self, wait):
+        r, _, _ = select.select([self.tsock], [], [], max(0, wait))
+        if r:
+            chunk = self.tsock.recv(65536)
+            if not chunk:
+                raise VMError("test channel closed")
+            self.tbuf += chunk
+
+    def _parse(self, cid):
+        m = re.search(rb"HMB " + cid.encode() + rb"\n(.*?)\nHME " + cid.encode()
+                      + rb" (\d+)\n", self.tbuf, re.S)
+        if not m:
+            return None
+        self.tbuf = self.tbuf[m.end():]
+        return int(m.group(2)), m.group(1).decode(errors="replace")
+
+    def sh(self, cmd, timeout=60):
+        """Run cmd with /bin/sh in the guest (as root, cwd /, stdin /dev/null).
+        Returns (status, stdout+stderr). The guest kills it after timeout s
+        (status 137); VMError if no answer arrives."""
+        with self.lock:
+            cid = self._send(cmd, timeout)
+            deadline = time.monotonic() + timeout + 15
+            while True:
+                res = self._parse(cid)
+                if res is not None:
+                    return res
+                self._check_alive()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise VMError("no answer from guest for %r" % cmd)
+                self._fill(min(left, 1.0))
+
+    def check(self, cmd, timeout=60):
+        """sh() that raises unless the status is 0; returns stdout."""
+        rc, out = self.sh(cmd, timeout)
+        if rc != 0:
+            raise VMError("guest command %r failed with %d: %s" % (cmd, rc, out))
+        return out
+
+    # -- QMP ------------------------------------------------------------------------------
+    def qmp(self, cmd, args=None, timeout=30):
+        return self.qmp_conn.execute(cmd, args, timeout)
+
+    def wait_event(self, name, pred=None, timeout=30):
+        return self.qmp_conn.wait_event(name, pred, timeout)
+
+    # -- shutdown ------------------------------------------------------------------------
+    def shutdown(self, timeout=30):
+        """Power off from inside the guest; QMP quit, then SIGKILL, if it lingers."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None and self.tsock is not None:
+            try:
+                b64 = base64.b64encode(b"sync; poweroff -f").decode()
+                self.tsock.sendall(("\nHMX off 10 %s\n" % b64).encode())
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.poll() is None and self.qmp_conn is not None:
+            try:
+                self.qmp_conn.execute("quit", timeout=5)
+            except (VMError, OSError):
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            self.proc.wait()
+        for c in (self.tsock, self.qmp_conn):
+            if c is not None:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+        self.tsock = self.qmp_conn = None
+        if getattr(self, "stderr", None):
+            self.stderr.close()
+
+    def serial_output(self):
+        try:
+            with open(self.serial_log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        return False
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
