@@ -1,0 +1,633 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "core/agent_client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The agent enforces a mount's timeout itself; we wait this much longer so its
+ * own "timed out" answer (which names the tag) reaches us first. */
+#define REPLY_GRACE_MS 3000
+#define LIST_TIMEOUT_MS 10000
+/* Hello resend interval: starts short (the guest may be just about to open
+ * the port), backs off so a slow boot does not pile up hellos. */
+#define HELLO_FIRST_MS 200
+#define HELLO_MAX_MS 2000
+
+struct pending {
+  int64_t id;
+  char *line; /* the answer, once done */
+  size_t len;
+  int done;
+  struct pending *next;
+};
+
+struct hm_agent {
+  int fd;
+  int wake[2]; /* written by hm_agent_free to stop the reader */
+  pthread_t reader;
+  int reader_started;
+
+  pthread_mutex_t lock; /* everything below */
+  pthread_cond_t cond;  /* CLOCK_MONOTONIC; signalled on answers and close */
+  struct pending *pending;
+  int64_t next_id;
+  int closed;
+  char *close_reason;
+  int handshaken;
+  char *agent_version;
+  char **caps;
+
+  pthread_mutex_t wlock; /* one request line at a time on the socket */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Reader thread */
+
+static void mark_closed(hm_agent *a, const char *fmt, ...) HM_PRINTF(2, 3);
+static void mark_closed(hm_agent *a, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *reason = NULL;
+  if (vasprintf(&reason, fmt, ap) < 0)
+    reason = NULL;
+  va_end(ap);
+  pthread_mutex_lock(&a->lock);
+  if (!a->closed) {
+    a->closed = 1;
+    a->close_reason = reason;
+    reason = NULL;
+    hm_debug("agent connection closed: %s", a->close_reason ? a->close_reason : "?");
+  }
+  pthread_cond_broadcast(&a->cond);
+  pthread_mutex_unlock(&a->lock);
+  free(reason);
+}
+
+static void dispatch_line(hm_agent *a, const char *line, size_t len) {
+  int64_t id;
+  hm_error *e = NULL;
+  if (hm_agent_response_id(&id, line, len, &e) < 0) {
+    hm_warn("agent sent an unusable line: %s", hm_error_message(e));
+    hm_error_free(e);
+    return;
+  }
+  char *copy = malloc(len + 1);
+  if (!copy) {
+    /* The waiter will time out; better than dropping the connection. */
+    hm_warn("agent answer %lld dropped: out of memory", (long long)id);
+    return;
+  }
+  memcpy(copy, line, len);
+  copy[len] = '\0';
+  pthread_mutex_lock(&a->lock);
+  struct pending *p = a->pending;
+  while (p && (p->id != id || p->done))
+    p = p->next;
+  if (p) {
+    p->line = copy;
+    p->len = len;
+    p->done = 1;
+    copy = NULL;
+    pthread_cond_broadcast(&a->cond);
+  }
+  pthread_mutex_unlock(&a->lock);
+  if (copy) {
+    /* An answer to a request whose caller gave up, or from an earlier host
+     * connection: nobody is waiting. */
+    hm_debug("agent answer for unknown id %lld ignored", (long long)id);
+    free(copy);
+  }
+}
+
+static void *reader_main(void *arg) {
+  hm_agent *a = arg;
+  size_t cap = 64 * 1024, used = 0;
+  char *buf = malloc(cap);
+  if (!buf) {
+    mark_closed(a, "out of memory");
+    return NULL;
+  }
+  for (;;) {
+    struct pollfd pfd[2] = {{a->fd, POLLIN, 0}, {a->wake[0], POLLIN, 0}};
+    if (poll(pfd, 2, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      mark_closed(a, "poll: %s", strerror(errno));
+      break;
+    }
+    if (pfd[1].revents)
+      break;
+    if (used == cap) {
+      if (cap > HM_AGENT_MAX_LINE) {
+        mark_closed(a, "agent sent a line longer than %d bytes", HM_AGENT_MAX_LINE);
+        break;
+      }
+      char *nb = realloc(buf, cap * 2);
+      if (!nb) {
+        mark_closed(a, "out of memory");
+        break;
+      }
+      buf = nb;
+      cap *= 2;
+    }
+    ssize_t n = read(a->fd, buf + used, cap - used);
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN)
+        continue;
+      mark_closed(a, "read: %s", strerror(errno));
+      break;
+    }
+    if (n == 0) {
+      mark_closed(a, "the agent closed the connection");
+      break;
+    }
+    used += (size_t)n;
+    size_t start = 0;
+    for (char *nl; (nl = memchr(buf + start, '\n', used - start));) {
+      size_t len = (size_t)(nl - (buf + start));
+      if (len > 0)
+        dispatch_line(a, buf + start, len);
+      start += len + 1;
+    }
+    memmove(buf, buf + start, used - start);
+    used -= start;
+  }
+  free(buf);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Requests */
+
+static struct pending *pending_add(hm_agent *a, const char *func, hm_error **err, int *rc) {
+  struct pending *p = calloc(1, sizeof(*p));
+  if (!p) {
+    *rc = hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+    return NULL;
+  }
+  pthread_mutex_lock(&a->lock);
+  if (a->closed) {
+    *rc = hm_error_set(err, HM_E_NOT_READY, func, "agent connection is closed: %s",
+                       a->close_reason ? a->close_reason : "unknown reason");
+    pthread_mutex_unlock(&a->lock);
+    free(p);
+    return NULL;
+  }
+  p->id = a->next_id++;
+  p->next = a->pending;
+  a->pending = p;
+  pthread_mutex_unlock(&a->lock);
+  return p;
+}
+
+/* Caller holds a->lock. */
+static void pending_remove_locked(hm_agent *a, struct pending *p) {
+  for (struct pending **pp = &a->pending; *pp; pp = &(*pp)->next) {
+    if (*pp == p) {
+      *pp = p->next;
+      break;
+    }
+  }
+  free(p->line);
+  free(p);
+}
+
+static void pending_remove(hm_agent *a, struct pending *p) {
+  pthread_mutex_lock(&a->lock);
+  pending_remove_locked(a, p);
+  pthread_mutex_unlock(&a->lock);
+}
+
+/* Writes the whole line before deadline. A line cut short would desync the
+ * stream, so a stall mid-line closes the connection. */
+static int send_line(hm_agent *a, const char *line, int64_t deadline, const char *func,
+                     hm_error **err) {
+  size_t len = strlen(line), off = 0;
+  int rc = 0;
+  pthread_mutex_lock(&a->wlock);
+  while (off < len) {
+    ssize_t n = send(a->fd, line + off, len - off, MSG_NOSIGNAL);
+    if (n > 0) {
+      off += (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN) {
+      int64_t left = deadline - hm_now_ms();
+      struct pollfd pfd = {a->fd, POLLOUT, 0};
+      if (left > 0 && poll(&pfd, 1, (int)left) >= 0 && !(pfd.revents & (POLLERR | POLLHUP)))
+        continue;
+      if (left <= 0 || pfd.revents == 0) {
+        if (off > 0)
+          mark_closed(a, "a request could not be written completely in time");
+        rc = hm_error_set(err, HM_E_TIMEOUT, func,
+                          "the agent connection did not accept the request in time");
+        break;
+      }
+    }
+    mark_closed(a, "write: %s", n < 0 ? strerror(errno) : "peer closed");
+    rc = hm_error_set(err, HM_E_NOT_READY, func, "cannot send to the agent: %s",
+                      n < 0 ? strerror(errno) : "connection closed");
+    break;
+  }
+  pthread_mutex_unlock(&a->wlock);
+  return rc;
+}
+
+static void deadline_ts(struct timespec *ts, int64_t deadline_ms) {
+  ts->tv_sec = (time_t)(deadline_ms / 1000);
+  ts->tv_nsec = (long)(deadline_ms % 1000) * 1000000L;
+}
+
+/*
+ * Waits until one of ps[0..n) is answered (returns its index), the
+ * connection closes (HM_E_NOT_READY) or deadline passes (HM_E_TIMEOUT,
+ * without setting err: the caller knows what it was waiting for).
+ * Caller holds a->lock.
+ */
+static int wait_any_locked(hm_agent *a, struct pending **ps, size_t n, int64_t deadline) {
+  struct timespec ts;
+  deadline_ts(&ts, deadline);
+  for (;;) {
+    for (size_t i = 0; i < n; i++)
+      if (ps[i]->done)
+        return (int)i;
+    if (a->closed)
+      return HM_E_NOT_READY;
+    if (hm_now_ms() >= deadline)
+      return HM_E_TIMEOUT;
+    pthread_cond_timedwait(&a->cond, &a->lock, &ts);
+  }
+}
+
+static int closed_error(hm_agent *a, const char *func, const char *op, hm_error **err) {
+  pthread_mutex_lock(&a->lock);
+  int r = hm_error_set(err, HM_E_NOT_READY, func, "agent connection closed during %s: %s", op,
+                       a->close_reason ? a->close_reason : "unknown reason");
+  pthread_mutex_unlock(&a->lock);
+  return r;
+}
+
+/* Turns an ok:false answer into an error. ETIMEDOUT keeps its meaning so
+ * callers can tell "device never appeared" from other agent failures. */
+static int agent_error(const hm_agent_response *resp, const char *func, hm_error **err) {
+  int code = resp->err_no == ETIMEDOUT ? HM_E_TIMEOUT : HM_E_AGENT;
+  return hm_error_set(err, code, func, "guest agent: %s (errno %d: %s)", resp->error, resp->err_no,
+                      strerror(resp->err_no));
+}
+
+/* One request, one answer: *resp is the decoded answer (ok or not). */
+static int call(hm_agent *a, hm_agent_request *req, hm_agent_response *resp, int64_t deadline,
+                const char *func, hm_error **err) {
+  int rc = 0;
+  struct pending *p = pending_add(a, func, err, &rc);
+  if (!p)
+    return rc;
+  req->id = p->id;
+  char *line = NULL;
+  hm_error *e = NULL;
+  if ((rc = hm_agent_request_encode(&line, req, &e)) < 0) {
+    pending_remove(a, p);
+    rc = hm_error_set(err, rc, func, "%s", hm_error_message(e));
+    hm_error_free(e);
+    return rc;
+  }
+  rc = send_line(a, line, deadline, func, err);
+  free(line);
+  if (rc < 0) {
+    pending_remove(a, p);
+    return rc;
+  }
+  pthread_mutex_lock(&a->lock);
+  rc = wait_any_locked(a, &p, 1, deadline);
+  char *answer = NULL;
+  size_t alen = 0;
+  if (rc >= 0) {
+    answer = p->line;
+    alen = p->len;
+    p->line = NULL;
+  }
+  pending_remove_locked(a, p);
+  pthread_mutex_unlock(&a->lock);
+  const char *op = hm_agent_op_name(req->op);
+  if (rc == HM_E_NOT_READY)
+    return closed_error(a, func, op, err);
+  if (rc == HM_E_TIMEOUT)
+    return hm_error_set(err, HM_E_TIMEOUT, func, "no answer from the guest agent to %s in time",
+                        op);
+  rc = hm_agent_response_decode(resp, req->op, answer, alen, &e);
+  free(answer);
+  if (rc < 0) {
+    rc = hm_error_set(err, rc, func, "bad answer from the guest agent: %s", hm_error_message(e));
+    hm_error_free(e);
+    hm_agent_response_clear(resp);
+  }
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Handshake */
+
+static int hello_accept(hm_agent *a, hm_agent_response *resp, const char *func, hm_error **err) {
+  if (!resp->ok) {
+    if (resp->err_no == EPROTONOSUPPORT)
+      return hm_error_set(err, HM_E_PROTOCOL, func,
+                          "guest agent refused protocol %d.%d: %s (update the agent or the host)",
+                          HM_AGENT_PROTO_MAJOR, HM_AGENT_PROTO_MINOR, resp->error);
+    return agent_error(resp, func, err);
+  }
+  if (resp->major != HM_AGENT_PROTO_MAJOR)
+    return hm_error_set(err, HM_E_PROTOCOL, func,
+                        "guest agent %s %s speaks protocol %d.%d, this host %d.%d; major "
+                        "versions must match (update the agent or the host)",
+                        resp->agent_name, resp->agent_version, resp->major, resp->minor,
+                        HM_AGENT_PROTO_MAJOR, HM_AGENT_PROTO_MINOR);
+  pthread_mutex_lock(&a->lock);
+  a->agent_version = resp->agent_version;
+  a->caps = resp->capabilities;
+  resp->agent_version = NULL;
+  resp->capabilities = NULL;
+  a->handshaken = 1;
+  pthread_mutex_unlock(&a->lock);
+  return 0;
+}
+
+static int handshake(hm_agent *a, int timeout_ms, const char *func, hm_error **err) {
+  int64_t deadline = hm_now_ms() + timeout_ms;
+  struct pending *ps[64];
+  size_t n = 0;
+  int interval = HELLO_FIRST_MS, rc = HM_E_TIMEOUT, got = -1;
+  hm_agent_request req = {
+      .op = HM_AGENT_OP_HELLO, .major = HM_AGENT_PROTO_MAJOR, .minor = HM_AGENT_PROTO_MINOR};
+  while (got < 0) {
+    int64_t now = hm_now_ms();
+    if (now >= deadline)
+      break;
+    /* Each resend is a new request with its own id: an answer to any of them
+     * completes the handshake, and late answers to the others are ignored. */
+    if (n < sizeof(ps) / sizeof(ps[0])) {
+      if (!(ps[n] = pending_add(a, func, err, &rc)))
+        goto out;
+      req.id = ps[n]->id;
+      n++;
+      char *line = NULL;
+      if ((rc = hm_agent_request_encode(&line, &req, err)) < 0)
+        goto out;
+      rc = send_line(a, line, deadline, func, err);
+      free(line);
+      if (rc == HM_E_TIMEOUT) {
+        /* Our socket buffer is full: QEMU stalls it while the guest has the
+         * port closed. Keep waiting for an answer to what already went out. */
+        hm_error_free(err ? *err : NULL);
+        if (err)
+          *err = NULL;
+      } else if (rc < 0) {
+        goto out;
+      }
+    }
+    int64_t until = now + interval < deadline ? now + interval : deadline;
+    interval = interval * 2 > HELLO_MAX_MS ? HELLO_MAX_MS : interval * 2;
+    pthread_mutex_lock(&a->lock);
+    int w = wait_any_locked(a, ps, n, until);
+    pthread_mutex_unlock(&a->lock);
+    if (w >= 0)
+      got = w;
+    else if (w == HM_E_NOT_READY) {
+      rc = closed_error(a, func, "hello", err);
+      goto out;
+    }
+  }
+  if (got < 0) {
+    rc = hm_error_set(err, HM_E_TIMEOUT, func,
+                      "the guest agent did not answer hello within %d ms (is hotmount-agent "
+                      "running in the guest?)",
+                      timeout_ms);
+    goto out;
+  }
+  hm_agent_response resp;
+  hm_error *e = NULL;
+  rc = hm_agent_response_decode(&resp, HM_AGENT_OP_HELLO, ps[got]->line, ps[got]->len, &e);
+  if (rc < 0) {
+    rc = hm_error_set(err, rc, func, "bad hello answer from the guest agent: %s",
+                      hm_error_message(e));
+    hm_error_free(e);
+  } else {
+    rc = hello_accept(a, &resp, func, err);
+  }
+  hm_agent_response_clear(&resp);
+out:
+  pthread_mutex_lock(&a->lock);
+  for (size_t i = 0; i < n; i++)
+    pending_remove_locked(a, ps[i]);
+  pthread_mutex_unlock(&a->lock);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public (library-internal) API */
+
+static int64_t first_id(void) {
+  /* Ids must not repeat across host connections: the agent may still answer a
+   * request of an earlier connection after we reconnected through the same
+   * virtio-serial port. Random start, kept below 2^40 (exact in doubles). */
+  uint64_t r = 0;
+  if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+    r = (uint64_t)hm_now_ms() ^ ((uint64_t)getpid() << 20);
+  return (int64_t)(r & ((1ULL << 40) - 1)) + 1;
+}
+
+int hm_agent_connect(hm_agent **out, const char *socket_path, int timeout_ms, hm_error **err) {
+  *out = NULL;
+  if (!socket_path || timeout_ms < 0)
+    return HM_ERR(err, HM_E_INVALID, "socket path is NULL or timeout is negative");
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if (strlen(socket_path) >= sizeof(sa.sun_path))
+    return HM_ERR(err, HM_E_INVALID, "socket path '%s' is too long for a unix socket", socket_path);
+  strcpy(sa.sun_path, socket_path);
+
+  hm_agent *a = calloc(1, sizeof(*a));
+  if (!a)
+    return HM_ERR_NOMEM(err);
+  a->fd = -1;
+  a->wake[0] = a->wake[1] = -1;
+  a->next_id = first_id();
+  pthread_mutex_init(&a->lock, NULL);
+  pthread_mutex_init(&a->wlock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&a->cond, &ca);
+  pthread_condattr_destroy(&ca);
+
+  int rc;
+  a->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (a->fd < 0) {
+    rc = HM_ERR(err, -errno, "socket: %s", strerror(errno));
+    goto fail;
+  }
+  if (connect(a->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    rc = HM_ERR(err, HM_E_NOT_READY, "cannot connect to the agent socket %s: %s", socket_path,
+                strerror(errno));
+    goto fail;
+  }
+  /* Non-blocking from here on: a stalled port must not block a writer past
+   * its deadline. */
+  if (fcntl(a->fd, F_SETFL, fcntl(a->fd, F_GETFL) | O_NONBLOCK) < 0 ||
+      pipe2(a->wake, O_CLOEXEC) < 0) {
+    rc = HM_ERR(err, -errno, "setting up the connection: %s", strerror(errno));
+    goto fail;
+  }
+  /* The reader must not take the application's signals. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int tr = pthread_create(&a->reader, NULL, reader_main, a);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (tr != 0) {
+    rc = HM_ERR(err, -tr, "cannot start the reader thread: %s", strerror(tr));
+    goto fail;
+  }
+  a->reader_started = 1;
+  if ((rc = handshake(a, timeout_ms, __func__, err)) < 0)
+    goto fail;
+  *out = a;
+  return 0;
+fail:
+  hm_agent_free(a);
+  return rc;
+}
+
+void hm_agent_free(hm_agent *a) {
+  if (!a)
+    return;
+  if (a->reader_started) {
+    ssize_t w;
+    do
+      w = write(a->wake[1], "x", 1);
+    while (w < 0 && errno == EINTR);
+    pthread_join(a->reader, NULL);
+  }
+  if (a->fd >= 0)
+    close(a->fd);
+  if (a->wake[0] >= 0)
+    close(a->wake[0]);
+  if (a->wake[1] >= 0)
+    close(a->wake[1]);
+  while (a->pending)
+    pending_remove_locked(a, a->pending);
+  free(a->close_reason);
+  free(a->agent_version);
+  hm_strv_free(a->caps);
+  pthread_mutex_destroy(&a->lock);
+  pthread_mutex_destroy(&a->wlock);
+  pthread_cond_destroy(&a->cond);
+  free(a);
+}
+
+int hm_agent_is_connected(hm_agent *a) {
+  if (!a)
+    return 0;
+  pthread_mutex_lock(&a->lock);
+  int r = a->handshaken && !a->closed;
+  pthread_mutex_unlock(&a->lock);
+  return r;
+}
+
+const char *hm_agent_get_version(hm_agent *a) {
+  return a ? a->agent_version : NULL;
+}
+
+int hm_agent_has_capability(hm_agent *a, const char *cap) {
+  for (char **c = a ? a->caps : NULL; c && *c; c++)
+    if (strcmp(*c, cap) == 0)
+      return 1;
+  return 0;
+}
+
+int hm_agent_mount(hm_agent *a, int type, const char *tag, const char *target, int readonly,
+                   const char *options, int timeout_ms, hm_error **err) {
+  if (!a || !tag || !target || timeout_ms < 0 || timeout_ms > HM_AGENT_MAX_TIMEOUT_MS)
+    return HM_ERR(err, HM_E_INVALID, "missing argument or timeout out of range (0..%d ms)",
+                  HM_AGENT_MAX_TIMEOUT_MS);
+  if (type != HM_TYPE_VIRTIOFS && type != HM_TYPE_9P)
+    return HM_ERR(err, HM_E_INVALID, "type %d cannot be mounted by the guest agent", type);
+  hm_agent_request req = {
+      .op = HM_AGENT_OP_MOUNT,
+      .type = type,
+      /* Both are only read by the encoder; the casts do not let it write. */
+      .tag = type == HM_TYPE_VIRTIOFS ? (char *)tag : NULL,
+      .port = type == HM_TYPE_9P ? (char *)tag : NULL,
+      .target = (char *)target,
+      .readonly = readonly != 0,
+      .options = (char *)options,
+      .timeout_ms = timeout_ms,
+  };
+  hm_agent_response resp;
+  int rc = call(a, &req, &resp, hm_now_ms() + timeout_ms + REPLY_GRACE_MS, __func__, err);
+  if (rc < 0)
+    return rc;
+  if (!resp.ok)
+    rc = agent_error(&resp, __func__, err);
+  hm_agent_response_clear(&resp);
+  return rc;
+}
+
+int hm_agent_umount(hm_agent *a, const char *target, unsigned flags, int timeout_ms,
+                    hm_error **err) {
+  if (!a || !target || timeout_ms < 0)
+    return HM_ERR(err, HM_E_INVALID, "missing argument or negative timeout");
+  if (flags & ~(HM_REMOVE_LAZY | HM_REMOVE_FORCE))
+    return HM_ERR(err, HM_E_INVALID, "unknown flags 0x%x", flags);
+  hm_agent_request req = {
+      .op = HM_AGENT_OP_UMOUNT,
+      .target = (char *)target,
+      .lazy = (flags & HM_REMOVE_LAZY) != 0,
+      .force = (flags & HM_REMOVE_FORCE) != 0,
+  };
+  hm_agent_response resp;
+  int rc = call(a, &req, &resp, hm_now_ms() + timeout_ms, __func__, err);
+  if (rc < 0)
+    return rc;
+  if (!resp.ok)
+    rc = agent_error(&resp, __func__, err);
+  hm_agent_response_clear(&resp);
+  return rc;
+}
+
+int hm_agent_list(hm_agent *a, hm_agent_mount_info **out, size_t *n, hm_error **err) {
+  *out = NULL;
+  *n = 0;
+  if (!a)
+    return HM_ERR(err, HM_E_INVALID, "agent is NULL");
+  hm_agent_request req = {.op = HM_AGENT_OP_LIST};
+  hm_agent_response resp;
+  int rc = call(a, &req, &resp, hm_now_ms() + LIST_TIMEOUT_MS, __func__, err);
+  if (rc < 0)
+    return rc;
+  if (!resp.ok) {
+    rc = agent_error(&resp, __func__, err);
+  } else {
+    *out = resp.mounts;
+    *n = resp.n_mounts;
+    resp.mounts = NULL;
+    resp.n_mounts = 0;
+  }
+  hm_agent_response_clear(&resp);
+  return rc;
+}
+
+void hm_agent_list_free(hm_agent_mount_info *v, size_t n) {
+  hm_agent_mount_info_free(v, n);
+}

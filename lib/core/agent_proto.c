@@ -1,0 +1,532 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "core/agent_proto.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *hm_agent_op_name(int op) {
+  switch (op) {
+  case HM_AGENT_OP_HELLO: return "hello";
+  case HM_AGENT_OP_MOUNT: return "mount";
+  case HM_AGENT_OP_UMOUNT: return "umount";
+  case HM_AGENT_OP_LIST: return "list";
+  default: return NULL;
+  }
+}
+
+static int op_parse(const char *name) {
+  for (int op = HM_AGENT_OP_HELLO; op <= HM_AGENT_OP_LIST; op++)
+    if (strcmp(name, hm_agent_op_name(op)) == 0)
+      return op;
+  return 0;
+}
+
+static const char *type_name(int type) {
+  switch (type) {
+  case HM_TYPE_VIRTIOFS: return "virtiofs";
+  case HM_TYPE_9P: return "9p";
+  default: return NULL;
+  }
+}
+
+void hm_agent_mount_info_free(hm_agent_mount_info *v, size_t n) {
+  if (!v)
+    return;
+  for (size_t i = 0; i < n; i++) {
+    free(v[i].target);
+    free(v[i].fstype);
+    free(v[i].source);
+    free(v[i].options);
+  }
+  free(v);
+}
+
+void hm_agent_request_clear(hm_agent_request *req) {
+  if (!req)
+    return;
+  free(req->tag);
+  free(req->port);
+  free(req->target);
+  free(req->options);
+  memset(req, 0, sizeof(*req));
+}
+
+void hm_agent_response_clear(hm_agent_response *resp) {
+  if (!resp)
+    return;
+  free(resp->error);
+  free(resp->agent_name);
+  free(resp->agent_version);
+  hm_strv_free(resp->capabilities);
+  hm_agent_mount_info_free(resp->mounts, resp->n_mounts);
+  memset(resp, 0, sizeof(*resp));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Encoding */
+
+static int add(json_object *o, const char *key, json_object *v) {
+  if (!v)
+    return -1;
+  if (json_object_object_add(o, key, v) < 0) {
+    json_object_put(v);
+    return -1;
+  }
+  return 0;
+}
+
+static int add_str(json_object *o, const char *key, const char *s) {
+  return add(o, key, json_object_new_string(s));
+}
+
+/* Serializes o as one line with a trailing newline; consumes o. */
+static int finish(char **out, json_object *o, const char *func, hm_error **err) {
+  const char *s =
+      json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+  char *line = NULL;
+  if (!s || asprintf(&line, "%s\n", s) < 0) {
+    json_object_put(o);
+    return hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+  }
+  json_object_put(o);
+  *out = line;
+  return 0;
+}
+
+int hm_agent_request_encode(char **out, const hm_agent_request *req, hm_error **err) {
+  *out = NULL;
+  const char *op = hm_agent_op_name(req->op);
+  if (!op)
+    return HM_ERR(err, HM_E_INVALID, "unknown op %d", req->op);
+  json_object *o = json_object_new_object();
+  if (!o)
+    return HM_ERR_NOMEM(err);
+  int r = 0;
+  r |= add(o, "id", json_object_new_int64(req->id));
+  r |= add_str(o, "op", op);
+  switch (req->op) {
+  case HM_AGENT_OP_HELLO:
+    r |= add(o, "major", json_object_new_int(req->major));
+    r |= add(o, "minor", json_object_new_int(req->minor));
+    break;
+  case HM_AGENT_OP_MOUNT: {
+    const char *t = type_name(req->type);
+    if (!t || !req->target || (req->type == HM_TYPE_VIRTIOFS && !req->tag) ||
+        (req->type == HM_TYPE_9P && !req->port)) {
+      json_object_put(o);
+      return HM_ERR(err, HM_E_INVALID, "mount request needs a known type, a target and %s",
+                    req->type == HM_TYPE_9P ? "a port" : "a tag");
+    }
+    r |= add_str(o, "type", t);
+    if (req->tag)
+      r |= add_str(o, "tag", req->tag);
+    if (req->port)
+      r |= add_str(o, "port", req->port);
+    r |= add_str(o, "target", req->target);
+    r |= add(o, "readonly", json_object_new_boolean(req->readonly != 0));
+    if (req->options)
+      r |= add_str(o, "options", req->options);
+    r |= add(o, "timeout_ms", json_object_new_int(req->timeout_ms));
+    break;
+  }
+  case HM_AGENT_OP_UMOUNT:
+    if (!req->target) {
+      json_object_put(o);
+      return HM_ERR(err, HM_E_INVALID, "umount request needs a target");
+    }
+    r |= add_str(o, "target", req->target);
+    r |= add(o, "lazy", json_object_new_boolean(req->lazy != 0));
+    r |= add(o, "force", json_object_new_boolean(req->force != 0));
+    break;
+  default: break;
+  }
+  if (r) {
+    json_object_put(o);
+    return HM_ERR_NOMEM(err);
+  }
+  return finish(out, o, __func__, err);
+}
+
+int hm_agent_response_encode(char **out, int op, const hm_agent_response *resp, hm_error **err) {
+  *out = NULL;
+  json_object *o = json_object_new_object();
+  if (!o)
+    return HM_ERR_NOMEM(err);
+  int r = 0;
+  r |= add(o, "id", json_object_new_int64(resp->id));
+  r |= add(o, "ok", json_object_new_boolean(resp->ok != 0));
+  if (!resp->ok) {
+    r |= add(o, "errno", json_object_new_int(resp->err_no > 0 ? resp->err_no : EIO));
+    r |= add_str(o, "error", resp->error ? resp->error : "unknown error");
+  } else if (op == HM_AGENT_OP_HELLO) {
+    r |= add(o, "major", json_object_new_int(resp->major));
+    r |= add(o, "minor", json_object_new_int(resp->minor));
+    r |= add_str(o, "agent", resp->agent_name ? resp->agent_name : "");
+    r |= add_str(o, "agent_version", resp->agent_version ? resp->agent_version : "");
+    json_object *caps = json_object_new_array();
+    r |= add(o, "capabilities", caps);
+    for (char **c = resp->capabilities; caps && c && *c; c++)
+      r |= json_object_array_add(caps, json_object_new_string(*c)) < 0;
+  } else if (op == HM_AGENT_OP_LIST) {
+    json_object *arr = json_object_new_array();
+    r |= add(o, "mounts", arr);
+    for (size_t i = 0; arr && i < resp->n_mounts; i++) {
+      const hm_agent_mount_info *m = &resp->mounts[i];
+      json_object *e = json_object_new_object();
+      if (!e || json_object_array_add(arr, e) < 0) {
+        json_object_put(e);
+        r = -1;
+        break;
+      }
+      r |= add_str(e, "target", m->target ? m->target : "");
+      r |= add_str(e, "fstype", m->fstype ? m->fstype : "");
+      r |= add_str(e, "source", m->source ? m->source : "");
+      r |= add_str(e, "options", m->options ? m->options : "");
+    }
+  }
+  if (r) {
+    json_object_put(o);
+    return HM_ERR_NOMEM(err);
+  }
+  return finish(out, o, __func__, err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decoding */
+
+/* A key, made safe to put in a message: the peer chose it. */
+static void safe_key(char *buf, size_t size, const char *key) {
+  size_t o = 0;
+  for (const unsigned char *p = (const unsigned char *)key; *p && o + 1 < size; p++)
+    buf[o++] = (*p >= 0x20 && *p < 0x7f) ? (char)*p : '?';
+  buf[o] = '\0';
+  if (key[0] && strlen(key) >= size - 1 && size > 4)
+    memcpy(buf + size - 4, "...", 4);
+}
+
+static json_object *parse_line(const char *line, size_t len, const char *what, const char *func,
+                               hm_error **err) {
+  if (len > HM_AGENT_MAX_LINE) {
+    hm_error_set(err, HM_E_PROTOCOL, func, "%s is too long (%zu bytes)", what, len);
+    return NULL;
+  }
+  if (memchr(line, '\0', len)) {
+    hm_error_set(err, HM_E_PROTOCOL, func, "%s contains a NUL byte", what);
+    return NULL;
+  }
+  json_tokener *tok = json_tokener_new();
+  if (!tok) {
+    hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+    return NULL;
+  }
+  json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+  json_object *o = json_tokener_parse_ex(tok, line, (int)len);
+  enum json_tokener_error jerr = json_tokener_get_error(tok);
+  size_t end = json_tokener_get_parse_end(tok);
+  json_tokener_free(tok);
+  if (!o || jerr != json_tokener_success) {
+    json_object_put(o);
+    hm_error_set(err, HM_E_PROTOCOL, func, "%s is not valid JSON: %s", what,
+                 jerr == json_tokener_continue ? "unexpected end of line"
+                                               : json_tokener_error_desc(jerr));
+    return NULL;
+  }
+  for (size_t i = end; i < len; i++) {
+    if (line[i] != ' ' && line[i] != '\t' && line[i] != '\r') {
+      json_object_put(o);
+      hm_error_set(err, HM_E_PROTOCOL, func, "%s has trailing data after the JSON value", what);
+      return NULL;
+    }
+  }
+  if (!json_object_is_type(o, json_type_object)) {
+    json_object_put(o);
+    hm_error_set(err, HM_E_PROTOCOL, func, "%s is not a JSON object", what);
+    return NULL;
+  }
+  return o;
+}
+
+/* Every key of o must be in allowed (NULL-terminated). */
+static int check_keys(json_object *o, const char *const *allowed, const char *what,
+                      const char *func, hm_error **err) {
+  json_object_object_foreach(o, key, val) {
+    (void)val;
+    int found = 0;
+    for (const char *const *a = allowed; *a; a++)
+      if (strcmp(*a, key) == 0)
+        found = 1;
+    if (!found) {
+      char k[64];
+      safe_key(k, sizeof(k), key);
+      return hm_error_set(err, HM_E_PROTOCOL, func, "%s: unknown field '%s'", what, k);
+    }
+  }
+  return 0;
+}
+
+/* Field getters: required ones fail when missing; optional ones leave *out. */
+static int get_field(json_object *o, const char *key, json_type type, int required,
+                     json_object **out, const char *what, const char *func, hm_error **err) {
+  static const char *const tn[] = {
+      [json_type_null] = "null",        [json_type_boolean] = "a boolean",
+      [json_type_double] = "a number",  [json_type_int] = "an integer",
+      [json_type_object] = "an object", [json_type_array] = "an array",
+      [json_type_string] = "a string"};
+  json_object *v = NULL;
+  *out = NULL;
+  if (!json_object_object_get_ex(o, key, &v)) {
+    if (required)
+      return hm_error_set(err, HM_E_PROTOCOL, func, "%s: missing field '%s'", what, key);
+    return 0;
+  }
+  if (!json_object_is_type(v, type))
+    return hm_error_set(err, HM_E_PROTOCOL, func, "%s: field '%s' must be %s", what, key, tn[type]);
+  *out = v;
+  return 0;
+}
+
+static int get_int(json_object *o, const char *key, int required, int64_t min, int64_t max,
+                   int64_t *out, const char *what, const char *func, hm_error **err) {
+  json_object *v;
+  int r = get_field(o, key, json_type_int, required, &v, what, func, err);
+  if (r < 0 || !v)
+    return r;
+  errno = 0;
+  int64_t x = json_object_get_int64(v);
+  /* json-c clamps out-of-range integers to INT64_MIN/MAX and sets errno. */
+  if (errno == ERANGE || x < min || x > max)
+    return hm_error_set(err, HM_E_PROTOCOL, func, "%s: field '%s' is out of range (%lld..%lld)",
+                        what, key, (long long)min, (long long)max);
+  *out = x;
+  return 0;
+}
+
+static int get_bool(json_object *o, const char *key, int required, int *out, const char *what,
+                    const char *func, hm_error **err) {
+  json_object *v;
+  int r = get_field(o, key, json_type_boolean, required, &v, what, func, err);
+  if (r < 0 || !v)
+    return r;
+  *out = json_object_get_boolean(v) ? 1 : 0;
+  return 0;
+}
+
+static int get_str(json_object *o, const char *key, int required, char **out, const char *what,
+                   const char *func, hm_error **err) {
+  json_object *v;
+  int r = get_field(o, key, json_type_string, required, &v, what, func, err);
+  if (r < 0 || !v)
+    return r;
+  const char *s = json_object_get_string(v);
+  /* Our strings are C strings: an escaped \u0000 would silently truncate. */
+  if ((size_t)json_object_get_string_len(v) != strlen(s))
+    return hm_error_set(err, HM_E_PROTOCOL, func, "%s: field '%s' contains a NUL character", what,
+                        key);
+  char *d = strdup(s);
+  if (!d)
+    return hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+  free(*out);
+  *out = d;
+  return 0;
+}
+
+int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len, hm_error **err) {
+  static const char *const k_hello[] = {"id", "op", "major", "minor", NULL};
+  static const char *const k_mount[] = {"id",     "op",       "type",    "tag",        "port",
+                                        "target", "readonly", "options", "timeout_ms", NULL};
+  static const char *const k_umount[] = {"id", "op", "target", "lazy", "force", NULL};
+  static const char *const k_list[] = {"id", "op", NULL};
+  const char *func = __func__;
+  memset(out, 0, sizeof(*out));
+  json_object *o = parse_line(line, len, "request", func, err);
+  if (!o)
+    return HM_E_PROTOCOL;
+  int64_t x = 0;
+  int r = get_int(o, "id", 1, 0, INT64_MAX, &x, "request", func, err);
+  if (r < 0)
+    goto out;
+  out->id = x;
+  char *opname = NULL;
+  r = get_str(o, "op", 1, &opname, "request", func, err);
+  if (r < 0)
+    goto out;
+  out->op = op_parse(opname);
+  if (!out->op) {
+    char k[64];
+    safe_key(k, sizeof(k), opname);
+    free(opname);
+    r = hm_error_set(err, HM_E_UNSUPPORTED, func, "unknown op '%s'", k);
+    goto out;
+  }
+  free(opname);
+  const char *what = hm_agent_op_name(out->op);
+  switch (out->op) {
+  case HM_AGENT_OP_HELLO:
+    if ((r = check_keys(o, k_hello, what, func, err)) < 0 ||
+        (r = get_int(o, "major", 1, 0, INT32_MAX, &x, what, func, err)) < 0)
+      goto out;
+    out->major = (int)x;
+    if ((r = get_int(o, "minor", 1, 0, INT32_MAX, &x, what, func, err)) < 0)
+      goto out;
+    out->minor = (int)x;
+    break;
+  case HM_AGENT_OP_MOUNT: {
+    char *type = NULL;
+    if ((r = check_keys(o, k_mount, what, func, err)) < 0 ||
+        (r = get_str(o, "type", 1, &type, what, func, err)) < 0)
+      goto out;
+    out->type = strcmp(type, "virtiofs") == 0 ? HM_TYPE_VIRTIOFS
+                : strcmp(type, "9p") == 0     ? HM_TYPE_9P
+                                              : 0;
+    if (!out->type) {
+      char k[64];
+      safe_key(k, sizeof(k), type);
+      free(type);
+      r = hm_error_set(err, HM_E_PROTOCOL, func,
+                       "mount: unknown type '%s' (expected \"virtiofs\" or \"9p\")", k);
+      goto out;
+    }
+    free(type);
+    int virtiofs = out->type == HM_TYPE_VIRTIOFS;
+    if ((r = get_str(o, "tag", virtiofs, &out->tag, what, func, err)) < 0 ||
+        (r = get_str(o, "port", !virtiofs, &out->port, what, func, err)) < 0 ||
+        (r = get_str(o, "target", 1, &out->target, what, func, err)) < 0 ||
+        (r = get_bool(o, "readonly", 1, &out->readonly, what, func, err)) < 0 ||
+        (r = get_str(o, "options", 0, &out->options, what, func, err)) < 0 ||
+        (r = get_int(o, "timeout_ms", 1, 0, HM_AGENT_MAX_TIMEOUT_MS, &x, what, func, err)) < 0)
+      goto out;
+    out->timeout_ms = (int)x;
+    if (virtiofs && out->port) {
+      r = hm_error_set(err, HM_E_PROTOCOL, func, "mount: field 'port' is only for type 9p");
+      goto out;
+    }
+    break;
+  }
+  case HM_AGENT_OP_UMOUNT:
+    if ((r = check_keys(o, k_umount, what, func, err)) < 0 ||
+        (r = get_str(o, "target", 1, &out->target, what, func, err)) < 0 ||
+        (r = get_bool(o, "lazy", 0, &out->lazy, what, func, err)) < 0 ||
+        (r = get_bool(o, "force", 0, &out->force, what, func, err)) < 0)
+      goto out;
+    break;
+  case HM_AGENT_OP_LIST: r = check_keys(o, k_list, what, func, err); break;
+  }
+out:
+  json_object_put(o);
+  return r;
+}
+
+int hm_agent_response_id(int64_t *out, const char *line, size_t len, hm_error **err) {
+  json_object *o = parse_line(line, len, "response", __func__, err);
+  if (!o)
+    return HM_E_PROTOCOL;
+  int64_t id = 0;
+  int r = get_int(o, "id", 1, 0, INT64_MAX, &id, "response", __func__, err);
+  json_object_put(o);
+  if (r == 0)
+    *out = id;
+  return r;
+}
+
+static int decode_mounts(hm_agent_response *out, json_object *arr, const char *func,
+                         hm_error **err) {
+  static const char *const keys[] = {"target", "fstype", "source", "options", NULL};
+  size_t n = json_object_array_length(arr);
+  out->mounts = calloc(n ? n : 1, sizeof(*out->mounts));
+  if (!out->mounts)
+    return hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+  for (size_t i = 0; i < n; i++) {
+    json_object *e = json_object_array_get_idx(arr, i);
+    hm_agent_mount_info *m = &out->mounts[i];
+    out->n_mounts = i + 1;
+    int r;
+    if (!json_object_is_type(e, json_type_object))
+      return hm_error_set(err, HM_E_PROTOCOL, func, "list: mounts[%zu] is not an object", i);
+    if ((r = check_keys(e, keys, "list: mount entry", func, err)) < 0 ||
+        (r = get_str(e, "target", 1, &m->target, "list: mount entry", func, err)) < 0 ||
+        (r = get_str(e, "fstype", 1, &m->fstype, "list: mount entry", func, err)) < 0 ||
+        (r = get_str(e, "source", 1, &m->source, "list: mount entry", func, err)) < 0 ||
+        (r = get_str(e, "options", 1, &m->options, "list: mount entry", func, err)) < 0)
+      return r;
+  }
+  return 0;
+}
+
+int hm_agent_response_decode(hm_agent_response *out, int op, const char *line, size_t len,
+                             hm_error **err) {
+  static const char *const k_err[] = {"id", "ok", "errno", "error", NULL};
+  static const char *const k_plain[] = {"id", "ok", NULL};
+  static const char *const k_hello[] = {
+      "id", "ok", "major", "minor", "agent", "agent_version", "capabilities", NULL};
+  static const char *const k_list[] = {"id", "ok", "mounts", NULL};
+  const char *func = __func__;
+  memset(out, 0, sizeof(*out));
+  const char *what = hm_agent_op_name(op);
+  if (!what)
+    return hm_error_set(err, HM_E_INVALID, func, "unknown op %d", op);
+  json_object *o = parse_line(line, len, "response", func, err);
+  if (!o)
+    return HM_E_PROTOCOL;
+  int64_t x = 0;
+  json_object *v = NULL;
+  int r;
+  if ((r = get_int(o, "id", 1, 0, INT64_MAX, &x, what, func, err)) < 0)
+    goto out;
+  out->id = x;
+  if ((r = get_bool(o, "ok", 1, &out->ok, what, func, err)) < 0)
+    goto out;
+  if (!out->ok) {
+    if ((r = check_keys(o, k_err, what, func, err)) < 0 ||
+        (r = get_int(o, "errno", 1, 1, 4095, &x, what, func, err)) < 0 ||
+        (r = get_str(o, "error", 1, &out->error, what, func, err)) < 0)
+      goto out;
+    out->err_no = (int)x;
+    goto out;
+  }
+  switch (op) {
+  case HM_AGENT_OP_HELLO: {
+    if ((r = check_keys(o, k_hello, what, func, err)) < 0 ||
+        (r = get_int(o, "major", 1, 0, INT32_MAX, &x, what, func, err)) < 0)
+      goto out;
+    out->major = (int)x;
+    if ((r = get_int(o, "minor", 1, 0, INT32_MAX, &x, what, func, err)) < 0)
+      goto out;
+    out->minor = (int)x;
+    if ((r = get_str(o, "agent", 1, &out->agent_name, what, func, err)) < 0 ||
+        (r = get_str(o, "agent_version", 1, &out->agent_version, what, func, err)) < 0 ||
+        (r = get_field(o, "capabilities", json_type_array, 1, &v, what, func, err)) < 0)
+      goto out;
+    hm_strv caps = {0};
+    for (size_t i = 0; i < json_object_array_length(v); i++) {
+      json_object *c = json_object_array_get_idx(v, i);
+      if (!json_object_is_type(c, json_type_string)) {
+        hm_strv_clear(&caps);
+        r = hm_error_set(err, HM_E_PROTOCOL, func, "hello: capabilities[%zu] is not a string", i);
+        goto out;
+      }
+      if (hm_strv_push(&caps, json_object_get_string(c)) < 0) {
+        hm_strv_clear(&caps);
+        r = hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+        goto out;
+      }
+    }
+    out->capabilities = hm_strv_steal(&caps);
+    if (!out->capabilities)
+      r = hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+    break;
+  }
+  case HM_AGENT_OP_LIST:
+    if ((r = check_keys(o, k_list, what, func, err)) < 0 ||
+        (r = get_field(o, "mounts", json_type_array, 1, &v, what, func, err)) < 0)
+      goto out;
+    r = decode_mounts(out, v, func, err);
+    break;
+  default: r = check_keys(o, k_plain, what, func, err); break;
+  }
+out:
+  json_object_put(o);
+  return r;
+}

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Guest agent protocol codec (see docs/agent-protocol.md): one JSON object
+ * per line. Shared by the host client and the agent, so both sides agree on
+ * what is valid. Decoding is strict: an unknown op, a missing or wrongly typed
+ * field, or a field the op does not define is an error naming it, because a
+ * silently ignored field (say, "readonly" misspelt) would change behaviour.
+ */
+#ifndef HM_CORE_AGENT_PROTO_H
+#define HM_CORE_AGENT_PROTO_H
+
+#include "core/private.h"
+
+#define HM_AGENT_PROTO_MAJOR 1
+#define HM_AGENT_PROTO_MINOR 0
+#define HM_AGENT_PORT_NAME "org.hotmount.agent.0"
+#define HM_AGENT_NAME "hotmount-agent"
+/* Longest line either side accepts, newline excluded. */
+#define HM_AGENT_MAX_LINE (1024 * 1024)
+/* Longest mount wait a request may ask for. */
+#define HM_AGENT_MAX_TIMEOUT_MS (10 * 60 * 1000)
+
+#define HM_AGENT_OP_HELLO 1
+#define HM_AGENT_OP_MOUNT 2
+#define HM_AGENT_OP_UMOUNT 3
+#define HM_AGENT_OP_LIST 4
+
+typedef struct hm_agent_request {
+  int64_t id;
+  int op; /* HM_AGENT_OP_* */
+  /* hello */
+  int major, minor;
+  /* mount */
+  int type;      /* HM_TYPE_VIRTIOFS or HM_TYPE_9P */
+  char *tag;     /* virtiofs: required; 9p: optional (the mount's source name) */
+  char *port;    /* 9p only (trans=fd relay port): required */
+  char *target;  /* mount, umount */
+  int readonly;  /* mount */
+  char *options; /* mount; NULL when absent */
+  int timeout_ms;
+  /* umount */
+  int lazy, force;
+} hm_agent_request;
+
+/* One entry of a list answer. */
+typedef struct hm_agent_mount_info {
+  char *target;
+  char *fstype;
+  char *source;
+  char *options;
+} hm_agent_mount_info;
+
+HM_PRIVATE void hm_agent_mount_info_free(hm_agent_mount_info *v, size_t n);
+
+typedef struct hm_agent_response {
+  int64_t id;
+  int ok;
+  /* ok == 0 */
+  int err_no;  /* a Linux errno, > 0 */
+  char *error; /* the agent's message */
+  /* hello */
+  int major, minor;
+  char *agent_name, *agent_version;
+  char **capabilities; /* NULL-terminated */
+  /* list */
+  hm_agent_mount_info *mounts;
+  size_t n_mounts;
+} hm_agent_response;
+
+/* "hello", "mount", ...; NULL when unknown. */
+HM_PRIVATE const char *hm_agent_op_name(int op);
+
+/*
+ * hm_agent_request_encode: *out = one malloc'd line ending in '\n'. Checks
+ * that the fields the op needs are present (HM_E_INVALID otherwise).
+ */
+HM_PRIVATE int hm_agent_request_encode(char **out, const hm_agent_request *req, hm_error **err);
+
+/*
+ * hm_agent_request_decode: parses one line (without its newline; len bytes,
+ * which must hold no NUL). On error returns HM_E_PROTOCOL (malformed) or
+ * HM_E_UNSUPPORTED (unknown op) and, when the line had a usable integer id,
+ * leaves it in out->id (else 0) so the agent can still answer it. Clear out
+ * with hm_agent_request_clear in both cases.
+ */
+HM_PRIVATE int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
+                                       hm_error **err);
+HM_PRIVATE void hm_agent_request_clear(hm_agent_request *req);
+
+/*
+ * hm_agent_response_encode: *out = one line ending in '\n'. resp->ok selects
+ * the success shape for op (hello: version, name, capabilities; list: mounts;
+ * others: nothing) or the error shape {id, ok:false, errno, error}.
+ */
+HM_PRIVATE int hm_agent_response_encode(char **out, int op, const hm_agent_response *resp,
+                                        hm_error **err);
+
+/* hm_agent_response_id: the id of a response line, without decoding the rest
+ * (the reader thread uses it to find who is waiting). HM_E_PROTOCOL if none. */
+HM_PRIVATE int hm_agent_response_id(int64_t *out, const char *line, size_t len, hm_error **err);
+
+/* hm_agent_response_decode: strict decode of a response to op. HM_E_PROTOCOL
+ * on any deviation. Clear out with hm_agent_response_clear in all cases. */
+HM_PRIVATE int hm_agent_response_decode(hm_agent_response *out, int op, const char *line,
+                                        size_t len, hm_error **err);
+HM_PRIVATE void hm_agent_response_clear(hm_agent_response *resp);
+
+#endif

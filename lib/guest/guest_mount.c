@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "guest/guest_mount.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __linux__
+#include <sys/mount.h>
+#else
+/* The host side of a non-Linux build only validates; values are Linux's ABI. */
+#define MS_RDONLY 1UL
+#define MS_NOSUID 2UL
+#define MS_NODEV 4UL
+#endif
+
+#define TAG_MAX 36
+
+int hm_guest_tag_validate(const char *tag, hm_error **err) {
+  if (!tag || !*tag)
+    return HM_ERR(err, HM_E_INVALID, "virtiofs tag is empty");
+  size_t n = strlen(tag);
+  for (size_t i = 0; i < n; i++) {
+    char c = tag[i];
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+          c == '_' || c == '-'))
+      return HM_ERR(err, HM_E_INVALID,
+                    "virtiofs tag has a character outside [A-Za-z0-9._-] at byte %zu", i);
+  }
+  if (n > TAG_MAX)
+    return HM_ERR(err, HM_E_INVALID, "virtiofs tag '%.36s...' is longer than %d characters", tag,
+                  TAG_MAX);
+  return 0;
+}
+
+/* Options a virtiofs mount may carry. Everything else is refused, in
+ * particular the generic superblock flags the kernel also parses out of the
+ * data string (ro, rw, sync, ...). */
+static int virtiofs_option_ok(const char *opt, size_t len) {
+  static const char *const ok[] = {"dax",       "dax=always",          "dax=never",
+                                   "dax=inode", "default_permissions", "allow_other"};
+  for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+    if (strlen(ok[i]) == len && memcmp(ok[i], opt, len) == 0)
+      return 1;
+  return 0;
+}
+
+static int check_options(const char *options, hm_error **err) {
+  for (const char *p = options;;) {
+    const char *e = strchrnul(p, ',');
+    size_t len = (size_t)(e - p);
+    if (len == 0)
+      return HM_ERR(err, HM_E_INVALID, "empty option in virtiofs options");
+    if (!virtiofs_option_ok(p, len)) {
+      char shown[48];
+      size_t k = len < sizeof(shown) - 1 ? len : sizeof(shown) - 1;
+      for (size_t i = 0; i < k; i++)
+        shown[i] = (p[i] >= 0x20 && p[i] < 0x7f) ? p[i] : '?';
+      shown[k] = '\0';
+      return HM_ERR(err, HM_E_INVALID,
+                    "virtiofs option '%s' is not allowed (allowed: dax[=always|never|inode], "
+                    "default_permissions, allow_other)",
+                    shown);
+    }
+    if (!*e)
+      return 0;
+    p = e + 1;
+  }
+}
+
+void hm_guest_mount_call_clear(hm_guest_mount_call *c) {
+  if (!c)
+    return;
+  free(c->source);
+  free(c->fstype);
+  free(c->data);
+  memset(c, 0, sizeof(*c));
+}
+
+int hm_guest_mount_build(hm_guest_mount_call *out, int type, const char *tag, int readonly,
+                         const char *options, hm_error **err) {
+  memset(out, 0, sizeof(*out));
+  if (type == HM_TYPE_9P)
+    return HM_ERR(err, HM_E_UNSUPPORTED, "9p mounts (trans=fd relay) are not supported yet");
+  if (type != HM_TYPE_VIRTIOFS)
+    return HM_ERR(err, HM_E_INVALID, "mount type %d is not supported by the guest agent", type);
+  int r = hm_guest_tag_validate(tag, err);
+  if (r < 0)
+    return r;
+  if (options && *options && (r = check_options(options, err)) < 0)
+    return r;
+  out->source = strdup(tag);
+  out->fstype = strdup("virtiofs");
+  out->data = options && *options ? strdup(options) : NULL;
+  if (!out->source || !out->fstype || (options && *options && !out->data)) {
+    hm_guest_mount_call_clear(out);
+    return HM_ERR_NOMEM(err);
+  }
+  out->flags = MS_NOSUID | MS_NODEV | (readonly ? MS_RDONLY : 0);
+  return 0;
+}
+
+int hm_guest_fstype_is_ours(const char *fstype) {
+  return strcmp(fstype, "virtiofs") == 0 || strcmp(fstype, "9p") == 0 ||
+         strcmp(fstype, "fuse.sshfs") == 0;
+}
+
+/* Decodes mountinfo's \ooo escapes (space, tab, newline, backslash) in place. */
+static void unescape(char *s) {
+  char *o = s;
+  for (char *p = s; *p;) {
+    if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' &&
+        p[3] <= '7') {
+      *o++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+      p += 4;
+    } else {
+      *o++ = *p++;
+    }
+  }
+  *o = '\0';
+}
+
+static char *join_options(const char *mnt, const char *super) {
+  size_t a = strlen(mnt), b = strlen(super);
+  char *r = malloc(a + b + 2);
+  if (!r)
+    return NULL;
+  memcpy(r, mnt, a + 1);
+  size_t o = a;
+  for (const char *p = super; *p;) {
+    const char *e = strchrnul(p, ',');
+    size_t len = (size_t)(e - p);
+    if (len && !(len == 2 && (memcmp(p, "ro", 2) == 0 || memcmp(p, "rw", 2) == 0))) {
+      if (o)
+        r[o++] = ',';
+      memcpy(r + o, p, len);
+      o += len;
+    }
+    p = *e ? e + 1 : e;
+  }
+  r[o] = '\0';
+  return r;
+}
+
+int hm_guest_mountinfo_parse(hm_agent_mount_info **out, size_t *n, const char *text, int ours_only,
+                             hm_error **err) {
+  *out = NULL;
+  *n = 0;
+  char *copy = strdup(text);
+  if (!copy)
+    return HM_ERR_NOMEM(err);
+  hm_agent_mount_info *v = NULL;
+  size_t cnt = 0, cap = 0, lineno = 0;
+  int r = 0;
+  char *save = NULL;
+  for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    lineno++;
+    /* 36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw,errors=continue */
+    char *f[6], *s2 = NULL;
+    size_t nf = 0;
+    for (char *t = strtok_r(line, " ", &s2); t && nf < 6; t = strtok_r(NULL, " ", &s2))
+      f[nf++] = t;
+    char *fstype = NULL, *source = NULL, *super = NULL;
+    for (char *t = strtok_r(NULL, " ", &s2); t; t = strtok_r(NULL, " ", &s2)) {
+      if (strcmp(t, "-") == 0) {
+        fstype = strtok_r(NULL, " ", &s2);
+        source = strtok_r(NULL, " ", &s2);
+        super = strtok_r(NULL, " ", &s2);
+        break;
+      }
+    }
+    if (nf < 6 || !fstype || !source) {
+      r = HM_ERR(err, HM_E_PROTOCOL, "mountinfo line %zu is malformed", lineno);
+      break;
+    }
+    unescape(f[4]);
+    unescape(source);
+    unescape(fstype);
+    if (ours_only && !hm_guest_fstype_is_ours(fstype))
+      continue;
+    if (cnt == cap) {
+      size_t nc = cap ? cap * 2 : 8;
+      hm_agent_mount_info *nv = realloc(v, nc * sizeof(*v));
+      if (!nv) {
+        r = HM_ERR_NOMEM(err);
+        break;
+      }
+      v = nv;
+      cap = nc;
+    }
+    hm_agent_mount_info *m = &v[cnt++];
+    m->target = strdup(f[4]);
+    m->fstype = strdup(fstype);
+    m->source = strdup(source);
+    m->options = join_options(f[5], super ? super : "");
+    if (!m->target || !m->fstype || !m->source || !m->options) {
+      r = HM_ERR_NOMEM(err);
+      break;
+    }
+  }
+  free(copy);
+  if (r < 0) {
+    hm_agent_mount_info_free(v, cnt);
+    return r;
+  }
+  *out = v;
+  *n = cnt;
+  return 0;
+}

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Pure helpers that turn an agent mount request into the arguments of
+ * mount(2), and parse /proc/self/mountinfo. No system calls here, so the
+ * host can validate a request exactly as the agent will, and tests need no
+ * guest.
+ */
+#ifndef HM_GUEST_MOUNT_H
+#define HM_GUEST_MOUNT_H
+
+#include "core/agent_proto.h"
+
+/* The mount(2) call for one request. */
+typedef struct hm_guest_mount_call {
+  char *source; /* virtiofs: the tag */
+  char *fstype; /* "virtiofs" */
+  unsigned long flags;
+  char *data; /* fs data, NULL for none */
+} hm_guest_mount_call;
+
+/* hm_guest_tag_validate: [A-Za-z0-9._-]{1,36}; HM_E_INVALID naming the tag. */
+HM_PRIVATE int hm_guest_tag_validate(const char *tag, hm_error **err);
+
+/*
+ * hm_guest_mount_build: the call for type (HM_TYPE_*) with tag, read-only
+ * flag and fs options. virtiofs: source = tag, fstype "virtiofs", flags
+ * MS_NOSUID|MS_NODEV (|MS_RDONLY). Options are a comma-separated list from a
+ * per-transport allowlist (virtiofs: dax, dax=always|never|inode,
+ * default_permissions, allow_other); generic ones such as "rw" or "suid"
+ * are refused because they would undo the flags above. HM_E_UNSUPPORTED
+ * for 9p (its trans=fd relay is not implemented yet), HM_E_INVALID for a bad
+ * tag or option. Clear out with hm_guest_mount_call_clear.
+ */
+HM_PRIVATE int hm_guest_mount_build(hm_guest_mount_call *out, int type, const char *tag,
+                                    int readonly, const char *options, hm_error **err);
+HM_PRIVATE void hm_guest_mount_call_clear(hm_guest_mount_call *c);
+
+/* Filesystem types hotmount creates (and so may list and unmount). */
+HM_PRIVATE int hm_guest_fstype_is_ours(const char *fstype);
+
+/*
+ * hm_guest_mountinfo_parse: the entries of a /proc/PID/mountinfo text, octal
+ * escapes decoded. ours_only: only fstypes hm_guest_fstype_is_ours accepts.
+ * options = the per-mount options followed by the superblock options other
+ * than "ro"/"rw" (those belong to the mount). HM_E_PROTOCOL on a malformed line.
+ */
+HM_PRIVATE int hm_guest_mountinfo_parse(hm_agent_mount_info **out, size_t *n, const char *text,
+                                        int ours_only, hm_error **err);
+
+#endif
