@@ -68,7 +68,8 @@ int hm_error_prefix(hm_error **err, int code, const char *func, const char *fmt,
     (*err)->message = msg;
   }
   free(ctx);
-  return (*err)->code;
+  (*err)->code = code;
+  return code;
 }
 
 int hm_error_code(const hm_error *err) {

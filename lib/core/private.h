@@ -17,7 +17,8 @@
  */
 HM_PRIVATE int hm_error_set(hm_error **err, int code, const char *func, const char *fmt, ...)
     HM_PRINTF(4, 5);
-/* Prefixes an existing error's message with "func: context: ". Returns its code. */
+/* Prefixes an existing error's message with "func: context: " and gives it
+ * code (or makes a new error from the context). Returns code. */
 HM_PRIVATE int hm_error_prefix(hm_error **err, int code, const char *func, const char *fmt, ...)
     HM_PRINTF(4, 5);
 #define HM_ERR(err, code, ...) hm_error_set((err), (code), __func__, __VA_ARGS__)

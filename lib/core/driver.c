@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The fs_hotplugger wrapper: versioned vtable copy and attachment records. */
+#include "driver_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct hm_fs_hotplugger {
+  hm_fs_hotplugger_ops ops;
+  void *impl;
+};
+
+int hm_attachment_new(hm_attachment **out, const char *id) {
+  hm_attachment *a = calloc(1, sizeof(*a));
+  if (!a || !(a->id = strdup(id))) {
+    free(a);
+    return HM_E_NOMEM;
+  }
+  *out = a;
+  return 0;
+}
+
+void hm_attachment_free(hm_attachment *att) {
+  if (!att)
+    return;
+  free(att->id);
+  free(att->tag);
+  hm_kv_clear(&att->data);
+  free(att);
+}
+
+const char *hm_attachment_get_id(const hm_attachment *att) { return att ? att->id : NULL; }
+
+int hm_attachment_set_tag(hm_attachment *att, const char *tag, hm_error **err) {
+  if (!att || !tag)
+    return HM_ERR(err, HM_E_INVALID, "att and tag must not be NULL");
+  char *t = strdup(tag);
+  if (!t)
+    return HM_ERR_NOMEM(err);
+  free(att->tag);
+  att->tag = t;
+  return 0;
+}
+
+const char *hm_attachment_get_tag(const hm_attachment *att) { return att ? att->tag : NULL; }
+
+int hm_attachment_set_data(hm_attachment *att, const char *key, const char *value,
+                           hm_error **err) {
+  if (!att || !key)
+    return HM_ERR(err, HM_E_INVALID, "att and key must not be NULL");
+  return hm_kv_set(&att->data, key, value) < 0 ? HM_ERR_NOMEM(err) : 0;
+}
+
+const char *hm_attachment_get_data(const hm_attachment *att, const char *key) {
+  return att && key ? hm_kv_get(&att->data, key) : NULL;
+}
+
+int hm_fs_hotplugger_new(hm_fs_hotplugger **out, const hm_fs_hotplugger_ops *ops, void *impl,
+                         hm_error **err) {
+  int r = 0;
+  hm_fs_hotplugger *hp = NULL;
+  if (!out || !ops) {
+    r = HM_ERR(err, HM_E_INVALID, "out and ops must not be NULL");
+    goto fail;
+  }
+  if (ops->struct_size < offsetof(hm_fs_hotplugger_ops, free_slots)) {
+    r = HM_ERR(err, HM_E_INVALID, "ops->struct_size %zu is too small", ops->struct_size);
+    goto fail;
+  }
+  if (!ops->attach || !ops->detach || !ops->name) {
+    r = HM_ERR(err, HM_E_INVALID, "ops must provide name, attach and detach");
+    goto fail;
+  }
+  if (!(hp = calloc(1, sizeof(*hp)))) {
+    r = HM_ERR_NOMEM(err);
+    goto fail;
+  }
+  /* Older backends pass a smaller struct: copy what they know, zero the rest. */
+  memcpy(&hp->ops, ops,
+         ops->struct_size < sizeof(hp->ops) ? ops->struct_size : sizeof(hp->ops));
+  hp->ops.struct_size = sizeof(hp->ops);
+  hp->impl = impl;
+  *out = hp;
+  return 0;
+fail:
+  if (ops && ops->struct_size >= offsetof(hm_fs_hotplugger_ops, destroy) + sizeof(ops->destroy) &&
+      ops->destroy)
+    ops->destroy(impl);
+  return r;
+}
+
+void hm_fs_hotplugger_free(hm_fs_hotplugger *hp) {
+  if (!hp)
+    return;
+  if (hp->ops.destroy)
+    hp->ops.destroy(hp->impl);
+  free(hp);
+}
+
+const char *hm_fs_hotplugger_get_name(const hm_fs_hotplugger *hp) {
+  return hp ? hp->ops.name : NULL;
+}
+
+int hm_fs_hotplugger_supports(const hm_fs_hotplugger *hp, int type) {
+  return hp && type > 0 && type < 32 && (hp->ops.types & (1u << type));
+}
+
+int hm_fs_hotplugger_attach(hm_fs_hotplugger *hp, const hm_mount_spec *spec, hm_attachment *att,
+                            hm_error **err) {
+  int r = hp->ops.attach(hp->impl, spec, att, err);
+  if (r < 0)
+    return r;
+  if (!att->tag) {
+    hp->ops.detach(hp->impl, att, NULL);
+    return HM_ERR(err, HM_E_INTERNAL, "backend %s attached without setting a tag", hp->ops.name);
+  }
+  return 0;
+}
+
+int hm_fs_hotplugger_detach(hm_fs_hotplugger *hp, hm_attachment *att, hm_error **err) {
+  return hp->ops.detach(hp->impl, att, err);
+}
+
+int hm_fs_hotplugger_free_slots(hm_fs_hotplugger *hp, int type, hm_error **err) {
+  if (!hp->ops.free_slots)
+    return HM_ERR(err, HM_E_UNSUPPORTED, "backend %s does not report free slots", hp->ops.name);
+  return hp->ops.free_slots(hp->impl, type, err);
+}

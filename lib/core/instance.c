@@ -1,0 +1,409 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The hot-mount engine of one VM: registry + backend + guest agent.
+ *
+ * Locking: `lock` guards the registry (entries, next_id) and the state file;
+ * it is held only for bookkeeping, never while waiting on QEMU or the guest,
+ * so list answers while an add waits. An entry in state attaching/detaching is
+ * "busy": a second operation on the same mount point is refused at once
+ * (HM_E_EXISTS for add, HM_E_BUSY for remove) instead of queueing.
+ * `agent_lock` (a rwlock) lets many operations use the agent connection while
+ * a reconnect, which replaces it, waits for them.
+ */
+#include "agent_client.h"
+#include "driver_internal.h"
+#include "guest_path.h"
+#include "mount_internal.h"
+#include "state.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AGENT_CONNECT_TIMEOUT_MS 5000
+#define AGENT_UMOUNT_TIMEOUT_MS 15000
+
+struct hm_instance {
+  char *dir;
+  char *agent_path;
+  char *state_path;
+  hm_fs_hotplugger *hp;
+  int mount_timeout_ms;
+
+  pthread_rwlock_t agent_lock;
+  hm_agent *agent;
+
+  pthread_mutex_t lock;
+  hm_entry **entries;
+  size_t n_entries;
+  unsigned next_id;
+};
+
+static void entry_free(hm_entry *e) {
+  if (!e)
+    return;
+  free(e->id);
+  free(e->reason);
+  hm_mount_spec_free(e->spec);
+  hm_attachment_free(e->att);
+  free(e);
+}
+
+static hm_entry *find_entry(hm_instance *inst, const char *guest_path) {
+  for (size_t i = 0; i < inst->n_entries; i++)
+    if (strcmp(inst->entries[i]->spec->guest_path, guest_path) == 0)
+      return inst->entries[i];
+  return NULL;
+}
+
+/* A hot-mount may not sit inside another, nor contain one: the inner one
+ * would be created inside the outer share (on the host!) or hidden by it. */
+static hm_entry *find_overlap(hm_instance *inst, const char *p) {
+  size_t pl = strlen(p);
+  for (size_t i = 0; i < inst->n_entries; i++) {
+    const char *q = inst->entries[i]->spec->guest_path;
+    size_t ql = strlen(q);
+    size_t n = pl < ql ? pl : ql;
+    if (strncmp(p, q, n) == 0 && (pl == ql || (pl > ql ? p[ql] : q[pl]) == '/'))
+      return inst->entries[i];
+  }
+  return NULL;
+}
+
+static void drop_entry(hm_instance *inst, hm_entry *e) {
+  for (size_t i = 0; i < inst->n_entries; i++) {
+    if (inst->entries[i] == e) {
+      memmove(&inst->entries[i], &inst->entries[i + 1],
+              (inst->n_entries - i - 1) * sizeof(hm_entry *));
+      inst->n_entries--;
+      entry_free(e);
+      return;
+    }
+  }
+}
+
+/* Called with lock held. A failed save is logged, not fatal: the mount
+ * itself is fine, and the next save retries. */
+static void save_locked(hm_instance *inst) {
+  hm_error *err = NULL;
+  if (hm_state_save(inst->state_path, inst->next_id, inst->entries, inst->n_entries, &err) < 0)
+    hm_warn("%s", hm_error_message(err));
+  hm_error_free(err);
+}
+
+static void set_state_locked(hm_instance *inst, hm_entry *e, int state, const char *reason) {
+  char *copy = reason ? strdup(reason) : NULL; /* reason may be e->reason */
+  e->state = state;
+  free(e->reason);
+  e->reason = copy;
+  save_locked(inst);
+}
+
+int hm_instance_new(hm_instance **out, const char *dir, hm_fs_hotplugger *hp, hm_error **err) {
+  hm_instance *inst = NULL;
+  int r;
+  if (!out || !dir || !hp) {
+    r = HM_ERR(err, HM_E_INVALID, "out, dir and hp must not be NULL");
+    goto fail;
+  }
+  if (!(inst = calloc(1, sizeof(*inst)))) {
+    r = HM_ERR_NOMEM(err);
+    goto fail;
+  }
+  inst->hp = hp;
+  hp = NULL;
+  inst->mount_timeout_ms = 20000;
+  inst->next_id = 1;
+  pthread_mutex_init(&inst->lock, NULL);
+  pthread_rwlock_init(&inst->agent_lock, NULL);
+  if (!(inst->dir = strdup(dir)) || asprintf(&inst->agent_path, "%s/agent.sock", dir) < 0 ||
+      asprintf(&inst->state_path, "%s/state.json", dir) < 0) {
+    r = HM_ERR_NOMEM(err);
+    goto fail;
+  }
+  r = hm_state_load(inst->state_path, &inst->next_id, &inst->entries, &inst->n_entries, err);
+  if (r < 0)
+    goto fail;
+  /* An operation that was cut short by a crash is not guessed at here: the
+   * entry is shown broken, and remove (whose steps are idempotent) cleans up. */
+  for (size_t i = 0; i < inst->n_entries; i++) {
+    hm_entry *e = inst->entries[i];
+    if (e->state == HM_STATE_ATTACHING || e->state == HM_STATE_DETACHING) {
+      e->state = HM_STATE_BROKEN;
+      free(e->reason);
+      e->reason = strdup("an earlier add or remove was interrupted; remove it to clean up");
+    }
+  }
+  *out = inst;
+  return 0;
+fail:
+  hm_fs_hotplugger_free(hp);
+  hm_instance_free(inst);
+  return r;
+}
+
+void hm_instance_free(hm_instance *inst) {
+  if (!inst)
+    return;
+  hm_agent_free(inst->agent);
+  for (size_t i = 0; i < inst->n_entries; i++)
+    entry_free(inst->entries[i]);
+  free(inst->entries);
+  hm_fs_hotplugger_free(inst->hp);
+  pthread_mutex_destroy(&inst->lock);
+  pthread_rwlock_destroy(&inst->agent_lock);
+  free(inst->dir);
+  free(inst->agent_path);
+  free(inst->state_path);
+  free(inst);
+}
+
+int hm_instance_set_mount_timeout(hm_instance *inst, int timeout_ms, hm_error **err) {
+  if (!inst || timeout_ms <= 0)
+    return HM_ERR(err, HM_E_INVALID, "timeout must be positive");
+  inst->mount_timeout_ms = timeout_ms;
+  return 0;
+}
+
+/* Returns with agent_lock held for reading and a live inst->agent, or fails
+ * with no lock held. */
+static int agent_acquire(hm_instance *inst, int timeout_ms, hm_error **err) {
+  pthread_rwlock_rdlock(&inst->agent_lock);
+  if (inst->agent && hm_agent_is_connected(inst->agent))
+    return 0;
+  pthread_rwlock_unlock(&inst->agent_lock);
+
+  pthread_rwlock_wrlock(&inst->agent_lock);
+  if (!inst->agent || !hm_agent_is_connected(inst->agent)) {
+    hm_agent_free(inst->agent);
+    inst->agent = NULL;
+    int r = hm_agent_connect(&inst->agent, inst->agent_path, timeout_ms, err);
+    if (r < 0) {
+      pthread_rwlock_unlock(&inst->agent_lock);
+      return hm_error_prefix(err, HM_E_NOT_READY, "hm_instance", "guest agent not reachable");
+    }
+  }
+  pthread_rwlock_unlock(&inst->agent_lock);
+  /* Someone may replace it between these two lines; then the call fails
+   * with NOT_READY and the caller reports it, which is fine. */
+  pthread_rwlock_rdlock(&inst->agent_lock);
+  if (!inst->agent) {
+    pthread_rwlock_unlock(&inst->agent_lock);
+    return HM_ERR(err, HM_E_NOT_READY, "guest agent connection lost");
+  }
+  return 0;
+}
+
+static void agent_release(hm_instance *inst) { pthread_rwlock_unlock(&inst->agent_lock); }
+
+int hm_instance_connect_agent(hm_instance *inst, int timeout_ms, hm_error **err) {
+  if (!inst)
+    return HM_ERR(err, HM_E_INVALID, "inst is NULL");
+  int r = agent_acquire(inst, timeout_ms, err);
+  if (r == 0)
+    agent_release(inst);
+  return r;
+}
+
+static int snapshot(hm_mount **out, const hm_entry *e) {
+  return hm_mount_build(out, e->id, e->spec, e->att ? e->att->tag : NULL, e->state, e->reason);
+}
+
+int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *request,
+                    hm_error **err) {
+  hm_mount_spec *spec = NULL;
+  hm_attachment *att = NULL;
+  hm_entry *e = NULL;
+  int r;
+  if (!inst || !request)
+    return HM_ERR(err, HM_E_INVALID, "inst and spec must not be NULL");
+  if ((r = hm_mount_spec_copy(&spec, request, err)) < 0)
+    return r;
+  if ((r = hm_mount_spec_validate(spec, err)) < 0)
+    goto fail_spec;
+  if (!hm_fs_hotplugger_supports(inst->hp, spec->type)) {
+    r = HM_ERR(err, HM_E_UNSUPPORTED, "the %s backend cannot hot-mount %s",
+               hm_fs_hotplugger_get_name(inst->hp), hm_mount_type_name(spec->type));
+    goto fail_spec;
+  }
+
+  /* 1. Reserve the mount point. */
+  pthread_mutex_lock(&inst->lock);
+  hm_entry *other = find_overlap(inst, spec->guest_path);
+  if (other) {
+    r = strcmp(other->spec->guest_path, spec->guest_path) == 0
+            ? HM_ERR(err, HM_E_EXISTS, "%s is already %s (%s)", spec->guest_path,
+                     other->state == HM_STATE_ATTACHING ? "being mounted" : "a hot-mount",
+                     other->id)
+            : HM_ERR(err, HM_E_EXISTS, "%s overlaps the hot-mount at %s (%s)",
+                     spec->guest_path, other->spec->guest_path, other->id);
+    pthread_mutex_unlock(&inst->lock);
+    goto fail_spec;
+  }
+  hm_entry **entries = realloc(inst->entries, (inst->n_entries + 1) * sizeof(*entries));
+  e = calloc(1, sizeof(*e));
+  if (entries)
+    inst->entries = entries;
+  if (!entries || !e || asprintf(&e->id, "hm-%u", inst->next_id) < 0) {
+    free(e);
+    pthread_mutex_unlock(&inst->lock);
+    r = HM_ERR_NOMEM(err);
+    goto fail_spec;
+  }
+  inst->next_id++;
+  e->spec = spec;
+  spec = NULL;
+  e->state = HM_STATE_ATTACHING;
+  inst->entries[inst->n_entries++] = e;
+  save_locked(inst);
+  pthread_mutex_unlock(&inst->lock);
+
+  /* 2. The guest must be able to answer before we plug anything in. */
+  if ((r = agent_acquire(inst, AGENT_CONNECT_TIMEOUT_MS, err)) < 0)
+    goto fail_entry;
+
+  /* 3. Backend attach (rolls itself back on failure). */
+  if ((r = hm_attachment_new(&att, e->id)) < 0) {
+    r = HM_ERR_NOMEM(err);
+    goto fail_agent;
+  }
+  if ((r = hm_fs_hotplugger_attach(inst->hp, e->spec, att, err)) < 0)
+    goto fail_agent;
+  pthread_mutex_lock(&inst->lock);
+  e->att = att;
+  save_locked(inst);
+  pthread_mutex_unlock(&inst->lock);
+
+  /* 4. Guest mount. */
+  r = hm_agent_mount(inst->agent, e->spec->type, att->tag, e->spec->guest_path, !e->spec->writable,
+                     NULL, inst->mount_timeout_ms, err);
+  agent_release(inst);
+  if (r < 0)
+    goto fail_attached;
+
+  /* 5. Done. */
+  pthread_mutex_lock(&inst->lock);
+  set_state_locked(inst, e, HM_STATE_MOUNTED, NULL);
+  r = out ? snapshot(out, e) : 0;
+  pthread_mutex_unlock(&inst->lock);
+  if (r < 0)
+    return HM_ERR_NOMEM(err);
+  hm_info("mounted %s at %s (%s, %s)", e->spec->host_path, e->spec->guest_path, e->id,
+          e->spec->writable ? "rw" : "ro");
+  return 0;
+
+fail_attached: {
+  hm_error *derr = NULL;
+  if (hm_fs_hotplugger_detach(inst->hp, att, &derr) < 0) {
+    /* Keep the entry so that remove can retry the cleanup later. */
+    hm_warn("rollback of %s failed: %s", e->id, hm_error_message(derr));
+    pthread_mutex_lock(&inst->lock);
+    set_state_locked(inst, e, HM_STATE_BROKEN, hm_error_message(derr));
+    pthread_mutex_unlock(&inst->lock);
+    hm_error_free(derr);
+    return r;
+  }
+  goto fail_entry;
+}
+fail_agent:
+  agent_release(inst);
+fail_entry:
+  pthread_mutex_lock(&inst->lock);
+  if (e->att != att)
+    hm_attachment_free(att);
+  drop_entry(inst, e);
+  save_locked(inst);
+  pthread_mutex_unlock(&inst->lock);
+  return r;
+fail_spec:
+  hm_mount_spec_free(spec);
+  return r;
+}
+
+int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags,
+                       hm_error **err) {
+  char *norm = NULL;
+  int r;
+  if (!inst || !guest_path)
+    return HM_ERR(err, HM_E_INVALID, "inst and guest_path must not be NULL");
+  if ((r = hm_guest_path_normalize(&norm, guest_path, err)) < 0)
+    return r;
+
+  pthread_mutex_lock(&inst->lock);
+  hm_entry *e = find_entry(inst, norm);
+  if (!e) {
+    pthread_mutex_unlock(&inst->lock);
+    r = HM_ERR(err, HM_E_NOT_FOUND, "nothing is hot-mounted at %s", norm);
+    free(norm);
+    return r;
+  }
+  free(norm);
+  if (e->state == HM_STATE_ATTACHING || e->state == HM_STATE_DETACHING) {
+    pthread_mutex_unlock(&inst->lock);
+    return HM_ERR(err, HM_E_BUSY, "%s is being %s", e->spec->guest_path,
+                  e->state == HM_STATE_ATTACHING ? "mounted" : "removed");
+  }
+  int prev_state = e->state;
+  set_state_locked(inst, e, HM_STATE_DETACHING, NULL);
+  pthread_mutex_unlock(&inst->lock);
+
+  /* 1. The guest lets go first: pulling the device from under a mounted
+   * file system hangs guest processes. */
+  hm_error *uerr = NULL;
+  r = agent_acquire(inst, AGENT_CONNECT_TIMEOUT_MS, &uerr);
+  if (r == 0) {
+    r = hm_agent_umount(inst->agent, e->spec->guest_path, flags, AGENT_UMOUNT_TIMEOUT_MS, &uerr);
+    agent_release(inst);
+  }
+  if (r < 0 && !(flags & HM_REMOVE_FORCE)) {
+    pthread_mutex_lock(&inst->lock);
+    set_state_locked(inst, e, prev_state, e->reason);
+    pthread_mutex_unlock(&inst->lock);
+    if (err && !*err)
+      *err = uerr;
+    else
+      hm_error_free(uerr);
+    return hm_error_prefix(err, r, __func__, "guest unmount of %s failed (retry with force)",
+                           e->spec->guest_path);
+  }
+  if (r < 0)
+    hm_warn("forced remove of %s: guest unmount failed: %s", e->id, hm_error_message(uerr));
+  hm_error_free(uerr);
+
+  /* 2. Backend detach. */
+  if (e->att && (r = hm_fs_hotplugger_detach(inst->hp, e->att, err)) < 0) {
+    pthread_mutex_lock(&inst->lock);
+    set_state_locked(inst, e, HM_STATE_BROKEN, err && *err ? hm_error_message(*err) : "detach failed");
+    pthread_mutex_unlock(&inst->lock);
+    return r;
+  }
+
+  /* 3. Forget it. */
+  pthread_mutex_lock(&inst->lock);
+  hm_info("removed %s from %s", e->id, e->spec->guest_path);
+  drop_entry(inst, e);
+  save_locked(inst);
+  pthread_mutex_unlock(&inst->lock);
+  return 0;
+}
+
+int hm_instance_list(hm_instance *inst, hm_mount_list **out, hm_error **err) {
+  hm_mount_list *l = NULL;
+  if (!inst || !out)
+    return HM_ERR(err, HM_E_INVALID, "inst and out must not be NULL");
+  if (hm_mount_list_new(&l) < 0)
+    return HM_ERR_NOMEM(err);
+  pthread_mutex_lock(&inst->lock);
+  for (size_t i = 0; i < inst->n_entries; i++) {
+    hm_mount *m = NULL;
+    if (snapshot(&m, inst->entries[i]) < 0 || hm_mount_list_take(l, m) < 0) {
+      pthread_mutex_unlock(&inst->lock);
+      hm_mount_list_free(l);
+      return HM_ERR_NOMEM(err);
+    }
+  }
+  pthread_mutex_unlock(&inst->lock);
+  *out = l;
+  return 0;
+}

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The mount model's internals: specs (requests), mounts (registry entries as
+ * the API shows them) and their JSON forms. */
+#ifndef HM_MOUNT_INTERNAL_H
+#define HM_MOUNT_INTERNAL_H
+
+#include "private.h"
+#include <json-c/json.h>
+
+struct hm_mount_spec {
+  char *host_path;
+  char *guest_path;
+  int type;
+  int writable;
+  hm_kv options;
+};
+
+struct hm_mount {
+  char *id;
+  char *host_path;
+  char *guest_path;
+  char *tag;
+  char *reason;
+  int type;
+  int writable;
+  int state;
+};
+
+struct hm_mount_list {
+  hm_mount **items;
+  size_t n;
+};
+
+/* Builds a mount snapshot; strings are copied (tag, reason may be NULL). */
+HM_PRIVATE int hm_mount_build(hm_mount **out, const char *id, const hm_mount_spec *spec,
+                              const char *tag, int state, const char *reason);
+HM_PRIVATE int hm_mount_list_new(hm_mount_list **out);
+/* Takes ownership of m (freed on failure). */
+HM_PRIVATE int hm_mount_list_take(hm_mount_list *l, hm_mount *m);
+
+HM_PRIVATE json_object *hm_mount_to_json_object(const hm_mount *m);
+HM_PRIVATE int hm_mount_from_json_object(hm_mount **out, json_object *o, hm_error **err);
+HM_PRIVATE int hm_mount_list_from_json(hm_mount_list **out, const char *text, size_t len,
+                                       hm_error **err);
+
+/*
+ * The API's request body {hostPath, mountPoint, type, writable, options}. Strict:
+ * malformed JSON, wrong member types and unknown members are HM_E_INVALID
+ * naming the member. Does not validate the paths (hm_mount_spec_validate does).
+ */
+HM_PRIVATE int hm_mount_spec_from_json(hm_mount_spec **out, const char *text, size_t len,
+                                       hm_error **err);
+HM_PRIVATE json_object *hm_mount_spec_to_json_object(const hm_mount_spec *spec);
+
+/* Parses text as one JSON value (nothing else after it). HM_E_INVALID otherwise. */
+HM_PRIVATE int hm_json_parse(json_object **out, const char *text, size_t len, hm_error **err);
+
+#endif

@@ -1,0 +1,273 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "state.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STATE_VERSION 1
+
+static json_object *entry_to_json(const hm_entry *e) {
+  hm_mount *m = NULL;
+  if (hm_mount_build(&m, e->id, e->spec, e->att ? e->att->tag : NULL, e->state, e->reason) < 0)
+    return NULL;
+  json_object *o = hm_mount_to_json_object(m);
+  hm_mount_free(m);
+  if (!o)
+    return NULL;
+  if (e->spec->options.n) {
+    json_object *opts = json_object_new_object();
+    for (size_t i = 0; opts && i < e->spec->options.n; i++)
+      json_object_object_add(opts, e->spec->options.keys[i],
+                             json_object_new_string(e->spec->options.values[i]));
+    json_object_object_add(o, "options", opts);
+  }
+  if (e->att) {
+    json_object *b = json_object_new_object();
+    for (size_t i = 0; b && i < e->att->data.n; i++)
+      json_object_object_add(b, e->att->data.keys[i],
+                             json_object_new_string(e->att->data.values[i]));
+    json_object_object_add(o, "backend", b);
+  }
+  return o;
+}
+
+static int write_all(int fd, const char *s, size_t n) {
+  while (n) {
+    ssize_t w = write(fd, s, n);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w < 0)
+      return -errno;
+    s += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+int hm_state_save(const char *path, unsigned next_id, hm_entry *const *entries, size_t n,
+                  hm_error **err) {
+  json_object *root = json_object_new_object(), *arr = json_object_new_array();
+  char *tmp = NULL;
+  int fd = -1, r = 0;
+  if (!root || !arr) {
+    json_object_put(arr);
+    r = HM_ERR_NOMEM(err);
+    goto out;
+  }
+  json_object_object_add(root, "version", json_object_new_int(STATE_VERSION));
+  json_object_object_add(root, "nextId", json_object_new_int64(next_id));
+  json_object_object_add(root, "mounts", arr);
+  for (size_t i = 0; i < n; i++) {
+    json_object *o = entry_to_json(entries[i]);
+    if (!o || json_object_array_add(arr, o) < 0) {
+      json_object_put(o);
+      r = HM_ERR_NOMEM(err);
+      goto out;
+    }
+  }
+  const char *text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY |
+                                                              JSON_C_TO_STRING_NOSLASHESCAPE);
+  if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0) {
+    tmp = NULL;
+    r = HM_ERR_NOMEM(err);
+    goto out;
+  }
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    r = HM_ERR(err, -errno, "cannot write %s: %s", tmp, strerror(errno));
+    goto out;
+  }
+  if ((r = write_all(fd, text, strlen(text))) < 0 || (r = write_all(fd, "\n", 1)) < 0 ||
+      (fsync(fd) < 0 && (r = -errno))) {
+    r = HM_ERR(err, r, "cannot write %s: %s", tmp, strerror(-r));
+    goto out;
+  }
+  close(fd);
+  fd = -1;
+  if (rename(tmp, path) < 0) {
+    r = HM_ERR(err, -errno, "cannot rename %s: %s", tmp, strerror(errno));
+    goto out;
+  }
+  free(tmp);
+  tmp = NULL;
+  /* The rename itself must reach the disk too. */
+  char *dup = strdup(path);
+  if (dup) {
+    int dfd = open(dirname(dup), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      fsync(dfd);
+      close(dfd);
+    }
+    free(dup);
+  }
+out:
+  if (fd >= 0)
+    close(fd);
+  if (tmp) {
+    unlink(tmp);
+    free(tmp);
+  }
+  json_object_put(root);
+  return r;
+}
+
+static int get(json_object *o, const char *key, json_type t, json_object **v) {
+  return json_object_object_get_ex(o, key, v) && json_object_is_type(*v, t) ? 0 : -1;
+}
+
+static int entry_from_json(hm_entry **out, json_object *o, hm_error **err) {
+  hm_mount *m = NULL;
+  hm_entry *e = NULL;
+  json_object *v;
+  int r = hm_mount_from_json_object(&m, o, err);
+  if (r < 0)
+    return r;
+  if (!(e = calloc(1, sizeof(*e))) || hm_mount_spec_new(&e->spec, NULL) < 0)
+    goto nomem;
+  e->spec->type = m->type;
+  e->spec->writable = m->writable;
+  e->state = m->state;
+  if (!(e->id = strdup(m->id)) || !(e->spec->host_path = strdup(m->host_path)) ||
+      !(e->spec->guest_path = strdup(m->guest_path)) ||
+      (m->reason && !(e->reason = strdup(m->reason))))
+    goto nomem;
+  if (get(o, "options", json_type_object, &v) == 0) {
+    json_object_object_foreach(v, key, val) {
+      if (!json_object_is_type(val, json_type_string)) {
+        r = HM_ERR(err, HM_E_PROTOCOL, "option %s of %s is not a string", key, m->id);
+        goto fail;
+      }
+      if (hm_kv_set(&e->spec->options, key, json_object_get_string(val)) < 0)
+        goto nomem;
+    }
+  }
+  if (get(o, "backend", json_type_object, &v) == 0) {
+    if (hm_attachment_new(&e->att, m->id) < 0 || (m->tag && !(e->att->tag = strdup(m->tag))))
+      goto nomem;
+    json_object_object_foreach(v, key, val) {
+      if (!json_object_is_type(val, json_type_string)) {
+        r = HM_ERR(err, HM_E_PROTOCOL, "backend data %s of %s is not a string", key, m->id);
+        goto fail;
+      }
+      if (hm_kv_set(&e->att->data, key, json_object_get_string(val)) < 0)
+        goto nomem;
+    }
+  }
+  hm_mount_free(m);
+  *out = e;
+  return 0;
+nomem:
+  r = HM_ERR_NOMEM(err);
+fail:
+  hm_mount_free(m);
+  if (e) {
+    free(e->id);
+    free(e->reason);
+    hm_mount_spec_free(e->spec);
+    hm_attachment_free(e->att);
+    free(e);
+  }
+  return r;
+}
+
+static int parse(const char *text, size_t len, unsigned *next_id, hm_entry ***entries, size_t *n,
+                 hm_error **err) {
+  json_object *root = NULL, *v, *arr;
+  int r = hm_json_parse(&root, text, len, err);
+  if (r < 0)
+    return r;
+  r = HM_E_PROTOCOL;
+  if (!json_object_is_type(root, json_type_object) ||
+      get(root, "version", json_type_int, &v) < 0 || json_object_get_int(v) != STATE_VERSION) {
+    HM_ERR(err, r, "not a version %d state file", STATE_VERSION);
+    goto out;
+  }
+  if (get(root, "nextId", json_type_int, &v) < 0 || json_object_get_int64(v) < 1 ||
+      json_object_get_int64(v) > 0x7fffffff || get(root, "mounts", json_type_array, &arr) < 0) {
+    HM_ERR(err, r, "state file lacks nextId or mounts");
+    goto out;
+  }
+  *next_id = (unsigned)json_object_get_int64(v);
+  size_t count = json_object_array_length(arr);
+  hm_entry **list = calloc(count + 1, sizeof(*list));
+  if (!list) {
+    r = HM_ERR_NOMEM(err);
+    goto out;
+  }
+  for (size_t i = 0; i < count; i++) {
+    if ((r = entry_from_json(&list[i], json_object_array_get_idx(arr, i), err)) < 0) {
+      for (size_t k = 0; k < i; k++) {
+        free(list[k]->id);
+        free(list[k]->reason);
+        hm_mount_spec_free(list[k]->spec);
+        hm_attachment_free(list[k]->att);
+        free(list[k]);
+      }
+      free(list);
+      goto out;
+    }
+  }
+  *entries = list;
+  *n = count;
+  r = 0;
+out:
+  json_object_put(root);
+  return r;
+}
+
+int hm_state_load(const char *path, unsigned *next_id, hm_entry ***entries, size_t *n,
+                  hm_error **err) {
+  *entries = NULL;
+  *n = 0;
+  *next_id = 1;
+  FILE *f = fopen(path, "re");
+  if (!f) {
+    if (errno == ENOENT)
+      return 0;
+    return HM_ERR(err, -errno, "cannot read %s: %s", path, strerror(errno));
+  }
+  char *text = NULL;
+  size_t cap = 0, len = 0;
+  for (;;) {
+    if (len + 4096 > cap) {
+      char *t = realloc(text, cap = cap ? cap * 2 : 8192);
+      if (!t) {
+        free(text);
+        fclose(f);
+        return HM_ERR_NOMEM(err);
+      }
+      text = t;
+    }
+    size_t got = fread(text + len, 1, cap - len, f);
+    len += got;
+    if (got == 0)
+      break;
+  }
+  fclose(f);
+  hm_error *perr = NULL;
+  int r = parse(text ? text : "", len, next_id, entries, n, &perr);
+  free(text);
+  if (r == HM_E_NOMEM) {
+    hm_error_free(perr);
+    return HM_ERR_NOMEM(err);
+  }
+  if (r < 0) {
+    char *aside = NULL;
+    if (asprintf(&aside, "%s.corrupt-%lld", path, (long long)time(NULL)) >= 0 &&
+        rename(path, aside) == 0)
+      hm_warn("state file %s is unreadable (%s); kept as %s, starting empty", path,
+              hm_error_message(perr), aside);
+    else
+      hm_warn("state file %s is unreadable (%s); starting empty", path, hm_error_message(perr));
+    free(aside);
+    hm_error_free(perr);
+    *next_id = 1;
+  }
+  return 0;
+}

@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Request validation: every bad input is refused here, before anything is
+ * reserved, attached or started, so a refusal leaves nothing behind. */
+#include "mount_internal.h"
+#include "guest_path.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Host paths cross JSON, QEMU option strings and logs: they must be UTF-8 with
+ * no control characters (a newline would split a log line or a QEMU option). */
+static int check_text(const char *what, const char *p, hm_error **err) {
+  const unsigned char *s = (const unsigned char *)p;
+  size_t len = strlen(p);
+  if (len == 0)
+    return HM_ERR(err, HM_E_INVALID, "%s is empty", what);
+  if (len >= PATH_MAX)
+    return HM_ERR(err, HM_E_INVALID, "%s is too long (%zu bytes, limit %d)", what, len,
+                  PATH_MAX - 1);
+  for (size_t i = 0; i < len;) {
+    unsigned c = s[i];
+    size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
+                                                  : (c & 0xf8) == 0xf0    ? 4
+                                                                          : 0;
+    if (c < 0x20 || c == 0x7f)
+      return HM_ERR(err, HM_E_INVALID, "%s contains a control character (byte %zu)", what, i);
+    if (n == 0 || i + n > len || (n == 2 && c < 0xc2))
+      return HM_ERR(err, HM_E_INVALID, "%s is not valid UTF-8 (byte %zu)", what, i);
+    for (size_t k = 1; k < n; k++)
+      if ((s[i + k] & 0xc0) != 0x80)
+        return HM_ERR(err, HM_E_INVALID, "%s is not valid UTF-8 (byte %zu)", what, i);
+    i += n;
+  }
+  return 0;
+}
+
+static int check_host_path(hm_mount_spec *spec, hm_error **err) {
+  const char *p = spec->host_path;
+  if (!p)
+    return HM_ERR(err, HM_E_INVALID, "host path is missing");
+  int r = check_text("host path", p, err);
+  if (r < 0)
+    return r;
+  char *real = realpath(p, NULL);
+  if (!real) {
+    int e = errno;
+    if (e == ENOENT)
+      return HM_ERR(err, HM_E_INVALID, "host path \"%s\" does not exist", p);
+    if (e == ENOTDIR)
+      return HM_ERR(err, HM_E_INVALID, "host path \"%s\" is not a directory", p);
+    if (e == ENAMETOOLONG)
+      return HM_ERR(err, HM_E_INVALID, "host path \"%s\" has a name that is too long", p);
+    return HM_ERR(err, HM_E_INVALID, "host path \"%s\": %s", p, strerror(e));
+  }
+  struct stat st;
+  if (stat(real, &st) < 0 || !S_ISDIR(st.st_mode)) {
+    r = HM_ERR(err, HM_E_INVALID, "host path \"%s\" is not a directory", p);
+    goto out;
+  }
+  /* A symlink may lead to a name the checks above never saw. */
+  if ((r = check_text("resolved host path", real, err)) < 0)
+    goto out;
+  static const char *const refused[] = {"/", "/proc", "/sys", "/dev", NULL};
+  for (const char *const *f = refused; *f; f++) {
+    size_t n = strlen(*f);
+    if (strcmp(real, *f) == 0 || (n > 1 && strncmp(real, *f, n) == 0 && real[n] == '/')) {
+      r = HM_ERR(err, HM_E_INVALID,
+                 "host path \"%s\" resolves to \"%s\", which is not shareable (%s)", p, real,
+                 n == 1 ? "the host's root" : "a kernel pseudo file system");
+      goto out;
+    }
+  }
+  free(spec->host_path);
+  spec->host_path = real;
+  return 0;
+out:
+  free(real);
+  return r;
+}
+
+static int check_guest_path(hm_mount_spec *spec, hm_error **err) {
+  if (!spec->guest_path)
+    return HM_ERR(err, HM_E_INVALID, "guest path is missing");
+  char *norm = NULL;
+  int r = hm_guest_path_normalize(&norm, spec->guest_path, err);
+  if (r < 0)
+    return r;
+  if ((r = hm_guest_path_check(norm, err)) < 0) {
+    free(norm);
+    return r;
+  }
+  free(spec->guest_path);
+  spec->guest_path = norm;
+  return 0;
+}
+
+/* Known options per transport, and the values each accepts (NULL: any
+ * number). */
+struct opt_rule {
+  int type;
+  const char *key;
+  const char *const *values;
+};
+
+static const char *const vfs_cache[] = {"auto", "always", "never", NULL};
+static const char *const p9_cache[] = {"none", "loose", "fscache", "mmap", NULL};
+static const char *const p9_version[] = {"9p2000.L", "9p2000.u", "9p2000", NULL};
+static const char *const p9_security[] = {"passthrough", "mapped-xattr", "mapped-file", "none",
+                                          NULL};
+static const char *const on_off[] = {"on", "off", NULL};
+static const char *const idmap[] = {"none", "user", NULL};
+
+static const struct opt_rule rules[] = {
+    {HM_TYPE_VIRTIOFS, "cache", vfs_cache},
+    {HM_TYPE_9P, "msize", NULL},
+    {HM_TYPE_9P, "cache", p9_cache},
+    {HM_TYPE_9P, "version", p9_version},
+    {HM_TYPE_9P, "securityModel", p9_security},
+    {HM_TYPE_REVERSE_SSHFS, "cache", on_off},
+    {HM_TYPE_REVERSE_SSHFS, "followSymlinks", on_off},
+    {HM_TYPE_REVERSE_SSHFS, "idmap", idmap},
+};
+
+static int check_option(int type, const char *key, const char *value, hm_error **err) {
+  const char *tname = hm_mount_type_name(type);
+  for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
+    if (rules[i].type != type || strcmp(rules[i].key, key) != 0)
+      continue;
+    if (!rules[i].values) {
+      char *end;
+      errno = 0;
+      unsigned long v = strtoul(value, &end, 10);
+      if (!*value || *end || errno || v < 4096 || v > 16 * 1024 * 1024)
+        return HM_ERR(err, HM_E_INVALID,
+                      "option %s=\"%s\" for %s must be a number from 4096 to 16777216", key,
+                      value, tname);
+      return 0;
+    }
+    for (const char *const *v = rules[i].values; *v; v++)
+      if (strcmp(*v, value) == 0)
+        return 0;
+    return HM_ERR(err, HM_E_INVALID, "option %s=\"%s\" is not valid for %s", key, value, tname);
+  }
+  return HM_ERR(err, HM_E_INVALID, "unknown option \"%s\" for %s mounts", key, tname);
+}
+
+int hm_mount_spec_validate(hm_mount_spec *spec, hm_error **err) {
+  if (!spec)
+    return HM_ERR(err, HM_E_INVALID, "spec is NULL");
+  if (!hm_mount_type_name(spec->type))
+    return HM_ERR(err, HM_E_INVALID, "unknown mount type %d", spec->type);
+  int r;
+  if ((r = check_guest_path(spec, err)) < 0 || (r = check_host_path(spec, err)) < 0)
+    return r;
+  for (size_t i = 0; i < spec->options.n; i++) {
+    if ((r = check_text("option", spec->options.values[i], err)) < 0 ||
+        (r = check_option(spec->type, spec->options.keys[i], spec->options.values[i], err)) < 0)
+      return r;
+  }
+  return 0;
+}

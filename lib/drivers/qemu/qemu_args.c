@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Boot-time readiness: the QEMU arguments that make a VM hot-mount ready. */
+#include "qemu_internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int hm_qemu_config_new(hm_qemu_config **out, const char *instance_dir, hm_error **err) {
+  if (!out || !instance_dir || !*instance_dir)
+    return HM_ERR(err, HM_E_INVALID, "out and instance_dir must not be NULL or empty");
+  if (strpbrk(instance_dir, "\n\r"))
+    return HM_ERR(err, HM_E_INVALID, "instance directory contains a line break");
+  hm_qemu_config *c = calloc(1, sizeof(*c));
+  if (!c || !(c->dir = strdup(instance_dir)) || !(c->memory = strdup("1024M"))) {
+    hm_qemu_config_free(c);
+    return HM_ERR_NOMEM(err);
+  }
+  c->slots = 32;
+  *out = c;
+  return 0;
+}
+
+void hm_qemu_config_free(hm_qemu_config *cfg) {
+  if (!cfg)
+    return;
+  free(cfg->dir);
+  free(cfg->memory);
+  free(cfg->virtiofsd);
+  free(cfg);
+}
+
+int hm_qemu_config_set_slots(hm_qemu_config *cfg, unsigned slots, hm_error **err) {
+  if (!cfg)
+    return HM_ERR(err, HM_E_INVALID, "cfg is NULL");
+  if (slots < 1 || slots > HM_QEMU_MAX_SLOTS)
+    return HM_ERR(err, HM_E_INVALID, "slots must be from 1 to %d, not %u", HM_QEMU_MAX_SLOTS,
+                  slots);
+  cfg->slots = slots;
+  return 0;
+}
+
+int hm_qemu_config_set_memory(hm_qemu_config *cfg, const char *size, hm_error **err) {
+  if (!cfg || !size)
+    return HM_ERR(err, HM_E_INVALID, "cfg and size must not be NULL");
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(size, &end, 10);
+  unsigned long long mib;
+  int ok = end != size && !errno && isdigit((unsigned char)size[0]);
+  switch (ok ? toupper((unsigned char)*end) : '?') {
+  case '\0': mib = v; break;
+  case 'M': mib = v; end++; break;
+  case 'G': mib = v * 1024; end++; break;
+  case 'T': mib = v * 1024 * 1024; end++; break;
+  default: ok = 0; mib = 0;
+  }
+  if (ok && (*end == 'B' || *end == 'b') && end[-1] != size[0])
+    end++;
+  if (!ok || *end || mib < 64 || mib > 16ull * 1024 * 1024)
+    return HM_ERR(err, HM_E_INVALID,
+                  "memory size \"%s\" is not valid (use QEMU's -m form: 2048, 512M, 4G)", size);
+  char *m = NULL;
+  if (asprintf(&m, "%lluM", mib) < 0)
+    return HM_ERR_NOMEM(err);
+  free(cfg->memory);
+  cfg->memory = m;
+  return 0;
+}
+
+int hm_qemu_config_set_virtiofsd(hm_qemu_config *cfg, const char *path, hm_error **err) {
+  if (!cfg || !path || !*path)
+    return HM_ERR(err, HM_E_INVALID, "cfg and path must not be NULL or empty");
+  char *p = strdup(path);
+  if (!p)
+    return HM_ERR_NOMEM(err);
+  free(cfg->virtiofsd);
+  cfg->virtiofsd = p;
+  return 0;
+}
+
+char *hm_qemu_opt_escape(const char *value) {
+  size_t n = 0;
+  for (const char *p = value; *p; p++)
+    n += *p == ',' ? 2 : 1;
+  char *out = malloc(n + 1), *o = out;
+  if (!out)
+    return NULL;
+  for (const char *p = value; *p; p++) {
+    *o++ = *p;
+    if (*p == ',')
+      *o++ = ',';
+  }
+  *o = '\0';
+  return out;
+}
+
+int hm_qemu_config_build_args(char ***out, const hm_qemu_config *cfg, hm_error **err) {
+  if (!out || !cfg)
+    return HM_ERR(err, HM_E_INVALID, "out and cfg must not be NULL");
+  hm_strv v = {0};
+  char *dir = hm_qemu_opt_escape(cfg->dir);
+  int r = dir ? 0 : HM_E_NOMEM;
+  /* vhost-user devices map guest RAM into virtiofsd: it must be a shared fd. */
+  r = r ?: hm_strv_push(&v, "-object");
+  r = r ?: hm_strv_pushf(&v, "memory-backend-memfd,id=hm-mem,size=%s,share=on", cfg->memory);
+  r = r ?: hm_strv_push(&v, "-machine");
+  r = r ?: hm_strv_push(&v, "memory-backend=hm-mem");
+  /* Spare root ports are the hot-plug slots; 8 functions per PCI slot so 32+
+   * fit in a few of the 32 slots of pcie.0, starting at 0x10 to stay clear of
+   * the machine's own devices. Each needs a distinct chassis/slot pair. */
+  for (unsigned i = 0; !r && i < cfg->slots; i++) {
+    r = r ?: hm_strv_push(&v, "-device");
+    r = r ?: hm_strv_pushf(&v,
+                           "pcie-root-port,id=" HM_QEMU_ROOT_PORT_PREFIX
+                           "%u,bus=pcie.0,chassis=%u,slot=%u,addr=0x%x.%u%s",
+                           i, 1 + i / 8, i % 8, 0x10 + i / 8, i % 8,
+                           i % 8 == 0 ? ",multifunction=on" : "");
+  }
+  /* The agent's port; 9p hot-mounts add more ports to this controller. */
+  r = r ?: hm_strv_push(&v, "-device");
+  r = r ?: hm_strv_push(&v, "virtio-serial-pci,id=hm-serial,max_ports=128");
+  r = r ?: hm_strv_push(&v, "-chardev");
+  r = r ?: hm_strv_pushf(&v, "socket,id=hm-agent,path=%s/agent.sock,server=on,wait=off", dir);
+  r = r ?: hm_strv_push(&v, "-device");
+  r = r ?: hm_strv_push(&v, "virtserialport,bus=hm-serial.0,chardev=hm-agent,name=" HM_QEMU_AGENT_PORT);
+  r = r ?: hm_strv_push(&v, "-chardev");
+  r = r ?: hm_strv_pushf(&v, "socket,id=hm-qmp,path=%s/qmp.sock,server=on,wait=off", dir);
+  r = r ?: hm_strv_push(&v, "-mon");
+  r = r ?: hm_strv_push(&v, "chardev=hm-qmp,mode=control");
+  free(dir);
+  if (r < 0) {
+    hm_strv_clear(&v);
+    return HM_ERR_NOMEM(err);
+  }
+  *out = hm_strv_steal(&v);
+  return 0;
+}

@@ -1,0 +1,415 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The QEMU backend: virtiofs shares hot-plugged as vhost-user-fs-pci devices
+ * on reserved pcie-root-ports, through QMP.
+ *
+ * Which slots are free is asked of QEMU (query-pci) at each attach rather than
+ * remembered, so it stays right across daemon restarts; `reserved` only
+ * covers attaches in flight in this process, between the query and the
+ * device_add that makes the slot visibly used.
+ */
+#include "driver_internal.h"
+#include "qemu_internal.h"
+#include "qmp.h"
+#include "virtiofsd.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define QMP_TIMEOUT_MS 10000
+#define UNPLUG_TIMEOUT_MS 15000
+#define VIRTIOFSD_STOP_MS 3000
+
+typedef struct qemu_impl {
+  char *dir;
+  char *qmp_path;
+  char *virtiofsd_path;
+  pthread_mutex_t lock; /* guards qmp (re)connection and reserved */
+  hm_qmp *qmp;
+  hm_virtiofsd_info vfs;
+  int vfs_detected;
+  unsigned char reserved[HM_QEMU_MAX_SLOTS];
+} qemu_impl;
+
+/* Slot bookkeeping from query-pci: exists[i] when hm-rp-i is there, used[i]
+ * when a device sits behind it. */
+typedef struct slot_map {
+  unsigned char exists[HM_QEMU_MAX_SLOTS];
+  unsigned char used[HM_QEMU_MAX_SLOTS];
+} slot_map;
+
+static void scan_devices(json_object *devices, slot_map *map) {
+  size_t n = json_object_is_type(devices, json_type_array) ? json_object_array_length(devices) : 0;
+  for (size_t i = 0; i < n; i++) {
+    json_object *d = json_object_array_get_idx(devices, i), *qid, *bridge, *sub;
+    if (json_object_object_get_ex(d, "qdev_id", &qid) &&
+        json_object_is_type(qid, json_type_string)) {
+      const char *id = json_object_get_string(qid);
+      size_t plen = strlen(HM_QEMU_ROOT_PORT_PREFIX);
+      char *end;
+      if (strncmp(id, HM_QEMU_ROOT_PORT_PREFIX, plen) == 0) {
+        unsigned long k = strtoul(id + plen, &end, 10);
+        if (*end == '\0' && end != id + plen && k < HM_QEMU_MAX_SLOTS) {
+          map->exists[k] = 1;
+          if (json_object_object_get_ex(d, "pci_bridge", &bridge) &&
+              json_object_object_get_ex(bridge, "devices", &sub) &&
+              json_object_is_type(sub, json_type_array) && json_object_array_length(sub) > 0)
+            map->used[k] = 1;
+        }
+      }
+    }
+    if (json_object_object_get_ex(d, "pci_bridge", &bridge) &&
+        json_object_object_get_ex(bridge, "devices", &sub))
+      scan_devices(sub, map);
+  }
+}
+
+/* Needs impl->lock. */
+static int ensure_qmp(qemu_impl *q, hm_error **err) {
+  if (q->qmp && hm_qmp_is_connected(q->qmp))
+    return 0;
+  hm_qmp_free(q->qmp);
+  q->qmp = NULL;
+  int r = hm_qmp_connect(&q->qmp, q->qmp_path, QMP_TIMEOUT_MS, err);
+  if (r < 0)
+    return hm_error_prefix(err, HM_E_NOT_READY, "hm_qemu", "QMP at %s", q->qmp_path);
+  return 0;
+}
+
+/* Runs a command, reconnecting QMP first if needed. */
+static int qmp_exec(qemu_impl *q, const char *cmd, json_object *args, json_object **ret,
+                    hm_error **err) {
+  pthread_mutex_lock(&q->lock);
+  int r = ensure_qmp(q, err);
+  hm_qmp *c = q->qmp;
+  pthread_mutex_unlock(&q->lock);
+  if (r < 0)
+    return r;
+  return hm_qmp_execute(c, cmd, args, -1, ret, QMP_TIMEOUT_MS, err);
+}
+
+static int query_slots(qemu_impl *q, slot_map *map, hm_error **err) {
+  json_object *ret = NULL;
+  memset(map, 0, sizeof(*map));
+  int r = qmp_exec(q, "query-pci", NULL, &ret, err);
+  if (r < 0)
+    return r;
+  size_t n = json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
+  for (size_t i = 0; i < n; i++) {
+    json_object *devs;
+    if (json_object_object_get_ex(json_object_array_get_idx(ret, i), "devices", &devs))
+      scan_devices(devs, map);
+  }
+  json_object_put(ret);
+  return 0;
+}
+
+static int count_free(const slot_map *m, const unsigned char *reserved) {
+  int n = 0;
+  for (int i = 0; i < HM_QEMU_MAX_SLOTS; i++)
+    n += m->exists[i] && !m->used[i] && !reserved[i];
+  return n;
+}
+
+static int reserve_slot(qemu_impl *q, hm_error **err) {
+  slot_map map;
+  int r = query_slots(q, &map, err);
+  if (r < 0)
+    return r;
+  int total = 0;
+  pthread_mutex_lock(&q->lock);
+  for (int i = 0; i < HM_QEMU_MAX_SLOTS; i++) {
+    total += map.exists[i];
+    if (map.exists[i] && !map.used[i] && !q->reserved[i]) {
+      q->reserved[i] = 1;
+      pthread_mutex_unlock(&q->lock);
+      return i;
+    }
+  }
+  pthread_mutex_unlock(&q->lock);
+  if (total == 0)
+    return HM_ERR(err, HM_E_NOT_READY,
+                  "the VM has no reserved hot-plug root ports (hm-rp-*); start QEMU with the "
+                  "arguments of `hotmount qemu-args`");
+  return HM_ERR(err, HM_E_NO_SLOT, "all %d hot-plug slots are in use; remove a mount or boot "
+                "with more (--slots)", total);
+}
+
+static void release_slot(qemu_impl *q, int slot) {
+  pthread_mutex_lock(&q->lock);
+  q->reserved[slot] = 0;
+  pthread_mutex_unlock(&q->lock);
+}
+
+static int get_vfs(qemu_impl *q, hm_virtiofsd_info *out, hm_error **err) {
+  pthread_mutex_lock(&q->lock);
+  int r = 0;
+  if (!q->vfs_detected) {
+    r = hm_virtiofsd_detect(&q->vfs, q->virtiofsd_path, err);
+    q->vfs_detected = r == 0;
+  }
+  if (r == 0) {
+    *out = q->vfs;
+    out->path = strdup(q->vfs.path);
+    if (!out->path)
+      r = HM_ERR_NOMEM(err);
+  }
+  pthread_mutex_unlock(&q->lock);
+  return r;
+}
+
+static json_object *socket_chardev_args(const char *id, const char *path) {
+  json_object *unix_data = json_object_new_object(), *addr = json_object_new_object(),
+              *data = json_object_new_object(), *backend = json_object_new_object(),
+              *args = json_object_new_object();
+  json_object_object_add(unix_data, "path", json_object_new_string(path));
+  json_object_object_add(addr, "type", json_object_new_string("unix"));
+  json_object_object_add(addr, "data", unix_data);
+  json_object_object_add(data, "addr", addr);
+  json_object_object_add(data, "server", json_object_new_boolean(0));
+  json_object_object_add(backend, "type", json_object_new_string("socket"));
+  json_object_object_add(backend, "data", data);
+  json_object_object_add(args, "id", json_object_new_string(id));
+  json_object_object_add(args, "backend", backend);
+  return args;
+}
+
+static int chardev_remove(qemu_impl *q, const char *id, hm_error **err) {
+  json_object *args = json_object_new_object();
+  json_object_object_add(args, "id", json_object_new_string(id));
+  hm_error *e = NULL;
+  int r = qmp_exec(q, "chardev-remove", args, NULL, &e);
+  json_object_put(args);
+  /* Already gone is what we wanted. */
+  if (r == HM_E_QMP && strstr(hm_error_message(e), "not found"))
+    r = 0;
+  if (r < 0 && err && !*err)
+    *err = e;
+  else
+    hm_error_free(e);
+  return r;
+}
+
+static int match_device(json_object *data, void *ud) {
+  json_object *dev;
+  return json_object_object_get_ex(data, "device", &dev) &&
+         json_object_is_type(dev, json_type_string) &&
+         strcmp(json_object_get_string(dev), (const char *)ud) == 0;
+}
+
+/* device_del and wait for the guest to let go (ACPI hot-unplug). */
+static int device_unplug(qemu_impl *q, const char *dev, hm_error **err) {
+  pthread_mutex_lock(&q->lock);
+  int r = ensure_qmp(q, err);
+  hm_qmp *c = q->qmp;
+  pthread_mutex_unlock(&q->lock);
+  if (r < 0)
+    return r;
+  uint64_t since = hm_qmp_event_seq(c);
+  json_object *args = json_object_new_object();
+  json_object_object_add(args, "id", json_object_new_string(dev));
+  hm_error *e = NULL;
+  r = hm_qmp_execute(c, "device_del", args, -1, NULL, QMP_TIMEOUT_MS, &e);
+  json_object_put(args);
+  if (r == HM_E_QMP && strstr(hm_error_message(e), "not found")) {
+    hm_error_free(e);
+    return 0;
+  }
+  if (r < 0) {
+    if (err && !*err)
+      *err = e;
+    else
+      hm_error_free(e);
+    return r;
+  }
+  r = hm_qmp_wait_event(c, "DEVICE_DELETED", since, match_device, (void *)dev, NULL,
+                        UNPLUG_TIMEOUT_MS, err);
+  if (r == HM_E_TIMEOUT)
+    return hm_error_prefix(err, r, "hm_qemu", "the guest did not release device %s", dev);
+  return r;
+}
+
+static void cleanup_parts(qemu_impl *q, const char *dev, const char *chr, pid_t pid,
+                          const char *sock) {
+  if (dev)
+    device_unplug(q, dev, NULL);
+  if (chr)
+    chardev_remove(q, chr, NULL);
+  if (pid > 0)
+    hm_virtiofsd_stop(pid, VIRTIOFSD_STOP_MS, NULL);
+  if (sock)
+    unlink(sock);
+}
+
+static int qemu_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att,
+                       hm_error **err) {
+  qemu_impl *q = impl;
+  const char *id = hm_attachment_get_id(att);
+  char *dev = NULL, *chr = NULL, *sock = NULL, *port = NULL;
+  hm_virtiofsd_info vfs = {0};
+  pid_t pid = -1;
+  int slot = -1, r;
+  if (hm_mount_spec_get_type(spec) != HM_TYPE_VIRTIOFS)
+    return HM_ERR(err, HM_E_UNSUPPORTED, "the QEMU backend hot-plugs virtiofs only (so far)");
+  if (asprintf(&dev, "%s-dev", id) < 0 || asprintf(&chr, "%s-chr", id) < 0 ||
+      asprintf(&sock, "%s/%s-vfs.sock", q->dir, id) < 0) {
+    r = HM_ERR_NOMEM(err);
+    goto fail;
+  }
+  if ((r = get_vfs(q, &vfs, err)) < 0)
+    goto fail;
+  if ((slot = reserve_slot(q, err)) < 0) {
+    r = slot;
+    goto fail;
+  }
+  if ((r = hm_virtiofsd_start(&pid, &vfs, hm_mount_spec_get_host_path(spec),
+                              !hm_mount_spec_get_writable(spec),
+                              hm_mount_spec_get_option(spec, "cache"), sock, err)) < 0)
+    goto fail;
+
+  json_object *args = socket_chardev_args(chr, sock);
+  r = qmp_exec(q, "chardev-add", args, NULL, err);
+  json_object_put(args);
+  if (r < 0)
+    goto fail_vfs;
+
+  if (asprintf(&port, HM_QEMU_ROOT_PORT_PREFIX "%d", slot) < 0) {
+    r = HM_ERR_NOMEM(err);
+    goto fail_chr;
+  }
+  args = json_object_new_object();
+  json_object_object_add(args, "driver", json_object_new_string("vhost-user-fs-pci"));
+  json_object_object_add(args, "id", json_object_new_string(dev));
+  json_object_object_add(args, "chardev", json_object_new_string(chr));
+  json_object_object_add(args, "tag", json_object_new_string(id));
+  json_object_object_add(args, "bus", json_object_new_string(port));
+  r = qmp_exec(q, "device_add", args, NULL, err);
+  json_object_put(args);
+  if (r < 0) {
+    if (!hm_virtiofsd_alive(pid))
+      hm_error_prefix(err, r, "hm_qemu", "virtiofsd exited early (see the daemon log)");
+    goto fail_chr;
+  }
+  /* QEMU holds the connection now; the name is no longer needed. */
+  unlink(sock);
+
+  char pidstr[24], slotstr[16];
+  snprintf(pidstr, sizeof(pidstr), "%d", (int)pid);
+  snprintf(slotstr, sizeof(slotstr), "%d", slot);
+  if ((r = hm_attachment_set_tag(att, id, err)) < 0 ||
+      (r = hm_attachment_set_data(att, "device", dev, err)) < 0 ||
+      (r = hm_attachment_set_data(att, "chardev", chr, err)) < 0 ||
+      (r = hm_attachment_set_data(att, "port", port, err)) < 0 ||
+      (r = hm_attachment_set_data(att, "slot", slotstr, err)) < 0 ||
+      (r = hm_attachment_set_data(att, "virtiofsd_pid", pidstr, err)) < 0)
+    goto fail_dev;
+  release_slot(q, slot);
+  hm_debug("%s: virtiofsd %d, %s on %s", id, (int)pid, dev, port);
+  free(dev);
+  free(chr);
+  free(sock);
+  free(port);
+  hm_virtiofsd_info_clear(&vfs);
+  return 0;
+
+fail_dev:
+  cleanup_parts(q, dev, chr, pid, sock);
+  goto fail_slot;
+fail_chr:
+  cleanup_parts(q, NULL, chr, pid, sock);
+  goto fail_slot;
+fail_vfs:
+  cleanup_parts(q, NULL, NULL, pid, sock);
+fail_slot:
+  release_slot(q, slot);
+fail:
+  free(dev);
+  free(chr);
+  free(sock);
+  free(port);
+  hm_virtiofsd_info_clear(&vfs);
+  return r;
+}
+
+static int qemu_detach(void *impl, hm_attachment *att, hm_error **err) {
+  qemu_impl *q = impl;
+  const char *dev = hm_attachment_get_data(att, "device");
+  const char *chr = hm_attachment_get_data(att, "chardev");
+  const char *pidstr = hm_attachment_get_data(att, "virtiofsd_pid");
+  int r;
+  /* Strict order: the device leaves the guest before its backend goes, or
+   * the guest hangs on a dead vhost-user peer. */
+  if (dev && (r = device_unplug(q, dev, err)) < 0)
+    return r;
+  if (chr && (r = chardev_remove(q, chr, err)) < 0)
+    return r;
+  if (pidstr && (r = hm_virtiofsd_stop((pid_t)atoi(pidstr), VIRTIOFSD_STOP_MS, err)) < 0)
+    return r;
+  char *sock = NULL;
+  if (asprintf(&sock, "%s/%s-vfs.sock", q->dir, hm_attachment_get_id(att)) >= 0)
+    unlink(sock);
+  free(sock);
+  return 0;
+}
+
+static int qemu_free_slots(void *impl, int type, hm_error **err) {
+  qemu_impl *q = impl;
+  slot_map map;
+  if (type != HM_TYPE_VIRTIOFS)
+    return HM_ERR(err, HM_E_UNSUPPORTED, "no slots for %s", hm_mount_type_name(type));
+  int r = query_slots(q, &map, err);
+  if (r < 0)
+    return r;
+  pthread_mutex_lock(&q->lock);
+  r = count_free(&map, q->reserved);
+  pthread_mutex_unlock(&q->lock);
+  return r;
+}
+
+static void qemu_destroy(void *impl) {
+  qemu_impl *q = impl;
+  if (!q)
+    return;
+  hm_qmp_free(q->qmp);
+  hm_virtiofsd_info_clear(&q->vfs);
+  pthread_mutex_destroy(&q->lock);
+  free(q->dir);
+  free(q->qmp_path);
+  free(q->virtiofsd_path);
+  free(q);
+}
+
+int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *cfg, hm_error **err) {
+  if (!out || !cfg)
+    return HM_ERR(err, HM_E_INVALID, "out and cfg must not be NULL");
+  qemu_impl *q = calloc(1, sizeof(*q));
+  if (!q)
+    return HM_ERR_NOMEM(err);
+  pthread_mutex_init(&q->lock, NULL);
+  if (!(q->dir = strdup(cfg->dir)) || asprintf(&q->qmp_path, "%s/qmp.sock", cfg->dir) < 0 ||
+      (cfg->virtiofsd && !(q->virtiofsd_path = strdup(cfg->virtiofsd)))) {
+    qemu_destroy(q);
+    return HM_ERR_NOMEM(err);
+  }
+  pthread_mutex_lock(&q->lock);
+  int r = ensure_qmp(q, err);
+  pthread_mutex_unlock(&q->lock);
+  if (r < 0) {
+    qemu_destroy(q);
+    return r;
+  }
+  static const hm_fs_hotplugger_ops ops = {
+      .struct_size = sizeof(hm_fs_hotplugger_ops),
+      .name = "qemu",
+      .types = 1u << HM_TYPE_VIRTIOFS,
+      .attach = qemu_attach,
+      .detach = qemu_detach,
+      .free_slots = qemu_free_slots,
+      .destroy = qemu_destroy,
+  };
+  return hm_fs_hotplugger_new(out, &ops, q, err);
+}

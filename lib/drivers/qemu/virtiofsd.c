@@ -1,0 +1,310 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "virtiofsd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <linux/mount.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define VFS_FD 3
+
+static int is_exec(const char *p) { return access(p, X_OK) == 0; }
+
+static char *find_in_path(const char *name) {
+  const char *path = getenv("PATH");
+  if (!path)
+    path = "/usr/local/bin:/usr/bin:/bin";
+  char *dup = strdup(path), *save = NULL;
+  for (char *d = dup ? strtok_r(dup, ":", &save) : NULL; d; d = strtok_r(NULL, ":", &save)) {
+    char *p = NULL;
+    if (asprintf(&p, "%s/%s", d, name) >= 0 && is_exec(p)) {
+      free(dup);
+      return p;
+    }
+    free(p);
+  }
+  free(dup);
+  return NULL;
+}
+
+/* Runs `path arg` and returns its stdout+stderr (at most 64 KiB). */
+static char *capture(const char *path, const char *arg) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0)
+    return NULL;
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(p[0]);
+    close(p[1]);
+    return NULL;
+  }
+  if (pid == 0) {
+    dup2(p[1], 1);
+    dup2(p[1], 2);
+    int null = open("/dev/null", O_RDONLY);
+    if (null >= 0)
+      dup2(null, 0);
+    execl(path, path, arg, (char *)NULL);
+    _exit(127);
+  }
+  close(p[1]);
+  size_t cap = 65536, len = 0;
+  char *buf = malloc(cap + 1);
+  ssize_t n;
+  while (buf && len < cap && ((n = read(p[0], buf + len, cap - len)) > 0 || (n < 0 && errno == EINTR)))
+    if (n > 0)
+      len += (size_t)n;
+  close(p[0]);
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+    ;
+  if (buf)
+    buf[len] = '\0';
+  return buf;
+}
+
+int hm_virtiofsd_detect(hm_virtiofsd_info *out, const char *explicit_path, hm_error **err) {
+  memset(out, 0, sizeof(*out));
+  const char *env = getenv("HOTMOUNT_VIRTIOFSD");
+  char *path = NULL;
+  if (explicit_path || (env && *env)) {
+    const char *p = explicit_path ? explicit_path : env;
+    if (!is_exec(p))
+      return HM_ERR(err, HM_E_UNSUPPORTED, "virtiofsd \"%s\" is not an executable", p);
+    path = strdup(p);
+  } else if (!(path = find_in_path("virtiofsd"))) {
+    static const char *const known[] = {"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd",
+                                        NULL};
+    for (const char *const *k = known; *k && !path; k++)
+      if (is_exec(*k))
+        path = strdup(*k);
+    if (!path)
+      return HM_ERR(err, HM_E_UNSUPPORTED,
+                    "virtiofsd not found (looked in PATH, /usr/libexec, /usr/lib/qemu); "
+                    "install it (Debian: qemu-system-common; others: the virtiofsd package) "
+                    "or set HOTMOUNT_VIRTIOFSD");
+  }
+  if (!path)
+    return HM_ERR_NOMEM(err);
+  char *help = capture(path, "--help");
+  if (!help) {
+    int r = HM_ERR(err, HM_E_HELPER, "cannot run %s --help", path);
+    free(path);
+    return r;
+  }
+  out->path = path;
+  out->flavor = strstr(help, "--shared-dir") ? HM_VIRTIOFSD_RUST : HM_VIRTIOFSD_C;
+  out->has_readonly = out->flavor == HM_VIRTIOFSD_RUST && strstr(help, "--readonly") != NULL;
+  free(help);
+  hm_debug("virtiofsd: %s (%s%s)", out->path, out->flavor == HM_VIRTIOFSD_RUST ? "rust" : "C",
+           out->has_readonly ? ", --readonly" : "");
+  return 0;
+}
+
+void hm_virtiofsd_info_clear(hm_virtiofsd_info *info) {
+  free(info->path);
+  memset(info, 0, sizeof(*info));
+}
+
+/* fuse_opt splits -o values at commas; a backslash escapes one. */
+static char *fuse_escape(const char *s) {
+  char *out = malloc(strlen(s) * 2 + 1), *o = out;
+  if (!out)
+    return NULL;
+  for (; *s; s++) {
+    if (*s == ',' || *s == '\\')
+      *o++ = '\\';
+    *o++ = *s;
+  }
+  *o = '\0';
+  return out;
+}
+
+int hm_virtiofsd_argv(char ***out, int *out_ro_bind, const hm_virtiofsd_info *info,
+                      const char *dir, int readonly, const char *cache, int fd, hm_error **err) {
+  hm_strv v = {0};
+  int r = hm_strv_push(&v, info->path);
+  *out_ro_bind = readonly && !info->has_readonly;
+  if (!cache)
+    cache = "auto";
+  if (info->flavor == HM_VIRTIOFSD_RUST) {
+    r = r ?: hm_strv_pushf(&v, "--fd=%d", fd);
+    r = r ?: hm_strv_push(&v, "--shared-dir");
+    r = r ?: hm_strv_push(&v, dir);
+    r = r ?: hm_strv_pushf(&v, "--cache=%s", cache);
+    if (readonly && info->has_readonly)
+      r = r ?: hm_strv_push(&v, "--readonly");
+  } else {
+    char *esc = fuse_escape(dir);
+    r = r ?: hm_strv_pushf(&v, "--fd=%d", fd);
+    r = r ?: hm_strv_push(&v, "-o");
+    r = r ?: (esc ? hm_strv_pushf(&v, "source=%s", esc) : HM_E_NOMEM);
+    r = r ?: hm_strv_push(&v, "-o");
+    r = r ?: hm_strv_pushf(&v, "cache=%s", strcmp(cache, "never") == 0 ? "none" : cache);
+    free(esc);
+  }
+  if (r < 0) {
+    hm_strv_clear(&v);
+    return HM_ERR_NOMEM(err);
+  }
+  *out = hm_strv_steal(&v);
+  return 0;
+}
+
+static int make_listener(const char *path, hm_error **err) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof(sa.sun_path))
+    return HM_ERR(err, HM_E_INVALID, "socket path too long: %s", path);
+  strcpy(sa.sun_path, path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return HM_ERR(err, -errno, "socket: %s", strerror(errno));
+  unlink(path);
+  mode_t old = umask(0177);
+  int b = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+  umask(old);
+  if (b < 0 || listen(fd, 1) < 0) {
+    int e = errno;
+    close(fd);
+    unlink(path);
+    return HM_ERR(err, -e, "cannot listen on %s: %s", path, strerror(e));
+  }
+  return fd;
+}
+
+/* In the child, between fork and exec: only system calls from here on. */
+static void child_ro_bind(const char *dir, int dirfd) {
+  char src[64];
+  snprintf(src, sizeof(src), "/proc/self/fd/%d", dirfd);
+  if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+      mount(src, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
+    _exit(121);
+#ifdef SYS_mount_setattr
+  struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
+  if (syscall(SYS_mount_setattr, AT_FDCWD, dir, AT_RECURSIVE, &attr, sizeof(attr)) == 0)
+    return;
+#endif
+  if (mount(NULL, dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
+    _exit(122);
+}
+
+int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char *dir,
+                       int readonly, const char *cache, const char *socket_path,
+                       hm_error **err) {
+  char **argv = NULL;
+  int ro_bind = 0, lfd = -1, dirfd = -1, r;
+  if ((r = hm_virtiofsd_argv(&argv, &ro_bind, info, dir, readonly, cache, VFS_FD, err)) < 0)
+    return r;
+  if (ro_bind && geteuid() != 0) {
+    r = HM_ERR(err, HM_E_UNSUPPORTED,
+               "cannot enforce read-only: %s has no --readonly and making a read-only bind "
+               "needs root; use a virtiofsd >= 1.13 or --writable",
+               info->path);
+    goto out;
+  }
+  if (ro_bind && (dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
+    r = HM_ERR(err, HM_E_INVALID, "cannot open %s: %s", dir, strerror(errno));
+    goto out;
+  }
+  if ((lfd = make_listener(socket_path, err)) < 0) {
+    r = lfd;
+    goto out;
+  }
+  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  pid_t pid = fork();
+  if (pid < 0) {
+    r = HM_ERR(err, -errno, "fork: %s", strerror(errno));
+    if (devnull >= 0)
+      close(devnull);
+    unlink(socket_path);
+    goto out;
+  }
+  if (pid == 0) {
+    setsid();
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (ro_bind)
+      child_ro_bind(dir, dirfd);
+    if (devnull >= 0)
+      dup2(devnull, 0);
+    if (dup2(lfd, VFS_FD) < 0)
+      _exit(123);
+    /* dup2 onto itself keeps CLOEXEC set; clear it either way. */
+    fcntl(VFS_FD, F_SETFD, 0);
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  if (devnull >= 0)
+    close(devnull);
+  *out_pid = pid;
+  r = 0;
+out:
+  if (lfd >= 0)
+    close(lfd);
+  if (dirfd >= 0)
+    close(dirfd);
+  hm_strv_free(argv);
+  return r;
+}
+
+int hm_virtiofsd_alive(pid_t pid) {
+  if (pid <= 1)
+    return 0;
+  char p[64], comm[64] = "";
+  snprintf(p, sizeof(p), "/proc/%d/comm", (int)pid);
+  FILE *f = fopen(p, "re");
+  if (!f)
+    return 0;
+  int ok = fgets(comm, sizeof(comm), f) != NULL;
+  fclose(f);
+  /* A zombie child still has /proc/PID: reap it and say it is gone. */
+  int st;
+  if (waitpid(pid, &st, WNOHANG) == pid)
+    return 0;
+  return ok && strncmp(comm, "virtiofsd", 9) == 0;
+}
+
+static int reap_or_gone(pid_t pid) {
+  int st;
+  pid_t w = waitpid(pid, &st, WNOHANG);
+  if (w == pid)
+    return 1;
+  if (w < 0 && errno == ECHILD) /* not our child (daemon restarted): poll existence */
+    return kill(pid, 0) < 0 && errno == ESRCH;
+  return 0;
+}
+
+int hm_virtiofsd_stop(pid_t pid, int timeout_ms, hm_error **err) {
+  if (!hm_virtiofsd_alive(pid))
+    return 0;
+  kill(pid, SIGTERM);
+  int64_t deadline = hm_now_ms() + timeout_ms;
+  int sig_killed = 0;
+  for (;;) {
+    if (reap_or_gone(pid))
+      return 0;
+    if (hm_now_ms() >= deadline) {
+      if (sig_killed)
+        return HM_ERR(err, HM_E_HELPER, "virtiofsd %d did not exit after SIGKILL", (int)pid);
+      kill(pid, SIGKILL);
+      sig_killed = 1;
+      deadline = hm_now_ms() + 2000;
+    }
+    /* Process exit has no fd to wait on here (pidfd_open would need 5.3+
+     * everywhere); 10 ms steps keep stop latency low. */
+    struct timespec ts = {0, 10 * 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
