@@ -166,6 +166,91 @@ class QMP:
             pass
 
 
+class Channel:
+    """Client of the guest's test channel (/bin/hm-testd on ttyS1).
+
+    host -> guest: "\nHMX <id> <timeout_s> <base64 of a sh script>\n"
+    guest -> host: "\nHMB <id>\n" + stdout/stderr + "\nHME <id> <status>\n"
+    The guest prints "HMREADY" when the loop starts. Ids are unique per
+    client, so answers to stale probes are skipped."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.buf = b""
+        self.ids = itertools.count(1)
+        self.lock = threading.Lock()
+
+    def send(self, cmd, timeout):
+        cid = "c%d_%d" % (next(self.ids), os.getpid())
+        b64 = base64.b64encode(cmd.encode()).decode()
+        self.sock.sendall(("\nHMX %s %d %s\n" % (cid, int(timeout), b64)).encode())
+        return cid
+
+    def fill(self, wait):
+        r, _, _ = select.select([self.sock], [], [], max(0, wait))
+        if r:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise VMError("test channel closed")
+            self.buf += chunk
+
+    def parse(self, cid):
+        m = re.search(rb"HMB " + cid.encode() + rb"\n(.*?)\nHME " + cid.encode()
+                      + rb" (\d+)\n", self.buf, re.S)
+        if not m:
+            return None
+        self.buf = self.buf[m.end():]
+        return int(m.group(2)), m.group(1).decode(errors="replace")
+
+    def wait_ready(self, timeout, alive=None):
+        """Ready = a probe came back. A probe goes out when the guest says
+        HMREADY, and every 5 s in case that line was missed."""
+        deadline = time.monotonic() + timeout
+        probe_sent = False
+        next_probe = time.monotonic() + 5
+        while True:
+            if alive:
+                alive()
+            now = time.monotonic()
+            if now > deadline:
+                raise VMError("guest test channel not ready after %ds" % timeout)
+            if now >= next_probe:
+                self.send("true", 30)
+                probe_sent = True
+                next_probe = now + 5
+            self.fill(min(0.5, deadline - now))
+            if b"HMREADY" in self.buf:
+                self.buf = self.buf.split(b"HMREADY", 1)[1]
+                self.send("true", 30)
+                probe_sent = True
+                next_probe = time.monotonic() + 5
+            if probe_sent and re.search(rb"\nHME c\d+_%d \d+\n" % os.getpid(), self.buf):
+                self.buf = b""
+                return
+
+    def sh(self, cmd, timeout=60, alive=None):
+        with self.lock:
+            cid = self.send(cmd, timeout)
+            deadline = time.monotonic() + timeout + 15
+            while True:
+                res = self.parse(cid)
+                if res is not None:
+                    return res
+                if alive:
+                    alive()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise VMError("no answer from guest for %r" % cmd)
+                self.fill(min(left, 1.0))
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
 class VM:
     """One guest. Files in workdir: qemu.log (serial console), qemu.stderr,
     test.sock, test-qmp.sock, plus the instance files (qmp.sock, agent.sock)
@@ -183,11 +268,8 @@ class VM:
         self.boot_timeout = boot_timeout
         self.qemu = qemu or os.environ.get("HM_QEMU", "qemu-system-x86_64")
         self.proc = None
-        self.tsock = None
-        self.tbuf = b""
+        self.chan = None
         self.qmp_conn = None
-        self.ids = itertools.count(1)
-        self.lock = threading.Lock()
         self.serial_log = os.path.join(self.workdir, "qemu.log")
         self.boot_time = None
         self.args_source = None
@@ -247,41 +329,23 @@ class VM:
             self._check_alive()
             if os.path.exists(test_sock) and os.path.exists(test_qmp):
                 try:
-                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    s.connect(test_sock)
-                    self.tsock = s
+                    self.chan = Channel(test_sock)
                     self.qmp_conn = QMP(test_qmp)
                     return
                 except OSError:
-                    s.close()
+                    if self.chan is not None:
+                        self.chan.close()
+                        self.chan = None
             if time.monotonic() - t0 > 30:
                 raise VMError("QEMU did not create its sockets; see %s" % self.stderr.name)
             time.sleep(0.05)
 
     def _wait_ready(self, t0):
-        """Ready = a probe command came back. A probe goes out when the guest
-        says HMREADY, and every 5 s in case that line was missed."""
-        deadline = t0 + self.boot_timeout
-        probe = None
-        next_probe = time.monotonic() + 5
-        while True:
-            self._check_alive()
-            now = time.monotonic()
-            if now > deadline:
-                raise VMError("guest test channel not ready after %ds; see %s"
-                              % (self.boot_timeout, self.serial_log))
-            if now >= next_probe:
-                probe = self._send("true", 30)
-                next_probe = now + 5
-            self._fill(min(0.5, deadline - now))
-            if b"HMREADY" in self.tbuf:
-                self.tbuf = self.tbuf.split(b"HMREADY", 1)[1]
-                probe = self._send("true", 30)
-                next_probe = time.monotonic() + 5
-            if probe is not None and re.search(rb"\nHME c\d+_\d+ \d+\n", self.tbuf):
-                # any probe answered: the loop runs; drop what is queued
-                self.tbuf = b""
-                return
+        left = self.boot_timeout - (time.monotonic() - t0)
+        try:
+            self.chan.wait_ready(left, alive=self._check_alive)
+        except VMError as e:
+            raise VMError("%s; see %s" % (e, self.serial_log))
 
     def _check_alive(self):
         if self.proc.poll() is not None:
@@ -289,44 +353,11 @@ class VM:
                           % (self.proc.returncode, self.stderr.name, self.serial_log))
 
     # -- test channel -----------------------------------------------------------------
-    def _send(self, cmd, timeout):
-        cid = "c%d_%d" % (next(self.ids), os.getpid())
-        b64 = base64.b64encode(cmd.encode()).decode()
-        self.tsock.sendall(("\nHMX %s %d %s\n" % (cid, int(timeout), b64)).encode())
-        return cid
-
-    def _fill(self, wait):
-        r, _, _ = select.select([self.tsock], [], [], max(0, wait))
-        if r:
-            chunk = self.tsock.recv(65536)
-            if not chunk:
-                raise VMError("test channel closed")
-            self.tbuf += chunk
-
-    def _parse(self, cid):
-        m = re.search(rb"HMB " + cid.encode() + rb"\n(.*?)\nHME " + cid.encode()
-                      + rb" (\d+)\n", self.tbuf, re.S)
-        if not m:
-            return None
-        self.tbuf = self.tbuf[m.end():]
-        return int(m.group(2)), m.group(1).decode(errors="replace")
-
     def sh(self, cmd, timeout=60):
         """Run cmd with /bin/sh in the guest (as root, cwd /, stdin /dev/null).
         Returns (status, stdout+stderr). The guest kills it after timeout s
         (status 137); VMError if no answer arrives."""
-        with self.lock:
-            cid = self._send(cmd, timeout)
-            deadline = time.monotonic() + timeout + 15
-            while True:
-                res = self._parse(cid)
-                if res is not None:
-                    return res
-                self._check_alive()
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise VMError("no answer from guest for %r" % cmd)
-                self._fill(min(left, 1.0))
+        return self.chan.sh(cmd, timeout, alive=self._check_alive)
 
     def check(self, cmd, timeout=60):
         """sh() that raises unless the status is 0; returns stdout."""
@@ -347,10 +378,9 @@ class VM:
         """Power off from inside the guest; QMP quit, then SIGKILL, if it lingers."""
         if self.proc is None:
             return
-        if self.proc.poll() is None and self.tsock is not None:
+        if self.proc.poll() is None and self.chan is not None:
             try:
-                b64 = base64.b64encode(b"sync; poweroff -f").decode()
-                self.tsock.sendall(("\nHMX off 10 %s\n" % b64).encode())
+                self.chan.send("sync; poweroff -f", 10)
             except OSError:
                 pass
             try:
@@ -375,13 +405,10 @@ class VM:
             except OSError:
                 pass
             self.proc.wait()
-        for c in (self.tsock, self.qmp_conn):
+        for c in (self.chan, self.qmp_conn):
             if c is not None:
-                try:
-                    c.close()
-                except OSError:
-                    pass
-        self.tsock = self.qmp_conn = None
+                c.close()
+        self.chan = self.qmp_conn = None
         if getattr(self, "stderr", None):
             self.stderr.close()
 
@@ -405,3 +432,42 @@ def _unlink(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _main(argv):
+    """Small CLI for scripts (examples/demo.sh):
+      vm.py qemu-args DIR               the fallback readiness args, one a line
+      vm.py wait-ready TEST_SOCK [SECS] wait until the guest's channel answers
+      vm.py guest-sh TEST_SOCK CMD [SECS]  run CMD in the guest; exit with its status
+      vm.py poweroff TEST_SOCK          power the guest off (does not wait)
+    """
+    import sys
+    if len(argv) >= 2 and argv[0] == "qemu-args":
+        print("\n".join(fallback_qemu_args(os.path.abspath(argv[1]))))
+        return 0
+    if len(argv) >= 2 and argv[0] == "wait-ready":
+        deadline = time.monotonic() + (float(argv[2]) if len(argv) > 2 else 180)
+        while not os.path.exists(argv[1]):
+            if time.monotonic() > deadline:
+                sys.stderr.write("vm.py: %s does not exist\n" % argv[1])
+                return 1
+            time.sleep(0.1)
+        Channel(argv[1]).wait_ready(max(1, deadline - time.monotonic()))
+        return 0
+    if len(argv) >= 3 and argv[0] == "guest-sh":
+        rc, out = Channel(argv[1]).sh(argv[2], float(argv[3]) if len(argv) > 3 else 60)
+        sys.stdout.write(out)
+        return rc
+    if len(argv) >= 2 and argv[0] == "poweroff":
+        c = Channel(argv[1])
+        c.send("sync; poweroff -f", 10)
+        time.sleep(0.2)
+        c.close()
+        return 0
+    sys.stderr.write(_main.__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(_main(sys.argv[1:]))
