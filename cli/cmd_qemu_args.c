@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* mkdir -p with mode 0700 for the directories we create: the instance
+ * directory holds sockets that give control over the VM. */
+static int mkdirs(const char *path) {
+  char *p = strdup(path);
+  if (!p)
+    return -1;
+  for (char *s = p + 1; *s; s++) {
+    if (*s != '/')
+      continue;
+    *s = '\0';
+    if (mkdir(p, 0700) < 0 && errno != EEXIST) {
+      free(p);
+      return -1;
+    }
+    *s = '/';
+  }
+  int r = mkdir(p, 0700) < 0 && errno != EEXIST ? -1 : 0;
+  free(p);
+  return r;
+}
+
+int cmd_qemu_args(int argc, char **argv) {
+  static const struct option opts[] = {{"slots", required_argument, NULL, 's'},
+                                       {"memory", required_argument, NULL, 'm'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  const char *slots = NULL, *memory = NULL;
+  int c, rc = EXIT_OK;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "s:m:h", opts, NULL)) != -1) {
+    switch (c) {
+    case 's': slots = optarg; break;
+    case 'm': memory = optarg; break;
+    case 'h': cli_usage("qemu-args", 1); return EXIT_OK;
+    default: cli_usage("qemu-args", 0); return EXIT_USAGE;
+    }
+  }
+  if (argc - optind != 1) {
+    cli_usage("qemu-args", 0);
+    return EXIT_USAGE;
+  }
+  char *dir = NULL, **args = NULL;
+  hm_qemu_config *cfg = NULL;
+  hm_error *err = NULL;
+  if ((rc = cli_instance_dir(&dir, argv[optind])))
+    return rc;
+  if (hm_qemu_config_new(&cfg, dir, &err) < 0)
+    goto fail;
+  if (slots) {
+    char *end;
+    unsigned long n = strtoul(slots, &end, 10);
+    if (*end || end == slots || n > 100000) {
+      fprintf(stderr, "hotmount: --slots takes a number, not \"%s\"\n", slots);
+      rc = EXIT_USAGE;
+      goto out;
+    }
+    if (hm_qemu_config_set_slots(cfg, (unsigned)n, &err) < 0)
+      goto fail;
+  }
+  if (memory && hm_qemu_config_set_memory(cfg, memory, &err) < 0)
+    goto fail;
+  if (hm_qemu_config_build_args(&args, cfg, &err) < 0)
+    goto fail;
+  if (mkdirs(dir) < 0) {
+    fprintf(stderr, "hotmount: cannot create %s: %s\n", dir, strerror(errno));
+    rc = EXIT_FAIL;
+    goto out;
+  }
+  for (char **a = args; *a; a++)
+    printf("%s\n", *a);
+  goto out;
+fail:
+  rc = cli_fail(err);
+out:
+  hm_strv_free(args);
+  hm_qemu_config_free(cfg);
+  hm_error_free(err);
+  free(dir);
+  return rc;
+}

@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * hotmountd: one per VM instance. Owns the QMP connection, the registry and
+ * the helper processes through libhotmount, and serves the HTTP API on
+ * INSTANCE/hotmountd.sock. The GMainLoop here only waits for signals; the
+ * library serves requests on its own threads.
+ */
+#include <hotmount/hotmount.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <glib-unix.h>
+#include <glib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static FILE *log_file;
+
+static void log_line(int level, const char *msg, void *ud) {
+  (void)ud;
+  static const char *const names[] = {"", "", "", "error", "warning", "", "info", "debug"};
+  char ts[32];
+  time_t now = time(NULL);
+  struct tm tm;
+  strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", localtime_r(&now, &tm));
+  fprintf(log_file, "%s hotmountd[%d] %s: %s\n", ts, (int)getpid(),
+          level >= 0 && level <= 7 ? names[level] : "?", msg);
+  fflush(log_file);
+}
+
+static gboolean on_signal(gpointer loop) {
+  g_main_loop_quit(loop);
+  return G_SOURCE_CONTINUE;
+}
+
+static void usage(FILE *f) {
+  fprintf(f, "Usage: hotmountd INSTANCE [--foreground] [--virtiofsd PATH] [--debug] "
+             "[--wait SECONDS]\n"
+             "Serves the hot-mount API of one VM on INSTANCE/hotmountd.sock.\n"
+             "The VM must run with the arguments of 'hotmount qemu-args INSTANCE'.\n");
+}
+
+/* Tells the parent (which waits in the foreground) how start-up went. */
+static void report(int fd, const char *msg) {
+  if (fd < 0)
+    return;
+  ssize_t w = write(fd, msg, strlen(msg));
+  (void)w;
+  close(fd);
+}
+
+int main(int argc, char **argv) {
+  static const struct option opts[] = {{"foreground", no_argument, NULL, 'f'},
+                                       {"virtiofsd", required_argument, NULL, 'v'},
+                                       {"debug", no_argument, NULL, 'd'},
+                                       {"wait", required_argument, NULL, 'w'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  int foreground = 0, debug = 0, wait_s = 10, c;
+  const char *virtiofsd = NULL;
+  while ((c = getopt_long(argc, argv, "fv:dw:h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'f': foreground = 1; break;
+    case 'v': virtiofsd = optarg; break;
+    case 'd': debug = 1; break;
+    case 'w': wait_s = atoi(optarg); break;
+    case 'h': usage(stdout); return 0;
+    default: usage(stderr); return 2;
+    }
+  }
+  if (argc - optind != 1) {
+    usage(stderr);
+    return 2;
+  }
+  hm_error *err = NULL;
+  char *dir = NULL, *sock = NULL, *lock = NULL, *logpath = NULL;
+  if (hm_instance_dir_resolve(&dir, argv[optind], &err) < 0) {
+    fprintf(stderr, "hotmountd: %s\n", hm_error_message(err));
+    return 2;
+  }
+  if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+    fprintf(stderr, "hotmountd: cannot create %s: %s\n", dir, strerror(errno));
+    return 1;
+  }
+  if (asprintf(&sock, "%s/hotmountd.sock", dir) < 0 ||
+      asprintf(&lock, "%s/hotmountd.pid", dir) < 0 ||
+      asprintf(&logpath, "%s/hotmountd.log", dir) < 0)
+    return 1;
+
+  /* In the background, the parent stays until start-up is done, so that
+   * `hotmountd NAME && hotmount add NAME ...` works. */
+  int ready_fd = -1;
+  if (!foreground) {
+    int p[2];
+    if (pipe(p) < 0)
+      return 1;
+    pid_t pid = fork();
+    if (pid < 0)
+      return 1;
+    if (pid > 0) {
+      close(p[1]);
+      char buf[1024];
+      ssize_t n = read(p[0], buf, sizeof(buf) - 1);
+      if (n <= 0) {
+        fprintf(stderr, "hotmountd: failed to start; see %s\n", logpath);
+        return 1;
+      }
+      buf[n] = '\0';
+      if (strcmp(buf, "ok") != 0) {
+        fprintf(stderr, "hotmountd: %s\n", buf);
+        return 1;
+      }
+      return 0;
+    }
+    close(p[0]);
+    ready_fd = p[1];
+    setsid();
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      dup2(null, 0);
+      close(null);
+    }
+    log_file = fopen(logpath, "ae");
+    if (!log_file) {
+      report(ready_fd, "cannot open the log file");
+      return 1;
+    }
+    dup2(fileno(log_file), 1);
+    dup2(fileno(log_file), 2);
+  } else {
+    log_file = stderr;
+  }
+  hm_set_log_callback(log_line, debug ? HM_LOG_DEBUG : HM_LOG_INFO, NULL, NULL);
+
+  /* One daemon per instance. */
+  int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lfd < 0 || flock(lfd, LOCK_EX | LOCK_NB) < 0) {
+    char msg[512];
+    snprintf(msg, sizeof(msg), "another hotmountd already serves %s", dir);
+    fprintf(log_file, "hotmountd: %s\n", msg);
+    report(ready_fd, msg);
+    return 1;
+  }
+  if (ftruncate(lfd, 0) == 0)
+    dprintf(lfd, "%d\n", (int)getpid());
+
+  hm_qemu_config *cfg = NULL;
+  hm_fs_hotplugger *hp = NULL;
+  hm_instance *inst = NULL;
+  hm_server *srv = NULL;
+  int rc = 1;
+  if (hm_qemu_config_new(&cfg, dir, &err) < 0 ||
+      (virtiofsd && hm_qemu_config_set_virtiofsd(cfg, virtiofsd, &err) < 0))
+    goto fail;
+  /* QEMU may still be starting: give its QMP socket a moment to appear. */
+  for (int64_t tries = 0;; tries++) {
+    if (hm_qemu_hotplugger_new(&hp, cfg, &err) == 0)
+      break;
+    if (hm_error_code(err) != HM_E_NOT_READY || tries >= wait_s * 10)
+      goto fail;
+    hm_error_free(err);
+    err = NULL;
+    g_usleep(100000);
+  }
+  if (hm_instance_new(&inst, dir, hp, &err) < 0)
+    goto fail;
+  hp = NULL;
+  if (hm_server_new(&srv, inst, sock, &err) < 0)
+    goto fail;
+  {
+    GMainLoop *loop = g_main_loop_new(NULL, FALSE);
+    g_unix_signal_add(SIGTERM, on_signal, loop);
+    g_unix_signal_add(SIGINT, on_signal, loop);
+    signal(SIGPIPE, SIG_IGN);
+    log_line(HM_LOG_INFO, "serving", NULL);
+    fprintf(log_file, "hotmountd: serving %s on %s\n", dir, sock);
+    fflush(log_file);
+    report(ready_fd, "ok");
+    ready_fd = -1;
+    g_main_loop_run(loop);
+    g_main_loop_unref(loop);
+  }
+  rc = 0;
+  goto out;
+fail:
+  fprintf(log_file, "hotmountd: %s\n", hm_error_message(err));
+  report(ready_fd, hm_error_message(err));
+out:
+  /* Mounts outlive the daemon: the next one picks them up from state.json. */
+  hm_server_free(srv);
+  hm_instance_free(inst);
+  hm_fs_hotplugger_free(hp);
+  hm_qemu_config_free(cfg);
+  hm_error_free(err);
+  unlink(lock);
+  free(dir);
+  free(sock);
+  free(lock);
+  free(logpath);
+  return rc;
+}
