@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * hotmount-agent internals. The agent is a static binary made of these files,
+ * lib/guest and the plain-C parts of lib/core; it never runs a shell.
+ */
+#ifndef HM_AGENT_AGENT_H
+#define HM_AGENT_AGENT_H
+
+#include "core/agent_proto.h"
+#include "core/private.h"
+
+#include <pthread.h>
+
+/* ---- serve.c: one peer connection (a virtio port, or a test socket) ---- */
+
+typedef struct agent_conn agent_conn;
+
+/* A connection writing to fd; closes fd on the last unref when owns_fd. */
+agent_conn *agent_conn_new(int fd, int owns_fd);
+void agent_conn_ref(agent_conn *c);
+void agent_conn_unref(agent_conn *c);
+/* The peer went away: answers still being computed are dropped, not sent to
+ * whoever connects next. */
+void agent_conn_set_dead(agent_conn *c);
+
+/* Splits a byte stream into request lines and dispatches them. */
+typedef struct agent_reader {
+  char *buf;
+  size_t len, cap;
+  int discarding; /* inside an over-long line */
+} agent_reader;
+void agent_reader_feed(agent_reader *r, agent_conn *c, const char *data, size_t n);
+void agent_reader_reset(agent_reader *r);
+
+/* ---- ops.c: the operations (called on request threads) ---- */
+
+/* Each returns 0, or -1 with *eno (an errno) and *msg (malloc'd) set. */
+int agent_op_mount(const hm_agent_request *req, int *eno, char **msg);
+int agent_op_umount(const hm_agent_request *req, int *eno, char **msg);
+int agent_op_list(hm_agent_mount_info **out, size_t *n, int *eno, char **msg);
+
+/* ---- devwait.c: waiting for devices without a sleep loop ---- */
+
+/* A NETLINK_KOBJECT_UEVENT socket, or -1 (then waits fall back to a bounded
+ * timeout; logged once). Open it BEFORE checking for the device, so an event
+ * between the check and the wait is not lost. */
+int agent_devwait_open(void);
+/* Waits until a uevent arrives or deadline (hm_now_ms() scale; -1: none)
+ * passes. Returns 1 when something happened that is worth re-checking for, 0
+ * at the deadline. */
+int agent_devwait_wait(int fd, int64_t deadline);
+void agent_devwait_close(int fd);
+
+/* ---- port.c: the transports ---- */
+
+int agent_run_port(const char *name);
+int agent_run_socket(const char *path);
+
+#endif
