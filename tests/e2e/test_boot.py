@@ -14,6 +14,7 @@ HOTMOUNT_BIN (see vm.py), HM_E2E_KEEP=1 keeps the work dir.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -74,13 +75,14 @@ def wait_for(pred, timeout, step=0.02):
 
 
 def root_ports(vm):
-    """qdev ids of the reserved hot-plug root ports, from QMP query-pci."""
-    ids = []
-    for bus in vm.qmp("query-pci"):
-        for d in bus["devices"]:
-            if d.get("class_info", {}).get("class") == 0x0604 and d.get("qdev_id", "").startswith("hm-rp-"):
-                ids.append(d["qdev_id"])
-    return sorted(ids, key=lambda s: int(s.rsplit("-", 1)[1]))
+    """qdev ids of the reserved hot-plug root ports, from QMP query-pci
+    (ours are named hm-rp-N; any named root port if none is)."""
+    bridges = [d["qdev_id"] for bus in vm.qmp("query-pci") for d in bus["devices"]
+               if d.get("class_info", {}).get("class") == 0x0604 and d.get("qdev_id")]
+    ours = [b for b in bridges if re.match(r"hm-rp-\d+$", b)]
+    if ours:
+        return sorted(ours, key=lambda s: int(s.rsplit("-", 1)[1]))
+    return bridges
 
 
 def plug_cycle(t, vm, work, idx, port):
