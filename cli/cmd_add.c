@@ -57,7 +57,10 @@ int cmd_add(int argc, char **argv) {
       break;
     }
     case 'h': cli_usage("add", 1); goto out;
-    default: cli_usage("add", 0); rc = EXIT_USAGE; goto out;
+    default:
+      cli_usage("add", 0);
+      rc = EXIT_USAGE;
+      goto out;
     }
   }
   if (argc - optind != 3) {

@@ -6,9 +6,8 @@
 #include <stdlib.h>
 
 int cmd_list(int argc, char **argv) {
-  static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {
+      {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
   int json = 0, c, rc;
   optind = 1;
   while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {

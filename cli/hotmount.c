@@ -7,8 +7,9 @@
 #include <string.h>
 
 static const cli_command commands[] = {
-    {"add", "add INSTANCE HOST_PATH GUEST_PATH [--type virtiofs|9p|reverse-sshfs] [--writable] "
-            "[-o KEY=VALUE]...",
+    {"add",
+     "add INSTANCE HOST_PATH GUEST_PATH [--type virtiofs|9p|reverse-sshfs] [--writable] "
+     "[-o KEY=VALUE]...",
      "hot-mount a host directory into the running VM", cmd_add},
     {"remove", "remove INSTANCE GUEST_PATH [--lazy] [--force]",
      "unmount it in the guest and unplug it", cmd_remove},

@@ -57,12 +57,10 @@ static void report(int fd, const char *msg) {
 }
 
 int main(int argc, char **argv) {
-  static const struct option opts[] = {{"foreground", no_argument, NULL, 'f'},
-                                       {"virtiofsd", required_argument, NULL, 'v'},
-                                       {"debug", no_argument, NULL, 'd'},
-                                       {"wait", required_argument, NULL, 'w'},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {
+      {"foreground", no_argument, NULL, 'f'}, {"virtiofsd", required_argument, NULL, 'v'},
+      {"debug", no_argument, NULL, 'd'},      {"wait", required_argument, NULL, 'w'},
+      {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0}};
   int foreground = 0, debug = 0, wait_s = 10, c;
   const char *virtiofsd = NULL;
   while ((c = getopt_long(argc, argv, "fv:dw:h", opts, NULL)) != -1) {

@@ -29,7 +29,9 @@ void hm_attachment_free(hm_attachment *att) {
   free(att);
 }
 
-const char *hm_attachment_get_id(const hm_attachment *att) { return att ? att->id : NULL; }
+const char *hm_attachment_get_id(const hm_attachment *att) {
+  return att ? att->id : NULL;
+}
 
 int hm_attachment_set_tag(hm_attachment *att, const char *tag, hm_error **err) {
   if (!att || !tag)
@@ -42,10 +44,11 @@ int hm_attachment_set_tag(hm_attachment *att, const char *tag, hm_error **err) {
   return 0;
 }
 
-const char *hm_attachment_get_tag(const hm_attachment *att) { return att ? att->tag : NULL; }
+const char *hm_attachment_get_tag(const hm_attachment *att) {
+  return att ? att->tag : NULL;
+}
 
-int hm_attachment_set_data(hm_attachment *att, const char *key, const char *value,
-                           hm_error **err) {
+int hm_attachment_set_data(hm_attachment *att, const char *key, const char *value, hm_error **err) {
   if (!att || !key)
     return HM_ERR(err, HM_E_INVALID, "att and key must not be NULL");
   return hm_kv_set(&att->data, key, value) < 0 ? HM_ERR_NOMEM(err) : 0;
@@ -76,8 +79,7 @@ int hm_fs_hotplugger_new(hm_fs_hotplugger **out, const hm_fs_hotplugger_ops *ops
     goto fail;
   }
   /* Older backends pass a smaller struct: copy what they know, zero the rest. */
-  memcpy(&hp->ops, ops,
-         ops->struct_size < sizeof(hp->ops) ? ops->struct_size : sizeof(hp->ops));
+  memcpy(&hp->ops, ops, ops->struct_size < sizeof(hp->ops) ? ops->struct_size : sizeof(hp->ops));
   hp->ops.struct_size = sizeof(hp->ops);
   hp->impl = impl;
   *out = hp;

@@ -15,8 +15,7 @@ HM_PRIVATE void hm_attachment_free(hm_attachment *att);
 
 HM_PRIVATE int hm_fs_hotplugger_attach(hm_fs_hotplugger *hp, const hm_mount_spec *spec,
                                        hm_attachment *att, hm_error **err);
-HM_PRIVATE int hm_fs_hotplugger_detach(hm_fs_hotplugger *hp, hm_attachment *att,
-                                       hm_error **err);
+HM_PRIVATE int hm_fs_hotplugger_detach(hm_fs_hotplugger *hp, hm_attachment *att, hm_error **err);
 HM_PRIVATE int hm_fs_hotplugger_free_slots(hm_fs_hotplugger *hp, int type, hm_error **err);
 
 #endif

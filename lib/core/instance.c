@@ -195,7 +195,9 @@ static int agent_acquire(hm_instance *inst, int timeout_ms, hm_error **err) {
   return 0;
 }
 
-static void agent_release(hm_instance *inst) { pthread_rwlock_unlock(&inst->agent_lock); }
+static void agent_release(hm_instance *inst) {
+  pthread_rwlock_unlock(&inst->agent_lock);
+}
 
 int hm_instance_connect_agent(hm_instance *inst, int timeout_ms, hm_error **err) {
   if (!inst)
@@ -236,8 +238,8 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
             ? HM_ERR(err, HM_E_EXISTS, "%s is already %s (%s)", spec->guest_path,
                      other->state == HM_STATE_ATTACHING ? "being mounted" : "a hot-mount",
                      other->id)
-            : HM_ERR(err, HM_E_EXISTS, "%s overlaps the hot-mount at %s (%s)",
-                     spec->guest_path, other->spec->guest_path, other->id);
+            : HM_ERR(err, HM_E_EXISTS, "%s overlaps the hot-mount at %s (%s)", spec->guest_path,
+                     other->spec->guest_path, other->id);
     pthread_mutex_unlock(&inst->lock);
     goto fail_spec;
   }
@@ -293,7 +295,7 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
           e->spec->writable ? "rw" : "ro");
   return 0;
 
-fail_attached: {
+fail_attached : {
   hm_error *derr = NULL;
   if (hm_fs_hotplugger_detach(inst->hp, att, &derr) < 0) {
     /* Keep the entry so that remove can retry the cleanup later. */
@@ -321,8 +323,7 @@ fail_spec:
   return r;
 }
 
-int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags,
-                       hm_error **err) {
+int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags, hm_error **err) {
   char *norm = NULL;
   int r;
   if (!inst || !guest_path)
@@ -374,7 +375,8 @@ int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags
   /* 2. Backend detach. */
   if (e->att && (r = hm_fs_hotplugger_detach(inst->hp, e->att, err)) < 0) {
     pthread_mutex_lock(&inst->lock);
-    set_state_locked(inst, e, HM_STATE_BROKEN, err && *err ? hm_error_message(*err) : "detach failed");
+    set_state_locked(inst, e, HM_STATE_BROKEN,
+                     err && *err ? hm_error_message(*err) : "detach failed");
     pthread_mutex_unlock(&inst->lock);
     return r;
   }

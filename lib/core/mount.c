@@ -67,7 +67,8 @@ int hm_mount_spec_copy(hm_mount_spec **out, const hm_mount_spec *spec, hm_error 
   s->type = spec->type;
   s->writable = spec->writable;
   if (set_str(&s->host_path, spec->host_path) < 0 ||
-      set_str(&s->guest_path, spec->guest_path) < 0 || hm_kv_copy(&s->options, &spec->options) < 0) {
+      set_str(&s->guest_path, spec->guest_path) < 0 ||
+      hm_kv_copy(&s->options, &spec->options) < 0) {
     hm_mount_spec_free(s);
     return HM_ERR_NOMEM(err);
   }
@@ -110,12 +111,18 @@ int hm_mount_spec_set_option(hm_mount_spec *spec, const char *key, const char *v
   return hm_kv_set(&spec->options, key, value) < 0 ? HM_ERR_NOMEM(err) : 0;
 }
 
-const char *hm_mount_spec_get_host_path(const hm_mount_spec *s) { return s ? s->host_path : NULL; }
+const char *hm_mount_spec_get_host_path(const hm_mount_spec *s) {
+  return s ? s->host_path : NULL;
+}
 const char *hm_mount_spec_get_guest_path(const hm_mount_spec *s) {
   return s ? s->guest_path : NULL;
 }
-int hm_mount_spec_get_type(const hm_mount_spec *s) { return s ? s->type : 0; }
-int hm_mount_spec_get_writable(const hm_mount_spec *s) { return s ? s->writable : 0; }
+int hm_mount_spec_get_type(const hm_mount_spec *s) {
+  return s ? s->type : 0;
+}
+int hm_mount_spec_get_writable(const hm_mount_spec *s) {
+  return s ? s->writable : 0;
+}
 const char *hm_mount_spec_get_option(const hm_mount_spec *s, const char *key) {
   return s && key ? hm_kv_get(&s->options, key) : NULL;
 }
@@ -163,14 +170,30 @@ int hm_mount_copy(hm_mount **out, const hm_mount *m, hm_error **err) {
   return 0;
 }
 
-const char *hm_mount_get_id(const hm_mount *m) { return m ? m->id : NULL; }
-const char *hm_mount_get_host_path(const hm_mount *m) { return m ? m->host_path : NULL; }
-const char *hm_mount_get_guest_path(const hm_mount *m) { return m ? m->guest_path : NULL; }
-int hm_mount_get_type(const hm_mount *m) { return m ? m->type : 0; }
-int hm_mount_get_writable(const hm_mount *m) { return m ? m->writable : 0; }
-int hm_mount_get_state(const hm_mount *m) { return m ? m->state : 0; }
-const char *hm_mount_get_tag(const hm_mount *m) { return m ? m->tag : NULL; }
-const char *hm_mount_get_reason(const hm_mount *m) { return m ? m->reason : NULL; }
+const char *hm_mount_get_id(const hm_mount *m) {
+  return m ? m->id : NULL;
+}
+const char *hm_mount_get_host_path(const hm_mount *m) {
+  return m ? m->host_path : NULL;
+}
+const char *hm_mount_get_guest_path(const hm_mount *m) {
+  return m ? m->guest_path : NULL;
+}
+int hm_mount_get_type(const hm_mount *m) {
+  return m ? m->type : 0;
+}
+int hm_mount_get_writable(const hm_mount *m) {
+  return m ? m->writable : 0;
+}
+int hm_mount_get_state(const hm_mount *m) {
+  return m ? m->state : 0;
+}
+const char *hm_mount_get_tag(const hm_mount *m) {
+  return m ? m->tag : NULL;
+}
+const char *hm_mount_get_reason(const hm_mount *m) {
+  return m ? m->reason : NULL;
+}
 
 int hm_mount_list_new(hm_mount_list **out) {
   *out = calloc(1, sizeof(**out));
@@ -188,7 +211,9 @@ int hm_mount_list_take(hm_mount_list *l, hm_mount *m) {
   return 0;
 }
 
-size_t hm_mount_list_count(const hm_mount_list *l) { return l ? l->n : 0; }
+size_t hm_mount_list_count(const hm_mount_list *l) {
+  return l ? l->n : 0;
+}
 
 const hm_mount *hm_mount_list_get(const hm_mount_list *l, size_t i) {
   return l && i < l->n ? l->items[i] : NULL;

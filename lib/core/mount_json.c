@@ -55,8 +55,8 @@ json_object *hm_mount_to_json_object(const hm_mount *m) {
 static int dump(char **out, json_object *o, hm_error **err) {
   if (!o)
     return HM_ERR_NOMEM(err);
-  const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                                        JSON_C_TO_STRING_NOSLASHESCAPE);
+  const char *s =
+      json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
   *out = s ? strdup(s) : NULL;
   json_object_put(o);
   return *out ? 0 : HM_ERR_NOMEM(err);
@@ -98,8 +98,7 @@ static int member(json_object *o, const char *key, json_type type, int required,
   return 0;
 }
 
-static int check_known(json_object *o, const char *const *known, const char *func,
-                       hm_error **err) {
+static int check_known(json_object *o, const char *const *known, const char *func, hm_error **err) {
   json_object_object_foreach(o, key, val) {
     (void)val;
     int ok = 0;
@@ -112,8 +111,8 @@ static int check_known(json_object *o, const char *const *known, const char *fun
 }
 
 int hm_mount_spec_from_json(hm_mount_spec **out, const char *text, size_t len, hm_error **err) {
-  static const char *const known[] = {"hostPath", "mountPoint", "type", "writable", "options",
-                                      NULL};
+  static const char *const known[] = {"hostPath", "mountPoint", "type",
+                                      "writable", "options",    NULL};
   json_object *o = NULL, *v;
   hm_mount_spec *s = NULL;
   int r = hm_json_parse(&o, text, len, err);

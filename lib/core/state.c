@@ -183,8 +183,8 @@ static int parse(const char *text, size_t len, unsigned *next_id, hm_entry ***en
   if (r < 0)
     return r;
   r = HM_E_PROTOCOL;
-  if (!json_object_is_type(root, json_type_object) ||
-      get(root, "version", json_type_int, &v) < 0 || json_object_get_int(v) != STATE_VERSION) {
+  if (!json_object_is_type(root, json_type_object) || get(root, "version", json_type_int, &v) < 0 ||
+      json_object_get_int(v) != STATE_VERSION) {
     HM_ERR(err, r, "not a version %d state file", STATE_VERSION);
     goto out;
   }

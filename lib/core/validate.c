@@ -22,9 +22,11 @@ static int check_text(const char *what, const char *p, hm_error **err) {
                   PATH_MAX - 1);
   for (size_t i = 0; i < len;) {
     unsigned c = s[i];
-    size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
-                                                  : (c & 0xf8) == 0xf0    ? 4
-                                                                          : 0;
+    size_t n = c < 0x80             ? 1
+               : (c & 0xe0) == 0xc0 ? 2
+               : (c & 0xf0) == 0xe0 ? 3
+               : (c & 0xf8) == 0xf0 ? 4
+                                    : 0;
     if (c < 0x20 || c == 0x7f)
       return HM_ERR(err, HM_E_INVALID, "%s contains a control character (byte %zu)", what, i);
     if (n == 0 || i + n > len || (n == 2 && c < 0xc2))
@@ -135,8 +137,8 @@ static int check_option(int type, const char *key, const char *value, hm_error *
       unsigned long v = strtoul(value, &end, 10);
       if (!*value || *end || errno || v < 4096 || v > 16 * 1024 * 1024)
         return HM_ERR(err, HM_E_INVALID,
-                      "option %s=\"%s\" for %s must be a number from 4096 to 16777216", key,
-                      value, tname);
+                      "option %s=\"%s\" for %s must be a number from 4096 to 16777216", key, value,
+                      tname);
       return 0;
     }
     for (const char *const *v = rules[i].values; *v; v++)

@@ -52,9 +52,18 @@ int hm_qemu_config_set_memory(hm_qemu_config *cfg, const char *size, hm_error **
   int ok = end != size && !errno && isdigit((unsigned char)size[0]);
   switch (ok ? toupper((unsigned char)*end) : '?') {
   case '\0': mib = v; break;
-  case 'M': mib = v; end++; break;
-  case 'G': mib = v * 1024; end++; break;
-  case 'T': mib = v * 1024 * 1024; end++; break;
+  case 'M':
+    mib = v;
+    end++;
+    break;
+  case 'G':
+    mib = v * 1024;
+    end++;
+    break;
+  case 'T':
+    mib = v * 1024 * 1024;
+    end++;
+    break;
   default: ok = 0; mib = 0;
   }
   if (ok && (*end == 'B' || *end == 'b') && end[-1] != size[0])
@@ -113,11 +122,12 @@ int hm_qemu_config_build_args(char ***out, const hm_qemu_config *cfg, hm_error *
    * the machine's own devices. Each needs a distinct chassis/slot pair. */
   for (unsigned i = 0; !r && i < cfg->slots; i++) {
     r = r ?: hm_strv_push(&v, "-device");
-    r = r ?: hm_strv_pushf(&v,
-                           "pcie-root-port,id=" HM_QEMU_ROOT_PORT_PREFIX
-                           "%u,bus=pcie.0,chassis=%u,slot=%u,addr=0x%x.%u%s",
-                           i, 1 + i / 8, i % 8, 0x10 + i / 8, i % 8,
-                           i % 8 == 0 ? ",multifunction=on" : "");
+    r = r
+            ?: hm_strv_pushf(&v,
+                             "pcie-root-port,id=" HM_QEMU_ROOT_PORT_PREFIX
+                             "%u,bus=pcie.0,chassis=%u,slot=%u,addr=0x%x.%u%s",
+                             i, 1 + i / 8, i % 8, 0x10 + i / 8, i % 8,
+                             i % 8 == 0 ? ",multifunction=on" : "");
   }
   /* The agent's port; 9p hot-mounts add more ports to this controller. */
   r = r ?: hm_strv_push(&v, "-device");
@@ -125,7 +135,9 @@ int hm_qemu_config_build_args(char ***out, const hm_qemu_config *cfg, hm_error *
   r = r ?: hm_strv_push(&v, "-chardev");
   r = r ?: hm_strv_pushf(&v, "socket,id=hm-agent,path=%s/agent.sock,server=on,wait=off", dir);
   r = r ?: hm_strv_push(&v, "-device");
-  r = r ?: hm_strv_push(&v, "virtserialport,bus=hm-serial.0,chardev=hm-agent,name=" HM_QEMU_AGENT_PORT);
+  r = r
+          ?: hm_strv_push(
+                 &v, "virtserialport,bus=hm-serial.0,chardev=hm-agent,name=" HM_QEMU_AGENT_PORT);
   r = r ?: hm_strv_push(&v, "-chardev");
   r = r ?: hm_strv_pushf(&v, "socket,id=hm-qmp,path=%s/qmp.sock,server=on,wait=off", dir);
   r = r ?: hm_strv_push(&v, "-mon");

@@ -135,8 +135,10 @@ static int reserve_slot(qemu_impl *q, hm_error **err) {
     return HM_ERR(err, HM_E_NOT_READY,
                   "the VM has no reserved hot-plug root ports (hm-rp-*); start QEMU with the "
                   "arguments of `hotmount qemu-args`");
-  return HM_ERR(err, HM_E_NO_SLOT, "all %d hot-plug slots are in use; remove a mount or boot "
-                "with more (--slots)", total);
+  return HM_ERR(err, HM_E_NO_SLOT,
+                "all %d hot-plug slots are in use; remove a mount or boot "
+                "with more (--slots)",
+                total);
 }
 
 static void release_slot(qemu_impl *q, int slot) {
@@ -245,8 +247,7 @@ static void cleanup_parts(qemu_impl *q, const char *dev, const char *chr, pid_t 
     unlink(sock);
 }
 
-static int qemu_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att,
-                       hm_error **err) {
+static int qemu_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att, hm_error **err) {
   qemu_impl *q = impl;
   const char *id = hm_attachment_get_id(att);
   char *dev = NULL, *chr = NULL, *sock = NULL, *port = NULL;

@@ -20,7 +20,9 @@
 
 #define VFS_FD 3
 
-static int is_exec(const char *p) { return access(p, X_OK) == 0; }
+static int is_exec(const char *p) {
+  return access(p, X_OK) == 0;
+}
 
 static char *find_in_path(const char *name) {
   const char *path = getenv("PATH");
@@ -63,7 +65,8 @@ static char *capture(const char *path, const char *arg) {
   size_t cap = 65536, len = 0;
   char *buf = malloc(cap + 1);
   ssize_t n;
-  while (buf && len < cap && ((n = read(p[0], buf + len, cap - len)) > 0 || (n < 0 && errno == EINTR)))
+  while (buf && len < cap &&
+         ((n = read(p[0], buf + len, cap - len)) > 0 || (n < 0 && errno == EINTR)))
     if (n > 0)
       len += (size_t)n;
   close(p[0]);
@@ -84,8 +87,7 @@ int hm_virtiofsd_detect(hm_virtiofsd_info *out, const char *explicit_path, hm_er
       return HM_ERR(err, HM_E_UNSUPPORTED, "virtiofsd \"%s\" is not an executable", p);
     path = strdup(p);
   } else if (!(path = find_in_path("virtiofsd"))) {
-    static const char *const known[] = {"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd",
-                                        NULL};
+    static const char *const known[] = {"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd", NULL};
     for (const char *const *k = known; *k && !path; k++)
       if (is_exec(*k))
         path = strdup(*k);
@@ -131,8 +133,8 @@ static char *fuse_escape(const char *s) {
   return out;
 }
 
-int hm_virtiofsd_argv(char ***out, int *out_ro_bind, const hm_virtiofsd_info *info,
-                      const char *dir, int readonly, const char *cache, int fd, hm_error **err) {
+int hm_virtiofsd_argv(char ***out, int *out_ro_bind, const hm_virtiofsd_info *info, const char *dir,
+                      int readonly, const char *cache, int fd, hm_error **err) {
   hm_strv v = {0};
   int r = hm_strv_push(&v, info->path);
   *out_ro_bind = readonly && !info->has_readonly;
@@ -199,9 +201,8 @@ static void child_ro_bind(const char *dir, int dirfd) {
     _exit(122);
 }
 
-int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char *dir,
-                       int readonly, const char *cache, const char *socket_path,
-                       hm_error **err) {
+int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char *dir, int readonly,
+                       const char *cache, const char *socket_path, hm_error **err) {
   char **argv = NULL;
   int ro_bind = 0, lfd = -1, dirfd = -1, r;
   if ((r = hm_virtiofsd_argv(&argv, &ro_bind, info, dir, readonly, cache, VFS_FD, err)) < 0)

@@ -39,9 +39,9 @@ HM_PRIVATE int hm_virtiofsd_argv(char ***out, int *out_ro_bind, const hm_virtiof
  * 0600). The process outlives us on purpose (a daemon restart must not take
  * mounts down); it is in its own session. *out_pid is its pid.
  */
-HM_PRIVATE int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info,
-                                  const char *dir, int readonly, const char *cache,
-                                  const char *socket_path, hm_error **err);
+HM_PRIVATE int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char *dir,
+                                  int readonly, const char *cache, const char *socket_path,
+                                  hm_error **err);
 
 /* Stops pid if it is still a virtiofsd: SIGTERM, then SIGKILL after
  * timeout_ms; reaps it when it is our child. 0 when gone. */
