@@ -31,7 +31,8 @@ MODULES = ["virtio_pci", "virtio", "virtio_ring", "virtio_pci_modern_dev",
            "9pnet_fd", "9p", "virtio_console", "virtio_net", "net_failover", "failover"]
 PLUG_PORTS = 2          # first and last reserved root port
 STEPS_PER_PLUG = 7
-N_TESTS = 4 + PLUG_PORTS * STEPS_PER_PLUG + 1
+ALL_PORTS_STEPS = 3
+N_TESTS = 5 + PLUG_PORTS * STEPS_PER_PLUG + ALL_PORTS_STEPS + 1
 
 
 class TAP:
@@ -151,6 +152,67 @@ def plug_cycle(t, vm, work, idx, port):
         t.diag("timing %s %s: %.3f s" % (dev, k, v))
 
 
+def all_ports_at_once(t, vm, work, ports):
+    """Every reserved port busy at the same time (the reference design stops
+    at 8): plug them all, mount and read each in the guest, unplug them all."""
+    n = len(ports)
+    procs = []
+    try:
+        for i in range(n):
+            d = os.path.join(work, "all%d" % i)
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "n"), "w") as f:
+                f.write("%d\n" % i)
+            procs.append(subprocess.Popen(
+                [VIRTIOFSD, "--socket-path=%s/all%d.sock" % (work, i), "-o", "source=" + d,
+                 "-o", "cache=auto"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        if not wait_for(lambda: all(os.path.exists("%s/all%d.sock" % (work, i))
+                                    for i in range(n)), 20):
+            raise VMError("virtiofsd sockets did not appear")
+        t0 = time.monotonic()
+        for i, port in enumerate(ports):
+            vm.qmp("chardev-add", {"id": "all%d-chr" % i, "backend": {"type": "socket", "data": {
+                "addr": {"type": "unix", "data": {"path": "%s/all%d.sock" % (work, i)}},
+                "server": False}}})
+            vm.qmp("device_add", {"driver": "vhost-user-fs-pci", "chardev": "all%d-chr" % i,
+                                  "tag": "all%d" % i, "bus": port, "id": "all%d" % i})
+        t.ok(True, "device_add on all %d reserved ports" % n)
+        t.diag("timing all %d: chardev-add+device_add: %.3f s" % (n, time.monotonic() - t0))
+
+        rc, out = vm.sh(
+            "for i in $(seq 0 %d); do mkdir -p /mnt/all$i; k=0; "
+            "until mount -t virtiofs all$i /mnt/all$i 2>/dev/null; do k=$((k+1)); "
+            "[ $k -gt 1000 ] && { echo no mount all$i; exit 1; }; usleep 10000; done; done; "
+            "cat /mnt/all*/n | sort -n | tr '\\n' ' '" % (n - 1), timeout=120)
+        want = " ".join(str(i) for i in range(n)) + " "
+        t.ok(rc == 0 and out == want, "guest mounts and reads all %d at once" % n,
+             "rc=%d out=%r" % (rc, out))
+        t.diag("timing all %d: first device_add -> all mounted + read: %.3f s"
+               % (n, time.monotonic() - t0))
+        vm.sh("umount /mnt/all*", timeout=60)
+
+        t1 = time.monotonic()
+        for i in range(n):
+            vm.qmp("device_del", {"id": "all%d" % i})
+        for i in range(n):
+            vm.wait_event("DEVICE_DELETED", lambda d, i=i: d.get("device") == "all%d" % i, 60)
+        t.diag("timing all %d: device_del -> every DEVICE_DELETED: %.3f s"
+               % (n, time.monotonic() - t1))
+        for i in range(n):
+            vm.qmp("chardev-remove", {"id": "all%d-chr" % i})
+        exited = wait_for(lambda: all(p.poll() is not None for p in procs), 20)
+        rc, out = vm.sh("grep -l '^0x001a$' /sys/bus/virtio/devices/*/device 2>/dev/null | wc -l")
+        t.ok(exited and out.strip() == "0",
+             "all %d unplugged: gone from the guest, every virtiofsd exited" % n,
+             "virtiofsd left: %d, guest virtio-fs devices: %s"
+             % (sum(p.poll() is None for p in procs), out.strip()))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     image_dir = os.environ.get("HM_E2E_IMAGE_DIR") or os.path.join(here, ".image-cache")
@@ -182,16 +244,23 @@ def main():
         t.ok("org.hotmount.agent.0" in out.split(),
              "guest sees virtio port org.hotmount.agent.0", out)
 
+        if agent:
+            ok = wait_for(lambda: vm.sh("pidof hotmount-agent")[0] == 0, 10, step=0.5)
+            t.ok(ok, "hotmount-agent runs in the guest", vm.sh("ps")[1])
+        else:
+            t.skip("hotmount-agent runs in the guest", "no agent binary built")
+
         ports = root_ports(vm)
         t.ok(len(ports) >= 8, "QMP query-pci lists %d reserved root ports" % len(ports), ports)
 
         if os.geteuid() != 0 or not os.access(VIRTIOFSD, os.X_OK):
-            for i in range(PLUG_PORTS * STEPS_PER_PLUG):
+            for i in range(PLUG_PORTS * STEPS_PER_PLUG + ALL_PORTS_STEPS):
                 t.skip("virtiofs hot-plug step %d" % (i + 1),
                        "needs root and %s" % VIRTIOFSD)
         else:
             for idx, port in enumerate([ports[0], ports[-1]]):
                 plug_cycle(t, vm, work, idx, port)
+            all_ports_at_once(t, vm, work, ports)
 
         rc, out = vm.sh("dmesg | grep -E 'BUG:|WARNING:|Oops|Call Trace|blocked for more than' || true")
         t.ok(out.strip() == "", "no kernel warnings in the guest", out)

@@ -28,6 +28,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -75,6 +76,7 @@ def hotmount_qemu_args(instance_dir, memory="1G"):
     """Args from `$HOTMOUNT_BIN qemu-args DIR`, or the fallback. Returns
     (args, source)."""
     hm = os.environ.get("HOTMOUNT_BIN")
+    why = "HOTMOUNT_BIN not set" if not hm else "%s not built" % hm
     if hm and os.path.isfile(hm) and os.access(hm, os.X_OK):
         cmd = [hm, "qemu-args", instance_dir]
         if memory != "1G":
@@ -85,9 +87,12 @@ def hotmount_qemu_args(instance_dir, memory="1G"):
             if p.returncode == 0 and p.stdout.strip():
                 # one argument per line; keep lines as they are (no shell split)
                 return [l for l in p.stdout.splitlines() if l.strip()], hm
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    return fallback_qemu_args(instance_dir, memory=memory), "fallback"
+            why = "%s qemu-args failed (status %d): %s" % (hm, p.returncode, p.stderr.strip())
+        except (OSError, subprocess.TimeoutExpired) as e:
+            why = "%s qemu-args failed: %s" % (hm, e)
+        # a built CLI that cannot print its args is a bug worth seeing
+        sys.stderr.write("vm.py: %s; using the built-in equivalent args\n" % why)
+    return fallback_qemu_args(instance_dir, memory=memory), "fallback (%s)" % why
 
 
 class QMP:
@@ -441,7 +446,6 @@ def _main(argv):
       vm.py guest-sh TEST_SOCK CMD [SECS]  run CMD in the guest; exit with its status
       vm.py poweroff TEST_SOCK          power the guest off (does not wait)
     """
-    import sys
     if len(argv) >= 2 and argv[0] == "qemu-args":
         print("\n".join(fallback_qemu_args(os.path.abspath(argv[1]))))
         return 0
@@ -469,5 +473,4 @@ def _main(argv):
 
 
 if __name__ == "__main__":
-    import sys
     sys.exit(_main(sys.argv[1:]))
