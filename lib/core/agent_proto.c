@@ -296,7 +296,8 @@ static int get_int(json_object *o, const char *key, int required, int64_t min, i
     return r;
   errno = 0;
   int64_t x = json_object_get_int64(v);
-  /* json-c clamps out-of-range integers to INT64_MIN/MAX and sets errno. */
+  /* json-c clamps integers beyond int64 to INT64_MIN/MAX without an error, so
+   * every range here stops short of those. */
   if (errno == ERANGE || x < min || x > max)
     return hm_error_set(err, HM_E_PROTOCOL, func, "%s: field '%s' is out of range (%lld..%lld)",
                         what, key, (long long)min, (long long)max);
@@ -345,7 +346,7 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
   if (!o)
     return HM_E_PROTOCOL;
   int64_t x = 0;
-  int r = get_int(o, "id", 1, 0, INT64_MAX, &x, "request", func, err);
+  int r = get_int(o, "id", 1, 0, HM_AGENT_MAX_ID, &x, "request", func, err);
   if (r < 0)
     goto out;
   out->id = x;
@@ -424,7 +425,7 @@ int hm_agent_response_id(int64_t *out, const char *line, size_t len, hm_error **
   if (!o)
     return HM_E_PROTOCOL;
   int64_t id = 0;
-  int r = get_int(o, "id", 1, 0, INT64_MAX, &id, "response", __func__, err);
+  int r = get_int(o, "id", 1, 0, HM_AGENT_MAX_ID, &id, "response", __func__, err);
   json_object_put(o);
   if (r == 0)
     *out = id;
@@ -473,7 +474,7 @@ int hm_agent_response_decode(hm_agent_response *out, int op, const char *line, s
   int64_t x = 0;
   json_object *v = NULL;
   int r;
-  if ((r = get_int(o, "id", 1, 0, INT64_MAX, &x, what, func, err)) < 0)
+  if ((r = get_int(o, "id", 1, 0, HM_AGENT_MAX_ID, &x, what, func, err)) < 0)
     goto out;
   out->id = x;
   if ((r = get_bool(o, "ok", 1, &out->ok, what, func, err)) < 0)

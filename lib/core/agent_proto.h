@@ -17,6 +17,8 @@
 #define HM_AGENT_NAME "hotmount-agent"
 /* Longest line either side accepts, newline excluded. */
 #define HM_AGENT_MAX_LINE (1024 * 1024)
+/* Ids are integers 0..2^53 (exact in every JSON implementation). */
+#define HM_AGENT_MAX_ID (INT64_C(1) << 53)
 /* Longest mount wait a request may ask for. */
 #define HM_AGENT_MAX_TIMEOUT_MS (10 * 60 * 1000)
 

@@ -157,8 +157,9 @@ int hm_guest_mountinfo_parse(hm_agent_mount_info **out, size_t *n, const char *t
     /* 36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw,errors=continue */
     char *f[6], *s2 = NULL;
     size_t nf = 0;
-    for (char *t = strtok_r(line, " ", &s2); t && nf < 6; t = strtok_r(NULL, " ", &s2))
-      f[nf++] = t;
+    /* Exactly six: the optional fields that follow vary in number. */
+    while (nf < 6 && (f[nf] = strtok_r(nf ? NULL : line, " ", &s2)))
+      nf++;
     char *fstype = NULL, *source = NULL, *super = NULL;
     for (char *t = strtok_r(NULL, " ", &s2); t; t = strtok_r(NULL, " ", &s2)) {
       if (strcmp(t, "-") == 0) {

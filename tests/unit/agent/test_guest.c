@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "guest/guest_mount.h"
+#include "guest/guest_path.h"
+#include "tests.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+
+static void norm_ok(const char *in, const char *want) {
+  char *out = NULL;
+  hm_error *err = NULL;
+  int r = hm_guest_path_normalize(&out, in, &err);
+  ck_assert_msg(r == 0, "'%s' refused: %s", in, hm_error_message(err));
+  ck_assert_str_eq(out, want);
+  ck_assert_int_eq(hm_guest_path_check(out, NULL), 0);
+  free(out);
+}
+
+static void norm_bad(const char *in, const char *needle) {
+  char *out = (char *)"x";
+  hm_error *err = NULL;
+  ck_assert_int_eq(hm_guest_path_normalize(&out, in, &err), HM_E_INVALID);
+  ck_assert_ptr_null(out);
+  ck_assert_error(err, HM_E_INVALID, needle);
+  ck_assert_msg(strchr(hm_error_message(err), '\n') == NULL, "raw newline in message");
+  hm_error_free(err);
+}
+
+static void refused(const char *path, const char *needle) {
+  hm_error *err = NULL;
+  ck_assert_int_eq(hm_guest_path_check(path, &err), HM_E_INVALID);
+  ck_assert_error(err, HM_E_INVALID, needle);
+  hm_error_free(err);
+}
+
+START_TEST(path_normalize) {
+  norm_ok("/mnt/x", "/mnt/x");
+  norm_ok("/mnt//x///y/", "/mnt/x/y");
+  norm_ok("/mnt/./x/.", "/mnt/x");
+  norm_ok("/mnt/with space", "/mnt/with space");
+  norm_ok("/mnt/a,b", "/mnt/a,b");
+  norm_ok("/mnt/q'u\"o`te", "/mnt/q'u\"o`te");
+  norm_ok("/mnt/dätä/日本語/🙂", "/mnt/dätä/日本語/🙂");
+  norm_ok("/mnt/...", "/mnt/...");
+  norm_ok("/mnt/..x", "/mnt/..x");
+
+  norm_bad("", "empty");
+  norm_bad(NULL, "empty");
+  norm_bad("mnt/x", "'mnt/x' is not absolute");
+  norm_bad("/mnt/../etc", "'/mnt/../etc' contains a '..' component");
+  norm_bad("/mnt/x/..", "'..'");
+  norm_bad("/mnt/new\nline", "/mnt/new\\x0aline' contains a control character (U+000A");
+  norm_bad("/mnt/tab\t", "control character");
+  norm_bad("/mnt/del\x7f", "U+007F");
+  norm_bad("/mnt/c1\xc2\x85", "U+0085");
+  norm_bad("/mnt/bad\xff", "/mnt/bad\\xff' is not valid UTF-8 (at byte 8)");
+  norm_bad("/mnt/overlong\xc0\xaf", "not valid UTF-8");
+  norm_bad("/mnt/surrogate\xed\xa0\x80", "not valid UTF-8");
+  norm_bad("/mnt/cut\xe6\x97", "not valid UTF-8");
+}
+END_TEST
+
+START_TEST(path_lengths) {
+  /* A 4 KiB file name: over PATH_MAX as a whole, and over NAME_MAX. */
+  char *p = malloc(5000);
+  strcpy(p, "/mnt/");
+  memset(p + 5, 'a', 4096);
+  p[5 + 4096] = '\0';
+  norm_bad(p, "too long (4101 bytes, the limit is 4095)");
+  p[5 + 4000] = '\0';
+  norm_bad(p, "has a component of 4000 bytes (the limit is 255)");
+  p[5 + 256] = '\0';
+  norm_bad(p, "has a component of 256 bytes");
+  p[5 + 255] = '\0';
+  char *ok = NULL;
+  ck_assert_int_eq(hm_guest_path_normalize(&ok, p, NULL), 0);
+  free(ok);
+  /* 4095 bytes in 255-byte components: the longest path that fits. */
+  size_t o = 0;
+  while (o < 4095) {
+    p[o++] = '/';
+    for (int i = 0; i < 254 && o < 4095; i++)
+      p[o++] = 'b';
+  }
+  p[o] = '\0';
+  ck_assert_uint_eq(strlen(p), PATH_MAX - 1);
+  char *out = NULL;
+  ck_assert_int_eq(hm_guest_path_normalize(&out, p, NULL), 0);
+  free(out);
+  /* One more byte is too long. */
+  strcat(p, "c");
+  norm_bad(p, "too long (4096 bytes");
+  free(p);
+}
+END_TEST
+
+START_TEST(path_system) {
+  char *out = NULL;
+  ck_assert_int_eq(hm_guest_path_normalize(&out, "///", NULL), 0);
+  ck_assert_str_eq(out, "/");
+  refused(out, "guest path '/' is the root directory");
+  free(out);
+  refused("/proc", "'/proc' is a system path (at or below /proc)");
+  refused("/proc/x", "'/proc/x' is a system path (at or below /proc)");
+  refused("/etc", "'/etc' is a system path");
+  refused("/etc/hotmount", "at or below /etc");
+  refused("/sys/fs/x", "/sys");
+  refused("/dev/shm/x", "/dev");
+  refused("/usr/local/src", "/usr");
+  refused("/lib64/x", "/lib64");
+  refused("/run/user/0/x", "/run");
+  refused("/var", "'/var' is a system directory");
+  refused("/tmp", "'/tmp' is a system directory");
+  refused("/home", "/home");
+  refused("/mnt", "/mnt");
+  refused("/media", "/media");
+  ck_assert_int_eq(hm_guest_path_check("/var/lib/x", NULL), 0);
+  ck_assert_int_eq(hm_guest_path_check("/tmp/x", NULL), 0);
+  ck_assert_int_eq(hm_guest_path_check("/home/u/src", NULL), 0);
+  ck_assert_int_eq(hm_guest_path_check("/mnt/x", NULL), 0);
+  ck_assert_int_eq(hm_guest_path_check("/etcetera", NULL), 0);
+  ck_assert_int_eq(hm_guest_path_check("/library", NULL), 0);
+  ck_assert_int_eq(hm_guest_path_check("/data", NULL), 0);
+}
+END_TEST
+
+START_TEST(mount_build) {
+  hm_guest_mount_call c;
+  hm_error *err = NULL;
+  ck_assert_int_eq(hm_guest_mount_build(&c, HM_TYPE_VIRTIOFS, "hm-3", 1, NULL, &err), 0);
+  ck_assert_str_eq(c.source, "hm-3");
+  ck_assert_str_eq(c.fstype, "virtiofs");
+  ck_assert_ptr_null(c.data);
+  ck_assert_uint_eq(c.flags, MS_RDONLY | MS_NOSUID | MS_NODEV);
+  hm_guest_mount_call_clear(&c);
+  ck_assert_int_eq(hm_guest_mount_build(&c, HM_TYPE_VIRTIOFS, "a.b_c-D9", 0, "dax=always", &err),
+                   0);
+  ck_assert_uint_eq(c.flags, MS_NOSUID | MS_NODEV);
+  ck_assert_str_eq(c.data, "dax=always");
+  hm_guest_mount_call_clear(&c);
+
+  ck_assert_int_eq(hm_guest_mount_build(&c, HM_TYPE_VIRTIOFS, "t", 1, "dax,rw", &err),
+                   HM_E_INVALID);
+  ck_assert_error(err, HM_E_INVALID, "virtiofs option 'rw' is not allowed");
+  hm_error_free(err);
+  err = NULL;
+  ck_assert_int_eq(hm_guest_mount_build(&c, HM_TYPE_VIRTIOFS, "t", 1, "dax,,x", &err),
+                   HM_E_INVALID);
+  ck_assert_error(err, HM_E_INVALID, "empty option");
+  hm_error_free(err);
+  err = NULL;
+  ck_assert_int_eq(hm_guest_mount_build(&c, HM_TYPE_9P, "p", 1, NULL, &err), HM_E_UNSUPPORTED);
+  ck_assert_error(err, HM_E_UNSUPPORTED, "not supported yet");
+  hm_error_free(err);
+  err = NULL;
+
+  ck_assert_int_eq(hm_guest_tag_validate("0123456789abcdef0123456789abcdef0123", NULL), 0);
+  ck_assert_int_eq(hm_guest_tag_validate("0123456789abcdef0123456789abcdef01234", &err),
+                   HM_E_INVALID);
+  ck_assert_error(err, HM_E_INVALID, "longer than 36");
+  hm_error_free(err);
+  err = NULL;
+  ck_assert_int_eq(hm_guest_tag_validate("a/b", &err), HM_E_INVALID);
+  ck_assert_error(err, HM_E_INVALID, "outside [A-Za-z0-9._-] at byte 1");
+  hm_error_free(err);
+  err = NULL;
+  ck_assert_int_eq(hm_guest_tag_validate("", &err), HM_E_INVALID);
+  hm_error_free(err);
+}
+END_TEST
+
+START_TEST(mountinfo) {
+  const char *text =
+      "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:5 - proc proc rw\n"
+      "40 22 0:35 / /mnt/with\\040space ro,nosuid,nodev,relatime shared:9 master:2 - virtiofs "
+      "hm-1 rw\n"
+      "41 22 0:36 / /mnt/n9 rw,relatime - 9p hm-p rw,trans=fd,rfdno=4,wfdno=4\n"
+      "42 22 0:37 / /home/u/s rw,nosuid,nodev - fuse.sshfs :/src rw,user_id=0,group_id=0\n";
+  hm_agent_mount_info *v = NULL;
+  size_t n = 0;
+  ck_assert_int_eq(hm_guest_mountinfo_parse(&v, &n, text, 1, NULL), 0);
+  ck_assert_uint_eq(n, 3);
+  ck_assert_str_eq(v[0].target, "/mnt/with space");
+  ck_assert_str_eq(v[0].fstype, "virtiofs");
+  ck_assert_str_eq(v[0].source, "hm-1");
+  ck_assert_str_eq(v[0].options, "ro,nosuid,nodev,relatime");
+  ck_assert_str_eq(v[1].options, "rw,relatime,trans=fd,rfdno=4,wfdno=4");
+  ck_assert_str_eq(v[2].fstype, "fuse.sshfs");
+  ck_assert_str_eq(v[2].source, ":/src");
+  hm_agent_mount_info_free(v, n);
+  ck_assert_int_eq(hm_guest_mountinfo_parse(&v, &n, text, 0, NULL), 0);
+  ck_assert_uint_eq(n, 4);
+  hm_agent_mount_info_free(v, n);
+
+  hm_error *err = NULL;
+  ck_assert_int_eq(hm_guest_mountinfo_parse(&v, &n, "1 2 3 4\n", 0, &err), HM_E_PROTOCOL);
+  ck_assert_error(err, HM_E_PROTOCOL, "line 1");
+  hm_error_free(err);
+}
+END_TEST
+
+Suite *guest_suite(void) {
+  Suite *s = suite_create("guest");
+  TCase *tc = tcase_create("path");
+  tcase_add_test(tc, path_normalize);
+  tcase_add_test(tc, path_lengths);
+  tcase_add_test(tc, path_system);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("mount");
+  tcase_add_test(tc, mount_build);
+  tcase_add_test(tc, mountinfo);
+  suite_add_tcase(s, tc);
+  return s;
+}
