@@ -16,6 +16,7 @@ HOTMOUNT_BIN (see vm.py), HM_E2E_KEEP=1 keeps the work dir.
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ MODULES = ["virtio_pci", "virtio", "virtio_ring", "virtio_pci_modern_dev",
 PLUG_PORTS = 2          # first and last reserved root port
 STEPS_PER_PLUG = 7
 ALL_PORTS_STEPS = 3
-N_TESTS = 5 + PLUG_PORTS * STEPS_PER_PLUG + ALL_PORTS_STEPS + 1
+N_TESTS = 7 + PLUG_PORTS * STEPS_PER_PLUG + ALL_PORTS_STEPS + 1
 
 
 class TAP:
@@ -152,6 +153,35 @@ def plug_cycle(t, vm, work, idx, port):
         t.diag("timing %s %s: %.3f s" % (dev, k, v))
 
 
+def serial_port_cycle(t, vm, work):
+    """Hot-plug a virtserialport (the 9p transport's carrier) and check the
+    guest's /dev/virtio-ports/NAME link comes and goes (mdev in the image)."""
+    path = os.path.join(work, "port9p.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    try:
+        vm.qmp("chardev-add", {"id": "p9-chr", "backend": {"type": "socket", "data": {
+            "addr": {"type": "unix", "data": {"path": path}}, "server": False}}})
+        t0 = time.monotonic()
+        vm.qmp("device_add", {"driver": "virtserialport", "bus": "hm-serial.0",
+                              "chardev": "p9-chr", "name": "org.hotmount.test.9p", "id": "p9"})
+        link = "/dev/virtio-ports/org.hotmount.test.9p"
+        rc, out = vm.sh("for i in $(seq 500); do [ -c %s ] && break; usleep 10000; done; "
+                        "cat /sys/class/virtio-ports/$(basename $(readlink %s))/name" % (link, link))
+        t.ok(rc == 0 and out.strip() == "org.hotmount.test.9p",
+             "hot-plugged virtserialport appears as %s" % link, out)
+        t.diag("timing virtserialport device_add -> guest link: %.3f s" % (time.monotonic() - t0))
+        vm.qmp("device_del", {"id": "p9"})
+        vm.wait_event("DEVICE_DELETED", lambda d: d.get("device") == "p9", timeout=30)
+        vm.qmp("chardev-remove", {"id": "p9-chr"})
+        rc, out = vm.sh("for i in $(seq 500); do [ -e %s ] || exit 0; usleep 10000; done; "
+                        "ls -l /dev/virtio-ports; exit 1" % link)
+        t.ok(rc == 0, "device_del of the port removes %s" % link, out)
+    finally:
+        srv.close()
+
+
 def all_ports_at_once(t, vm, work, ports):
     """Every reserved port busy at the same time (the reference design stops
     at 8): plug them all, mount and read each in the guest, unplug them all."""
@@ -249,6 +279,8 @@ def main():
             t.ok(ok, "hotmount-agent runs in the guest", vm.sh("ps")[1])
         else:
             t.skip("hotmount-agent runs in the guest", "no agent binary built")
+
+        serial_port_cycle(t, vm, work)
 
         ports = root_ports(vm)
         t.ok(len(ports) >= 8, "QMP query-pci lists %d reserved root ports" % len(ports), ports)
