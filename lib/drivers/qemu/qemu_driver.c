@@ -42,32 +42,6 @@ typedef struct slot_map {
   unsigned char used[HM_QEMU_MAX_SLOTS];
 } slot_map;
 
-static void scan_devices(json_object *devices, slot_map *map) {
-  size_t n = json_object_is_type(devices, json_type_array) ? json_object_array_length(devices) : 0;
-  for (size_t i = 0; i < n; i++) {
-    json_object *d = json_object_array_get_idx(devices, i), *qid, *bridge, *sub;
-    if (json_object_object_get_ex(d, "qdev_id", &qid) &&
-        json_object_is_type(qid, json_type_string)) {
-      const char *id = json_object_get_string(qid);
-      size_t plen = strlen(HM_QEMU_ROOT_PORT_PREFIX);
-      char *end;
-      if (strncmp(id, HM_QEMU_ROOT_PORT_PREFIX, plen) == 0) {
-        unsigned long k = strtoul(id + plen, &end, 10);
-        if (*end == '\0' && end != id + plen && k < HM_QEMU_MAX_SLOTS) {
-          map->exists[k] = 1;
-          if (json_object_object_get_ex(d, "pci_bridge", &bridge) &&
-              json_object_object_get_ex(bridge, "devices", &sub) &&
-              json_object_is_type(sub, json_type_array) && json_object_array_length(sub) > 0)
-            map->used[k] = 1;
-        }
-      }
-    }
-    if (json_object_object_get_ex(d, "pci_bridge", &bridge) &&
-        json_object_object_get_ex(bridge, "devices", &sub))
-      scan_devices(sub, map);
-  }
-}
-
 /* Needs impl->lock. */
 static int ensure_qmp(qemu_impl *q, hm_error **err) {
   if (q->qmp && hm_qmp_is_connected(q->qmp))
@@ -92,20 +66,68 @@ static int qmp_exec(qemu_impl *q, const char *cmd, json_object *args, json_objec
   return hm_qmp_execute(c, cmd, args, -1, ret, QMP_TIMEOUT_MS, err);
 }
 
+/* Parses "hm-rp-N" (optionally followed by a '/' and more); -1 otherwise. */
+static int port_index(const char *s) {
+  size_t plen = strlen(HM_QEMU_ROOT_PORT_PREFIX);
+  if (strncmp(s, HM_QEMU_ROOT_PORT_PREFIX, plen) != 0 || s[plen] < '0' || s[plen] > '9')
+    return -1;
+  char *end;
+  unsigned long k = strtoul(s + plen, &end, 10);
+  return (*end == '\0' || *end == '/') && k < HM_QEMU_MAX_SLOTS ? (int)k : -1;
+}
+
+/*
+ * The slot map from QOM: the reserved ports are /machine/peripheral/hm-rp-N,
+ * and a device is behind one when its parent_bus is that port's bus. QOM is
+ * used rather than query-pci because query-pci cannot see behind a bridge the
+ * guest firmware has not numbered yet (a VM still in its BIOS, or paused).
+ */
 static int query_slots(qemu_impl *q, slot_map *map, hm_error **err) {
-  json_object *ret = NULL;
+  json_object *list = NULL, *args = NULL, *bus = NULL;
   memset(map, 0, sizeof(*map));
-  int r = qmp_exec(q, "query-pci", NULL, &ret, err);
+  args = json_object_new_object();
+  json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
+  int r = qmp_exec(q, "qom-list", args, &list, err);
+  json_object_put(args);
   if (r < 0)
     return r;
-  size_t n = json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
-  for (size_t i = 0; i < n; i++) {
-    json_object *devs;
-    if (json_object_object_get_ex(json_object_array_get_idx(ret, i), "devices", &devs))
-      scan_devices(devs, map);
+  size_t n = json_object_is_type(list, json_type_array) ? json_object_array_length(list) : 0;
+  for (size_t i = 0; i < n && r == 0; i++) {
+    json_object *item = json_object_array_get_idx(list, i), *name, *type;
+    if (!json_object_object_get_ex(item, "name", &name) ||
+        !json_object_object_get_ex(item, "type", &type) ||
+        strncmp(json_object_get_string(type), "child<", 6) != 0)
+      continue;
+    const char *id = json_object_get_string(name);
+    int k = port_index(id);
+    if (k >= 0 && strcmp(json_object_get_string(type), "child<pcie-root-port>") == 0) {
+      map->exists[k] = 1;
+      continue;
+    }
+    char *path = NULL;
+    if (asprintf(&path, "/machine/peripheral/%s", id) < 0)
+      return HM_ERR_NOMEM(err);
+    args = json_object_new_object();
+    json_object_object_add(args, "path", json_object_new_string(path));
+    json_object_object_add(args, "property", json_object_new_string("parent_bus"));
+    free(path);
+    hm_error *e = NULL;
+    /* A device without a parent bus (or one that just went away) is not in
+     * a slot: skip it. */
+    if (qmp_exec(q, "qom-get", args, &bus, &e) == 0 && json_object_is_type(bus, json_type_string)) {
+      const char *b = json_object_get_string(bus);
+      if (strncmp(b, "/machine/peripheral/", 20) == 0 && (k = port_index(b + 20)) >= 0)
+        map->used[k] = 1;
+    } else if (hm_error_code(e) == HM_E_NOT_READY) {
+      r = HM_ERR(err, HM_E_NOT_READY, "%s", hm_error_message(e));
+    }
+    hm_error_free(e);
+    json_object_put(args);
+    json_object_put(bus);
+    bus = NULL;
   }
-  json_object_put(ret);
-  return 0;
+  json_object_put(list);
+  return r;
 }
 
 static int count_free(const slot_map *m, const unsigned char *reserved) {

@@ -185,12 +185,13 @@ static int make_listener(const char *path, hm_error **err) {
   return fd;
 }
 
-/* In the child, between fork and exec: only system calls from here on. */
-static void child_ro_bind(const char *dir, int dirfd) {
-  char src[64];
-  snprintf(src, sizeof(src), "/proc/self/fd/%d", dirfd);
+/* In the child, between fork and exec: only system calls from here on. The
+ * directory is bound onto itself in a private mount namespace and made
+ * read-only there (recursively where the kernel can), so virtiofsd, which
+ * inherits the namespace, cannot write whatever the guest asks. */
+static void child_ro_bind(const char *dir) {
   if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-      mount(src, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
+      mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
     _exit(121);
 #ifdef SYS_mount_setattr
   struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
@@ -204,7 +205,7 @@ static void child_ro_bind(const char *dir, int dirfd) {
 int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char *dir, int readonly,
                        const char *cache, const char *socket_path, hm_error **err) {
   char **argv = NULL;
-  int ro_bind = 0, lfd = -1, dirfd = -1, r;
+  int ro_bind = 0, lfd = -1, r;
   if ((r = hm_virtiofsd_argv(&argv, &ro_bind, info, dir, readonly, cache, VFS_FD, err)) < 0)
     return r;
   if (ro_bind && geteuid() != 0) {
@@ -212,10 +213,6 @@ int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char
                "cannot enforce read-only: %s has no --readonly and making a read-only bind "
                "needs root; use a virtiofsd >= 1.13 or --writable",
                info->path);
-    goto out;
-  }
-  if (ro_bind && (dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
-    r = HM_ERR(err, HM_E_INVALID, "cannot open %s: %s", dir, strerror(errno));
     goto out;
   }
   if ((lfd = make_listener(socket_path, err)) < 0) {
@@ -237,7 +234,7 @@ int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     if (ro_bind)
-      child_ro_bind(dir, dirfd);
+      child_ro_bind(dir);
     if (devnull >= 0)
       dup2(devnull, 0);
     if (dup2(lfd, VFS_FD) < 0)
@@ -254,8 +251,6 @@ int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char
 out:
   if (lfd >= 0)
     close(lfd);
-  if (dirfd >= 0)
-    close(dirfd);
   hm_strv_free(argv);
   return r;
 }
@@ -287,15 +282,68 @@ static int reap_or_gone(pid_t pid) {
   return 0;
 }
 
+/* Children of pid (C virtiofsd forks into its sandbox and the child dies
+ * only after the parent, by PR_SET_PDEATHSIG): at most `max`. */
+static size_t children_of(pid_t pid, pid_t *out, size_t max) {
+  char p[64];
+  snprintf(p, sizeof(p), "/proc/%d/task/%d/children", (int)pid, (int)pid);
+  FILE *f = fopen(p, "re");
+  size_t n = 0;
+  int c;
+  while (f && n < max && fscanf(f, "%d", &c) == 1)
+    out[n++] = (pid_t)c;
+  if (f)
+    fclose(f);
+  return n;
+}
+
+/* Gone, or a zombie nobody has reaped yet (which holds nothing). */
+static int dead(pid_t pid) {
+  char p[64], buf[256];
+  snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(p, "re");
+  if (!f)
+    return 1;
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *rp = strrchr(buf, ')');
+  return rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X');
+}
+
+static int wait_dead(const pid_t *pids, size_t n, int64_t deadline) {
+  for (;;) {
+    size_t alive = 0;
+    for (size_t i = 0; i < n; i++)
+      alive += !dead(pids[i]);
+    if (!alive)
+      return 0;
+    if (hm_now_ms() >= deadline)
+      return -1;
+    struct timespec ts = {0, 10 * 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
 int hm_virtiofsd_stop(pid_t pid, int timeout_ms, hm_error **err) {
-  if (!hm_virtiofsd_alive(pid))
+  if (pid <= 1)
+    return 0;
+  pid_t kids[16];
+  size_t nkids = children_of(pid, kids, 16);
+  int st;
+  pid_t w = waitpid(pid, &st, WNOHANG);
+  if (w == pid)
+    return 0;
+  /* Our own child is ours to kill even before it has exec'ed; a process we
+   * only know by a pid from the state file must still be a virtiofsd. */
+  if (w < 0 && errno == ECHILD && !hm_virtiofsd_alive(pid))
     return 0;
   kill(pid, SIGTERM);
   int64_t deadline = hm_now_ms() + timeout_ms;
   int sig_killed = 0;
   for (;;) {
     if (reap_or_gone(pid))
-      return 0;
+      break;
     if (hm_now_ms() >= deadline) {
       if (sig_killed)
         return HM_ERR(err, HM_E_HELPER, "virtiofsd %d did not exit after SIGKILL", (int)pid);
@@ -303,9 +351,15 @@ int hm_virtiofsd_stop(pid_t pid, int timeout_ms, hm_error **err) {
       sig_killed = 1;
       deadline = hm_now_ms() + 2000;
     }
-    /* Process exit has no fd to wait on here (pidfd_open would need 5.3+
-     * everywhere); 10 ms steps keep stop latency low. */
+    /* 10 ms steps keep stop latency low without a pidfd per helper. */
     struct timespec ts = {0, 10 * 1000000};
     nanosleep(&ts, NULL);
   }
+  if (nkids && wait_dead(kids, nkids, hm_now_ms() + timeout_ms) < 0) {
+    for (size_t i = 0; i < nkids; i++)
+      kill(kids[i], SIGKILL);
+    if (wait_dead(kids, nkids, hm_now_ms() + 2000) < 0)
+      return HM_ERR(err, HM_E_HELPER, "virtiofsd %d left a process behind", (int)pid);
+  }
+  return 0;
 }

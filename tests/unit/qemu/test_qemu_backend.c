@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The QEMU backend against a real QEMU (no guest OS: -S, so nothing runs and
+ * an unplug would never complete). Covers what needs no guest: the boot
+ * arguments are accepted, slots are discovered from QEMU, an attach plugs a
+ * real virtiofsd-backed device into the first free root port, slots run out
+ * cleanly, and each mid-attach failure rolls back (no virtiofsd, no chardev,
+ * no socket file, slot free again). The full cycle with a guest is in e2e.
+ */
+#include "driver_internal.h"
+#include "mount_internal.h"
+#include "qmp.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SLOTS 3
+
+static char dir[64];
+static char share[256];
+static pid_t qemu_pid;
+static hm_qmp *mon; /* the test's own monitor, separate from the backend's */
+static hm_fs_hotplugger *hp;
+
+static void start_qemu(void) {
+  strcpy(dir, "/tmp/hm-qemu-XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(share, sizeof(share), "%s/share", dir);
+  ck_assert_int_eq(mkdir(share, 0755), 0);
+  hm_qemu_config *cfg = NULL;
+  char **args = NULL;
+  ck_assert_int_eq(hm_qemu_config_new(&cfg, dir, NULL), 0);
+  ck_assert_int_eq(hm_qemu_config_set_slots(cfg, SLOTS, NULL), 0);
+  ck_assert_int_eq(hm_qemu_config_set_memory(cfg, "256M", NULL), 0);
+  ck_assert_int_eq(hm_qemu_config_build_args(&args, cfg, NULL), 0);
+  hm_strv argv = {0};
+  const char *head[] = {"qemu-system-x86_64", "-M",       "q35",  "-accel", "tcg", "-m", "256M",
+                        "-nodefaults",        "-display", "none", "-S",     NULL};
+  for (const char **h = head; *h; h++)
+    hm_strv_push(&argv, *h);
+  for (char **a = args; *a; a++)
+    hm_strv_push(&argv, *a);
+  hm_strv_push(&argv, "-chardev");
+  hm_strv_pushf(&argv, "socket,id=tmon,path=%s/test-qmp.sock,server=on,wait=off", dir);
+  hm_strv_push(&argv, "-mon");
+  hm_strv_push(&argv, "chardev=tmon,mode=control");
+  qemu_pid = fork();
+  if (qemu_pid == 0) {
+    execvp(argv.v[0], argv.v);
+    _exit(127);
+  }
+  hm_strv_clear(&argv);
+  hm_strv_free(args);
+  char path[128];
+  snprintf(path, sizeof(path), "%s/test-qmp.sock", dir);
+  for (int i = 0; i < 300 && access(path, F_OK) < 0; i++)
+    usleep(20000);
+  hm_error *err = NULL;
+  ck_assert_msg(hm_qmp_connect(&mon, path, 10000, &err) == 0, "%s", hm_error_message(err));
+  ck_assert_msg(hm_qemu_hotplugger_new(&hp, cfg, &err) == 0, "%s", hm_error_message(err));
+  hm_qemu_config_free(cfg);
+}
+
+static int virtiofsd_pids(pid_t *out, int max, int top_only);
+
+static void stop_qemu(void) {
+  hm_fs_hotplugger_free(hp);
+  hm_qmp_free(mon);
+  kill(qemu_pid, SIGKILL);
+  waitpid(qemu_pid, NULL, 0);
+  /* Any virtiofsd still running now is a leak the test reported itself. */
+  pid_t pids[64];
+  int n = virtiofsd_pids(pids, 64, 0);
+  for (int i = 0; i < n; i++)
+    kill(pids[i], SIGKILL);
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+  if (system(cmd) < 0)
+    perror("cleanup");
+}
+
+/* virtiofsd processes serving our share whose parent is not a virtiofsd
+ * (the C virtiofsd forks a sandboxed child: one share, one top process). */
+static int virtiofsd_pids(pid_t *out, int max, int top_only) {
+  DIR *d = opendir("/proc");
+  struct dirent *de;
+  int n = 0;
+  while ((de = readdir(d)) && n < max) {
+    char p[300], buf[4096];
+    int pid = atoi(de->d_name), ppid = 0;
+    if (pid <= 0)
+      continue;
+    snprintf(p, sizeof(p), "/proc/%d/cmdline", pid);
+    FILE *f = fopen(p, "r");
+    if (!f)
+      continue;
+    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < len; i++)
+      if (!buf[i])
+        buf[i] = ' ';
+    buf[len] = '\0';
+    if (!strstr(buf, "virtiofsd") || !strstr(buf, share) || strncmp(buf, "sh ", 3) == 0)
+      continue;
+    snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+    if ((f = fopen(p, "r"))) {
+      if (fscanf(f, "%*d %*s %*c %d", &ppid) != 1)
+        ppid = 0;
+      fclose(f);
+    }
+    char comm[64] = "";
+    snprintf(p, sizeof(p), "/proc/%d/comm", ppid);
+    if ((f = fopen(p, "r"))) {
+      if (!fgets(comm, sizeof(comm), f))
+        comm[0] = '\0';
+      fclose(f);
+    }
+    if (top_only && strncmp(comm, "virtiofsd", 9) == 0)
+      continue;
+    out[n++] = pid;
+  }
+  closedir(d);
+  return n;
+}
+
+static int count_virtiofsd(void) {
+  pid_t pids[64];
+  return virtiofsd_pids(pids, 64, 1);
+}
+
+static int count_sockets(void) {
+  int n = 0;
+  DIR *d = opendir(dir);
+  struct dirent *de;
+  while ((de = readdir(d)))
+    n += strstr(de->d_name, "-vfs.sock") != NULL;
+  closedir(d);
+  return n;
+}
+
+static int has_chardev(const char *id) {
+  json_object *ret = NULL;
+  ck_assert_int_eq(hm_qmp_execute(mon, "query-chardev", NULL, -1, &ret, 5000, NULL), 0);
+  int found = 0;
+  for (size_t i = 0; i < json_object_array_length(ret); i++) {
+    json_object *label;
+    if (json_object_object_get_ex(json_object_array_get_idx(ret, i), "label", &label))
+      found |= strcmp(json_object_get_string(label), id) == 0;
+  }
+  json_object_put(ret);
+  return found;
+}
+
+static hm_mount_spec *make_spec(void) {
+  hm_mount_spec *s = NULL;
+  hm_mount_spec_new(&s, NULL);
+  hm_mount_spec_set_host_path(s, share, NULL);
+  hm_mount_spec_set_guest_path(s, "/mnt/x", NULL);
+  ck_assert_int_eq(hm_mount_spec_validate(s, NULL), 0);
+  return s;
+}
+
+static void mon_exec(const char *cmd, const char *args_json) {
+  json_object *args = json_tokener_parse(args_json);
+  hm_error *err = NULL;
+  ck_assert_msg(hm_qmp_execute(mon, cmd, args, -1, NULL, 5000, &err) == 0, "%s",
+                hm_error_message(err));
+  json_object_put(args);
+}
+
+START_TEST(test_slots_and_attach) {
+  hm_error *err = NULL;
+  ck_assert_int_eq(hm_fs_hotplugger_free_slots(hp, HM_TYPE_VIRTIOFS, NULL), SLOTS);
+  hm_mount_spec *s = make_spec();
+  hm_attachment *att[SLOTS + 1] = {0};
+  for (int i = 0; i < SLOTS; i++) {
+    char id[16];
+    snprintf(id, sizeof(id), "hm-%d", i + 1);
+    hm_attachment_new(&att[i], id);
+    ck_assert_msg(hm_fs_hotplugger_attach(hp, s, att[i], &err) == 0, "%s", hm_error_message(err));
+    ck_assert_str_eq(hm_attachment_get_tag(att[i]), id);
+    char port[16];
+    snprintf(port, sizeof(port), "hm-rp-%d", i);
+    ck_assert_str_eq(hm_attachment_get_data(att[i], "port"), port);
+    ck_assert_int_eq(hm_fs_hotplugger_free_slots(hp, HM_TYPE_VIRTIOFS, NULL), SLOTS - 1 - i);
+  }
+  ck_assert_int_eq(count_virtiofsd(), SLOTS);
+  ck_assert_int_eq(count_sockets(), 0); /* unlinked once QEMU connected */
+  hm_attachment_new(&att[SLOTS], "hm-9");
+  ck_assert_int_eq(hm_fs_hotplugger_attach(hp, s, att[SLOTS], &err), HM_E_NO_SLOT);
+  ck_assert_ptr_nonnull(strstr(hm_error_message(err), "all 3 hot-plug slots are in use"));
+  hm_error_free(err);
+  ck_assert_int_eq(count_virtiofsd(), SLOTS);
+  ck_assert(!has_chardev("hm-9-chr"));
+  for (int i = 0; i <= SLOTS; i++)
+    hm_attachment_free(att[i]);
+  hm_mount_spec_free(s);
+}
+END_TEST
+
+START_TEST(test_rollback_chardev_add_fails) {
+  hm_error *err = NULL;
+  /* Someone already holds the chardev id: chardev-add fails after virtiofsd
+   * started, so virtiofsd must be stopped and its socket removed. */
+  char args[256];
+  snprintf(args, sizeof(args), "{\"id\":\"hm-5-chr\",\"backend\":{\"type\":\"null\",\"data\":{}}}");
+  mon_exec("chardev-add", args);
+  hm_mount_spec *s = make_spec();
+  hm_attachment *att = NULL;
+  hm_attachment_new(&att, "hm-5");
+  ck_assert_int_eq(hm_fs_hotplugger_attach(hp, s, att, &err), HM_E_QMP);
+  ck_assert_ptr_nonnull(strstr(hm_error_message(err), "chardev-add"));
+  hm_error_free(err);
+  ck_assert_int_eq(count_virtiofsd(), 0);
+  ck_assert_int_eq(count_sockets(), 0);
+  ck_assert_int_eq(hm_fs_hotplugger_free_slots(hp, HM_TYPE_VIRTIOFS, NULL), SLOTS);
+  hm_attachment_free(att);
+  hm_mount_spec_free(s);
+}
+END_TEST
+
+START_TEST(test_rollback_device_add_fails) {
+  hm_error *err = NULL;
+  /* The device id is taken: device_add fails after chardev-add, so the
+   * chardev goes too. */
+  mon_exec("device_add", "{\"driver\":\"virtserialport\",\"id\":\"hm-6-dev\","
+                         "\"bus\":\"hm-serial.0\",\"name\":\"test.taken\"}");
+  hm_mount_spec *s = make_spec();
+  hm_attachment *att = NULL;
+  hm_attachment_new(&att, "hm-6");
+  ck_assert_int_eq(hm_fs_hotplugger_attach(hp, s, att, &err), HM_E_QMP);
+  ck_assert_ptr_nonnull(strstr(hm_error_message(err), "device_add"));
+  hm_error_free(err);
+  ck_assert(!has_chardev("hm-6-chr"));
+  ck_assert_int_eq(count_virtiofsd(), 0);
+  ck_assert_int_eq(count_sockets(), 0);
+  ck_assert_int_eq(hm_fs_hotplugger_free_slots(hp, HM_TYPE_VIRTIOFS, NULL), SLOTS);
+  hm_attachment_free(att);
+  hm_mount_spec_free(s);
+}
+END_TEST
+
+START_TEST(test_no_qemu) {
+  hm_qemu_config *cfg = NULL;
+  hm_fs_hotplugger *h = NULL;
+  hm_error *err = NULL;
+  ck_assert_int_eq(hm_qemu_config_new(&cfg, "/nonexistent/hm", NULL), 0);
+  ck_assert_int_eq(hm_qemu_hotplugger_new(&h, cfg, &err), HM_E_NOT_READY);
+  ck_assert_ptr_nonnull(strstr(hm_error_message(err), "/nonexistent/hm/qmp.sock"));
+  ck_assert_ptr_null(h);
+  hm_error_free(err);
+  hm_qemu_config_free(cfg);
+}
+END_TEST
+
+int main(void) {
+  if (system("command -v qemu-system-x86_64 >/dev/null") != 0 || geteuid() != 0) {
+    printf("qemu-system-x86_64 missing or not root (virtiofsd needs it): skipped\n");
+    return 77;
+  }
+  Suite *s = suite_create("qemu-backend");
+  TCase *tc = tcase_create("real-qemu");
+  tcase_set_timeout(tc, 60);
+  tcase_add_checked_fixture(tc, start_qemu, stop_qemu);
+  tcase_add_test(tc, test_slots_and_attach);
+  tcase_add_test(tc, test_rollback_chardev_add_fails);
+  tcase_add_test(tc, test_rollback_device_add_fails);
+  suite_add_tcase(s, tc);
+  TCase *tc2 = tcase_create("no-qemu");
+  tcase_add_test(tc2, test_no_qemu);
+  suite_add_tcase(s, tc2);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
