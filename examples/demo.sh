@@ -76,10 +76,12 @@ else
 fi
 
 # --- 2. boot --------------------------------------------------------------------------------
-export HOTMOUNT_HOME=$(mktemp -d /tmp/hotmount-demo.XXXXXX)
+HOTMOUNT_HOME=$(mktemp -d /tmp/hotmount-demo.XXXXXX) || die "mktemp failed"
+export HOTMOUNT_HOME
 INST=$HOTMOUNT_HOME/demo
 mkdir -p "$INST"
-QEMU_PID= HMD_PID=
+QEMU_PID=''
+HMD_PID=''
 cleanup() {
     [ -n "$HMD_PID" ] && kill "$HMD_PID" 2>/dev/null && wait "$HMD_PID" 2>/dev/null
     if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
