@@ -537,12 +537,13 @@ int hm_server_new(hm_server **out, hm_instance *inst, const char *socket_path, h
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
   /* poll, not select: the embedding process may have fds above FD_SETSIZE. */
+  /* The logger goes first: MHD uses stderr for whatever comes before it. */
   srv->mhd =
       MHD_start_daemon(MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                            MHD_USE_ERROR_LOG | MHD_USE_ITC,
-                       0, NULL, NULL, handle, srv, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-                       MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-                       mhd_log, NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+                       0, NULL, NULL, handle, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                       MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_NOTIFY_COMPLETED,
+                       completed, NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_END);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (!srv->mhd) {

@@ -9,6 +9,7 @@
 #include <hotmount/hotmount.h>
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <json-c/json.h>
 #include <poll.h>
@@ -524,6 +525,16 @@ START_TEST(test_body_too_large) {
 }
 END_TEST
 
+static int count_fds(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  ck_assert_ptr_nonnull(d);
+  while (readdir(d))
+    n++;
+  closedir(d);
+  return n;
+}
+
 START_TEST(test_socket_lifecycle) {
   env e;
   env_up(&e, 0);
@@ -594,6 +605,14 @@ START_TEST(test_socket_lifecycle) {
   ck_assert_int_eq(st.st_mode & 0777, 0600);
   ck_assert_msg(hm_client_list(e.cli, &l, &err) == 0, "%s", hm_error_message(err));
   hm_mount_list_free(l);
+
+  /* new + free leaves no descriptor behind (MHD closes the listener we hand it). */
+  char other[64];
+  snprintf(other, sizeof(other), "%s/other.sock", e.dir);
+  int before = count_fds();
+  ck_assert_int_eq(hm_server_new(&s2, e.inst, other, NULL), 0);
+  hm_server_free(s2);
+  ck_assert_int_eq(count_fds(), before);
   env_down(&e);
 }
 END_TEST
