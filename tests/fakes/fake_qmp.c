@@ -105,7 +105,9 @@ static void send_bytes(fake_qmp *f, const char *data, size_t len) {
 }
 
 static void send_obj(fake_qmp *f, json_object *obj) {
-  const char *s = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
+  /* QEMU writes "/" unescaped; do the same so byte-level tests see real output. */
+  const char *s =
+      json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
   send_bytes(f, s, strlen(s));
   send_bytes(f, "\r\n", 2);
 }

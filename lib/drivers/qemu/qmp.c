@@ -550,13 +550,16 @@ void hm_qmp_free(hm_qmp *q) {
   pthread_mutex_lock(&q->lock);
   q->closing = true;
   mark_dead(q, HM_E_NOT_READY, "connection closed");
+  pthread_mutex_unlock(&q->lock);
+  /* Also wakes the reader and any sender stuck waiting for buffer space. */
+  if (q->fd >= 0)
+    shutdown(q->fd, SHUT_RDWR);
   /* Waiters on other threads wake with HM_E_NOT_READY; let them leave before
    * the memory they are blocked on goes away. */
+  pthread_mutex_lock(&q->lock);
   while (q->users > 0)
     pthread_cond_wait(&q->cond, &q->lock);
   pthread_mutex_unlock(&q->lock);
-  if (q->fd >= 0)
-    shutdown(q->fd, SHUT_RDWR);
   if (q->reader_started)
     pthread_join(q->reader, NULL);
   if (q->fd >= 0)
@@ -653,19 +656,27 @@ int hm_qmp_connect(hm_qmp **out, const char *socket_path, int timeout_ms, hm_err
   if (strlen(socket_path) >= sizeof(sa.sun_path))
     return HM_ERR(err, HM_E_INVALID, "%s: socket path too long", socket_path);
   strcpy(sa.sun_path, socket_path);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int64_t deadline = deadline_of(timeout_ms);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     int e = errno;
     return HM_ERR(err, e == ENOMEM || e == ENOBUFS ? HM_E_NOMEM : -e, "socket: %s", strerror(e));
   }
-  /* A unix connect does not block on a live listener; a dead one fails at once. */
+  /* A unix connect never completes asynchronously: it succeeds, fails, or
+   * says EAGAIN while the listener's backlog is full; retry that until the
+   * deadline rather than block in connect(2) without one. */
   while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
     int e = errno;
     if (e == EINTR)
       continue;
+    if (e == EAGAIN && ms_left(deadline) != 0) {
+      poll(NULL, 0, 10);
+      continue;
+    }
     close(fd);
-    return HM_ERR(err, HM_E_NOT_READY, "%s: %s", socket_path, strerror(e));
+    return HM_ERR(err, e == EAGAIN ? HM_E_TIMEOUT : HM_E_NOT_READY, "%s: %s", socket_path,
+                  strerror(e));
   }
-  int r = hm_qmp_connect_fd(out, fd, timeout_ms, err);
+  int r = hm_qmp_connect_fd(out, fd, ms_left(deadline), err);
   return r < 0 ? hm_error_prefix(err, r, __func__, "%s", socket_path) : 0;
 }

@@ -629,6 +629,8 @@ static const char *const garbage[] = {
     "{\\\"event\\\": 5}\\r\\n",
     "}\\r\\n",
     "\\u0000\\r\\n",
+    /* deeper than the parser allows */
+    "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]\\r\\n",
 };
 
 START_TEST(test_garbage) {
