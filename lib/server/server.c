@@ -226,7 +226,7 @@ static int delete_from_body(delete_args *a, const char *text, size_t len, hm_err
     return r;
   if (!json_object_is_type(o, json_type_object)) {
     json_object_put(o);
-    return HM_ERR(err, HM_E_INVALID, "request body must be a JSON object");
+    return hm_error_set(err, HM_E_INVALID, "hm_server", "request body must be a JSON object");
   }
   r = 0;
   json_object_object_foreach(o, key, val) {
@@ -234,17 +234,18 @@ static int delete_from_body(delete_args *a, const char *text, size_t len, hm_err
                      : !strcmp(key, "lazy") || !strcmp(key, "force") ? json_type_boolean
                                                                      : json_type_null;
     if (want == json_type_null) {
-      r = HM_ERR(err, HM_E_INVALID, "unknown member \"%s\"", key);
+      r = hm_error_set(err, HM_E_INVALID, "hm_server", "unknown member \"%s\"", key);
       break;
     }
     if (!json_object_is_type(val, want)) {
-      r = HM_ERR(err, HM_E_INVALID, "member \"%s\" must be a %s", key, json_type_to_name(want));
+      r = hm_error_set(err, HM_E_INVALID, "hm_server", "member \"%s\" must be a %s", key,
+                       json_type_to_name(want));
       break;
     }
     if (want == json_type_string) {
       free(a->mount_point);
       if (!(a->mount_point = strdup(json_object_get_string(val)))) {
-        r = HM_ERR_NOMEM(err);
+        r = hm_error_set(err, HM_E_NOMEM, "hm_server", "out of memory");
         break;
       }
     } else if (!strcmp(key, "lazy")) {
@@ -255,7 +256,7 @@ static int delete_from_body(delete_args *a, const char *text, size_t len, hm_err
   }
   json_object_put(o);
   if (r == 0 && !a->mount_point)
-    r = HM_ERR(err, HM_E_INVALID, "missing member \"mountPoint\"");
+    r = hm_error_set(err, HM_E_INVALID, "hm_server", "missing member \"mountPoint\"");
   return r;
 }
 
@@ -272,8 +273,6 @@ static enum MHD_Result delete_mounts(hm_server *srv, struct MHD_Connection *conn
       r = HM_ERR(&err, HM_E_INVALID, "give the mount point in the body or the query, not both");
     } else {
       r = delete_from_body(&a, rq->body, rq->len, &err);
-      if (r < 0)
-        hm_error_prefix(&err, r, "hm_server", "DELETE /v1/mounts");
     }
   } else if (!a.mount_point) {
     r = HM_ERR(&err, HM_E_INVALID,
