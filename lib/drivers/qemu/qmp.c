@@ -95,6 +95,7 @@ static const char *dead_reason(hm_qmp *q) {
   return q->dead_why ? q->dead_why : "connection closed";
 }
 
+/* Takes msg. */
 static void deliver_reply(hm_qmp *q, json_object *msg) {
   json_object *idv;
   struct pending *p = NULL;
@@ -118,11 +119,15 @@ static void deliver_reply(hm_qmp *q, json_object *msg) {
     hm_warn("qmp: reply without id: %s", json_object_to_json_string(msg));
   }
   if (p) {
-    p->reply = json_object_get(msg);
+    /* The whole tree changes hands: json-c reference counts are not atomic,
+     * so from here on only the waiter may touch it. */
+    p->reply = msg;
+    msg = NULL;
     p->done = true;
     pthread_cond_broadcast(&q->cond);
   }
   pthread_mutex_unlock(&q->lock);
+  json_object_put(msg);
 }
 
 static void deliver_event(hm_qmp *q, const char *name, json_object *data) {
@@ -146,47 +151,50 @@ static void deliver_event(hm_qmp *q, const char *name, json_object *data) {
   pthread_mutex_unlock(&q->cb_lock);
 }
 
-/* Sorts one complete top-level message. Returns 0, or HM_E_PROTOCOL with why. */
+/* Sorts one complete top-level message, taking it. Returns 0, or
+ * HM_E_PROTOCOL with why. */
 static int dispatch(hm_qmp *q, json_object *msg, const char **why) {
   json_object *v;
-  if (!json_object_is_type(msg, json_type_object)) {
-    *why = "message is not a JSON object";
+  int r = 0;
+  if (!msg) {
+    /* "null" parses as complete JSON too */
+    *why = "empty message";
     return HM_E_PROTOCOL;
   }
-  if (json_object_object_get_ex(msg, "QMP", &v)) {
+  if (!json_object_is_type(msg, json_type_object)) {
+    *why = "message is not a JSON object";
+    r = HM_E_PROTOCOL;
+  } else if (json_object_object_get_ex(msg, "QMP", &v)) {
     pthread_mutex_lock(&q->lock);
     if (!q->greeted) {
       q->greeted = true;
-      q->greeting = json_object_get(msg);
+      q->greeting = msg;
+      msg = NULL;
       pthread_cond_broadcast(&q->cond);
     }
     pthread_mutex_unlock(&q->lock);
-    return 0;
-  }
-  pthread_mutex_lock(&q->lock);
-  bool greeted = q->greeted;
-  pthread_mutex_unlock(&q->lock);
-  if (!greeted) {
+  } else if (!q->greeted) { /* only the reader writes it */
     *why = "peer did not start with a QMP greeting";
-    return HM_E_PROTOCOL;
-  }
-  if (json_object_object_get_ex(msg, "event", &v)) {
-    if (!json_object_is_type(v, json_type_string)) {
+    r = HM_E_PROTOCOL;
+  } else if (json_object_object_get_ex(msg, "event", &v)) {
+    if (json_object_is_type(v, json_type_string)) {
+      json_object *data = NULL;
+      json_object_object_get_ex(msg, "data", &data);
+      deliver_event(q, json_object_get_string(v), data);
+    } else {
       *why = "event name is not a string";
-      return HM_E_PROTOCOL;
+      r = HM_E_PROTOCOL;
     }
-    json_object *data = NULL;
-    json_object_object_get_ex(msg, "data", &data);
-    deliver_event(q, json_object_get_string(v), data);
-    return 0;
-  }
-  if (json_object_object_get_ex(msg, "return", NULL) ||
-      json_object_object_get_ex(msg, "error", NULL)) {
+  } else if (json_object_object_get_ex(msg, "return", NULL) ||
+             json_object_object_get_ex(msg, "error", NULL)) {
     deliver_reply(q, msg);
-    return 0;
+    msg = NULL;
+  } else {
+    *why = "message is neither a reply nor an event";
+    r = HM_E_PROTOCOL;
   }
-  *why = "message is neither a reply nor an event";
-  return HM_E_PROTOCOL;
+  json_object_put(msg);
+  return r;
 }
 
 /*
@@ -228,11 +236,7 @@ static int parse_chunk(hm_qmp *q, json_tokener *tok, const char *buf, size_t len
     *obj_bytes = 0;
     buf += used;
     len -= used;
-    /* A bare scalar ("42") parses as complete JSON; QMP never sends one. */
-    int r = obj ? dispatch(q, obj, why) : HM_E_PROTOCOL;
-    if (!obj)
-      *why = "empty message";
-    json_object_put(obj);
+    int r = dispatch(q, obj, why);
     if (r < 0)
       return r;
   }
@@ -485,7 +489,13 @@ int hm_qmp_wait_event(hm_qmp *q, const char *event, uint64_t since,
       pos++;
       if (!e->name || strcmp(e->name, event) != 0)
         continue;
-      json_object *data = json_object_get(e->data);
+      /* A private copy: json-c reference counts are not atomic, and the
+       * reader and other waiters hold the history's objects. */
+      json_object *data = NULL;
+      if (e->data && json_object_deep_copy(e->data, &data, NULL) != 0) {
+        r = HM_ERR_NOMEM(err);
+        goto out;
+      }
       int ok = 1;
       if (match) {
         /* Unlocked: the matcher is the caller's code and may take its time. */

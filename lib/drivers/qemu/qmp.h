@@ -17,7 +17,9 @@
 typedef struct hm_qmp hm_qmp;
 
 /* Called on the reader thread for each event; data may be NULL. Must not call
- * hm_qmp_execute (it would deadlock nothing, but would block the reader). */
+ * hm_qmp_execute (it would deadlock nothing, but would block the reader).
+ * data is borrowed for the call: json-c reference counts are not atomic, so
+ * keep a json_object_deep_copy, not a json_object_get, to use it elsewhere. */
 typedef void (*hm_qmp_event_fn)(const char *event, json_object *data, void *user_data);
 
 /* Connects, reads the greeting, sends qmp_capabilities. */
