@@ -11,8 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#ifndef FAKE_QMP_EXE
+#error "FAKE_QMP_EXE must point at the fake-qmp executable"
+#endif
 #ifndef FAKE_QMP_DIR
 #error "FAKE_QMP_DIR must point at tests/fakes/qmp"
 #endif
@@ -724,6 +728,99 @@ START_TEST(test_bad_arguments) {
 }
 END_TEST
 
+/* The standalone fake-qmp, as daemon tests will run it. */
+static pid_t spawn_fake_exe(const char *transcript, int *err_fd) {
+  char path[512];
+  int pfd[2];
+  snprintf(path, sizeof(path), "%s/%s", FAKE_QMP_DIR, transcript);
+  ck_assert_int_eq(pipe(pfd), 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    dup2(pfd[1], 2);
+    execl(FAKE_QMP_EXE, "fake-qmp", sock, path, (char *)NULL);
+    _exit(127);
+  }
+  close(pfd[1]);
+  *err_fd = pfd[0];
+  return pid;
+}
+
+static hm_qmp *connect_retry(void) {
+  hm_qmp *q = NULL;
+  for (int i = 0; i < 200 && !q; i++)
+    if (hm_qmp_connect(&q, sock, 2000, NULL) < 0)
+      usleep(10000);
+  ck_assert_ptr_nonnull(q);
+  return q;
+}
+
+static int wait_exit(pid_t pid, int err_fd, char *out, size_t outlen) {
+  int st;
+  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+  ssize_t n = read(err_fd, out, outlen - 1);
+  out[n > 0 ? n : 0] = 0;
+  close(err_fd);
+  ck_assert(WIFEXITED(st));
+  return WEXITSTATUS(st);
+}
+
+/* Recorded ACPI unplug with no guest OS: device_del "succeeds", nothing
+ * follows; then quit, after which QEMU drops the connection. */
+START_TEST(test_fake_exe_real_acpi_pending) {
+  int err_fd;
+  pid_t pid = spawn_fake_exe("real-unplug-acpi-pending.json", &err_fd);
+  hm_qmp *q = connect_retry();
+  json_object *args = json_tokener_parse("{\"driver\": \"virtio-rng-pci\", \"id\": \"hm-dev3\","
+                                         " \"bus\": \"hm-rp-0\"}");
+  json_object *del = json_tokener_parse("{\"id\": \"hm-dev3\"}");
+  hm_error *err = NULL;
+  ck_assert_int_eq(hm_qmp_execute(q, "device_add", args, -1, NULL, 2000, NULL), 0);
+  ck_assert_int_eq(hm_qmp_execute(q, "cont", NULL, -1, NULL, 2000, NULL), 0);
+  ck_assert_int_eq(hm_qmp_wait_event(q, "RESUME", 0, NULL, NULL, NULL, 2000, NULL), 0);
+  uint64_t seq = hm_qmp_event_seq(q);
+  ck_assert_int_eq(hm_qmp_execute(q, "device_del", del, -1, NULL, 2000, NULL), 0);
+  ck_assert_int_eq(hm_qmp_wait_event(q, "DEVICE_DELETED", seq, NULL, NULL, NULL, 200, NULL),
+                   HM_E_TIMEOUT);
+  ck_assert_int_eq(hm_qmp_execute(q, "device_del", del, -1, NULL, 2000, NULL), 0);
+  json_object *path = json_tokener_parse("{\"path\": \"/machine/peripheral\"}"), *ret = NULL;
+  ck_assert_int_eq(hm_qmp_execute(q, "qom-list", path, -1, &ret, 2000, NULL), 0);
+  ck_assert_int_eq(json_object_array_length(ret), 3);
+  json_object_put(ret);
+  ck_assert_int_eq(hm_qmp_execute(q, "device_add", args, -1, NULL, 2000, &err), HM_E_QMP);
+  assert_err(err, HM_E_QMP, "device_add: GenericError: Duplicate device ID 'hm-dev3'");
+  hm_error_free(err);
+  ck_assert_int_eq(hm_qmp_execute(q, "quit", NULL, -1, NULL, 2000, NULL), 0);
+  ck_assert_int_eq(hm_qmp_wait_event(q, "NEVER", 0, NULL, NULL, NULL, 2000, NULL), HM_E_NOT_READY);
+  ck_assert_int_eq(hm_qmp_is_connected(q), 0);
+  hm_qmp_free(q);
+  json_object_put(args);
+  json_object_put(del);
+  json_object_put(path);
+  char out[1024];
+  int rc = wait_exit(pid, err_fd, out, sizeof(out));
+  ck_assert_msg(rc == 0, "fake-qmp exit %d: %s", rc, out);
+  ck_assert_msg(strstr(out, "8 commands, 0 fds, 8 steps done"), "%s", out);
+}
+END_TEST
+
+START_TEST(test_fake_exe_reports_failure) {
+  int err_fd;
+  pid_t pid = spawn_fake_exe("real-unplug-acpi-pending.json", &err_fd);
+  hm_qmp *q = connect_retry();
+  hm_error *err = NULL;
+  ck_assert_int_eq(hm_qmp_execute(q, "device_del", NULL, -1, NULL, 2000, &err), HM_E_QMP);
+  assert_err(err, HM_E_QMP, "unexpected command 'device_del' (expected 'device_add')");
+  hm_error_free(err);
+  hm_qmp_free(q);
+  char out[1024];
+  ck_assert_int_eq(wait_exit(pid, err_fd, out, sizeof(out)), 1);
+  ck_assert_msg(strstr(out, "fake-qmp: step 1: unexpected command 'device_del' (expected "
+                            "'device_add')"),
+                "%s", out);
+}
+END_TEST
+
 static Suite *qmp_suite(void) {
   Suite *s = suite_create("qmp");
   TCase *tc = tcase_create("client");
@@ -752,6 +849,8 @@ static Suite *qmp_suite(void) {
   tcase_add_test(tc, test_huge_line);
   tcase_add_test(tc, test_too_huge_line);
   tcase_add_test(tc, test_bad_arguments);
+  tcase_add_test(tc, test_fake_exe_real_acpi_pending);
+  tcase_add_test(tc, test_fake_exe_reports_failure);
   suite_add_tcase(s, tc);
   return s;
 }
