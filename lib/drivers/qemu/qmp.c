@@ -304,7 +304,7 @@ out:
 
 /* Sends all of data; the first chunk carries fd (if >= 0) as SCM_RIGHTS. */
 static int send_all(hm_qmp *q, const char *data, size_t len, int fd, int64_t deadline,
-                    const char **why) {
+                    bool *partial, const char **why) {
   bool fd_sent = fd < 0;
   while (len > 0) {
     struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
@@ -336,10 +336,12 @@ static int send_all(hm_qmp *q, const char *data, size_t len, int fd, int64_t dea
         }
         continue;
       }
-      *why = strerror(errno);
-      return errno == EBADF || errno == EINVAL ? HM_E_INVALID : HM_E_NOT_READY;
+      int e = errno;
+      *why = strerror(e);
+      return e == EBADF || e == EINVAL ? HM_E_INVALID : HM_E_NOT_READY;
     }
     fd_sent = true;
+    *partial = (size_t)n < len;
     data += n;
     len -= (size_t)n;
   }
@@ -427,14 +429,21 @@ int hm_qmp_execute(hm_qmp *q, const char *command, json_object *args, int fd,
     goto out;
   }
 
+  bool partial = false;
   pthread_mutex_lock(&q->write_lock);
-  r = send_all(q, line, strlen(line), fd, deadline, &why);
+  r = send_all(q, line, strlen(line), fd, deadline, &partial, &why);
   pthread_mutex_unlock(&q->write_lock);
   free(line);
 
   pthread_mutex_lock(&q->lock);
   if (r < 0) {
     r = HM_ERR(err, r, "%s: sending: %s", command, q->dead ? dead_reason(q) : why);
+    if (partial) {
+      /* Half a command is on the wire: whatever follows would be garbage to
+       * QEMU, so the connection cannot be used any more. */
+      mark_dead(q, HM_E_NOT_READY, "a command was cut off while sending");
+      shutdown(q->fd, SHUT_RDWR);
+    }
     goto out;
   }
   while (!p.done && !q->dead) {

@@ -821,6 +821,36 @@ START_TEST(test_fake_exe_reports_failure) {
 }
 END_TEST
 
+/* A peer that stops reading: the send times out half-way, which spoils the
+ * stream, so the connection must be given up. */
+START_TEST(test_send_timeout) {
+  start_json("{\"steps\": [" CAPS ", {\"expect\": \"a\", \"delay_ms\": 3000}]}");
+  hm_qmp *q = connect_ok();
+  ck_assert_int_eq(hm_qmp_execute(q, "a", NULL, -1, NULL, 50, NULL), HM_E_TIMEOUT);
+  size_t n = 8u * 1024 * 1024;
+  char *big = malloc(n + 1);
+  ck_assert_ptr_nonnull(big);
+  memset(big, 'x', n);
+  big[n] = 0;
+  json_object *args = json_object_new_object();
+  json_object_object_add(args, "blob", json_object_new_string(big));
+  free(big);
+  hm_error *err = NULL;
+  int64_t t0 = hm_now_ms();
+  ck_assert_int_eq(hm_qmp_execute(q, "b", args, -1, NULL, 200, &err), HM_E_TIMEOUT);
+  ck_assert_int_lt(hm_now_ms() - t0, 2000);
+  assert_err(err, HM_E_TIMEOUT, "b: sending: timed out sending the command");
+  hm_error_free(err);
+  err = NULL;
+  json_object_put(args);
+  ck_assert_int_eq(hm_qmp_is_connected(q), 0);
+  ck_assert_int_eq(hm_qmp_execute(q, "c", NULL, -1, NULL, 200, &err), HM_E_NOT_READY);
+  assert_err(err, HM_E_NOT_READY, "cut off");
+  hm_error_free(err);
+  hm_qmp_free(q);
+}
+END_TEST
+
 static Suite *qmp_suite(void) {
   Suite *s = suite_create("qmp");
   TCase *tc = tcase_create("client");
@@ -849,6 +879,7 @@ static Suite *qmp_suite(void) {
   tcase_add_test(tc, test_huge_line);
   tcase_add_test(tc, test_too_huge_line);
   tcase_add_test(tc, test_bad_arguments);
+  tcase_add_test(tc, test_send_timeout);
   tcase_add_test(tc, test_fake_exe_real_acpi_pending);
   tcase_add_test(tc, test_fake_exe_reports_failure);
   suite_add_tcase(s, tc);
