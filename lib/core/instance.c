@@ -323,6 +323,19 @@ fail_spec:
   return r;
 }
 
+/* True when the guest lists a mount at target, or when it cannot tell. */
+static int guest_has_mount(hm_agent *agent, const char *target) {
+  hm_agent_mount_info *v = NULL;
+  size_t n = 0;
+  if (hm_agent_list(agent, &v, &n, NULL) < 0)
+    return 1;
+  int found = 0;
+  for (size_t i = 0; i < n; i++)
+    found |= strcmp(v[i].target, target) == 0;
+  hm_agent_list_free(v, n);
+  return found;
+}
+
 int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags, hm_error **err) {
   char *norm = NULL;
   int r;
@@ -355,6 +368,14 @@ int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags
   r = agent_acquire(inst, AGENT_CONNECT_TIMEOUT_MS, &uerr);
   if (r == 0) {
     r = hm_agent_umount(inst->agent, e->spec->guest_path, flags, AGENT_UMOUNT_TIMEOUT_MS, &uerr);
+    /* Not mounted in the guest (an add cut short, a guest that unmounted it
+     * itself, a rebooted guest) is what we want: go on with the host side. */
+    if (r == HM_E_AGENT && !guest_has_mount(inst->agent, e->spec->guest_path)) {
+      hm_info("%s was not mounted in the guest; cleaning up the host side", e->id);
+      hm_error_free(uerr);
+      uerr = NULL;
+      r = 0;
+    }
     agent_release(inst);
   }
   if (r < 0 && !(flags & HM_REMOVE_FORCE)) {

@@ -28,7 +28,8 @@ typedef struct qemu_impl {
   char *dir;
   char *qmp_path;
   char *virtiofsd_path;
-  pthread_mutex_t lock; /* guards qmp (re)connection and reserved */
+  pthread_mutex_t lock;      /* guards qmp (re)connection */
+  pthread_mutex_t slot_lock; /* guards reserved, across a query and the pick */
   hm_qmp *qmp;
   hm_virtiofsd_info vfs;
   int vfs_detected;
@@ -137,36 +138,44 @@ static int count_free(const slot_map *m, const unsigned char *reserved) {
   return n;
 }
 
+/*
+ * The query and the pick happen under slot_lock, and so does the release of
+ * a reservation (which comes after device_add made the slot visibly used):
+ * a query can then never be older than a released reservation. Without this,
+ * two concurrent adds put two devices on one root port (seen in e2e; the
+ * guest only ever sees device 0 behind a PCIe port).
+ */
 static int reserve_slot(qemu_impl *q, hm_error **err) {
   slot_map map;
+  pthread_mutex_lock(&q->slot_lock);
   int r = query_slots(q, &map, err);
-  if (r < 0)
+  if (r < 0) {
+    pthread_mutex_unlock(&q->slot_lock);
     return r;
+  }
   int total = 0;
-  pthread_mutex_lock(&q->lock);
   for (int i = 0; i < HM_QEMU_MAX_SLOTS; i++) {
     total += map.exists[i];
     if (map.exists[i] && !map.used[i] && !q->reserved[i]) {
       q->reserved[i] = 1;
-      pthread_mutex_unlock(&q->lock);
+      pthread_mutex_unlock(&q->slot_lock);
       return i;
     }
   }
-  pthread_mutex_unlock(&q->lock);
+  pthread_mutex_unlock(&q->slot_lock);
   if (total == 0)
     return HM_ERR(err, HM_E_NOT_READY,
                   "the VM has no reserved hot-plug root ports (hm-rp-*); start QEMU with the "
                   "arguments of `hotmount qemu-args`");
   return HM_ERR(err, HM_E_NO_SLOT,
-                "all %d hot-plug slots are in use; remove a mount or boot "
-                "with more (--slots)",
+                "all %d hot-plug slots are in use; remove a mount or boot with more (--slots)",
                 total);
 }
 
 static void release_slot(qemu_impl *q, int slot) {
-  pthread_mutex_lock(&q->lock);
+  pthread_mutex_lock(&q->slot_lock);
   q->reserved[slot] = 0;
-  pthread_mutex_unlock(&q->lock);
+  pthread_mutex_unlock(&q->slot_lock);
 }
 
 static int get_vfs(qemu_impl *q, hm_virtiofsd_info *out, hm_error **err) {
@@ -310,6 +319,8 @@ static int qemu_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att
   json_object_object_add(args, "chardev", json_object_new_string(chr));
   json_object_object_add(args, "tag", json_object_new_string(id));
   json_object_object_add(args, "bus", json_object_new_string(port));
+  /* A PCIe port has one device, at 0: say so, and QEMU refuses a second. */
+  json_object_object_add(args, "addr", json_object_new_string("0"));
   r = qmp_exec(q, "device_add", args, NULL, err);
   json_object_put(args);
   if (r < 0) {
@@ -387,9 +398,9 @@ static int qemu_free_slots(void *impl, int type, hm_error **err) {
   int r = query_slots(q, &map, err);
   if (r < 0)
     return r;
-  pthread_mutex_lock(&q->lock);
+  pthread_mutex_lock(&q->slot_lock);
   r = count_free(&map, q->reserved);
-  pthread_mutex_unlock(&q->lock);
+  pthread_mutex_unlock(&q->slot_lock);
   return r;
 }
 
@@ -400,6 +411,7 @@ static void qemu_destroy(void *impl) {
   hm_qmp_free(q->qmp);
   hm_virtiofsd_info_clear(&q->vfs);
   pthread_mutex_destroy(&q->lock);
+  pthread_mutex_destroy(&q->slot_lock);
   free(q->dir);
   free(q->qmp_path);
   free(q->virtiofsd_path);
@@ -413,6 +425,7 @@ int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *cfg, hm
   if (!q)
     return HM_ERR_NOMEM(err);
   pthread_mutex_init(&q->lock, NULL);
+  pthread_mutex_init(&q->slot_lock, NULL);
   if (!(q->dir = strdup(cfg->dir)) || asprintf(&q->qmp_path, "%s/qmp.sock", cfg->dir) < 0 ||
       (cfg->virtiofsd && !(q->virtiofsd_path = strdup(cfg->virtiofsd)))) {
     qemu_destroy(q);

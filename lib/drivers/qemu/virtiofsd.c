@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <linux/mount.h>
 #include <signal.h>
@@ -220,7 +221,16 @@ int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char
     goto out;
   }
   int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  /* The child starts with every signal blocked and resets the handlers it
+   * inherited before unblocking: a SIGTERM from a quick rollback must not
+   * run the host program's handler in the not-yet-exec'ed child (Check's,
+   * for one, signals the whole process group). */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
   pid_t pid = fork();
+  if (pid != 0)
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (pid < 0) {
     r = HM_ERR(err, -errno, "fork: %s", strerror(errno));
     if (devnull >= 0)
@@ -229,6 +239,8 @@ int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char
     goto out;
   }
   if (pid == 0) {
+    for (int sig = 1; sig < NSIG; sig++)
+      signal(sig, SIG_DFL);
     setsid();
     sigset_t none;
     sigemptyset(&none);

@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""e2e-virtiofs: the product, end to end, checked from inside a real guest.
+
+One VM is booted with `hotmount qemu-args`, `hotmountd` serves it, and every
+step goes through the `hotmount` CLI. What the guest sees is read through the
+test channel (a shell on ttyS1), never through our own agent; what QEMU holds
+is read through the test's own QMP monitor. Prints TAP.
+
+Environment: HOTMOUNT_BIN (the CLI; hotmountd is next to it), HM_AGENT_BIN,
+HM_E2E_IMAGE_DIR (see vm.py), HM_E2E_KEEP=1 keeps the work dir.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vm import VM, build_image  # noqa: E402
+
+HOTMOUNT = os.environ.get("HOTMOUNT_BIN", "")
+HOTMOUNTD = os.path.join(os.path.dirname(HOTMOUNT), "hotmountd")
+AGENT = os.environ.get("HM_AGENT_BIN", "")
+
+
+class TAP:
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+
+    def ok(self, cond, desc, diag=None):
+        self.n += 1
+        print("%s %d - %s" % ("ok" if cond else "not ok", self.n, desc), flush=True)
+        if not cond:
+            self.failed += 1
+            for line in str(diag or "").splitlines()[-30:]:
+                print("#   " + line, flush=True)
+        return cond
+
+    def note(self, text):
+        print("# " + text, flush=True)
+
+    def done(self):
+        print("1..%d" % self.n, flush=True)
+
+
+def hm(*args, timeout=120):
+    p = subprocess.run([HOTMOUNT] + list(args), capture_output=True, text=True,
+                       timeout=timeout)
+    return p.returncode, p.stdout + p.stderr
+
+
+class Ctx:
+    def __init__(self, t, vm, inst, work):
+        self.t, self.vm, self.inst, self.work = t, vm, inst, work
+
+    def guest(self, cmd, timeout=60):
+        return self.vm.sh(cmd, timeout=timeout)
+
+    def guest_mounts(self):
+        rc, out = self.guest("cat /proc/mounts")
+        return [l.split()[1] for l in out.splitlines() if len(l.split()) > 2]
+
+    def list_json(self):
+        rc, out = hm("list", self.inst, "--json")
+        if rc != 0:
+            raise RuntimeError("hotmount list failed: " + out)
+        return json.loads(out)
+
+    def leftovers(self):
+        """Everything an add could leave behind, read from the host and QEMU."""
+        left = []
+        pg = subprocess.run(["pgrep", "-a", "virtiofsd"], capture_output=True, text=True)
+        # zombies hold nothing; this machine's pid 1 reaps orphans lazily
+        procs = [l for l in pg.stdout.splitlines()
+                 if "--help" not in l and "<defunct>" not in l]
+        if procs:
+            left.append("virtiofsd: %s" % procs)
+        peri = self.vm.qmp("qom-list", {"path": "/machine/peripheral"})
+        devs = [p["name"] for p in peri if p["name"].startswith("hm-")
+                and not p["name"].startswith("hm-rp-") and p["name"] != "hm-serial"]
+        if devs:
+            left.append("devices: %s" % devs)
+        chr_ = [c["label"] for c in self.vm.qmp("query-chardev")
+                if c["label"].startswith("hm-") and c["label"] not in
+                ("hm-agent", "hm-qmp") and not c["label"].startswith("hm-test-")]
+        if chr_:
+            left.append("chardevs: %s" % chr_)
+        socks = [f for f in os.listdir(self.inst) if f.endswith("-vfs.sock")]
+        if socks:
+            left.append("sockets: %s" % socks)
+        if self.list_json():
+            left.append("registry: %s" % self.list_json())
+        return left
+
+    def pci_devices_behind_ports(self):
+        """Devices the guest's PCI tree shows behind our root ports."""
+        n = 0
+        for bus in self.vm.qmp("query-pci"):
+            for d in bus["devices"]:
+                if d.get("qdev_id", "").startswith("hm-rp-"):
+                    n += len(d.get("pci_bridge", {}).get("devices", []))
+        return n
+
+
+def case_readonly(c, host):
+    t = c.t
+    with open(os.path.join(host, "hello.txt"), "w") as f:
+        f.write("hello from the host\n")
+    t0 = time.monotonic()
+    rc, out = hm("add", c.inst, host, "/mnt/ro")
+    t.note("add took %.2f s" % (time.monotonic() - t0))
+    t.ok(rc == 0, "add read-only virtiofs mount", out)
+    rc, out = c.guest("cat /mnt/ro/hello.txt")
+    t.ok(rc == 0 and out.strip() == "hello from the host", "guest reads the host file", out)
+    rc, out = c.guest("grep ' /mnt/ro ' /proc/mounts")
+    t.ok(rc == 0 and "virtiofs" in out and " ro," in out, "guest sees a ro virtiofs mount",
+         out)
+    rc, out = c.guest("echo x > /mnt/ro/new.txt")
+    t.ok(rc != 0 and not os.path.exists(os.path.join(host, "new.txt")),
+         "guest write refused", out)
+    # guest root tries to lift the restriction: the host must still refuse
+    rc1, out1 = c.guest("mount -o remount,rw /mnt/ro; echo tamper > /mnt/ro/hello.txt;"
+                        " echo new > /mnt/ro/new2.txt")
+    with open(os.path.join(host, "hello.txt")) as f:
+        body = f.read()
+    t.ok(body == "hello from the host\n" and
+         not os.path.exists(os.path.join(host, "new2.txt")),
+         "remount,rw in the guest still cannot change the host", out1)
+    lst = c.list_json()
+    t.ok(len(lst) == 1 and lst[0]["state"] == "mounted" and not lst[0]["writable"] and
+         lst[0]["mountPoint"] == "/mnt/ro", "list --json shows it", lst)
+    rc, out = hm("add", c.inst, host, "/mnt/ro")
+    t.ok(rc == 5 and "already" in out, "second add on the same mount point: exit 5", out)
+    t0 = time.monotonic()
+    rc, out = hm("remove", c.inst, "/mnt/ro")
+    t.note("remove took %.2f s" % (time.monotonic() - t0))
+    t.ok(rc == 0, "remove", out)
+    t.ok("/mnt/ro" not in c.guest_mounts(), "guest no longer has /mnt/ro")
+    left = c.leftovers()
+    t.ok(not left and c.pci_devices_behind_ports() == 0, "nothing left after remove", left)
+    rc, out = hm("remove", c.inst, "/mnt/ro")
+    t.ok(rc == 4, "remove of an unknown mount: exit 4", out)
+
+
+def case_writable(c, host):
+    t = c.t
+    rc, out = hm("add", c.inst, host, "/mnt/rw", "--writable")
+    t.ok(rc == 0, "add writable mount", out)
+    rc, out = c.guest("echo from-guest > /mnt/rw/g.txt && sync")
+    with open(os.path.join(host, "g.txt")) as f:
+        body = f.read() if rc == 0 else ""
+    t.ok(body == "from-guest\n", "guest write visible on the host", out)
+    with open(os.path.join(host, "h.txt"), "w") as f:
+        f.write("from-host\n")
+    rc, out = c.guest("cat /mnt/rw/h.txt")
+    t.ok(out.strip() == "from-host", "host write visible in the guest", out)
+    port = json.load(open(os.path.join(c.inst, "state.json")))["mounts"][0]["backend"]["port"]
+    rc, out = hm("remove", c.inst, "/mnt/rw")
+    t.ok(rc == 0 and not c.leftovers(), "remove writable mount, nothing left", out)
+    # re-add: the freed slot is used again
+    rc, out = hm("add", c.inst, host, "/mnt/rw")
+    st = json.load(open(os.path.join(c.inst, "state.json")))
+    port2 = st["mounts"][0]["backend"]["port"] if st["mounts"] else None
+    rc2, out2 = c.guest("cat /mnt/rw/h.txt")
+    t.ok(rc == 0 and port2 == port and out2.strip() == "from-host",
+         "re-add reuses the freed slot %s" % port, out + out2)
+    rc, out = hm("remove", c.inst, "/mnt/rw")
+    t.ok(rc == 0 and not c.leftovers(), "remove again, nothing left", out)
+
+
+def case_awkward_path(c, work):
+    t = c.t
+    host = os.path.join(work, "dir with space, comma 'quote' ✓")
+    os.makedirs(host)
+    with open(os.path.join(host, "f.txt"), "w") as f:
+        f.write("awkward\n")
+    rc, out = hm("add", c.inst, host, "/mnt/awk ward")
+    rc2, out2 = c.guest("cat '/mnt/awk ward/f.txt'")
+    t.ok(rc == 0 and out2.strip() == "awkward",
+         "host path with space, comma, quote, unicode; guest path with space", out + out2)
+    rc, out = hm("remove", c.inst, "/mnt/awk ward")
+    t.ok(rc == 0 and not c.leftovers(), "removed, nothing left", out)
+
+
+def case_many(c, work, n=10):
+    t = c.t
+    dirs = []
+    for i in range(n):
+        d = os.path.join(work, "many%d" % i)
+        os.makedirs(d)
+        with open(os.path.join(d, "id"), "w") as f:
+            f.write("%d\n" % i)
+        dirs.append(d)
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(n) as ex:
+        res = list(ex.map(lambda i: hm("add", c.inst, dirs[i], "/mnt/many/%d" % i), range(n)))
+    t.note("%d concurrent adds took %.2f s" % (n, time.monotonic() - t0))
+    t.ok(all(r[0] == 0 for r in res), "%d adds at once" % n, [r[1] for r in res if r[0]])
+    rc, out = c.guest("for i in $(seq 0 %d); do cat /mnt/many/$i/id; done" % (n - 1))
+    t.ok(out.split() == [str(i) for i in range(n)], "guest reads all %d mounts" % n, out)
+    lst = c.list_json()
+    t.ok(len(lst) == n and all(m["state"] == "mounted" for m in lst), "list shows %d" % n,
+         lst)
+    with ThreadPoolExecutor(n) as ex:
+        res = list(ex.map(lambda i: hm("remove", c.inst, "/mnt/many/%d" % i), range(n)))
+    t.ok(all(r[0] == 0 for r in res), "%d removes at once" % n, [r[1] for r in res if r[0]])
+    left = c.leftovers()
+    t.ok(not left and not [m for m in c.guest_mounts() if m.startswith("/mnt/many")],
+         "nothing left after %d removes" % n, left)
+
+
+def case_bad_input(c, work, host):
+    t = c.t
+    afile = os.path.join(work, "a-file")
+    open(afile, "w").close()
+    nl = os.path.join(work, "new\nline")
+    os.makedirs(nl)
+    cases = [
+        ([os.path.join(work, "missing"), "/mnt/x"], 3, "does not exist"),
+        ([afile, "/mnt/x"], 3, "not a directory"),
+        ([nl, "/mnt/x"], 3, "control character"),
+        ([host, "/"], 3, "/"),
+        ([host, "/proc"], 3, "/proc"),
+        ([host, "/etc"], 3, "/etc"),
+        ([host, "relative/path"], 3, "absolute"),
+        ([host, "/mnt/../etc"], 3, ".."),
+        ([host, "/mnt/" + "a" * 4096], 3, "long"),
+        ([host, "/mnt/x", "--type", "nfs"], 3, "unknown mount type"),
+        ([host, "/mnt/x", "-o", "msize=1"], 3, "unknown option"),
+    ]
+    for args, code, needle in cases:
+        rc, out = hm("add", c.inst, *args)
+        t.ok(rc == code and needle in out,
+             "bad input refused (%s): exit %d" % (needle, rc), out[:400])
+    left = c.leftovers()
+    t.ok(not left and c.pci_devices_behind_ports() == 0, "bad input left nothing behind", left)
+
+
+def main():
+    t = TAP()
+    if not (HOTMOUNT and os.access(HOTMOUNT, os.X_OK) and os.access(HOTMOUNTD, os.X_OK)):
+        print("1..0 # SKIP hotmount/hotmountd not built")
+        return 0
+    if not (AGENT and os.access(AGENT, os.X_OK)):
+        print("1..0 # SKIP hotmount-agent not built")
+        return 0
+    if os.geteuid() != 0:
+        print("1..0 # SKIP needs root (QEMU's C virtiofsd)")
+        return 0
+    image_dir = os.environ.get("HM_E2E_IMAGE_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "image-cache")
+    build_image(image_dir, AGENT)
+    work = tempfile.mkdtemp(prefix="hm-e2e-")
+    inst = os.path.join(work, "inst")
+    os.environ["HOTMOUNT_HOME"] = work
+    daemon = None
+    try:
+        with VM(work, image_dir, instance_dir=inst) as vm:
+            t.note("boot %.1f s, args from %s" % (vm.boot_time, vm.args_source))
+            t.ok(vm.args_source == HOTMOUNT, "VM booted with hotmount qemu-args",
+                 vm.args_source)
+            daemon = subprocess.run([HOTMOUNTD, inst, "--debug"], capture_output=True,
+                                    text=True, timeout=60)
+            t.ok(daemon.returncode == 0 and
+                 oct(os.stat(os.path.join(inst, "hotmountd.sock")).st_mode & 0o777) == "0o600",
+                 "hotmountd started, socket 0600", daemon.stdout + daemon.stderr)
+            c = Ctx(t, vm, inst, work)
+            host = os.path.join(work, "host")
+            os.makedirs(host)
+            for case in (lambda: case_bad_input(c, work, host),
+                         lambda: case_readonly(c, host),
+                         lambda: case_writable(c, host),
+                         lambda: case_awkward_path(c, work),
+                         lambda: case_many(c, work)):
+                try:
+                    case()
+                except Exception:
+                    t.ok(False, "case raised", traceback.format_exc())
+            if t.failed:
+                log = os.path.join(inst, "hotmountd.log")
+                if os.path.exists(log):
+                    t.note("hotmountd.log tail:")
+                    for line in open(log).read().splitlines()[-40:]:
+                        t.note("  " + line)
+                t.note("guest console tail:")
+                for line in vm.serial_output().splitlines()[-30:]:
+                    t.note("  " + line)
+    except Exception:
+        t.ok(False, "e2e harness", traceback.format_exc())
+    finally:
+        pidfile = os.path.join(inst, "hotmountd.pid")
+        if os.path.exists(pidfile):
+            try:
+                os.kill(int(open(pidfile).read().strip()), 15)
+            except (ValueError, ProcessLookupError):
+                pass
+        subprocess.run(["pkill", "-f", "virtiofsd.*" + work], capture_output=True)
+        if not os.environ.get("HM_E2E_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            t.note("kept " + work)
+    t.done()
+    return 1 if t.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
