@@ -119,15 +119,16 @@ int hm_qemu_config_build_args(char ***out, const hm_qemu_config *cfg, hm_error *
   r = r ?: hm_strv_push(&v, "memory-backend=hm-mem");
   /* Spare root ports are the hot-plug slots; 8 functions per PCI slot so 32+
    * fit in a few of the 32 slots of pcie.0, starting at 0x10 to stay clear of
-   * the machine's own devices. Each needs a distinct chassis/slot pair. */
+   * the machine's own devices. Each port needs a (chassis, slot) pair of its
+   * own: chassis 200+ keeps clear of libvirt-style ports (chassis=N, slot=0)
+   * a user may already have. */
   for (unsigned i = 0; !r && i < cfg->slots; i++) {
     r = r ?: hm_strv_push(&v, "-device");
-    r = r
-            ?: hm_strv_pushf(&v,
-                             "pcie-root-port,id=" HM_QEMU_ROOT_PORT_PREFIX
-                             "%u,bus=pcie.0,chassis=%u,slot=%u,addr=0x%x.%u%s",
-                             i, 1 + i / 8, i % 8, 0x10 + i / 8, i % 8,
-                             i % 8 == 0 ? ",multifunction=on" : "");
+    r = r ?: hm_strv_pushf(&v,
+                           "pcie-root-port,id=" HM_QEMU_ROOT_PORT_PREFIX
+                           "%u,bus=pcie.0,chassis=%u,slot=%u,addr=0x%x.%u%s",
+                           i, 200 + i / 32, i % 32, 0x10 + i / 8, i % 8,
+                           i % 8 == 0 ? ",multifunction=on" : "");
   }
   /* The agent's port; 9p hot-mounts add more ports to this controller. */
   r = r ?: hm_strv_push(&v, "-device");

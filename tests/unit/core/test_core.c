@@ -451,6 +451,7 @@ START_TEST(test_qemu_args) {
   ck_assert_uint_eq(count_args(args, "pcie-root-port"), 9);
   ck_assert_uint_eq(count_args(args, "size=2048M"), 1);
   ck_assert_uint_eq(count_args(args, "addr=0x11.0,multifunction=on"), 1);
+  ck_assert_uint_eq(count_args(args, "id=hm-rp-8,bus=pcie.0,chassis=200,slot=8,"), 1);
   hm_strv_free(args);
   const char *good[] = {"512", "512M", "4g", "1G", "3GB"};
   for (size_t i = 0; i < 5; i++)
