@@ -32,6 +32,8 @@ static void usage(FILE *f) {
              "  --port NAME        virtio-serial port name (default " HM_AGENT_PORT_NAME ")\n"
              "  --socket PATH      test mode: listen on a unix socket instead of the port\n"
              "  --log-level LEVEL  error, warning, info (default) or debug\n"
+             "  --retry-interval MS  wait for devices by retrying every MS instead of on\n"
+             "                     uevents (for comparison benchmarks only)\n"
              "  --version          print the version and exit\n"
              "  --help             print this help and exit\n");
 }
@@ -49,11 +51,12 @@ static int parse_level(const char *s) {
 }
 
 int main(int argc, char **argv) {
-  enum { OPT_PORT = 1, OPT_SOCKET, OPT_LOG_LEVEL, OPT_VERSION, OPT_HELP };
+  enum { OPT_PORT = 1, OPT_SOCKET, OPT_LOG_LEVEL, OPT_RETRY, OPT_VERSION, OPT_HELP };
   static const struct option opts[] = {
       {"port", required_argument, NULL, OPT_PORT},
       {"socket", required_argument, NULL, OPT_SOCKET},
       {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+      {"retry-interval", required_argument, NULL, OPT_RETRY},
       {"version", no_argument, NULL, OPT_VERSION},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
@@ -70,6 +73,16 @@ int main(int argc, char **argv) {
         return 2;
       }
       break;
+    case OPT_RETRY: {
+      char *end;
+      long ms = strtol(optarg, &end, 10);
+      if (*end || end == optarg || ms < 1 || ms > 60000) {
+        fprintf(stderr, "hotmount-agent: --retry-interval takes 1..60000 ms, not '%s'\n", optarg);
+        return 2;
+      }
+      agent_retry_interval_ms = (int)ms;
+      break;
+    }
     case OPT_VERSION:
       printf("%s %s (protocol %d.%d)\n", HM_AGENT_NAME, HM_VERSION_STRING, HM_AGENT_PROTO_MAJOR,
              HM_AGENT_PROTO_MINOR);

@@ -13,6 +13,8 @@
 
 /* ---- serve.c: one peer connection (a virtio port, or a test socket) ---- */
 
+extern int agent_retry_interval_ms;
+
 typedef struct agent_conn agent_conn;
 
 /* A connection writing to fd; closes fd on the last unref when owns_fd. */

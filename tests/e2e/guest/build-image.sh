@@ -255,8 +255,11 @@ if [ ! -x /usr/sbin/hotmount-agent ]; then
     exec sleep 2147483647
 fi
 while :; do
-    echo "hm-init: starting hotmount-agent"
-    /usr/sbin/hotmount-agent </dev/null >/dev/console 2>&1
+    # Extra options for the next start (tests and benchmarks write this file).
+    args=$(cat /etc/hm-agent-args 2>/dev/null)
+    echo "hm-init: starting hotmount-agent $args"
+    # shellcheck disable=SC2086
+    /usr/sbin/hotmount-agent $args </dev/null >/dev/console 2>&1
     echo "hm-init: hotmount-agent exited with status $?; restarting in 1s"
     sleep 1
 done
