@@ -124,11 +124,12 @@ int hm_qemu_config_build_args(char ***out, const hm_qemu_config *cfg, hm_error *
    * a user may already have. */
   for (unsigned i = 0; !r && i < cfg->slots; i++) {
     r = r ?: hm_strv_push(&v, "-device");
-    r = r ?: hm_strv_pushf(&v,
-                           "pcie-root-port,id=" HM_QEMU_ROOT_PORT_PREFIX
-                           "%u,bus=pcie.0,chassis=%u,slot=%u,addr=0x%x.%u%s",
-                           i, 200 + i / 32, i % 32, 0x10 + i / 8, i % 8,
-                           i % 8 == 0 ? ",multifunction=on" : "");
+    r = r
+            ?: hm_strv_pushf(&v,
+                             "pcie-root-port,id=" HM_QEMU_ROOT_PORT_PREFIX
+                             "%u,bus=pcie.0,chassis=%u,slot=%u,addr=0x%x.%u%s",
+                             i, 200 + i / 32, i % 32, 0x10 + i / 8, i % 8,
+                             i % 8 == 0 ? ",multifunction=on" : "");
   }
   /* The agent's port; 9p hot-mounts add more ports to this controller. */
   r = r ?: hm_strv_push(&v, "-device");
