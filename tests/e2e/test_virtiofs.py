@@ -242,6 +242,33 @@ def case_bad_input(c, work, host):
     t.ok(not left and c.pci_devices_behind_ports() == 0, "bad input left nothing behind", left)
 
 
+def start_daemon(inst):
+    return subprocess.run([HOTMOUNTD, inst, "--debug"], capture_output=True, text=True,
+                          timeout=60)
+
+
+def case_daemon_restart(c, host):
+    """kill -9 of the daemon loses nothing: the mount keeps working, the new
+    daemon lists it and can remove it (virtiofsd is no longer its child)."""
+    t = c.t
+    rc, out = hm("add", c.inst, host, "/mnt/persist", "--writable")
+    t.ok(rc == 0, "add before the daemon is killed", out)
+    pid = int(open(os.path.join(c.inst, "hotmountd.pid")).read().strip())
+    os.kill(pid, 9)
+    time.sleep(0.2)
+    rc, out = c.guest("cat /mnt/persist/h.txt")
+    t.ok(out.strip() == "from-host", "the mount works while no daemon runs", out)
+    d = start_daemon(c.inst)
+    t.ok(d.returncode == 0, "daemon restarts after kill -9", d.stdout + d.stderr)
+    lst = c.list_json()
+    t.ok(len(lst) == 1 and lst[0]["mountPoint"] == "/mnt/persist" and
+         lst[0]["state"] == "mounted", "restarted daemon lists the mount", lst)
+    rc, out = hm("remove", c.inst, "/mnt/persist")
+    left = c.leftovers()
+    t.ok(rc == 0 and not left and "/mnt/persist" not in c.guest_mounts(),
+         "restarted daemon removes it, nothing left", out + str(left))
+
+
 def main():
     t = TAP()
     if not (HOTMOUNT and os.access(HOTMOUNT, os.X_OK) and os.access(HOTMOUNTD, os.X_OK)):
@@ -265,8 +292,7 @@ def main():
             t.note("boot %.1f s, args from %s" % (vm.boot_time, vm.args_source))
             t.ok(vm.args_source == HOTMOUNT, "VM booted with hotmount qemu-args",
                  vm.args_source)
-            daemon = subprocess.run([HOTMOUNTD, inst, "--debug"], capture_output=True,
-                                    text=True, timeout=60)
+            daemon = start_daemon(inst)
             t.ok(daemon.returncode == 0 and
                  oct(os.stat(os.path.join(inst, "hotmountd.sock")).st_mode & 0o777) == "0o600",
                  "hotmountd started, socket 0600", daemon.stdout + daemon.stderr)
@@ -277,7 +303,8 @@ def main():
                          lambda: case_readonly(c, host),
                          lambda: case_writable(c, host),
                          lambda: case_awkward_path(c, work),
-                         lambda: case_many(c, work)):
+                         lambda: case_many(c, work),
+                         lambda: case_daemon_restart(c, host)):
                 try:
                     case()
                 except Exception:
