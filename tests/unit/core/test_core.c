@@ -498,6 +498,32 @@ START_TEST(test_virtiofsd_argv) {
   hm_error *err = NULL;
   ck_assert_int_eq(hm_virtiofsd_detect(&found, "/nonexistent/virtiofsd", &err), HM_E_UNSUPPORTED);
   hm_error_free(err);
+  /* Flavour detection reads --help: a stand-in that answers like the Rust
+   * virtiofsd 1.13 (which this Debian does not ship). */
+  char *fake = path_in_tmp("virtiofsd");
+  FILE *f = fopen(fake, "w");
+  fputs("#!/bin/sh\necho 'Usage: virtiofsd [OPTIONS] --shared-dir <SHARED_DIR>'\n"
+        "echo '      --readonly   Share directory in read-only mode'\n",
+        f);
+  fclose(f);
+  chmod(fake, 0755);
+  ck_assert_int_eq(hm_virtiofsd_detect(&found, fake, NULL), 0);
+  ck_assert_int_eq(found.flavor, HM_VIRTIOFSD_RUST);
+  ck_assert_int_eq(found.has_readonly, 1);
+  hm_virtiofsd_info_clear(&found);
+  f = fopen(fake, "w");
+  fputs("#!/bin/sh\necho 'Usage: virtiofsd [OPTIONS] --shared-dir <SHARED_DIR>'\n", f);
+  fclose(f);
+  ck_assert_int_eq(hm_virtiofsd_detect(&found, fake, NULL), 0);
+  ck_assert_int_eq(found.flavor, HM_VIRTIOFSD_RUST);
+  ck_assert_int_eq(found.has_readonly, 0); /* older Rust virtiofsd: ro bind instead */
+  hm_virtiofsd_info_clear(&found);
+  setenv("HOTMOUNT_VIRTIOFSD", fake, 1);
+  ck_assert_int_eq(hm_virtiofsd_detect(&found, NULL, NULL), 0);
+  ck_assert_str_eq(found.path, fake);
+  hm_virtiofsd_info_clear(&found);
+  unsetenv("HOTMOUNT_VIRTIOFSD");
+  free(fake);
   if (access("/usr/lib/qemu/virtiofsd", X_OK) == 0) {
     ck_assert_int_eq(hm_virtiofsd_detect(&found, "/usr/lib/qemu/virtiofsd", NULL), 0);
     ck_assert_int_eq(found.flavor, HM_VIRTIOFSD_C);
