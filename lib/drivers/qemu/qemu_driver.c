@@ -28,8 +28,8 @@ typedef struct qemu_impl {
   char *dir;
   char *qmp_path;
   char *virtiofsd_path;
-  pthread_mutex_t lock;      /* guards qmp (re)connection */
-  pthread_mutex_t slot_lock; /* guards reserved, across a query and the pick */
+  pthread_rwlock_t qmp_lock; /* read: using qmp; write: replacing it */
+  pthread_mutex_t slot_lock; /* guards reserved (across a query and the pick) and vfs */
   hm_qmp *qmp;
   hm_virtiofsd_info vfs;
   int vfs_detected;
@@ -43,28 +43,52 @@ typedef struct slot_map {
   unsigned char used[HM_QEMU_MAX_SLOTS];
 } slot_map;
 
-/* Needs impl->lock. */
-static int ensure_qmp(qemu_impl *q, hm_error **err) {
-  if (q->qmp && hm_qmp_is_connected(q->qmp))
+/*
+ * Returns with qmp_lock held for reading and *out connected (reconnecting
+ * first when QEMU dropped us), or fails with no lock held. A reconnect, which
+ * frees the old client, waits for every reader to be done with it.
+ */
+static int qmp_get(qemu_impl *q, hm_qmp **out, hm_error **err) {
+  pthread_rwlock_rdlock(&q->qmp_lock);
+  if (q->qmp && hm_qmp_is_connected(q->qmp)) {
+    *out = q->qmp;
     return 0;
-  hm_qmp_free(q->qmp);
-  q->qmp = NULL;
-  int r = hm_qmp_connect(&q->qmp, q->qmp_path, QMP_TIMEOUT_MS, err);
+  }
+  pthread_rwlock_unlock(&q->qmp_lock);
+  pthread_rwlock_wrlock(&q->qmp_lock);
+  int r = 0;
+  if (!q->qmp || !hm_qmp_is_connected(q->qmp)) {
+    hm_qmp_free(q->qmp);
+    q->qmp = NULL;
+    if (hm_qmp_connect(&q->qmp, q->qmp_path, QMP_TIMEOUT_MS, err) < 0)
+      r = hm_error_prefix(err, HM_E_NOT_READY, "hm_qemu", "QMP at %s", q->qmp_path);
+  }
+  pthread_rwlock_unlock(&q->qmp_lock);
   if (r < 0)
-    return hm_error_prefix(err, HM_E_NOT_READY, "hm_qemu", "QMP at %s", q->qmp_path);
+    return r;
+  pthread_rwlock_rdlock(&q->qmp_lock);
+  if (!q->qmp) {
+    pthread_rwlock_unlock(&q->qmp_lock);
+    return HM_ERR(err, HM_E_NOT_READY, "QMP connection lost");
+  }
+  *out = q->qmp;
   return 0;
+}
+
+static void qmp_put(qemu_impl *q) {
+  pthread_rwlock_unlock(&q->qmp_lock);
 }
 
 /* Runs a command, reconnecting QMP first if needed. */
 static int qmp_exec(qemu_impl *q, const char *cmd, json_object *args, json_object **ret,
                     hm_error **err) {
-  pthread_mutex_lock(&q->lock);
-  int r = ensure_qmp(q, err);
-  hm_qmp *c = q->qmp;
-  pthread_mutex_unlock(&q->lock);
+  hm_qmp *c;
+  int r = qmp_get(q, &c, err);
   if (r < 0)
     return r;
-  return hm_qmp_execute(c, cmd, args, -1, ret, QMP_TIMEOUT_MS, err);
+  r = hm_qmp_execute(c, cmd, args, -1, ret, QMP_TIMEOUT_MS, err);
+  qmp_put(q);
+  return r;
 }
 
 /* Parses "hm-rp-N" (optionally followed by a '/' and more); -1 otherwise. */
@@ -179,7 +203,7 @@ static void release_slot(qemu_impl *q, int slot) {
 }
 
 static int get_vfs(qemu_impl *q, hm_virtiofsd_info *out, hm_error **err) {
-  pthread_mutex_lock(&q->lock);
+  pthread_mutex_lock(&q->slot_lock);
   int r = 0;
   if (!q->vfs_detected) {
     r = hm_virtiofsd_detect(&q->vfs, q->virtiofsd_path, err);
@@ -191,7 +215,7 @@ static int get_vfs(qemu_impl *q, hm_virtiofsd_info *out, hm_error **err) {
     if (!out->path)
       r = HM_ERR_NOMEM(err);
   }
-  pthread_mutex_unlock(&q->lock);
+  pthread_mutex_unlock(&q->slot_lock);
   return r;
 }
 
@@ -236,10 +260,8 @@ static int match_device(json_object *data, void *ud) {
 
 /* device_del and wait for the guest to let go (ACPI hot-unplug). */
 static int device_unplug(qemu_impl *q, const char *dev, hm_error **err) {
-  pthread_mutex_lock(&q->lock);
-  int r = ensure_qmp(q, err);
-  hm_qmp *c = q->qmp;
-  pthread_mutex_unlock(&q->lock);
+  hm_qmp *c;
+  int r = qmp_get(q, &c, err);
   if (r < 0)
     return r;
   uint64_t since = hm_qmp_event_seq(c);
@@ -249,7 +271,9 @@ static int device_unplug(qemu_impl *q, const char *dev, hm_error **err) {
   r = hm_qmp_execute(c, "device_del", args, -1, NULL, QMP_TIMEOUT_MS, &e);
   json_object_put(args);
   if (r == HM_E_QMP && strstr(hm_error_message(e), "not found")) {
+    /* Already gone: nothing to wait for. */
     hm_error_free(e);
+    qmp_put(q);
     return 0;
   }
   if (r < 0) {
@@ -257,10 +281,12 @@ static int device_unplug(qemu_impl *q, const char *dev, hm_error **err) {
       *err = e;
     else
       hm_error_free(e);
+    qmp_put(q);
     return r;
   }
   r = hm_qmp_wait_event(c, "DEVICE_DELETED", since, match_device, (void *)dev, NULL,
                         UNPLUG_TIMEOUT_MS, err);
+  qmp_put(q);
   if (r == HM_E_TIMEOUT)
     return hm_error_prefix(err, r, "hm_qemu", "the guest did not release device %s", dev);
   return r;
@@ -410,7 +436,7 @@ static void qemu_destroy(void *impl) {
     return;
   hm_qmp_free(q->qmp);
   hm_virtiofsd_info_clear(&q->vfs);
-  pthread_mutex_destroy(&q->lock);
+  pthread_rwlock_destroy(&q->qmp_lock);
   pthread_mutex_destroy(&q->slot_lock);
   free(q->dir);
   free(q->qmp_path);
@@ -424,20 +450,20 @@ int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *cfg, hm
   qemu_impl *q = calloc(1, sizeof(*q));
   if (!q)
     return HM_ERR_NOMEM(err);
-  pthread_mutex_init(&q->lock, NULL);
+  pthread_rwlock_init(&q->qmp_lock, NULL);
   pthread_mutex_init(&q->slot_lock, NULL);
   if (!(q->dir = strdup(cfg->dir)) || asprintf(&q->qmp_path, "%s/qmp.sock", cfg->dir) < 0 ||
       (cfg->virtiofsd && !(q->virtiofsd_path = strdup(cfg->virtiofsd)))) {
     qemu_destroy(q);
     return HM_ERR_NOMEM(err);
   }
-  pthread_mutex_lock(&q->lock);
-  int r = ensure_qmp(q, err);
-  pthread_mutex_unlock(&q->lock);
+  hm_qmp *c;
+  int r = qmp_get(q, &c, err);
   if (r < 0) {
     qemu_destroy(q);
     return r;
   }
+  qmp_put(q);
   static const hm_fs_hotplugger_ops ops = {
       .struct_size = sizeof(hm_fs_hotplugger_ops),
       .name = "qemu",
