@@ -19,6 +19,7 @@
 #include <hotmount/common.h>
 #include <hotmount/error.h>
 #include <hotmount/mount.h>
+#include <hotmount/status.h>
 
 HM_BEGIN_DECLS
 
@@ -75,7 +76,16 @@ typedef struct hm_fs_hotplugger_ops {
   int (*free_slots)(void *impl, int type, hm_error **err);
   /** Optional: called once when the hotplugger is freed. */
   void (*destroy)(void *impl);
+  /**
+   * Optional (since 0.1): adds the backend's facts to a status snapshot with
+   * hm_status_set ("qmp", "slotsTotal", readiness checks, ...). Must not wait
+   * on the guest.
+   */
+  int (*describe)(void *impl, hm_status *st, hm_error **err);
 } hm_fs_hotplugger_ops;
+
+/** Sets key to value (both copied) in a status being built. Since 0.1. */
+HM_API int hm_status_set(hm_status *st, const char *key, const char *value, hm_error **err);
 
 typedef struct hm_fs_hotplugger hm_fs_hotplugger;
 

@@ -9,6 +9,7 @@
 #include <hotmount/log.h>
 #include <hotmount/mount.h>
 #include <hotmount/driver.h>
+#include <hotmount/status.h>
 #include <hotmount/qemu.h>
 #include <hotmount/instance.h>
 #include <hotmount/server.h>

@@ -6,6 +6,7 @@
 #include <hotmount/driver.h>
 #include <hotmount/error.h>
 #include <hotmount/mount.h>
+#include <hotmount/status.h>
 
 HM_BEGIN_DECLS
 
@@ -68,6 +69,13 @@ HM_API int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spe
  */
 HM_API int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags,
                               hm_error **err);
+
+/**
+ * hm_instance_status: version, backend, mount counts, agent connection, free
+ * slots and the backend's own facts (see docs/api.md, GET /v1/status). Never
+ * waits on the guest. Since 0.1.
+ */
+HM_API int hm_instance_status(hm_instance *inst, hm_status **out, hm_error **err);
 
 /** hm_instance_list: a snapshot of the registry. Never waits on the guest. */
 HM_API int hm_instance_list(hm_instance *inst, hm_mount_list **out, hm_error **err);

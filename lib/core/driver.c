@@ -128,3 +128,7 @@ int hm_fs_hotplugger_free_slots(hm_fs_hotplugger *hp, int type, hm_error **err) 
     return HM_ERR(err, HM_E_UNSUPPORTED, "backend %s does not report free slots", hp->ops.name);
   return hp->ops.free_slots(hp->impl, type, err);
 }
+
+int hm_fs_hotplugger_describe(hm_fs_hotplugger *hp, hm_status *st, hm_error **err) {
+  return hp->ops.describe ? hp->ops.describe(hp->impl, st, err) : 0;
+}

@@ -17,5 +17,6 @@ HM_PRIVATE int hm_fs_hotplugger_attach(hm_fs_hotplugger *hp, const hm_mount_spec
                                        hm_attachment *att, hm_error **err);
 HM_PRIVATE int hm_fs_hotplugger_detach(hm_fs_hotplugger *hp, hm_attachment *att, hm_error **err);
 HM_PRIVATE int hm_fs_hotplugger_free_slots(hm_fs_hotplugger *hp, int type, hm_error **err);
+HM_PRIVATE int hm_fs_hotplugger_describe(hm_fs_hotplugger *hp, hm_status *st, hm_error **err);
 
 #endif

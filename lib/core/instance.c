@@ -15,11 +15,13 @@
 #include "guest_path.h"
 #include "mount_internal.h"
 #include "state.h"
+#include "status_internal.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define AGENT_CONNECT_TIMEOUT_MS 5000
 #define AGENT_UMOUNT_TIMEOUT_MS 15000
@@ -428,5 +430,81 @@ int hm_instance_list(hm_instance *inst, hm_mount_list **out, hm_error **err) {
   }
   pthread_mutex_unlock(&inst->lock);
   *out = l;
+  return 0;
+}
+
+/* Where a helper program is, or "" (for status: which transports this host
+ * can serve). */
+static const char *find_program(const char *const *candidates, char *buf, size_t len) {
+  for (const char *const *c = candidates; *c; c++) {
+    if (strchr(*c, '/')) {
+      if (access(*c, X_OK) == 0)
+        return *c;
+      continue;
+    }
+    const char *path = getenv("PATH");
+    if (!path)
+      path = "/usr/local/bin:/usr/bin:/bin";
+    for (const char *p = path; *p;) {
+      const char *colon = strchr(p, ':');
+      size_t n = colon ? (size_t)(colon - p) : strlen(p);
+      if ((size_t)snprintf(buf, len, "%.*s/%s", (int)n, p, *c) < len && access(buf, X_OK) == 0)
+        return buf;
+      p += n + (colon != NULL);
+    }
+  }
+  return "";
+}
+
+int hm_instance_status(hm_instance *inst, hm_status **out, hm_error **err) {
+  hm_status *st = NULL;
+  if (!inst || !out)
+    return HM_ERR(err, HM_E_INVALID, "inst and out must not be NULL");
+  if (hm_status_new(&st) < 0)
+    return HM_ERR_NOMEM(err);
+  size_t broken = 0, n;
+  pthread_mutex_lock(&inst->lock);
+  n = inst->n_entries;
+  for (size_t i = 0; i < n; i++)
+    broken += inst->entries[i]->state == HM_STATE_BROKEN;
+  pthread_mutex_unlock(&inst->lock);
+  int agent_up = 0;
+  char agent_version[128] = "";
+  if (pthread_rwlock_tryrdlock(&inst->agent_lock) == 0) {
+    agent_up = inst->agent && hm_agent_is_connected(inst->agent);
+    if (agent_up && hm_agent_get_version(inst->agent))
+      snprintf(agent_version, sizeof(agent_version), "%s", hm_agent_get_version(inst->agent));
+    pthread_rwlock_unlock(&inst->agent_lock);
+  }
+  static const char *const diod[] = {"diod", "/usr/sbin/diod", NULL};
+  static const char *const sftp[] = {"/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server",
+                                     "/usr/lib/ssh/sftp-server", "sftp-server", NULL};
+  char b1[4096], b2[4096];
+  int r = 0;
+  r = r ?: hm_status_setf(st, "version", "%s", hm_version());
+  r = r ?: hm_status_setf(st, "instance", "%s", inst->dir);
+  r = r ?: hm_status_setf(st, "backend", "%s", hm_fs_hotplugger_get_name(inst->hp));
+  r = r ?: hm_status_setf(st, "mounts", "%zu", n);
+  r = r ?: hm_status_setf(st, "mountsBroken", "%zu", broken);
+  /* A never-connected agent is "unknown", not "disconnected": connections
+   * are made on demand. */
+  r = r
+          ?: hm_status_setf(st, "agent", "%s",
+                            agent_up      ? "connected"
+                            : inst->agent ? "disconnected"
+                                          : "unknown");
+  if (agent_version[0])
+    r = r ?: hm_status_setf(st, "agentVersion", "%s", agent_version);
+  r = r ?: hm_status_setf(st, "diod", "%s", find_program(diod, b1, sizeof(b1)));
+  r = r ?: hm_status_setf(st, "sftpServer", "%s", find_program(sftp, b2, sizeof(b2)));
+  if (r < 0) {
+    hm_status_free(st);
+    return HM_ERR_NOMEM(err);
+  }
+  hm_error *derr = NULL;
+  if (hm_fs_hotplugger_describe(inst->hp, st, &derr) < 0)
+    hm_status_setf(st, "backendError", "%s", hm_error_message(derr));
+  hm_error_free(derr);
+  *out = st;
   return 0;
 }

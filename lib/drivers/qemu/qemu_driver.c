@@ -430,6 +430,74 @@ static int qemu_free_slots(void *impl, int type, hm_error **err) {
   return r;
 }
 
+/* True when any object in QEMU's reply array has member key == value. */
+static int reply_has(json_object *arr, const char *key, const char *value) {
+  size_t n = json_object_is_type(arr, json_type_array) ? json_object_array_length(arr) : 0;
+  for (size_t i = 0; i < n; i++) {
+    json_object *v;
+    if (json_object_object_get_ex(json_object_array_get_idx(arr, i), key, &v) &&
+        strcmp(json_object_get_string(v), value) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+/* Facts for `hotmount status` and readiness checks for `hotmount doctor`:
+ * each is what `hotmount qemu-args` would have set up. */
+static int qemu_describe(void *impl, hm_status *st, hm_error **err) {
+  qemu_impl *q = impl;
+  slot_map map;
+  json_object *ret = NULL;
+  char buf[32];
+  int total = 0, used = 0;
+  if (query_slots(q, &map, NULL) < 0) {
+    hm_status_set(st, "qmp", "disconnected", NULL);
+    return 0;
+  }
+  hm_status_set(st, "qmp", "connected", NULL);
+  for (int i = 0; i < HM_QEMU_MAX_SLOTS; i++) {
+    total += map.exists[i];
+    used += map.exists[i] && map.used[i];
+  }
+  snprintf(buf, sizeof(buf), "%d", total);
+  hm_status_set(st, "slotsTotal", buf, NULL);
+  pthread_mutex_lock(&q->slot_lock);
+  snprintf(buf, sizeof(buf), "%d", count_free(&map, q->reserved));
+  pthread_mutex_unlock(&q->slot_lock);
+  hm_status_set(st, "slotsFree", buf, NULL);
+  if (qmp_exec(q, "query-memdev", NULL, &ret, NULL) == 0) {
+    int shared = 0;
+    size_t n = json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
+    for (size_t i = 0; i < n; i++) {
+      json_object *v;
+      if (json_object_object_get_ex(json_object_array_get_idx(ret, i), "share", &v))
+        shared |= json_object_get_boolean(v);
+    }
+    hm_status_set(st, "memoryShared", shared ? "true" : "false", NULL);
+    json_object_put(ret);
+    ret = NULL;
+  }
+  if (qmp_exec(q, "query-chardev", NULL, &ret, NULL) == 0) {
+    hm_status_set(st, "agentChannel", reply_has(ret, "label", "hm-agent") ? "true" : "false", NULL);
+    json_object_put(ret);
+  }
+  hm_virtiofsd_info vfs = {0};
+  if (get_vfs(q, &vfs, NULL) == 0) {
+    hm_status_set(st, "virtiofsd", vfs.path, NULL);
+    hm_status_set(st, "virtiofsdFlavor", vfs.flavor == HM_VIRTIOFSD_RUST ? "rust" : "c", NULL);
+    hm_status_set(st, "virtiofsdReadonly",
+                  vfs.has_readonly ? "option"
+                  : geteuid() == 0 ? "bind"
+                                   : "unavailable",
+                  NULL);
+    hm_virtiofsd_info_clear(&vfs);
+  } else {
+    hm_status_set(st, "virtiofsd", "", NULL);
+  }
+  (void)err;
+  return 0;
+}
+
 static void qemu_destroy(void *impl) {
   qemu_impl *q = impl;
   if (!q)
@@ -472,6 +540,7 @@ int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *cfg, hm
       .detach = qemu_detach,
       .free_slots = qemu_free_slots,
       .destroy = qemu_destroy,
+      .describe = qemu_describe,
   };
   return hm_fs_hotplugger_new(out, &ops, q, err);
 }
