@@ -34,6 +34,8 @@ static void usage(FILE *f) {
              "  --log-level LEVEL  error, warning, info (default) or debug\n"
              "  --retry-interval MS  wait for devices by retrying every MS instead of on\n"
              "                     uevents (for comparison benchmarks only)\n"
+             "  --delay-mount MS   wait MS before carrying out each valid mount request\n"
+             "                     (for tests only: plays a slow guest)\n"
              "  --version          print the version and exit\n"
              "  --help             print this help and exit\n");
 }
@@ -51,12 +53,21 @@ static int parse_level(const char *s) {
 }
 
 int main(int argc, char **argv) {
-  enum { OPT_PORT = 1, OPT_SOCKET, OPT_LOG_LEVEL, OPT_RETRY, OPT_VERSION, OPT_HELP };
+  enum {
+    OPT_PORT = 1,
+    OPT_SOCKET,
+    OPT_LOG_LEVEL,
+    OPT_RETRY,
+    OPT_DELAY_MOUNT,
+    OPT_VERSION,
+    OPT_HELP
+  };
   static const struct option opts[] = {
       {"port", required_argument, NULL, OPT_PORT},
       {"socket", required_argument, NULL, OPT_SOCKET},
       {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
       {"retry-interval", required_argument, NULL, OPT_RETRY},
+      {"delay-mount", required_argument, NULL, OPT_DELAY_MOUNT},
       {"version", no_argument, NULL, OPT_VERSION},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
@@ -81,6 +92,16 @@ int main(int argc, char **argv) {
         return 2;
       }
       agent_retry_interval_ms = (int)ms;
+      break;
+    }
+    case OPT_DELAY_MOUNT: {
+      char *end;
+      long ms = strtol(optarg, &end, 10);
+      if (*end || end == optarg || ms < 0 || ms > 600000) {
+        fprintf(stderr, "hotmount-agent: --delay-mount takes 0..600000 ms, not '%s'\n", optarg);
+        return 2;
+      }
+      agent_delay_mount_ms = (int)ms;
       break;
     }
     case OPT_VERSION:

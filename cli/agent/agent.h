@@ -14,6 +14,7 @@
 /* ---- serve.c: one peer connection (a virtio port, or a test socket) ---- */
 
 extern int agent_retry_interval_ms;
+extern int agent_delay_mount_ms;
 
 typedef struct agent_conn agent_conn;
 

@@ -19,6 +19,8 @@
 
 /* 0: wait for devices on uevents (the default). See --retry-interval. */
 int agent_retry_interval_ms;
+/* 0: answer mounts as fast as they happen. See --delay-mount (tests only). */
+int agent_delay_mount_ms;
 
 /*
  * Directories this agent created for a mount point, so that umount removes
@@ -365,6 +367,15 @@ int agent_op_mount(const hm_agent_request *req, int *eno, char **msg) {
          c == -EBUSY ? "another request is working on this target" : "out of memory");
     free(norm);
     return -1;
+  }
+  if (agent_delay_mount_ms > 0) {
+    /* Plays a slow guest so tests can see what the host does meanwhile; after
+     * validation and the claim, so bad requests still fail at once and a
+     * second request on this target is refused as busy, as in real life. */
+    hm_info("delaying mount of %s by %d ms (--delay-mount)", norm, agent_delay_mount_ms);
+    struct timespec ts = {agent_delay_mount_ms / 1000, (agent_delay_mount_ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+      ;
   }
   int r = do_mount(req, norm, eno, msg);
   release(norm);
