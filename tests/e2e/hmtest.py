@@ -1,0 +1,217 @@
+"""Shared helpers for the e2e tests that drive the product (hotmount,
+hotmountd, hotmount-agent) in one real guest: TAP output, the CLI, the HTTP
+API over the daemon's unix socket, the daemon's life cycle, the guest agent's
+options, and the leak check used after every remove.
+
+What the guest sees is read through the test channel (vm.sh), never through
+our own agent; what QEMU holds is read through the test's own QMP monitor.
+
+Environment: HOTMOUNT_BIN (the CLI; hotmountd is next to it), HM_AGENT_BIN,
+HM_E2E_IMAGE_DIR (see vm.py), HM_E2E_KEEP=1 keeps the work dir.
+"""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import time
+
+HOTMOUNT = os.environ.get("HOTMOUNT_BIN", "")
+HOTMOUNTD = os.path.join(os.path.dirname(HOTMOUNT), "hotmountd")
+AGENT = os.environ.get("HM_AGENT_BIN", "")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class TAP:
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+
+    def ok(self, cond, desc, diag=None):
+        self.n += 1
+        print("%s %d - %s" % ("ok" if cond else "not ok", self.n, desc), flush=True)
+        if not cond:
+            self.failed += 1
+            for line in str(diag or "").splitlines()[-30:]:
+                print("#   " + line, flush=True)
+        return cond
+
+    def note(self, text):
+        print("# " + text, flush=True)
+
+    def done(self):
+        print("1..%d" % self.n, flush=True)
+
+
+def skip_reason():
+    """Why this machine cannot run the product tests, or None."""
+    if not (HOTMOUNT and os.access(HOTMOUNT, os.X_OK) and os.access(HOTMOUNTD, os.X_OK)):
+        return "hotmount/hotmountd not built"
+    if not (AGENT and os.access(AGENT, os.X_OK)):
+        return "hotmount-agent not built"
+    if os.geteuid() != 0:
+        return "needs root (QEMU's C virtiofsd)"
+    return None
+
+
+def image_dir():
+    return os.environ.get("HM_E2E_IMAGE_DIR") or os.path.join(HERE, "image-cache")
+
+
+def hm(*args, timeout=120):
+    """Runs the CLI; returns (exit code, stdout + stderr)."""
+    p = subprocess.run([HOTMOUNT] + list(args), capture_output=True, text=True,
+                       timeout=timeout)
+    return p.returncode, p.stdout + p.stderr
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+def api(inst, method, path, body=None, timeout=120):
+    """One request to hotmountd's HTTP API on a fresh connection (as curl
+    --unix-socket would do); returns (status, parsed JSON body or text)."""
+    conn = _UnixHTTPConnection(os.path.join(inst, "hotmountd.sock"), timeout)
+    try:
+        data = json.dumps(body) if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read().decode("utf-8", "replace")
+        try:
+            return resp.status, json.loads(raw)
+        except ValueError:
+            return resp.status, raw
+    finally:
+        conn.close()
+
+
+def start_daemon(inst):
+    """Starts hotmountd for inst; it daemonizes, so this returns when it is
+    serving (or failed)."""
+    return subprocess.run([HOTMOUNTD, inst, "--debug"], capture_output=True, text=True,
+                          timeout=60)
+
+
+def stop_daemon(inst):
+    pidfile = os.path.join(inst, "hotmountd.pid")
+    if os.path.exists(pidfile):
+        try:
+            os.kill(int(open(pidfile).read().strip()), 15)
+        except (ValueError, ProcessLookupError):
+            pass
+
+
+def kill_virtiofsd(work):
+    """Only the helpers serving directories of this test's work dir: other
+    tests may be running their own on this host."""
+    subprocess.run(["pkill", "-f", "virtiofsd.*" + work], capture_output=True)
+
+
+class Ctx:
+    def __init__(self, t, vm, inst, work):
+        self.t, self.vm, self.inst, self.work = t, vm, inst, work
+
+    def guest(self, cmd, timeout=60):
+        return self.vm.sh(cmd, timeout=timeout)
+
+    def guest_mounts(self):
+        rc, out = self.guest("cat /proc/mounts")
+        return [l.split()[1] for l in out.splitlines() if len(l.split()) > 2]
+
+    def list_json(self):
+        rc, out = hm("list", self.inst, "--json")
+        if rc != 0:
+            raise RuntimeError("hotmount list failed: " + out)
+        return json.loads(out)
+
+    def virtiofsd_procs(self):
+        """virtiofsd processes serving a directory of this test's work dir
+        (the shared directory is on their command line)."""
+        pg = subprocess.run(["pgrep", "-a", "virtiofsd"], capture_output=True, text=True)
+        # zombies hold nothing; this machine's pid 1 reaps orphans lazily
+        return [l for l in pg.stdout.splitlines()
+                if "--help" not in l and "<defunct>" not in l and self.work in l]
+
+    def leftovers(self):
+        """Everything an add could leave behind, read from the host and QEMU."""
+        left = []
+        procs = self.virtiofsd_procs()
+        if procs:
+            left.append("virtiofsd: %s" % procs)
+        peri = self.vm.qmp("qom-list", {"path": "/machine/peripheral"})
+        devs = [p["name"] for p in peri if p["name"].startswith("hm-")
+                and not p["name"].startswith("hm-rp-") and p["name"] != "hm-serial"]
+        if devs:
+            left.append("devices: %s" % devs)
+        chr_ = [c["label"] for c in self.vm.qmp("query-chardev")
+                if c["label"].startswith("hm-") and c["label"] not in
+                ("hm-agent", "hm-qmp") and not c["label"].startswith("hm-test-")]
+        if chr_:
+            left.append("chardevs: %s" % chr_)
+        socks = [f for f in os.listdir(self.inst) if f.endswith("-vfs.sock")]
+        if socks:
+            left.append("sockets: %s" % socks)
+        reg = self.list_json()
+        if reg:
+            left.append("registry: %s" % reg)
+        return left
+
+    def pci_devices_behind_ports(self):
+        """Devices the guest's PCI tree shows behind our root ports."""
+        n = 0
+        for bus in self.vm.qmp("query-pci"):
+            for d in bus["devices"]:
+                if d.get("qdev_id", "").startswith("hm-rp-"):
+                    n += len(d.get("pci_bridge", {}).get("devices", []))
+        return n
+
+    def agent(self):
+        """(pid, arguments after argv[0]) of the running guest agent, or None."""
+        rc, out = self.guest("p=$(pidof hotmount-agent) && echo $p && "
+                             "tr '\\0' ' ' < /proc/$p/cmdline")
+        lines = out.splitlines()
+        if rc != 0 or len(lines) < 2 or not lines[0].strip().isdigit():
+            return None
+        return int(lines[0]), lines[1].split()[1:]
+
+    def restart_agent(self, args="", timeout=15):
+        """Restarts the guest agent with extra options (the image's runner reads
+        /etc/hm-agent-args at each start) and waits until a new one runs; the
+        daemon reconnects on its next request. Returns True when it runs with
+        exactly those options."""
+        old = self.agent()
+        if args:
+            self.vm.check("echo '%s' > /etc/hm-agent-args" % args)
+        else:
+            self.vm.check("rm -f /etc/hm-agent-args")
+        self.vm.check("killall hotmount-agent; true")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.3)  # the guest's respawn loop waits 1 s
+            now = self.agent()
+            if now and (not old or now[0] != old[0]) and now[1] == args.split():
+                time.sleep(0.3)  # let it open its port before the first request
+                return True
+        return False
+
+    def dump_logs(self):
+        """Tails of the daemon log and the guest console, for a failed run."""
+        log = os.path.join(self.inst, "hotmountd.log")
+        if os.path.exists(log):
+            self.t.note("hotmountd.log tail:")
+            for line in open(log, errors="replace").read().splitlines()[-40:]:
+                self.t.note("  " + line)
+        self.t.note("guest console tail:")
+        for line in self.vm.serial_output().splitlines()[-30:]:
+            self.t.note("  " + line)
