@@ -78,7 +78,10 @@ int cmd_add(int argc, char **argv) {
     goto fail;
   if ((rc = cli_connect(&client, argv[optind])))
     goto out;
-  if (hm_client_add(client, &m, spec, &err) < 0)
+  cli_spinner *spin = cli_spinner_start("mounting %s at %s", host, argv[optind + 2]);
+  int r = hm_client_add(client, &m, spec, &err);
+  cli_spinner_stop(spin);
+  if (r < 0)
     goto fail;
   printf("%s mounted at %s (%s, %s, %s)\n", hm_mount_get_host_path(m), hm_mount_get_guest_path(m),
          hm_mount_get_id(m), hm_mount_type_name(hm_mount_get_type(m)),

@@ -28,7 +28,10 @@ int cmd_remove(int argc, char **argv) {
   hm_error *err = NULL;
   if ((rc = cli_connect(&client, argv[optind])))
     return rc;
-  if (hm_client_remove(client, argv[optind + 1], flags, &err) < 0)
+  cli_spinner *spin = cli_spinner_start("unmounting %s", argv[optind + 1]);
+  int r = hm_client_remove(client, argv[optind + 1], flags, &err);
+  cli_spinner_stop(spin);
+  if (r < 0)
     rc = cli_fail(err);
   else
     printf("removed %s\n", argv[optind + 1]);

@@ -1,13 +1,21 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "cli.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-int cli_fail(const hm_error *err) {
-  int code = hm_error_code(err);
-  fprintf(stderr, "hotmount: %s\n", hm_error_message(err));
+static const char *instance_name;
+static char *instance_dir;
+
+const char *cli_instance_name(void) {
+  return instance_name ? instance_name : "INSTANCE";
+}
+
+int cli_exit_code(int code) {
   switch (code) {
+  case 0: return EXIT_OK;
   case HM_E_INVALID:
   case HM_E_UNSUPPORTED: return EXIT_INVALID;
   case HM_E_NOT_FOUND: return EXIT_NOT_FOUND;
@@ -20,13 +28,83 @@ int cli_fail(const hm_error *err) {
   }
 }
 
+/* What to do next, for the errors a person can act on. The library's
+ * messages say what went wrong; these say which command helps. */
+static void hint(const hm_error *err) {
+  const char *msg = hm_error_message(err), *name = cli_instance_name();
+  switch (hm_error_code(err)) {
+  case HM_E_NOT_READY:
+    /* The client's own message already names the hotmountd command. */
+    if (strstr(msg, "hotmountd is not running"))
+      break;
+    fprintf(stderr,
+            "hint: the VM or its guest agent is not reachable; 'hotmount doctor %s' says what is "
+            "missing\n",
+            name);
+    break;
+  case HM_E_NO_SLOT:
+    fprintf(stderr,
+            "hint: every reserved hot-plug slot is in use; remove a mount ('hotmount list %s'), "
+            "or restart the VM with more slots: $(hotmount qemu-args %s --slots N)\n",
+            name, name);
+    break;
+  case HM_E_NOT_FOUND:
+    if (strstr(msg, "no such resource"))
+      break;
+    fprintf(stderr, "hint: 'hotmount list %s' shows what is mounted\n", name);
+    break;
+  case HM_E_EXISTS:
+  case HM_E_BUSY:
+    fprintf(stderr, "hint: 'hotmount list %s' shows what uses that mount point\n", name);
+    break;
+  case HM_E_TIMEOUT:
+    fprintf(stderr, "hint: the guest did not answer in time; 'hotmount doctor %s' checks it\n",
+            name);
+    break;
+  case HM_E_PERM:
+    fprintf(stderr, "hint: run hotmount as the user that runs hotmountd (or as root)\n");
+    break;
+  default: break;
+  }
+}
+
+int cli_fail(const hm_error *err) {
+  /* The most common mistake gets a short message with the exact command,
+   * spelt with the instance as the user typed it. */
+  if (hm_error_code(err) == HM_E_NOT_READY && instance_name && instance_dir &&
+      strstr(hm_error_message(err), "hotmountd is not running")) {
+    fprintf(stderr,
+            "hotmount: hotmountd is not running for %s (nothing answers on %s/hotmountd.sock)\n"
+            "hint: start it with: hotmountd %s\n",
+            instance_name, instance_dir, instance_name);
+    return EXIT_NOT_READY;
+  }
+  fprintf(stderr, "hotmount: %s\n", hm_error_message(err));
+  hint(err);
+  return cli_exit_code(hm_error_code(err));
+}
+
+int cli_usage_error(const char *verb, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("hotmount: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputs("\n", stderr);
+  va_end(ap);
+  cli_usage(verb, 0);
+  return EXIT_USAGE;
+}
+
 int cli_instance_dir(char **out, const char *instance) {
   hm_error *err = NULL;
+  instance_name = instance;
   if (hm_instance_dir_resolve(out, instance, &err) < 0) {
     int rc = cli_fail(err);
     hm_error_free(err);
-    return rc;
+    return rc == EXIT_INVALID ? EXIT_USAGE : rc;
   }
+  free(instance_dir);
+  instance_dir = strdup(*out);
   return 0;
 }
 
@@ -47,4 +125,30 @@ int cli_connect(hm_client **out, const char *instance) {
   free(dir);
   free(sock);
   return rc;
+}
+
+char *cli_json_string(const char *s) {
+  size_t n = 3;
+  for (const char *p = s; *p; p++)
+    n += 6;
+  char *out = malloc(n), *o = out;
+  if (!out)
+    return NULL;
+  *o++ = '"';
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\') {
+      *o++ = '\\';
+      *o++ = (char)*p;
+    } else if (*p == '\n') {
+      *o++ = '\\';
+      *o++ = 'n';
+    } else if (*p < 0x20) {
+      o += sprintf(o, "\\u%04x", *p);
+    } else {
+      *o++ = (char)*p;
+    }
+  }
+  *o++ = '"';
+  *o = '\0';
+  return out;
 }

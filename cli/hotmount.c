@@ -10,12 +10,18 @@ static const cli_command commands[] = {
     {"add",
      "add INSTANCE HOST_PATH GUEST_PATH [--type virtiofs|9p|reverse-sshfs] [--writable] "
      "[-o KEY=VALUE]...",
-     "hot-mount a host directory into the running VM", cmd_add},
+     "hot-mount a host directory into the running VM (read-only unless --writable)", cmd_add},
     {"remove", "remove INSTANCE GUEST_PATH [--lazy] [--force]",
      "unmount it in the guest and unplug it", cmd_remove},
     {"list", "list INSTANCE [--json]", "show the VM's hot-mounts", cmd_list},
+    {"status", "status INSTANCE [--json]",
+     "show the daemon, QEMU, agent, free slots and the transports this host can serve", cmd_status},
+    {"doctor", "doctor INSTANCE [--json]",
+     "check a running VM for hot-mount readiness and say what to add to its QEMU command line",
+     cmd_doctor},
     {"qemu-args", "qemu-args INSTANCE [--slots N] [--memory SIZE]",
      "print the QEMU arguments that make a VM hot-mount ready, one per line", cmd_qemu_args},
+    {"help", "help [COMMAND]", "show the commands, or one command's usage", cmd_help},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -24,14 +30,36 @@ static void usage(FILE *f) {
   for (size_t i = 0; i < N_COMMANDS; i++)
     fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
   fprintf(f, "\nINSTANCE is a name ($HOTMOUNT_HOME/NAME, default ~/.hotmount/NAME) or a "
-             "directory path.\nRun 'hotmount COMMAND --help' for a command's options.\n");
+             "directory path.\nRun 'hotmount help COMMAND' or 'hotmount COMMAND --help' for a "
+             "command's options;\nexit codes are listed in hotmount(1).\n");
 }
 
-void cli_usage(const char *verb, int to_stdout) {
+int cli_usage(const char *verb, int to_stdout) {
   FILE *f = to_stdout ? stdout : stderr;
   for (size_t i = 0; i < N_COMMANDS; i++)
-    if (strcmp(commands[i].name, verb) == 0)
-      fprintf(f, "Usage: hotmount %s\n%s.\n", commands[i].synopsis, commands[i].summary);
+    if (strcmp(commands[i].name, verb) == 0) {
+      fprintf(f, "Usage: hotmount %s\n%c%s.\n", commands[i].synopsis,
+              commands[i].summary[0] - 'a' + 'A', commands[i].summary + 1);
+      return 0;
+    }
+  return -1;
+}
+
+int cmd_help(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    if (argc > 2)
+      return cli_usage_error("help", "too many arguments");
+    usage(stdout);
+    return EXIT_OK;
+  }
+  if (argc > 2)
+    return cli_usage_error("help", "too many arguments");
+  if (cli_usage(argv[1], 1) < 0) {
+    fprintf(stderr, "hotmount: unknown command \"%s\"\n\n", argv[1]);
+    usage(stderr);
+    return EXIT_USAGE;
+  }
+  return EXIT_OK;
 }
 
 int main(int argc, char **argv) {
@@ -39,7 +67,7 @@ int main(int argc, char **argv) {
     usage(stderr);
     return EXIT_USAGE;
   }
-  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
     usage(stdout);
     return EXIT_OK;
   }

@@ -5,6 +5,7 @@
 #include <hotmount/common.h>
 #include <hotmount/driver.h>
 #include <hotmount/error.h>
+#include <hotmount/status.h>
 
 HM_BEGIN_DECLS
 
@@ -47,6 +48,28 @@ HM_API void hm_strv_free(char **strv);
  */
 HM_API int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *cfg,
                                   hm_error **err);
+
+/**
+ * hm_qemu_probe: checks a running VM for hot-mount readiness without a
+ * daemon, for `hotmount doctor`. Connects to cfg's INSTANCE/qmp.sock and asks
+ * QEMU what `hm_qemu_config_build_args` would have set up; then, if the
+ * guest has the agent port open, tries the agent handshake on
+ * INSTANCE/agent.sock (for up to 2 s); then looks for virtiofsd on this host
+ * (cfg's virtiofsd path if set). *out gets ordered key/value facts (free with
+ * hm_status_free); keys: qmp ("connected" or "unreachable", then qmpError),
+ * qemuVersion, machineType, memoryBackend, memoryShared, memorySize (bytes),
+ * slotsTotal, virtioSerial, agentChannel, agentPortOpen, agent ("connected",
+ * "unreachable" or "not running"), agentVersion or agentError, virtiofsd,
+ * virtiofsdFlavor, virtiofsdReadonly ("option", "bind" or "unavailable") or
+ * virtiofsdError; see docs/api.md for their meaning.
+ *
+ * QMP and the agent socket serve one client at a time: while hotmountd runs
+ * for this instance, this call would wait on QEMU until its QMP timeout (ask
+ * the daemon instead: hm_client_status). Returns 0 even when QEMU cannot be
+ * reached (the facts say so); HM_E_INVALID for bad arguments, HM_E_NOMEM.
+ * Blocks for up to a few seconds; any thread. Since 0.1.
+ */
+HM_API int hm_qemu_probe(hm_status **out, const hm_qemu_config *cfg, hm_error **err);
 
 HM_END_DECLS
 

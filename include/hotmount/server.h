@@ -10,7 +10,8 @@ HM_BEGIN_DECLS
 
 /*
  * hm_server: the HTTP API (docs/api.md) on a unix socket, served from the
- * library's own threads. GET/POST/DELETE /v1/mounts, GET /v1/status.
+ * library's own threads. GET/POST/DELETE /v1/mounts, GET /v1/status,
+ * POST /v1/agent/connect.
  */
 typedef struct hm_server hm_server;
 

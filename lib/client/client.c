@@ -4,9 +4,11 @@
  * One easy handle per client, so consecutive calls reuse the connection.
  */
 #include "mount_internal.h"
+#include "status_internal.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
@@ -310,6 +312,55 @@ int hm_client_list(hm_client *c, hm_mount_list **out, hm_error **err) {
     if (r < 0 && r != HM_E_NOMEM)
       r = hm_error_prefix(err, HM_E_PROTOCOL, __func__, "bad mount list in the daemon's answer");
   }
+  free(resp.data);
+  return r;
+}
+
+int hm_client_status(hm_client *c, hm_status **out, hm_error **err) {
+  if (!c || !out)
+    return HM_ERR(err, HM_E_INVALID, "c and out must not be NULL");
+  long status = 0;
+  buffer resp;
+  int r = request(c, __func__, "GET", "/v1/status", NULL, &status, &resp, err);
+  if (r < 0)
+    return r;
+  if (status != 200) {
+    r = daemon_error(__func__, status, &resp, err);
+  } else {
+    r = hm_status_from_json(out, resp.data ? resp.data : "", resp.len, err);
+    if (r < 0 && r != HM_E_NOMEM)
+      r = hm_error_prefix(err, HM_E_PROTOCOL, __func__, "bad status in the daemon's answer");
+  }
+  free(resp.data);
+  return r;
+}
+
+/* The daemon's own limit (lib/server/server.c) is the same. */
+#define MAX_AGENT_WAIT_MS 60000
+/* Time for the answer to travel back once the daemon gave up waiting. */
+#define AGENT_WAIT_GRACE_MS 5000
+
+int hm_client_connect_agent(hm_client *c, int timeout_ms, hm_error **err) {
+  if (!c)
+    return HM_ERR(err, HM_E_INVALID, "c must not be NULL");
+  if (timeout_ms < 1 || timeout_ms > MAX_AGENT_WAIT_MS)
+    return HM_ERR(err, HM_E_INVALID, "timeout_ms must be from 1 to %d, not %d", MAX_AGENT_WAIT_MS,
+                  timeout_ms);
+  char body[64];
+  snprintf(body, sizeof(body), "{\"timeoutMs\":%d}", timeout_ms);
+  /* The daemon waits timeout_ms for the guest: our own deadline must not cut
+   * that short and turn a clear "agent did not answer" into a vague one. */
+  long saved = c->timeout_ms;
+  if (c->timeout_ms < (long)timeout_ms + AGENT_WAIT_GRACE_MS)
+    c->timeout_ms = (long)timeout_ms + AGENT_WAIT_GRACE_MS;
+  long status = 0;
+  buffer resp;
+  int r = request(c, __func__, "POST", "/v1/agent/connect", body, &status, &resp, err);
+  c->timeout_ms = saved;
+  if (r < 0)
+    return r;
+  if (status != 200)
+    r = daemon_error(__func__, status, &resp, err);
   free(resp.data);
   return r;
 }

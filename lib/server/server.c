@@ -293,22 +293,60 @@ static enum MHD_Result delete_mounts(hm_server *srv, struct MHD_Connection *conn
 static enum MHD_Result get_status(hm_server *srv, struct MHD_Connection *conn, request *rq,
                                   const char *method, const char *url) {
   hm_error *err = NULL;
-  hm_mount_list *l = NULL;
-  int r = hm_instance_list(srv->inst, &l, &err);
+  hm_status *st = NULL;
+  char *json = NULL;
+  int r = hm_instance_status(srv->inst, &st, &err);
+  if (r == 0)
+    r = hm_status_to_json(&json, st, &err);
+  hm_status_free(st);
   if (r < 0)
     return reply_hm_error(conn, rq, method, url, r, err);
-  json_object *o = json_object_new_object();
-  char *body = NULL;
-  if (o) {
-    json_object_object_add(o, "version", json_object_new_string(hm_version()));
-    json_object_object_add(o, "mounts", json_object_new_int64((int64_t)hm_mount_list_count(l)));
-    const char *s =
-        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    body = s ? strdup(s) : NULL;
-    json_object_put(o);
+  return reply(conn, rq, method, url, 200, json, NULL);
+}
+
+/* Bounds how long one request may hold a connection thread. */
+#define MAX_AGENT_WAIT_MS 60000
+#define DEFAULT_AGENT_WAIT_MS 5000
+
+/* The optional body {timeoutMs}, strict like the others. */
+static int agent_wait_from_body(int *timeout_ms, const char *text, size_t len, hm_error **err) {
+  json_object *o = NULL, *v = NULL;
+  int r = hm_json_parse(&o, text, len, err);
+  if (r < 0)
+    return r;
+  if (!json_object_is_type(o, json_type_object))
+    r = hm_error_set(err, HM_E_INVALID, "hm_server", "request body must be a JSON object");
+  json_object_object_foreach(o, key, val) {
+    if (r < 0)
+      break;
+    if (strcmp(key, "timeoutMs") != 0)
+      r = hm_error_set(err, HM_E_INVALID, "hm_server", "unknown member \"%s\"", key);
+    else
+      v = val;
   }
-  hm_mount_list_free(l);
-  return reply(conn, rq, method, url, 200, body, NULL);
+  if (r == 0 && v) {
+    int64_t t = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
+    if (t < 1 || t > MAX_AGENT_WAIT_MS)
+      r = hm_error_set(err, HM_E_INVALID, "hm_server",
+                       "member \"timeoutMs\" must be an integer from 1 to %d", MAX_AGENT_WAIT_MS);
+    else
+      *timeout_ms = (int)t;
+  }
+  json_object_put(o);
+  return r;
+}
+
+static enum MHD_Result post_agent_connect(hm_server *srv, struct MHD_Connection *conn, request *rq,
+                                          const char *method, const char *url) {
+  hm_error *err = NULL;
+  int timeout_ms = DEFAULT_AGENT_WAIT_MS, r = 0;
+  if (rq->len)
+    r = agent_wait_from_body(&timeout_ms, rq->body, rq->len, &err);
+  if (r == 0)
+    r = hm_instance_connect_agent(srv->inst, timeout_ms, &err);
+  if (r < 0)
+    return reply_hm_error(conn, rq, method, url, r, err);
+  return reply(conn, rq, method, url, 200, strdup("{}"), NULL);
 }
 
 typedef enum MHD_Result (*route_fn)(hm_server *, struct MHD_Connection *, request *, const char *,
@@ -324,6 +362,7 @@ static const struct route {
     {"/v1/mounts", MHD_HTTP_METHOD_POST, post_mounts, "GET, POST, DELETE"},
     {"/v1/mounts", MHD_HTTP_METHOD_DELETE, delete_mounts, "GET, POST, DELETE"},
     {"/v1/status", MHD_HTTP_METHOD_GET, get_status, "GET"},
+    {"/v1/agent/connect", MHD_HTTP_METHOD_POST, post_agent_connect, "POST"},
 };
 
 /* The route for url and method; *allow is set when only the method is wrong. */
