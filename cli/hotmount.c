@@ -46,10 +46,12 @@ int cli_usage(const char *verb, int to_stdout) {
 }
 
 int cmd_help(int argc, char **argv) {
-  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-    if (argc > 2)
-      return cli_usage_error("help", "too many arguments");
+  if (argc < 2) {
     usage(stdout);
+    return EXIT_OK;
+  }
+  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    cli_usage("help", 1);
     return EXIT_OK;
   }
   if (argc > 2)
