@@ -3,7 +3,7 @@
 """The hotmount CLI as a user runs it: the real binaries, a real hotmountd and
 a real QEMU (paused, no guest: -S) as the VM. TAP on stdout.
 
-Usage: test_cli.py HOTMOUNT HOTMOUNTD
+Usage: test_cli.py HOTMOUNT HOTMOUNTD BASH_COMPLETION
 Without qemu-system-x86_64 the QEMU-backed cases are skipped, not passed.
 """
 import json
@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-HOTMOUNT, HOTMOUNTD = sys.argv[1], sys.argv[2]
+HOTMOUNT, HOTMOUNTD, COMPLETION = sys.argv[1], sys.argv[2], sys.argv[3]
 VERBS = ["add", "remove", "list", "status", "doctor", "qemu-args", "help"]
 STATUS_KEYS = ["version", "instance", "backend", "mounts", "mountsBroken", "agent", "diod",
                "sftpServer", "qmp", "slotsTotal", "slotsFree", "memoryShared", "agentChannel",
@@ -126,7 +126,41 @@ def spinner_run(*args):
     return p.wait(timeout=30), out
 
 
+def complete(*words, path=None):
+    """What the bash completion offers for the command line words (last = current)."""
+    script = ('source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _hotmount; '
+              'printf "%s\\n" "${COMPREPLY[@]}"')
+    e = dict(env, PATH=path + ":" + env["PATH"]) if path else env
+    p = subprocess.run(["bash", "-c", script, "bash", COMPLETION, "hotmount", *words], env=e,
+                       capture_output=True, text=True, timeout=30)
+    return sorted(x for x in p.stdout.split("\n") if x), p.stderr
+
+
 try:
+    # --- bash completion --------------------------------------------------------
+    os.makedirs(os.path.join(home, "vm-one"))
+    os.makedirs(os.path.join(home, "vm-two"))
+    got, err = complete("")
+    ok(got == sorted(VERBS + ["--help", "--version"]), "completion: the verbs", (got, err))
+    got, err = complete("remove", "vm-")
+    ok(got == ["vm-one", "vm-two"], "completion: instance names from $HOTMOUNT_HOME", (got, err))
+    got, err = complete("add", "vm-one", "/tmp", "/mnt/x", "--type", "")
+    ok(got == ["9p", "reverse-sshfs", "virtiofs"], "completion: --type values", (got, err))
+    got, err = complete("doctor", "--")
+    ok(got == ["--help", "--json"], "completion: doctor's options", (got, err))
+    shim = os.path.join(home, "shim")
+    os.makedirs(shim)
+    with open(os.path.join(shim, "hotmount"), "w") as f:
+        f.write('#!/bin/sh\n[ "$1 $2 $3" = "list vm-one --json" ] || exit 6\n'
+                'echo \'[{"id":"hm-1","mountPoint":"/mnt/src","state":"mounted"},'
+                '{"id":"hm-2","mountPoint":"/mnt/other dir","state":"broken"}]\'\n')
+    os.chmod(os.path.join(shim, "hotmount"), 0o755)
+    got, err = complete("remove", "vm-one", "/mnt/", path=shim)
+    ok(got == ["/mnt/other dir", "/mnt/src"], "completion: remove offers the listed mount points",
+       (got, err))
+    got, err = complete("remove", "vm-two", "/mnt/", path=shim)
+    ok(got == [], "completion: nothing when the daemon does not answer", (got, err))
+
     # --- no VM, no daemon needed --------------------------------------------
     for verb in VERBS:
         r = hm(verb, "--help")
