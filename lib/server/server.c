@@ -267,16 +267,17 @@ static enum MHD_Result delete_mounts(hm_server *srv, struct MHD_Connection *conn
   int r;
   MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, delete_query_arg, &a);
   if (a.bad) {
-    r = HM_ERR(&err, HM_E_INVALID, "%s", a.bad);
+    r = hm_error_set(&err, HM_E_INVALID, "hm_server", "%s", a.bad);
   } else if (rq->len) {
     if (a.mount_point) {
-      r = HM_ERR(&err, HM_E_INVALID, "give the mount point in the body or the query, not both");
+      r = hm_error_set(&err, HM_E_INVALID, "hm_server",
+                       "give the mount point in the body or the query, not both");
     } else {
       r = delete_from_body(&a, rq->body, rq->len, &err);
     }
   } else if (!a.mount_point) {
-    r = HM_ERR(&err, HM_E_INVALID,
-               "missing mount point (body {\"mountPoint\": ...} or query ?mountPoint=...)");
+    r = hm_error_set(&err, HM_E_INVALID, "hm_server",
+                     "missing mount point (body {\"mountPoint\": ...} or query ?mountPoint=...)");
   } else {
     r = 0;
   }
