@@ -56,6 +56,19 @@ static void report(int fd, const char *msg) {
   close(fd);
 }
 
+/* The error, and for QEMU not answering (the usual first-run mistake) what
+ * helps; NULL when there is nothing to add. */
+static char *failure_message(const hm_error *err, const char *instance) {
+  char *msg = NULL;
+  if (hm_error_code(err) != HM_E_NOT_READY ||
+      asprintf(&msg,
+               "%s\nhint: start the VM with $(hotmount qemu-args %s --memory SIZE) appended; "
+               "'hotmount doctor %s' checks a running one",
+               hm_error_message(err), instance, instance) < 0)
+    return NULL;
+  return msg;
+}
+
 int main(int argc, char **argv) {
   static const struct option opts[] = {
       {"foreground", no_argument, NULL, 'f'}, {"virtiofsd", required_argument, NULL, 'v'},
@@ -153,6 +166,7 @@ int main(int argc, char **argv) {
   hm_fs_hotplugger *hp = NULL;
   hm_instance *inst = NULL;
   hm_server *srv = NULL;
+  char *fail_msg = NULL;
   int rc = 1;
   if (hm_qemu_config_new(&cfg, dir, &err) < 0 ||
       (virtiofsd && hm_qemu_config_set_virtiofsd(cfg, virtiofsd, &err) < 0))
@@ -188,8 +202,10 @@ int main(int argc, char **argv) {
   rc = 0;
   goto out;
 fail:
-  fprintf(log_file, "hotmountd: %s\n", hm_error_message(err));
-  report(ready_fd, hm_error_message(err));
+  fail_msg = failure_message(err, argv[optind]);
+  fprintf(log_file, "hotmountd: %s\n", fail_msg ? fail_msg : hm_error_message(err));
+  report(ready_fd, fail_msg ? fail_msg : hm_error_message(err));
+  free(fail_msg);
 out:
   /* Mounts outlive the daemon: the next one picks them up from state.json. */
   hm_server_free(srv);
