@@ -184,6 +184,9 @@ int main(int argc, char **argv) {
   if (hm_instance_new(&inst, dir, hp, &err) < 0)
     goto fail;
   hp = NULL;
+  /* Settle what an earlier daemon left behind before taking requests. */
+  if (hm_instance_reconcile(inst, &err) < 0)
+    goto fail;
   if (hm_server_new(&srv, inst, sock, &err) < 0)
     goto fail;
   {

@@ -31,6 +31,13 @@ HM_BEGIN_DECLS
  */
 typedef struct hm_attachment hm_attachment;
 
+/**
+ * hm_attachment_new: a new, empty attachment for mount id (copied). The
+ * library makes them for attach; backends make them in scan. Since 0.1.
+ */
+HM_API int hm_attachment_new(hm_attachment **out, const char *id, hm_error **err);
+/** Frees att; accepts NULL. Since 0.1. */
+HM_API void hm_attachment_free(hm_attachment *att);
 /** The mount's id ("hm-3"): unique within the instance; usable in device ids. */
 HM_API const char *hm_attachment_get_id(const hm_attachment *att);
 /** The tag the guest must mount (virtiofs tag, or 9p port name). Copied. */
@@ -82,6 +89,27 @@ typedef struct hm_fs_hotplugger_ops {
    * on the guest.
    */
   int (*describe)(void *impl, hm_status *st, hm_error **err);
+  /**
+   * Optional (since 0.1): is the attachment whole (every device, helper and
+   * connection it needs still there)? 1: yes; 0: no, with *reason set to a
+   * malloc'd sentence; negative: could not tell. Must not wait on the guest.
+   */
+  int (*check)(void *impl, hm_attachment *att, char **reason, hm_error **err);
+  /**
+   * Optional (since 0.1): a file descriptor that becomes readable when the
+   * attachment breaks (e.g. a pidfd of its helper process), or -1. The
+   * library polls it and closes it.
+   */
+  int (*watch_fd)(void *impl, hm_attachment *att);
+  /**
+   * Optional (since 0.1): every attachment this instance's backend finds in
+   * the VM and on the host, with as much data as it can recover (for
+   * reconciliation after a crash or a lost state file). *out is an array of
+   * n attachments, both owned by the caller (hm_attachment_free each, then
+   * free the array). Data keys "hostPath" and "writable" ("0"/"1") let the
+   * library adopt a mount it has no record of.
+   */
+  int (*scan)(void *impl, hm_attachment ***out, size_t *n, hm_error **err);
 } hm_fs_hotplugger_ops;
 
 /** Sets key to value (both copied) in a status being built. Since 0.1. */

@@ -37,6 +37,16 @@ HM_API int hm_instance_new(hm_instance **out, const char *dir, hm_fs_hotplugger 
 /** Frees the instance. Does not remove mounts (they outlive the process). */
 HM_API void hm_instance_free(hm_instance *inst);
 
+/**
+ * hm_instance_reconcile: settles the registry against what the backend (QEMU,
+ * helper processes) and the guest actually hold: adopts what is whole, rolls
+ * back what an interrupted add or remove left half done, cleans up leftovers
+ * the registry does not know, and marks the rest broken with the reason. Call
+ * it once after hm_instance_new, before serving requests (hotmountd does).
+ * Since 0.1.
+ */
+HM_API int hm_instance_reconcile(hm_instance *inst, hm_error **err);
+
 /** How long an add waits for the guest to see the device, in ms (default 20000). */
 HM_API int hm_instance_set_mount_timeout(hm_instance *inst, int timeout_ms, hm_error **err);
 

@@ -10,11 +10,13 @@ struct hm_fs_hotplugger {
   void *impl;
 };
 
-int hm_attachment_new(hm_attachment **out, const char *id) {
+int hm_attachment_new(hm_attachment **out, const char *id, hm_error **err) {
+  if (!out || !id || !*id)
+    return HM_ERR(err, HM_E_INVALID, "out and id must not be NULL or empty");
   hm_attachment *a = calloc(1, sizeof(*a));
   if (!a || !(a->id = strdup(id))) {
     free(a);
-    return HM_E_NOMEM;
+    return HM_ERR_NOMEM(err);
   }
   *out = a;
   return 0;
@@ -131,4 +133,22 @@ int hm_fs_hotplugger_free_slots(hm_fs_hotplugger *hp, int type, hm_error **err) 
 
 int hm_fs_hotplugger_describe(hm_fs_hotplugger *hp, hm_status *st, hm_error **err) {
   return hp->ops.describe ? hp->ops.describe(hp->impl, st, err) : 0;
+}
+
+int hm_fs_hotplugger_check(hm_fs_hotplugger *hp, hm_attachment *att, char **reason,
+                           hm_error **err) {
+  *reason = NULL;
+  return hp->ops.check ? hp->ops.check(hp->impl, att, reason, err) : 1;
+}
+
+int hm_fs_hotplugger_watch_fd(hm_fs_hotplugger *hp, hm_attachment *att) {
+  return hp->ops.watch_fd ? hp->ops.watch_fd(hp->impl, att) : -1;
+}
+
+int hm_fs_hotplugger_scan(hm_fs_hotplugger *hp, hm_attachment ***out, size_t *n, hm_error **err) {
+  *out = NULL;
+  *n = 0;
+  if (!hp->ops.scan)
+    return HM_ERR(err, HM_E_UNSUPPORTED, "backend %s cannot scan", hp->ops.name);
+  return hp->ops.scan(hp->impl, out, n, err);
 }

@@ -10,13 +10,17 @@ struct hm_attachment {
   hm_kv data;
 };
 
-HM_PRIVATE int hm_attachment_new(hm_attachment **out, const char *id);
-HM_PRIVATE void hm_attachment_free(hm_attachment *att);
-
 HM_PRIVATE int hm_fs_hotplugger_attach(hm_fs_hotplugger *hp, const hm_mount_spec *spec,
                                        hm_attachment *att, hm_error **err);
 HM_PRIVATE int hm_fs_hotplugger_detach(hm_fs_hotplugger *hp, hm_attachment *att, hm_error **err);
 HM_PRIVATE int hm_fs_hotplugger_free_slots(hm_fs_hotplugger *hp, int type, hm_error **err);
 HM_PRIVATE int hm_fs_hotplugger_describe(hm_fs_hotplugger *hp, hm_status *st, hm_error **err);
+/* 1 whole, 0 broken (*reason malloc'd), <0 unknown; 1 when the backend has no check. */
+HM_PRIVATE int hm_fs_hotplugger_check(hm_fs_hotplugger *hp, hm_attachment *att, char **reason,
+                                      hm_error **err);
+HM_PRIVATE int hm_fs_hotplugger_watch_fd(hm_fs_hotplugger *hp, hm_attachment *att);
+/* HM_E_UNSUPPORTED when the backend cannot scan. */
+HM_PRIVATE int hm_fs_hotplugger_scan(hm_fs_hotplugger *hp, hm_attachment ***out, size_t *n,
+                                     hm_error **err);
 
 #endif

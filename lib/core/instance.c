@@ -10,12 +10,12 @@
  * `agent_lock` (a rwlock) lets many operations use the agent connection while
  * a reconnect, which replaces it, waits for them.
  */
-#include "agent_client.h"
 #include "driver_internal.h"
 #include "guest_path.h"
 #include "mount_internal.h"
 #include "state.h"
 #include "status_internal.h"
+#include "instance_internal.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -23,26 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define AGENT_CONNECT_TIMEOUT_MS 5000
-#define AGENT_UMOUNT_TIMEOUT_MS 15000
-
-struct hm_instance {
-  char *dir;
-  char *agent_path;
-  char *state_path;
-  hm_fs_hotplugger *hp;
-  int mount_timeout_ms;
-
-  pthread_rwlock_t agent_lock;
-  hm_agent *agent;
-
-  pthread_mutex_t lock;
-  hm_entry **entries;
-  size_t n_entries;
-  unsigned next_id;
-};
-
-static void entry_free(hm_entry *e) {
+void hm_inst_entry_free(hm_entry *e) {
   if (!e)
     return;
   free(e->id);
@@ -52,9 +33,16 @@ static void entry_free(hm_entry *e) {
   free(e);
 }
 
-static hm_entry *find_entry(hm_instance *inst, const char *guest_path) {
+hm_entry *hm_inst_find_entry(hm_instance *inst, const char *guest_path) {
   for (size_t i = 0; i < inst->n_entries; i++)
     if (strcmp(inst->entries[i]->spec->guest_path, guest_path) == 0)
+      return inst->entries[i];
+  return NULL;
+}
+
+hm_entry *hm_inst_find_id(hm_instance *inst, const char *id) {
+  for (size_t i = 0; i < inst->n_entries; i++)
+    if (strcmp(inst->entries[i]->id, id) == 0)
       return inst->entries[i];
   return NULL;
 }
@@ -73,13 +61,13 @@ static hm_entry *find_overlap(hm_instance *inst, const char *p) {
   return NULL;
 }
 
-static void drop_entry(hm_instance *inst, hm_entry *e) {
+void hm_inst_drop_entry(hm_instance *inst, hm_entry *e) {
   for (size_t i = 0; i < inst->n_entries; i++) {
     if (inst->entries[i] == e) {
       memmove(&inst->entries[i], &inst->entries[i + 1],
               (inst->n_entries - i - 1) * sizeof(hm_entry *));
       inst->n_entries--;
-      entry_free(e);
+      hm_inst_entry_free(e);
       return;
     }
   }
@@ -87,19 +75,19 @@ static void drop_entry(hm_instance *inst, hm_entry *e) {
 
 /* Called with lock held. A failed save is logged, not fatal: the mount
  * itself is fine, and the next save retries. */
-static void save_locked(hm_instance *inst) {
+void hm_inst_save_locked(hm_instance *inst) {
   hm_error *err = NULL;
   if (hm_state_save(inst->state_path, inst->next_id, inst->entries, inst->n_entries, &err) < 0)
     hm_warn("%s", hm_error_message(err));
   hm_error_free(err);
 }
 
-static void set_state_locked(hm_instance *inst, hm_entry *e, int state, const char *reason) {
+void hm_inst_set_state_locked(hm_instance *inst, hm_entry *e, int state, const char *reason) {
   char *copy = reason ? strdup(reason) : NULL; /* reason may be e->reason */
   e->state = state;
   free(e->reason);
   e->reason = copy;
-  save_locked(inst);
+  hm_inst_save_locked(inst);
 }
 
 int hm_instance_new(hm_instance **out, const char *dir, hm_fs_hotplugger *hp, hm_error **err) {
@@ -117,6 +105,7 @@ int hm_instance_new(hm_instance **out, const char *dir, hm_fs_hotplugger *hp, hm
   hp = NULL;
   inst->mount_timeout_ms = 20000;
   inst->next_id = 1;
+  inst->wake_fd = -1;
   pthread_mutex_init(&inst->lock, NULL);
   pthread_rwlock_init(&inst->agent_lock, NULL);
   if (!(inst->dir = strdup(dir)) || asprintf(&inst->agent_path, "%s/agent.sock", dir) < 0 ||
@@ -127,16 +116,12 @@ int hm_instance_new(hm_instance **out, const char *dir, hm_fs_hotplugger *hp, hm
   r = hm_state_load(inst->state_path, &inst->next_id, &inst->entries, &inst->n_entries, err);
   if (r < 0)
     goto fail;
-  /* An operation that was cut short by a crash is not guessed at here: the
-   * entry is shown broken, and remove (whose steps are idempotent) cleans up. */
-  for (size_t i = 0; i < inst->n_entries; i++) {
-    hm_entry *e = inst->entries[i];
-    if (e->state == HM_STATE_ATTACHING || e->state == HM_STATE_DETACHING) {
-      e->state = HM_STATE_BROKEN;
-      free(e->reason);
-      e->reason = strdup("an earlier add or remove was interrupted; remove it to clean up");
-    }
-  }
+  /* Entries an earlier process left attaching/detaching stay so: not busy
+   * here, so remove finishes them, and hm_instance_reconcile settles them
+   * against what QEMU and the guest hold. */
+  inst->wake_fd = -1;
+  if ((r = hm_inst_monitor_start(inst, err)) < 0)
+    goto fail;
   *out = inst;
   return 0;
 fail:
@@ -148,9 +133,10 @@ fail:
 void hm_instance_free(hm_instance *inst) {
   if (!inst)
     return;
+  hm_inst_monitor_stop(inst);
   hm_agent_free(inst->agent);
   for (size_t i = 0; i < inst->n_entries; i++)
-    entry_free(inst->entries[i]);
+    hm_inst_entry_free(inst->entries[i]);
   free(inst->entries);
   hm_fs_hotplugger_free(inst->hp);
   pthread_mutex_destroy(&inst->lock);
@@ -170,7 +156,7 @@ int hm_instance_set_mount_timeout(hm_instance *inst, int timeout_ms, hm_error **
 
 /* Returns with agent_lock held for reading and a live inst->agent, or fails
  * with no lock held. */
-static int agent_acquire(hm_instance *inst, int timeout_ms, hm_error **err) {
+int hm_inst_agent_acquire(hm_instance *inst, int timeout_ms, hm_error **err) {
   pthread_rwlock_rdlock(&inst->agent_lock);
   if (inst->agent && hm_agent_is_connected(inst->agent))
     return 0;
@@ -197,16 +183,16 @@ static int agent_acquire(hm_instance *inst, int timeout_ms, hm_error **err) {
   return 0;
 }
 
-static void agent_release(hm_instance *inst) {
+void hm_inst_agent_release(hm_instance *inst) {
   pthread_rwlock_unlock(&inst->agent_lock);
 }
 
 int hm_instance_connect_agent(hm_instance *inst, int timeout_ms, hm_error **err) {
   if (!inst)
     return HM_ERR(err, HM_E_INVALID, "inst is NULL");
-  int r = agent_acquire(inst, timeout_ms, err);
+  int r = hm_inst_agent_acquire(inst, timeout_ms, err);
   if (r == 0)
-    agent_release(inst);
+    hm_inst_agent_release(inst);
   return r;
 }
 
@@ -259,16 +245,18 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
   e->spec = spec;
   spec = NULL;
   e->state = HM_STATE_ATTACHING;
+  e->busy = 1;
   inst->entries[inst->n_entries++] = e;
-  save_locked(inst);
+  hm_inst_save_locked(inst);
   pthread_mutex_unlock(&inst->lock);
+  hm_fault("add:reserved");
 
   /* 2. The guest must be able to answer before we plug anything in. */
-  if ((r = agent_acquire(inst, AGENT_CONNECT_TIMEOUT_MS, err)) < 0)
+  if ((r = hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, err)) < 0)
     goto fail_entry;
 
   /* 3. Backend attach (rolls itself back on failure). */
-  if ((r = hm_attachment_new(&att, e->id)) < 0) {
+  if ((r = hm_attachment_new(&att, e->id, NULL)) < 0) {
     r = HM_ERR_NOMEM(err);
     goto fail_agent;
   }
@@ -276,21 +264,26 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
     goto fail_agent;
   pthread_mutex_lock(&inst->lock);
   e->att = att;
-  save_locked(inst);
+  hm_inst_save_locked(inst);
   pthread_mutex_unlock(&inst->lock);
+  hm_fault("add:attached");
 
   /* 4. Guest mount. */
   r = hm_agent_mount(inst->agent, e->spec->type, att->tag, e->spec->guest_path, !e->spec->writable,
                      NULL, inst->mount_timeout_ms, err);
-  agent_release(inst);
+  hm_inst_agent_release(inst);
   if (r < 0)
     goto fail_attached;
 
+  hm_fault("add:guest-mounted");
+
   /* 5. Done. */
   pthread_mutex_lock(&inst->lock);
-  set_state_locked(inst, e, HM_STATE_MOUNTED, NULL);
+  e->busy = 0;
+  hm_inst_set_state_locked(inst, e, HM_STATE_MOUNTED, NULL);
   r = out ? snapshot(out, e) : 0;
   pthread_mutex_unlock(&inst->lock);
+  hm_inst_monitor_wake(inst);
   if (r < 0)
     return HM_ERR_NOMEM(err);
   hm_info("mounted %s at %s (%s, %s)", e->spec->host_path, e->spec->guest_path, e->id,
@@ -303,7 +296,8 @@ fail_attached : {
     /* Keep the entry so that remove can retry the cleanup later. */
     hm_warn("rollback of %s failed: %s", e->id, hm_error_message(derr));
     pthread_mutex_lock(&inst->lock);
-    set_state_locked(inst, e, HM_STATE_BROKEN, hm_error_message(derr));
+    e->busy = 0;
+    hm_inst_set_state_locked(inst, e, HM_STATE_BROKEN, hm_error_message(derr));
     pthread_mutex_unlock(&inst->lock);
     hm_error_free(derr);
     return r;
@@ -311,13 +305,13 @@ fail_attached : {
   goto fail_entry;
 }
 fail_agent:
-  agent_release(inst);
+  hm_inst_agent_release(inst);
 fail_entry:
   pthread_mutex_lock(&inst->lock);
   if (e->att != att)
     hm_attachment_free(att);
-  drop_entry(inst, e);
-  save_locked(inst);
+  hm_inst_drop_entry(inst, e);
+  hm_inst_save_locked(inst);
   pthread_mutex_unlock(&inst->lock);
   return r;
 fail_spec:
@@ -326,7 +320,7 @@ fail_spec:
 }
 
 /* True when the guest lists a mount at target, or when it cannot tell. */
-static int guest_has_mount(hm_agent *agent, const char *target) {
+int hm_inst_guest_has_mount(hm_agent *agent, const char *target) {
   hm_agent_mount_info *v = NULL;
   size_t n = 0;
   if (hm_agent_list(agent, &v, &n, NULL) < 0)
@@ -347,7 +341,7 @@ int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags
     return r;
 
   pthread_mutex_lock(&inst->lock);
-  hm_entry *e = find_entry(inst, norm);
+  hm_entry *e = hm_inst_find_entry(inst, norm);
   if (!e) {
     pthread_mutex_unlock(&inst->lock);
     r = HM_ERR(err, HM_E_NOT_FOUND, "nothing is hot-mounted at %s", norm);
@@ -355,34 +349,41 @@ int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags
     return r;
   }
   free(norm);
-  if (e->state == HM_STATE_ATTACHING || e->state == HM_STATE_DETACHING) {
+  if (e->busy) {
     pthread_mutex_unlock(&inst->lock);
     return HM_ERR(err, HM_E_BUSY, "%s is being %s", e->spec->guest_path,
                   e->state == HM_STATE_ATTACHING ? "mounted" : "removed");
   }
   int prev_state = e->state;
-  set_state_locked(inst, e, HM_STATE_DETACHING, NULL);
+  /* A broken mount's backend may be dead: a plain unmount would wait on it
+   * forever, a lazy one lets go at once. */
+  if (prev_state == HM_STATE_BROKEN)
+    flags |= HM_REMOVE_LAZY;
+  e->busy = 1;
+  hm_inst_set_state_locked(inst, e, HM_STATE_DETACHING, NULL);
   pthread_mutex_unlock(&inst->lock);
+  hm_fault("remove:detaching");
 
   /* 1. The guest lets go first: pulling the device from under a mounted
    * file system hangs guest processes. */
   hm_error *uerr = NULL;
-  r = agent_acquire(inst, AGENT_CONNECT_TIMEOUT_MS, &uerr);
+  r = hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, &uerr);
   if (r == 0) {
-    r = hm_agent_umount(inst->agent, e->spec->guest_path, flags, AGENT_UMOUNT_TIMEOUT_MS, &uerr);
+    r = hm_agent_umount(inst->agent, e->spec->guest_path, flags, HM_AGENT_UMOUNT_TIMEOUT_MS, &uerr);
     /* Not mounted in the guest (an add cut short, a guest that unmounted it
      * itself, a rebooted guest) is what we want: go on with the host side. */
-    if (r == HM_E_AGENT && !guest_has_mount(inst->agent, e->spec->guest_path)) {
+    if (r == HM_E_AGENT && !hm_inst_guest_has_mount(inst->agent, e->spec->guest_path)) {
       hm_info("%s was not mounted in the guest; cleaning up the host side", e->id);
       hm_error_free(uerr);
       uerr = NULL;
       r = 0;
     }
-    agent_release(inst);
+    hm_inst_agent_release(inst);
   }
   if (r < 0 && !(flags & HM_REMOVE_FORCE)) {
     pthread_mutex_lock(&inst->lock);
-    set_state_locked(inst, e, prev_state, e->reason);
+    e->busy = 0;
+    hm_inst_set_state_locked(inst, e, prev_state, e->reason);
     pthread_mutex_unlock(&inst->lock);
     if (err && !*err)
       *err = uerr;
@@ -394,23 +395,35 @@ int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags
   if (r < 0)
     hm_warn("forced remove of %s: guest unmount failed: %s", e->id, hm_error_message(uerr));
   hm_error_free(uerr);
+  hm_fault("remove:guest-unmounted");
 
-  /* 2. Backend detach. */
-  if (e->att && (r = hm_fs_hotplugger_detach(inst->hp, e->att, err)) < 0) {
-    pthread_mutex_lock(&inst->lock);
-    set_state_locked(inst, e, HM_STATE_BROKEN,
-                     err && *err ? hm_error_message(*err) : "detach failed");
-    pthread_mutex_unlock(&inst->lock);
-    return r;
-  }
+  /* 2. Backend detach. Without a record (an add cut short before the
+   * backend reported back) the backend still knows what to look for by id. */
+  hm_attachment *tmp = NULL;
+  hm_attachment *att = e->att;
+  if (!att && (r = hm_attachment_new(&tmp, e->id, err)) < 0)
+    goto broken;
+  r = hm_fs_hotplugger_detach(inst->hp, att ? att : tmp, err);
+  hm_attachment_free(tmp);
+  if (r < 0)
+    goto broken;
 
   /* 3. Forget it. */
   pthread_mutex_lock(&inst->lock);
   hm_info("removed %s from %s", e->id, e->spec->guest_path);
-  drop_entry(inst, e);
-  save_locked(inst);
+  hm_inst_drop_entry(inst, e);
+  hm_inst_save_locked(inst);
   pthread_mutex_unlock(&inst->lock);
+  hm_inst_monitor_wake(inst);
   return 0;
+
+broken:
+  pthread_mutex_lock(&inst->lock);
+  e->busy = 0;
+  hm_inst_set_state_locked(inst, e, HM_STATE_BROKEN,
+                           err && *err ? hm_error_message(*err) : "detach failed");
+  pthread_mutex_unlock(&inst->lock);
+  return r;
 }
 
 int hm_instance_list(hm_instance *inst, hm_mount_list **out, hm_error **err) {

@@ -2,6 +2,9 @@
 #include "private.h"
 
 #include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -54,4 +57,12 @@ const char *hm_version(void) {
 
 unsigned hm_version_number(void) {
   return HM_VERSION_MAJOR * 10000u + HM_VERSION_MINOR * 100u + HM_VERSION_PATCH;
+}
+
+void hm_fault(const char *point) {
+  const char *want = getenv("HOTMOUNT_FAULT");
+  if (want && strcmp(want, point) == 0) {
+    hm_warn("HOTMOUNT_FAULT: killing myself at %s", point);
+    kill(getpid(), SIGKILL);
+  }
 }

@@ -148,7 +148,7 @@ static int entry_from_json(hm_entry **out, json_object *o, hm_error **err) {
     }
   }
   if (get(o, "backend", json_type_object, &v) == 0) {
-    if (hm_attachment_new(&e->att, m->id) < 0 || (m->tag && !(e->att->tag = strdup(m->tag))))
+    if (hm_attachment_new(&e->att, m->id, NULL) < 0 || (m->tag && !(e->att->tag = strdup(m->tag))))
       goto nomem;
     json_object_object_foreach(v, key, val) {
       if (!json_object_is_type(val, json_type_string)) {

@@ -12,6 +12,7 @@ typedef struct hm_entry {
   hm_attachment *att; /* NULL until the backend attached */
   int state;
   char *reason;
+  int busy; /* an add or remove of this process is working on it (not persisted) */
 } hm_entry;
 
 /*

@@ -304,6 +304,73 @@ static void cleanup_parts(qemu_impl *q, const char *dev, const char *chr, pid_t 
     unlink(sock);
 }
 
+/* Markers in virtiofsd's environment: how a restarted daemon (whose child it
+ * no longer is) finds it, and what it needs to adopt it. */
+#define ENV_INSTANCE "HOTMOUNT_INSTANCE"
+#define ENV_MOUNT "HOTMOUNT_MOUNT"
+#define ENV_HOST "HOTMOUNT_HOST"
+#define ENV_WRITABLE "HOTMOUNT_WRITABLE"
+
+static int start_virtiofsd(qemu_impl *q, pid_t *pid, const hm_virtiofsd_info *vfs,
+                           const hm_mount_spec *spec, const char *id, const char *sock,
+                           hm_error **err) {
+  hm_strv env = {0};
+  int r = hm_strv_pushf(&env, ENV_INSTANCE "=%s", q->dir);
+  r = r ?: hm_strv_pushf(&env, ENV_MOUNT "=%s", id);
+  r = r ?: hm_strv_pushf(&env, ENV_HOST "=%s", hm_mount_spec_get_host_path(spec));
+  r = r ?: hm_strv_pushf(&env, ENV_WRITABLE "=%d", hm_mount_spec_get_writable(spec));
+  if (r < 0) {
+    hm_strv_clear(&env);
+    return HM_ERR_NOMEM(err);
+  }
+  r = hm_virtiofsd_start(pid, vfs, hm_mount_spec_get_host_path(spec),
+                         !hm_mount_spec_get_writable(spec), hm_mount_spec_get_option(spec, "cache"),
+                         sock, env.v, err);
+  hm_strv_clear(&env);
+  return r;
+}
+
+struct find_ctx {
+  const char *id;
+  pid_t pid;
+};
+
+static void found_pid(pid_t pid, void *ud) {
+  ((struct find_ctx *)ud)->pid = pid;
+}
+
+/* The virtiofsd serving mount id of this instance, by its markers; -1. */
+static pid_t find_virtiofsd(qemu_impl *q, const char *id) {
+  char *marker = NULL;
+  struct find_ctx ctx = {id, -1};
+  if (asprintf(&marker, ENV_MOUNT "=%s", id) < 0)
+    return -1;
+  hm_virtiofsd_find(marker, found_pid, &ctx);
+  free(marker);
+  if (ctx.pid > 0) {
+    char *inst = hm_proc_getenv(ctx.pid, ENV_INSTANCE);
+    int same = inst && strcmp(inst, q->dir) == 0;
+    free(inst);
+    if (!same)
+      ctx.pid = -1;
+  }
+  return ctx.pid;
+}
+
+/* The pid recorded for att, or else the one found by its markers. */
+static pid_t attachment_pid(qemu_impl *q, hm_attachment *att) {
+  const char *p = hm_attachment_get_data(att, "virtiofsd_pid");
+  pid_t pid = p ? (pid_t)atoi(p) : -1;
+  if (pid > 1 && hm_virtiofsd_alive(pid)) {
+    char *m = hm_proc_getenv(pid, ENV_MOUNT);
+    int ours = m && strcmp(m, hm_attachment_get_id(att)) == 0;
+    free(m);
+    if (ours)
+      return pid;
+  }
+  return find_virtiofsd(q, hm_attachment_get_id(att));
+}
+
 static int qemu_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att, hm_error **err) {
   qemu_impl *q = impl;
   const char *id = hm_attachment_get_id(att);
@@ -324,16 +391,16 @@ static int qemu_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att
     r = slot;
     goto fail;
   }
-  if ((r = hm_virtiofsd_start(&pid, &vfs, hm_mount_spec_get_host_path(spec),
-                              !hm_mount_spec_get_writable(spec),
-                              hm_mount_spec_get_option(spec, "cache"), sock, err)) < 0)
+  if ((r = start_virtiofsd(q, &pid, &vfs, spec, id, sock, err)) < 0)
     goto fail;
+  hm_fault("add:virtiofsd-started");
 
   json_object *args = socket_chardev_args(chr, sock);
   r = qmp_exec(q, "chardev-add", args, NULL, err);
   json_object_put(args);
   if (r < 0)
     goto fail_vfs;
+  hm_fault("add:chardev-added");
 
   if (asprintf(&port, HM_QEMU_ROOT_PORT_PREFIX "%d", slot) < 0) {
     r = HM_ERR_NOMEM(err);
@@ -354,6 +421,7 @@ static int qemu_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att
       hm_error_prefix(err, r, "hm_qemu", "virtiofsd exited early (see the daemon log)");
     goto fail_chr;
   }
+  hm_fault("add:device-added");
   /* QEMU holds the connection now; the name is no longer needed. */
   unlink(sock);
 
@@ -395,25 +463,204 @@ fail:
   return r;
 }
 
+/* True when any object in QEMU's reply array has member key == value. */
+static int reply_has(json_object *arr, const char *key, const char *value) {
+  size_t n = json_object_is_type(arr, json_type_array) ? json_object_array_length(arr) : 0;
+  for (size_t i = 0; i < n; i++) {
+    json_object *v;
+    if (json_object_object_get_ex(json_object_array_get_idx(arr, i), key, &v) &&
+        strcmp(json_object_get_string(v), value) == 0)
+      return 1;
+  }
+  return 0;
+}
+
 static int qemu_detach(void *impl, hm_attachment *att, hm_error **err) {
   qemu_impl *q = impl;
-  const char *dev = hm_attachment_get_data(att, "device");
-  const char *chr = hm_attachment_get_data(att, "chardev");
-  const char *pidstr = hm_attachment_get_data(att, "virtiofsd_pid");
-  int r;
+  const char *id = hm_attachment_get_id(att);
+  char *dev = NULL, *chr = NULL, *sock = NULL;
+  int r = 0;
+  /* Names follow from the id, so an attach cut short before it recorded
+   * anything can still be undone. */
+  if (asprintf(&dev, "%s-dev", id) < 0 || asprintf(&chr, "%s-chr", id) < 0 ||
+      asprintf(&sock, "%s/%s-vfs.sock", q->dir, id) < 0) {
+    r = HM_ERR_NOMEM(err);
+    goto out;
+  }
   /* Strict order: the device leaves the guest before its backend goes, or
    * the guest hangs on a dead vhost-user peer. */
-  if (dev && (r = device_unplug(q, dev, err)) < 0)
-    return r;
-  if (chr && (r = chardev_remove(q, chr, err)) < 0)
-    return r;
-  if (pidstr && (r = hm_virtiofsd_stop((pid_t)atoi(pidstr), VIRTIOFSD_STOP_MS, err)) < 0)
-    return r;
-  char *sock = NULL;
-  if (asprintf(&sock, "%s/%s-vfs.sock", q->dir, hm_attachment_get_id(att)) >= 0)
-    unlink(sock);
+  if ((r = device_unplug(q, dev, err)) < 0)
+    goto out;
+  hm_fault("remove:device-deleted");
+  if ((r = chardev_remove(q, chr, err)) < 0)
+    goto out;
+  hm_fault("remove:chardev-removed");
+  pid_t pid = attachment_pid(q, att);
+  if (pid > 0 && (r = hm_virtiofsd_stop(pid, VIRTIOFSD_STOP_MS, err)) < 0)
+    goto out;
+  unlink(sock);
+out:
+  free(dev);
+  free(chr);
   free(sock);
+  return r;
+}
+
+/* Names of QOM children of /machine/peripheral, or of chardevs: does the
+ * reply list `name` under `key`? */
+static int qemu_has(qemu_impl *q, const char *cmd, const char *key, const char *name,
+                    hm_error **err) {
+  json_object *args = NULL, *ret = NULL;
+  if (strcmp(cmd, "qom-list") == 0) {
+    args = json_object_new_object();
+    json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
+  }
+  int r = qmp_exec(q, cmd, args, &ret, err);
+  json_object_put(args);
+  if (r < 0)
+    return r;
+  r = reply_has(ret, key, name);
+  json_object_put(ret);
+  return r;
+}
+
+static int qemu_check(void *impl, hm_attachment *att, char **reason, hm_error **err) {
+  qemu_impl *q = impl;
+  const char *id = hm_attachment_get_id(att);
+  char dev[64], chr[64];
+  snprintf(dev, sizeof(dev), "%s-dev", id);
+  snprintf(chr, sizeof(chr), "%s-chr", id);
+  int r;
+  if ((r = qemu_has(q, "qom-list", "name", dev, err)) < 0)
+    return r;
+  if (!r)
+    return asprintf(reason, "device %s is gone from QEMU", dev) < 0 ? HM_E_NOMEM : 0;
+  if ((r = qemu_has(q, "query-chardev", "label", chr, err)) < 0)
+    return r;
+  if (!r)
+    return asprintf(reason, "chardev %s is gone from QEMU", chr) < 0 ? HM_E_NOMEM : 0;
+  if (attachment_pid(q, att) <= 0)
+    return asprintf(reason, "virtiofsd for %s is not running", id) < 0 ? HM_E_NOMEM : 0;
+  return 1;
+}
+
+static int qemu_watch_fd(void *impl, hm_attachment *att) {
+  pid_t pid = attachment_pid(impl, att);
+  return pid > 0 ? hm_pidfd_open(pid) : -1;
+}
+
+/* "hm-12-dev" -> "hm-12"; NULL when name is not one of ours. */
+static char *id_from(const char *name, const char *suffix) {
+  size_t n = strlen(name), sl = strlen(suffix);
+  if (n <= 3 + sl || strncmp(name, "hm-", 3) != 0 || strcmp(name + n - sl, suffix) != 0)
+    return NULL;
+  for (size_t i = 3; i < n - sl; i++)
+    if (name[i] < '0' || name[i] > '9')
+      return NULL;
+  return strndup(name, n - sl);
+}
+
+typedef struct scan_acc {
+  hm_attachment **v;
+  size_t n;
+  int oom;
+} scan_acc;
+
+static hm_attachment *scan_get(scan_acc *acc, const char *id) {
+  for (size_t i = 0; i < acc->n; i++)
+    if (strcmp(hm_attachment_get_id(acc->v[i]), id) == 0)
+      return acc->v[i];
+  hm_attachment *a = NULL;
+  hm_attachment **v = realloc(acc->v, (acc->n + 1) * sizeof(*v));
+  if (!v || hm_attachment_new(&a, id, NULL) < 0 || hm_attachment_set_tag(a, id, NULL) < 0) {
+    hm_attachment_free(a);
+    if (v)
+      acc->v = v;
+    acc->oom = 1;
+    return NULL;
+  }
+  acc->v = v;
+  acc->v[acc->n++] = a;
+  return a;
+}
+
+static void scan_names(scan_acc *acc, json_object *ret, const char *key, const char *suffix,
+                       const char *data_key) {
+  size_t n = json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
+  for (size_t i = 0; i < n; i++) {
+    json_object *v;
+    if (!json_object_object_get_ex(json_object_array_get_idx(ret, i), key, &v))
+      continue;
+    char *id = id_from(json_object_get_string(v), suffix);
+    hm_attachment *a = id ? scan_get(acc, id) : NULL;
+    if (a)
+      hm_attachment_set_data(a, data_key, json_object_get_string(v), NULL);
+    free(id);
+  }
+}
+
+struct scan_pid_ctx {
+  qemu_impl *q;
+  scan_acc *acc;
+};
+
+static void scan_pid(pid_t pid, void *ud) {
+  struct scan_pid_ctx *c = ud;
+  char *id = hm_proc_getenv(pid, ENV_MOUNT), *host = hm_proc_getenv(pid, ENV_HOST),
+       *w = hm_proc_getenv(pid, ENV_WRITABLE);
+  hm_attachment *a = id ? scan_get(c->acc, id) : NULL;
+  if (a) {
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%d", (int)pid);
+    hm_attachment_set_data(a, "virtiofsd_pid", buf, NULL);
+    if (host)
+      hm_attachment_set_data(a, "hostPath", host, NULL);
+    if (w)
+      hm_attachment_set_data(a, "writable", w, NULL);
+  }
+  free(id);
+  free(host);
+  free(w);
+}
+
+/* Everything of this instance's making that QEMU and the host hold: devices
+ * "hm-N-dev", chardevs "hm-N-chr", virtiofsd processes with our markers. */
+static int qemu_scan(void *impl, hm_attachment ***out, size_t *n, hm_error **err) {
+  qemu_impl *q = impl;
+  scan_acc acc = {0};
+  json_object *args = json_object_new_object(), *ret = NULL;
+  json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
+  int r = qmp_exec(q, "qom-list", args, &ret, err);
+  json_object_put(args);
+  if (r < 0)
+    return r;
+  scan_names(&acc, ret, "name", "-dev", "device");
+  json_object_put(ret);
+  ret = NULL;
+  if ((r = qmp_exec(q, "query-chardev", NULL, &ret, err)) < 0)
+    goto fail;
+  scan_names(&acc, ret, "label", "-chr", "chardev");
+  json_object_put(ret);
+  char *marker = NULL;
+  if (asprintf(&marker, ENV_INSTANCE "=%s", q->dir) < 0) {
+    acc.oom = 1;
+  } else {
+    struct scan_pid_ctx c = {q, &acc};
+    hm_virtiofsd_find(marker, scan_pid, &c);
+    free(marker);
+  }
+  if (acc.oom) {
+    r = HM_ERR_NOMEM(err);
+    goto fail;
+  }
+  *out = acc.v;
+  *n = acc.n;
   return 0;
+fail:
+  for (size_t i = 0; i < acc.n; i++)
+    hm_attachment_free(acc.v[i]);
+  free(acc.v);
+  return r;
 }
 
 static int qemu_free_slots(void *impl, int type, hm_error **err) {
@@ -428,18 +675,6 @@ static int qemu_free_slots(void *impl, int type, hm_error **err) {
   r = count_free(&map, q->reserved);
   pthread_mutex_unlock(&q->slot_lock);
   return r;
-}
-
-/* True when any object in QEMU's reply array has member key == value. */
-static int reply_has(json_object *arr, const char *key, const char *value) {
-  size_t n = json_object_is_type(arr, json_type_array) ? json_object_array_length(arr) : 0;
-  for (size_t i = 0; i < n; i++) {
-    json_object *v;
-    if (json_object_object_get_ex(json_object_array_get_idx(arr, i), key, &v) &&
-        strcmp(json_object_get_string(v), value) == 0)
-      return 1;
-  }
-  return 0;
 }
 
 /* Facts for `hotmount status` and readiness checks for `hotmount doctor`:
@@ -541,6 +776,9 @@ int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *cfg, hm
       .free_slots = qemu_free_slots,
       .destroy = qemu_destroy,
       .describe = qemu_describe,
+      .check = qemu_check,
+      .watch_fd = qemu_watch_fd,
+      .scan = qemu_scan,
   };
   return hm_fs_hotplugger_new(out, &ops, q, err);
 }

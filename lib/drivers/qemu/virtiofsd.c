@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "virtiofsd.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -204,8 +205,10 @@ static void child_ro_bind(const char *dir) {
 }
 
 int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char *dir, int readonly,
-                       const char *cache, const char *socket_path, hm_error **err) {
+                       const char *cache, const char *socket_path, char *const *env,
+                       hm_error **err) {
   char **argv = NULL;
+  hm_strv envp = {0};
   int ro_bind = 0, lfd = -1, r;
   if ((r = hm_virtiofsd_argv(&argv, &ro_bind, info, dir, readonly, cache, VFS_FD, err)) < 0)
     return r;
@@ -216,6 +219,19 @@ int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char
                info->path);
     goto out;
   }
+  /* The environment is built before fork: the child may only make system
+   * calls. */
+  extern char **environ;
+  for (char **e = environ; e && *e; e++)
+    if (hm_strv_push(&envp, *e) < 0) {
+      r = HM_ERR_NOMEM(err);
+      goto out;
+    }
+  for (char *const *e = env; e && *e; e++)
+    if (hm_strv_push(&envp, *e) < 0) {
+      r = HM_ERR_NOMEM(err);
+      goto out;
+    }
   if ((lfd = make_listener(socket_path, err)) < 0) {
     r = lfd;
     goto out;
@@ -253,7 +269,7 @@ int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char
       _exit(123);
     /* dup2 onto itself keeps CLOEXEC set; clear it either way. */
     fcntl(VFS_FD, F_SETFD, 0);
-    execv(argv[0], argv);
+    execve(argv[0], argv, envp.v);
     _exit(127);
   }
   if (devnull >= 0)
@@ -264,7 +280,76 @@ out:
   if (lfd >= 0)
     close(lfd);
   hm_strv_free(argv);
+  hm_strv_clear(&envp);
   return r;
+}
+
+char *hm_proc_getenv(pid_t pid, const char *name) {
+  char p[64];
+  snprintf(p, sizeof(p), "/proc/%d/environ", (int)pid);
+  FILE *f = fopen(p, "re");
+  if (!f)
+    return NULL;
+  size_t nlen = strlen(name);
+  char *line = NULL, *found = NULL;
+  size_t cap = 0;
+  ssize_t n;
+  while ((n = getdelim(&line, &cap, '\0', f)) > 0) {
+    if ((size_t)n > nlen && strncmp(line, name, nlen) == 0 && line[nlen] == '=') {
+      found = strdup(line + nlen + 1);
+      break;
+    }
+  }
+  free(line);
+  fclose(f);
+  return found;
+}
+
+static int parent_is_virtiofsd(pid_t pid) {
+  char p[64], buf[512];
+  snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(p, "re");
+  if (!f)
+    return 0;
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *rp = strrchr(buf, ')');
+  int ppid = 0;
+  if (!rp || sscanf(rp + 2, "%*c %d", &ppid) != 1 || ppid <= 1)
+    return 0;
+  return hm_virtiofsd_alive(ppid);
+}
+
+void hm_virtiofsd_find(const char *marker, void (*fn)(pid_t pid, void *ud), void *ud) {
+  const char *eq = strchr(marker, '=');
+  if (!eq)
+    return;
+  char *name = strndup(marker, (size_t)(eq - marker));
+  DIR *d = name ? opendir("/proc") : NULL;
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    char *end;
+    long pid = strtol(de->d_name, &end, 10);
+    if (*end || pid <= 1 || !hm_virtiofsd_alive((pid_t)pid) || parent_is_virtiofsd((pid_t)pid))
+      continue;
+    char *v = hm_proc_getenv((pid_t)pid, name);
+    if (v && strcmp(v, eq + 1) == 0)
+      fn((pid_t)pid, ud);
+    free(v);
+  }
+  if (d)
+    closedir(d);
+  free(name);
+}
+
+int hm_pidfd_open(pid_t pid) {
+#ifdef SYS_pidfd_open
+  return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+  (void)pid;
+  return -1;
+#endif
 }
 
 int hm_virtiofsd_alive(pid_t pid) {

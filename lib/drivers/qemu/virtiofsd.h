@@ -37,11 +37,26 @@ HM_PRIVATE int hm_virtiofsd_argv(char ***out, int *out_ro_bind, const hm_virtiof
 /*
  * Starts virtiofsd sharing dir, listening on socket_path (created here, mode
  * 0600). The process outlives us on purpose (a daemon restart must not take
- * mounts down); it is in its own session. *out_pid is its pid.
+ * mounts down); it is in its own session. *out_pid is its pid. `env` (may be
+ * NULL) is a NULL-terminated list of "NAME=value" added to its environment:
+ * the markers by which a restarted daemon finds it again (hm_virtiofsd_find).
  */
 HM_PRIVATE int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char *dir,
                                   int readonly, const char *cache, const char *socket_path,
-                                  hm_error **err);
+                                  char *const *env, hm_error **err);
+
+/* The environment variable `name` of process pid (malloc'd), or NULL. */
+HM_PRIVATE char *hm_proc_getenv(pid_t pid, const char *name);
+
+/*
+ * Calls fn for every running virtiofsd whose environment has `marker`
+ * ("NAME=value", matched exactly) and that is not a child of another
+ * virtiofsd (the C one forks its sandbox).
+ */
+HM_PRIVATE void hm_virtiofsd_find(const char *marker, void (*fn)(pid_t pid, void *ud), void *ud);
+
+/* A pidfd for pid (readable when it exits), or -1 where the kernel has none. */
+HM_PRIVATE int hm_pidfd_open(pid_t pid);
 
 /* Stops pid if it is still a virtiofsd: SIGTERM, then SIGKILL after
  * timeout_ms; reaps it when it is our child. 0 when gone. */

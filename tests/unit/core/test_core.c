@@ -329,7 +329,7 @@ static hm_entry *make_entry(const char *id, const char *guest, int with_att) {
   hm_mount_spec_set_option(e->spec, "cache", "never", NULL);
   e->state = HM_STATE_MOUNTED;
   if (with_att) {
-    hm_attachment_new(&e->att, id);
+    hm_attachment_new(&e->att, id, NULL);
     hm_attachment_set_tag(e->att, id, NULL);
     hm_attachment_set_data(e->att, "slot", "3", NULL);
   }
@@ -611,7 +611,7 @@ START_TEST(test_hotplugger_vtable) {
   hm_attachment *att = NULL;
   hm_mount_spec *s = NULL;
   hm_mount_spec_new(&s, NULL);
-  hm_attachment_new(&att, "hm-1");
+  hm_attachment_new(&att, "hm-1", NULL);
   detached = 0;
   ck_assert_int_eq(hm_fs_hotplugger_attach(hp, s, att, &err), HM_E_INTERNAL);
   ck_assert_int_eq(detached, 1);

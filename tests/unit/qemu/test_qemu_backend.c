@@ -183,7 +183,7 @@ START_TEST(test_slots_and_attach) {
   for (int i = 0; i < SLOTS; i++) {
     char id[16];
     snprintf(id, sizeof(id), "hm-%d", i + 1);
-    hm_attachment_new(&att[i], id);
+    hm_attachment_new(&att[i], id, NULL);
     ck_assert_msg(hm_fs_hotplugger_attach(hp, s, att[i], &err) == 0, "%s", hm_error_message(err));
     ck_assert_str_eq(hm_attachment_get_tag(att[i]), id);
     char port[16];
@@ -193,7 +193,7 @@ START_TEST(test_slots_and_attach) {
   }
   ck_assert_int_eq(count_virtiofsd(), SLOTS);
   ck_assert_int_eq(count_sockets(), 0); /* unlinked once QEMU connected */
-  hm_attachment_new(&att[SLOTS], "hm-9");
+  hm_attachment_new(&att[SLOTS], "hm-9", NULL);
   ck_assert_int_eq(hm_fs_hotplugger_attach(hp, s, att[SLOTS], &err), HM_E_NO_SLOT);
   ck_assert_ptr_nonnull(strstr(hm_error_message(err), "all 3 hot-plug slots are in use"));
   hm_error_free(err);
@@ -214,7 +214,7 @@ START_TEST(test_rollback_chardev_add_fails) {
   mon_exec("chardev-add", args);
   hm_mount_spec *s = make_spec();
   hm_attachment *att = NULL;
-  hm_attachment_new(&att, "hm-5");
+  hm_attachment_new(&att, "hm-5", NULL);
   ck_assert_int_eq(hm_fs_hotplugger_attach(hp, s, att, &err), HM_E_QMP);
   ck_assert_ptr_nonnull(strstr(hm_error_message(err), "chardev-add"));
   hm_error_free(err);
@@ -234,7 +234,7 @@ START_TEST(test_rollback_device_add_fails) {
                          "\"bus\":\"hm-serial.0\",\"name\":\"test.taken\"}");
   hm_mount_spec *s = make_spec();
   hm_attachment *att = NULL;
-  hm_attachment_new(&att, "hm-6");
+  hm_attachment_new(&att, "hm-6", NULL);
   ck_assert_int_eq(hm_fs_hotplugger_attach(hp, s, att, &err), HM_E_QMP);
   ck_assert_ptr_nonnull(strstr(hm_error_message(err), "device_add"));
   hm_error_free(err);

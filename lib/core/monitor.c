@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Health monitor: one thread per instance that notices, without being asked,
+ * when a mount breaks, and marks it `broken` with the reason.
+ *
+ * - Helper processes: the backend hands out a file descriptor per attachment
+ *   (a pidfd of virtiofsd) that becomes readable when it dies: seen at once.
+ * - The guest: once a second, when the agent is connected and something is
+ *   mounted, the agent's list of mounts is compared with the registry (a
+ *   mount that vanished from the guest: unmounted behind our back).
+ *
+ * Entries that an add or remove of this process is working on (busy) are
+ * left alone. The thread never holds the registry lock while it calls the
+ * backend or the agent.
+ */
+#include "driver_internal.h"
+#include "instance_internal.h"
+#include "mount_internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define GUEST_CHECK_MS 1000
+
+typedef struct watch {
+  char *id;
+  int fd;
+} watch;
+
+static hm_attachment *att_copy(const hm_attachment *a) {
+  hm_attachment *c = NULL;
+  if (hm_attachment_new(&c, a->id, NULL) < 0)
+    return NULL;
+  if ((a->tag && hm_attachment_set_tag(c, a->tag, NULL) < 0) ||
+      hm_kv_copy(&c->data, &a->data) < 0) {
+    hm_attachment_free(c);
+    return NULL;
+  }
+  return c;
+}
+
+static int watched(const hm_entry *e) {
+  return e->state == HM_STATE_MOUNTED && !e->busy && e->att;
+}
+
+/* Marks id broken if it is still a mounted, idle entry. */
+static void mark_broken(hm_instance *inst, const char *id, const char *reason) {
+  pthread_mutex_lock(&inst->lock);
+  hm_entry *e = hm_inst_find_id(inst, id);
+  if (e && watched(e)) {
+    hm_warn("%s at %s is broken: %s", e->id, e->spec->guest_path, reason);
+    hm_inst_set_state_locked(inst, e, HM_STATE_BROKEN, reason);
+  }
+  pthread_mutex_unlock(&inst->lock);
+}
+
+/* Brings the watch table in line with the registry. */
+static void refresh(hm_instance *inst, watch **w, size_t *nw) {
+  /* Drop watches of entries that are no longer watched. */
+  pthread_mutex_lock(&inst->lock);
+  for (size_t i = 0; i < *nw;) {
+    hm_entry *e = hm_inst_find_id(inst, (*w)[i].id);
+    if (e && watched(e)) {
+      i++;
+      continue;
+    }
+    if ((*w)[i].fd >= 0)
+      close((*w)[i].fd);
+    free((*w)[i].id);
+    (*w)[i] = (*w)[--*nw];
+  }
+  /* Copies of the attachments that need a watch, to open outside the lock. */
+  hm_attachment **todo = NULL;
+  size_t ntodo = 0;
+  for (size_t i = 0; i < inst->n_entries; i++) {
+    hm_entry *e = inst->entries[i];
+    int have = 0;
+    for (size_t k = 0; k < *nw; k++)
+      have |= strcmp((*w)[k].id, e->id) == 0;
+    if (have || !watched(e))
+      continue;
+    hm_attachment **t = realloc(todo, (ntodo + 1) * sizeof(*t));
+    if (!t)
+      break;
+    todo = t;
+    if ((todo[ntodo] = att_copy(e->att)))
+      ntodo++;
+  }
+  pthread_mutex_unlock(&inst->lock);
+  for (size_t i = 0; i < ntodo; i++) {
+    watch *nwv = realloc(*w, (*nw + 1) * sizeof(*nwv));
+    if (nwv) {
+      *w = nwv;
+      /* fd -1 (no helper to watch) still records that we looked. */
+      (*w)[*nw].fd = hm_fs_hotplugger_watch_fd(inst->hp, todo[i]);
+      (*w)[*nw].id = strdup(todo[i]->id);
+      if ((*w)[*nw].id)
+        ++*nw;
+      else if ((*w)[*nw].fd >= 0)
+        close((*w)[*nw].fd);
+    }
+    hm_attachment_free(todo[i]);
+  }
+  free(todo);
+}
+
+/* A watched fd fired: ask the backend what broke, outside the lock. */
+static void fired(hm_instance *inst, const char *id) {
+  hm_attachment *copy = NULL;
+  pthread_mutex_lock(&inst->lock);
+  hm_entry *e = hm_inst_find_id(inst, id);
+  if (e && watched(e))
+    copy = att_copy(e->att);
+  pthread_mutex_unlock(&inst->lock);
+  if (!copy)
+    return;
+  char *reason = NULL;
+  int r = hm_fs_hotplugger_check(inst->hp, copy, &reason, NULL);
+  if (r != 1)
+    mark_broken(inst, id, reason ? reason : "its helper process exited");
+  free(reason);
+  hm_attachment_free(copy);
+}
+
+/* Guest side: mounts the registry has that the guest no longer shows. */
+static void check_guest(hm_instance *inst) {
+  pthread_mutex_lock(&inst->lock);
+  int any = 0;
+  for (size_t i = 0; i < inst->n_entries; i++)
+    any |= watched(inst->entries[i]);
+  pthread_mutex_unlock(&inst->lock);
+  if (!any || pthread_rwlock_tryrdlock(&inst->agent_lock) != 0)
+    return;
+  hm_agent_mount_info *v = NULL;
+  size_t n = 0;
+  int ok = inst->agent && hm_agent_is_connected(inst->agent) &&
+           hm_agent_list(inst->agent, &v, &n, NULL) == 0;
+  pthread_rwlock_unlock(&inst->agent_lock);
+  if (!ok)
+    return;
+  pthread_mutex_lock(&inst->lock);
+  for (size_t i = 0; i < inst->n_entries; i++) {
+    hm_entry *e = inst->entries[i];
+    if (!watched(e))
+      continue;
+    int found = 0;
+    for (size_t k = 0; k < n && !found; k++)
+      found = strcmp(v[k].target, e->spec->guest_path) == 0;
+    if (!found) {
+      hm_warn("%s at %s is broken: no longer mounted in the guest", e->id, e->spec->guest_path);
+      hm_inst_set_state_locked(inst, e, HM_STATE_BROKEN,
+                               "no longer mounted in the guest (unmounted there, or the guest "
+                               "rebooted); remove it to clean up");
+    }
+  }
+  pthread_mutex_unlock(&inst->lock);
+  hm_agent_list_free(v, n);
+}
+
+static void *monitor_main(void *arg) {
+  hm_instance *inst = arg;
+  watch *w = NULL;
+  size_t nw = 0;
+  int64_t next_guest = hm_now_ms() + GUEST_CHECK_MS;
+  for (;;) {
+    pthread_mutex_lock(&inst->lock);
+    int stop = inst->stopping;
+    pthread_mutex_unlock(&inst->lock);
+    if (stop)
+      break;
+    refresh(inst, &w, &nw);
+    struct pollfd *pfd = calloc(nw + 1, sizeof(*pfd));
+    if (!pfd)
+      break;
+    pfd[0].fd = inst->wake_fd;
+    pfd[0].events = POLLIN;
+    for (size_t i = 0; i < nw; i++) {
+      pfd[i + 1].fd = w[i].fd; /* -1 is ignored by poll */
+      pfd[i + 1].events = POLLIN;
+    }
+    int64_t left = next_guest - hm_now_ms();
+    int n = poll(pfd, nw + 1, left > 0 ? (int)left : 0);
+    if (n > 0 && (pfd[0].revents & POLLIN)) {
+      uint64_t v;
+      if (read(inst->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        hm_debug("monitor: wake read: %s", strerror(errno));
+    }
+    for (size_t i = 0; n > 0 && i < nw; i++) {
+      if (!pfd[i + 1].revents)
+        continue;
+      fired(inst, w[i].id);
+      /* Fired once is enough: stop watching until the entry is re-armed. */
+      close(w[i].fd);
+      w[i].fd = -1;
+    }
+    free(pfd);
+    if (hm_now_ms() >= next_guest) {
+      check_guest(inst);
+      next_guest = hm_now_ms() + GUEST_CHECK_MS;
+    }
+  }
+  for (size_t i = 0; i < nw; i++) {
+    if (w[i].fd >= 0)
+      close(w[i].fd);
+    free(w[i].id);
+  }
+  free(w);
+  return NULL;
+}
+
+void hm_inst_monitor_wake(hm_instance *inst) {
+  uint64_t one = 1;
+  if (inst->wake_fd >= 0 && write(inst->wake_fd, &one, sizeof(one)) < 0)
+    hm_debug("monitor: wake: %s", strerror(errno));
+}
+
+int hm_inst_monitor_start(hm_instance *inst, hm_error **err) {
+  inst->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (inst->wake_fd < 0)
+    return HM_ERR(err, -errno, "eventfd: %s", strerror(errno));
+  /* The monitor must not take signals meant for the host program. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int r = pthread_create(&inst->monitor, NULL, monitor_main, inst);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (r != 0) {
+    close(inst->wake_fd);
+    inst->wake_fd = -1;
+    return HM_ERR(err, -r, "cannot start the monitor thread: %s", strerror(r));
+  }
+  inst->monitor_running = 1;
+  return 0;
+}
+
+void hm_inst_monitor_stop(hm_instance *inst) {
+  if (inst->monitor_running) {
+    pthread_mutex_lock(&inst->lock);
+    inst->stopping = 1;
+    pthread_mutex_unlock(&inst->lock);
+    hm_inst_monitor_wake(inst);
+    pthread_join(inst->monitor, NULL);
+    inst->monitor_running = 0;
+  }
+  if (inst->wake_fd >= 0)
+    close(inst->wake_fd);
+  inst->wake_fd = -1;
+}

@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Reconciliation: after a restart (or a lost state file) the registry is
+ * settled against what QEMU, the host and the guest actually hold.
+ *
+ *   registry says   | found                          | then
+ *   ----------------+--------------------------------+---------------------------
+ *   attaching       | whole and mounted in the guest | adopt: mounted
+ *   attaching       | anything less                  | roll back, forget
+ *   detaching       | anything                       | finish the remove, forget
+ *   mounted/broken  | whole and mounted in the guest | mounted
+ *   mounted/broken  | backend part missing           | broken, with the reason
+ *   mounted/broken  | not mounted in the guest       | broken (remove cleans up)
+ *   (nothing)       | whole, mounted, hostPath known | adopt (state file was lost)
+ *   (nothing)       | anything else                  | roll back
+ *
+ * Rolling back a device the guest may still use needs the guest agent (the
+ * guest must unmount first): without it such entries are left broken with a
+ * reason saying so, and nothing is pulled from under the guest.
+ */
+#include "driver_internal.h"
+#include "instance_internal.h"
+#include "mount_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct guest_view {
+  int known; /* the agent answered */
+  hm_agent_mount_info *v;
+  size_t n;
+} guest_view;
+
+/* Where the guest has tag mounted, or NULL. */
+static const char *guest_target(const guest_view *g, const char *tag) {
+  for (size_t i = 0; g->known && tag && i < g->n; i++)
+    if (strcmp(g->v[i].source, tag) == 0 &&
+        (!strcmp(g->v[i].fstype, "virtiofs") || !strcmp(g->v[i].fstype, "9p")))
+      return g->v[i].target;
+  return NULL;
+}
+
+static hm_attachment *take_scanned(hm_attachment **scan, size_t n, const char *id) {
+  for (size_t i = 0; i < n; i++) {
+    if (scan[i] && strcmp(scan[i]->id, id) == 0) {
+      hm_attachment *a = scan[i];
+      scan[i] = NULL;
+      return a;
+    }
+  }
+  return NULL;
+}
+
+/* Guest unmount (when it has it) then backend detach. 0 when all is gone. */
+static int roll_back(hm_instance *inst, hm_attachment *att, const char *target, const guest_view *g,
+                     char **why) {
+  hm_error *err = NULL;
+  if (target) {
+    int r = hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, &err);
+    if (r == 0) {
+      r = hm_agent_umount(inst->agent, target, HM_REMOVE_LAZY, HM_AGENT_UMOUNT_TIMEOUT_MS, &err);
+      hm_inst_agent_release(inst);
+    }
+    if (r < 0) {
+      if (asprintf(why, "guest unmount of %s failed: %s", target, hm_error_message(err)) < 0)
+        *why = NULL;
+      hm_error_free(err);
+      return r;
+    }
+  } else if (!g->known) {
+    char *reason = NULL;
+    /* Unknown guest, and a device might be in use there: do not pull it. */
+    int whole = hm_fs_hotplugger_check(inst->hp, att, &reason, NULL);
+    free(reason);
+    if (whole != 0) {
+      *why = strdup("the guest agent is not reachable, so the device cannot be safely "
+                    "unplugged yet; remove it when the guest is up");
+      return HM_E_NOT_READY;
+    }
+  }
+  int r = hm_fs_hotplugger_detach(inst->hp, att, &err);
+  if (r < 0 && asprintf(why, "%s", hm_error_message(err)) < 0)
+    *why = NULL;
+  hm_error_free(err);
+  return r;
+}
+
+static unsigned id_number(const char *id) {
+  return strncmp(id, "hm-", 3) == 0 ? (unsigned)strtoul(id + 3, NULL, 10) : 0;
+}
+
+int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
+  if (!inst)
+    return HM_ERR(err, HM_E_INVALID, "inst is NULL");
+  hm_attachment **scan = NULL;
+  size_t nscan = 0;
+  guest_view g = {0};
+  hm_error *e2 = NULL;
+  int r = hm_fs_hotplugger_scan(inst->hp, &scan, &nscan, &e2);
+  if (r < 0 && r != HM_E_UNSUPPORTED) {
+    /* Without the backend's view nothing can be decided. */
+    r = hm_error_prefix(&e2, r, __func__, "cannot ask the backend what it holds");
+    if (err && !*err)
+      *err = e2;
+    else
+      hm_error_free(e2);
+    return r;
+  }
+  hm_error_free(e2);
+  e2 = NULL;
+  if (hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, &e2) == 0) {
+    g.known = hm_agent_list(inst->agent, &g.v, &g.n, NULL) == 0;
+    hm_inst_agent_release(inst);
+  } else {
+    hm_info("reconcile: guest agent not reachable (%s); deciding from the host side only",
+            hm_error_message(e2));
+  }
+  hm_error_free(e2);
+
+  /* Entries are handled one by one; the lock is dropped around backend and
+   * agent calls, with the entry marked busy so no request touches it. */
+  pthread_mutex_lock(&inst->lock);
+  for (size_t i = 0; i < inst->n_entries; i++) {
+    hm_entry *e = inst->entries[i];
+    if (e->busy)
+      continue;
+    unsigned num = id_number(e->id);
+    if (num >= inst->next_id)
+      inst->next_id = num + 1;
+    hm_attachment *found = take_scanned(scan, nscan, e->id);
+    if (!e->att && found) {
+      e->att = found;
+      found = NULL;
+    } else if (e->att && found) {
+      /* Fresh facts (a pid found by its markers) win over the record. */
+      for (size_t k = 0; k < found->data.n; k++)
+        hm_kv_set(&e->att->data, found->data.keys[k], found->data.values[k]);
+    }
+    hm_attachment_free(found);
+    if (!e->att && hm_attachment_new(&e->att, e->id, NULL) < 0)
+      continue;
+    if (!e->att->tag)
+      hm_attachment_set_tag(e->att, e->id, NULL);
+    e->busy = 1;
+    int state = e->state;
+    pthread_mutex_unlock(&inst->lock);
+
+    char *reason = NULL, *why = NULL;
+    int whole = hm_fs_hotplugger_check(inst->hp, e->att, &reason, NULL);
+    const char *target = guest_target(&g, e->att->tag);
+    int in_guest = target && strcmp(target, e->spec->guest_path) == 0;
+    int drop = 0, new_state = state;
+    char *new_reason = NULL;
+    if ((state == HM_STATE_ATTACHING || state == HM_STATE_MOUNTED || state == HM_STATE_BROKEN) &&
+        whole == 1 && in_guest) {
+      new_state = HM_STATE_MOUNTED;
+      if (state != HM_STATE_MOUNTED)
+        hm_info("reconcile: %s at %s is whole: adopted", e->id, e->spec->guest_path);
+    } else if (state == HM_STATE_ATTACHING || state == HM_STATE_DETACHING) {
+      if (roll_back(inst, e->att, target, &g, &why) == 0) {
+        hm_info("reconcile: %s (%s, interrupted) rolled back", e->id,
+                state == HM_STATE_ATTACHING ? "add" : "remove");
+        drop = 1;
+      } else {
+        new_state = HM_STATE_BROKEN;
+        if (asprintf(&new_reason, "interrupted %s could not be finished: %s",
+                     state == HM_STATE_ATTACHING ? "add" : "remove",
+                     why ? why : "unknown error") < 0)
+          new_reason = NULL;
+      }
+    } else if (whole == 0) {
+      new_state = HM_STATE_BROKEN;
+      new_reason = reason;
+      reason = NULL;
+    } else if (g.known && !in_guest) {
+      new_state = HM_STATE_BROKEN;
+      new_reason = strdup("not mounted in the guest (the guest rebooted, or it was unmounted "
+                          "there); remove it to clean up");
+    }
+    free(reason);
+    free(why);
+
+    pthread_mutex_lock(&inst->lock);
+    e->busy = 0;
+    if (drop) {
+      hm_inst_drop_entry(inst, e);
+      i--;
+    } else if (new_state != state || new_reason) {
+      hm_inst_set_state_locked(inst, e, new_state, new_reason);
+    }
+    free(new_reason);
+  }
+  hm_inst_save_locked(inst);
+  pthread_mutex_unlock(&inst->lock);
+
+  /* What the backend holds that the registry does not know. */
+  for (size_t i = 0; i < nscan; i++) {
+    hm_attachment *a = scan[i];
+    if (!a)
+      continue;
+    const char *host = hm_attachment_get_data(a, "hostPath");
+    const char *w = hm_attachment_get_data(a, "writable");
+    const char *target = guest_target(&g, a->tag);
+    char *reason = NULL, *why = NULL;
+    int whole = hm_fs_hotplugger_check(inst->hp, a, &reason, NULL);
+    free(reason);
+    pthread_mutex_lock(&inst->lock);
+    unsigned num = id_number(a->id);
+    if (num >= inst->next_id)
+      inst->next_id = num + 1;
+    int known = hm_inst_find_id(inst, a->id) != NULL;
+    int taken = target && hm_inst_find_entry(inst, target) != NULL;
+    pthread_mutex_unlock(&inst->lock);
+    if (known) {
+      hm_attachment_free(a);
+      continue;
+    }
+    hm_entry *e = NULL;
+    if (whole == 1 && target && host && !taken && (e = calloc(1, sizeof(*e))) &&
+        hm_mount_spec_new(&e->spec, NULL) == 0 && (e->id = strdup(a->id)) &&
+        hm_mount_spec_set_host_path(e->spec, host, NULL) == 0 &&
+        hm_mount_spec_set_guest_path(e->spec, target, NULL) == 0) {
+      e->spec->writable = w && strcmp(w, "1") == 0;
+      e->att = a;
+      e->state = HM_STATE_MOUNTED;
+      pthread_mutex_lock(&inst->lock);
+      hm_entry **v = realloc(inst->entries, (inst->n_entries + 1) * sizeof(*v));
+      if (v) {
+        inst->entries = v;
+        inst->entries[inst->n_entries++] = e;
+        hm_inst_save_locked(inst);
+        e = NULL;
+        hm_info("reconcile: adopted %s (%s at %s), which the registry had lost", a->id, host,
+                target);
+      }
+      pthread_mutex_unlock(&inst->lock);
+      if (e) {
+        e->att = NULL;
+        hm_inst_entry_free(e);
+        hm_attachment_free(a);
+      }
+      continue;
+    }
+    if (e)
+      hm_inst_entry_free(e);
+    if (roll_back(inst, a, target, &g, &why) == 0)
+      hm_info("reconcile: removed leftover %s", a->id);
+    else
+      hm_warn("reconcile: leftover %s could not be removed: %s", a->id, why ? why : "?");
+    free(why);
+    hm_attachment_free(a);
+  }
+  free(scan);
+  hm_agent_list_free(g.v, g.n);
+  pthread_mutex_lock(&inst->lock);
+  hm_inst_save_locked(inst);
+  pthread_mutex_unlock(&inst->lock);
+  hm_inst_monitor_wake(inst);
+  return 0;
+}

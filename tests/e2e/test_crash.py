@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""e2e-crash: hotmountd killed with SIGKILL at every step of add and remove,
+restarted, and checked from inside the guest and from QEMU: each mount is
+either whole and listed, or fully gone, with nothing leaked. Also: a helper
+(virtiofsd) killed under a live mount shows `broken`; a guest unmount behind
+our back shows `broken`; a corrupt state file is survived and the registry
+rebuilt from what QEMU, the host and the guest hold. Prints TAP.
+
+The kill points are the library's HOTMOUNT_FAULT hooks (lib/core/private.h).
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vm import VM, build_image  # noqa: E402
+from test_virtiofs import AGENT, HOTMOUNT, HOTMOUNTD, TAP, Ctx, hm  # noqa: E402
+
+ADD_POINTS = ["add:reserved", "add:virtiofsd-started", "add:chardev-added",
+              "add:device-added", "add:attached", "add:guest-mounted"]
+REMOVE_POINTS = ["remove:detaching", "remove:guest-unmounted", "remove:device-deleted",
+                 "remove:chardev-removed"]
+
+
+def daemon_pid(inst):
+    try:
+        return int(open(os.path.join(inst, "hotmountd.pid")).read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def stop_daemon(inst):
+    pid = daemon_pid(inst)
+    if not pid:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def start_daemon(inst, fault=None):
+    env = dict(os.environ)
+    env.pop("HOTMOUNT_FAULT", None)
+    if fault:
+        env["HOTMOUNT_FAULT"] = fault
+    return subprocess.run([HOTMOUNTD, inst, "--debug"], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def wait_dead(inst, timeout=10):
+    """The daemon killed itself at the fault point: wait until it is gone."""
+    pid = daemon_pid(inst)
+    end = time.monotonic() + timeout
+    while pid and time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return pid is None
+
+
+def settled(c, host, mp):
+    """After a restart: whole and listed, or fully gone. Returns (ok, detail)."""
+    lst = c.list_json()
+    if not lst:
+        in_guest = mp in c.guest_mounts()
+        left = c.leftovers()
+        return (not in_guest and not left and c.pci_devices_behind_ports() == 0,
+                "gone; guest has it: %s; leftovers: %s" % (in_guest, left))
+    if len(lst) != 1 or lst[0]["mountPoint"] != mp or lst[0]["state"] != "mounted":
+        return False, "registry: %s" % lst
+    rc, out = c.guest("cat %s/probe" % mp)
+    return out.strip() == "probe", "listed as mounted; guest read: %r" % out
+
+
+def case_add_kills(c, host):
+    t = c.t
+    for point in ADD_POINTS:
+        stop_daemon(c.inst)
+        d = start_daemon(c.inst, point)
+        rc, out = hm("add", c.inst, host, "/mnt/crash")
+        died = wait_dead(c.inst)
+        t.ok(rc != 0 and died, "daemon killed at %s during add" % point, out + d.stderr)
+        d = start_daemon(c.inst)
+        ok, detail = settled(c, host, "/mnt/crash")
+        t.ok(d.returncode == 0 and ok, "after restart (%s): whole or gone" % point,
+             detail + d.stderr)
+        if c.list_json():
+            rc, out = hm("remove", c.inst, "/mnt/crash")
+        left = c.leftovers()
+        t.ok(not left and "/mnt/crash" not in c.guest_mounts(),
+             "clean after %s (remove if it was kept)" % point, left)
+
+
+def case_remove_kills(c, host):
+    t = c.t
+    for point in REMOVE_POINTS:
+        stop_daemon(c.inst)
+        start_daemon(c.inst)
+        rc, out = hm("add", c.inst, host, "/mnt/crash")
+        if not t.ok(rc == 0, "add before the kill at %s" % point, out):
+            continue
+        stop_daemon(c.inst)
+        start_daemon(c.inst, point)
+        rc, out = hm("remove", c.inst, "/mnt/crash")
+        died = wait_dead(c.inst)
+        t.ok(rc != 0 and died, "daemon killed at %s during remove" % point, out)
+        d = start_daemon(c.inst)
+        lst = c.list_json()
+        left = c.leftovers()
+        t.ok(d.returncode == 0 and not lst and not left and
+             "/mnt/crash" not in c.guest_mounts() and c.pci_devices_behind_ports() == 0,
+             "after restart (%s): the remove was finished, nothing left" % point,
+             "registry %s leftovers %s %s" % (lst, left, d.stderr))
+
+
+def wait_state(c, mp, state, timeout):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        for m in c.list_json():
+            if m["mountPoint"] == mp and m["state"] == state:
+                return time.monotonic() - t0, m
+        time.sleep(0.02)
+    return None, None
+
+
+def case_helper_killed(c, host):
+    t = c.t
+    rc, out = hm("add", c.inst, host, "/mnt/health")
+    t.ok(rc == 0, "add for the health check", out)
+    st = json.load(open(os.path.join(c.inst, "state.json")))
+    pid = int([m for m in st["mounts"] if m["mountPoint"] == "/mnt/health"][0]
+              ["backend"]["virtiofsd_pid"])
+    os.kill(pid, signal.SIGKILL)
+    took, m = wait_state(c, "/mnt/health", "broken", 10)
+    t.note("virtiofsd killed -> broken in list after %s s" %
+           ("%.3f" % took if took is not None else "never"))
+    t.ok(took is not None and "virtiofsd" in (m or {}).get("reason", ""),
+         "virtiofsd killed: broken, with the reason (within 1 s: %s)" %
+         ("yes" if took is not None and took <= 1 else "no"), m)
+    # The guest must get an error, not hang, and remove must still clean up.
+    rc, out = c.guest("timeout -s KILL 5 ls /mnt/health; echo rc=$?", timeout=30)
+    t.ok("rc=" in out, "guest access to the dead mount returns", out)
+    rc, out = hm("remove", c.inst, "/mnt/health")
+    left = c.leftovers()
+    t.ok(rc == 0 and not left and "/mnt/health" not in c.guest_mounts(),
+         "remove cleans up a broken mount", out + str(left))
+
+
+def case_guest_unmount(c, host):
+    t = c.t
+    rc, out = hm("add", c.inst, host, "/mnt/gone")
+    t.ok(rc == 0, "add for the guest-unmount check", out)
+    c.guest("umount /mnt/gone")
+    took, m = wait_state(c, "/mnt/gone", "broken", 10)
+    t.note("guest umount -> broken in list after %s s" %
+           ("%.3f" % took if took is not None else "never"))
+    t.ok(took is not None and "guest" in (m or {}).get("reason", ""),
+         "unmounted in the guest behind our back: broken, with the reason", m)
+    rc, out = hm("remove", c.inst, "/mnt/gone")
+    left = c.leftovers()
+    t.ok(rc == 0 and not left, "remove cleans it up", out + str(left))
+
+
+def case_corrupt_state(c, host):
+    t = c.t
+    rc, out = hm("add", c.inst, host, "/mnt/lost", "--writable")
+    t.ok(rc == 0, "add before the state file is lost", out)
+    stop_daemon(c.inst)
+    path = os.path.join(c.inst, "state.json")
+    for i, junk in enumerate(['{"version":1,"nextId":', "not json", '{"version":1,"x":[]}']):
+        with open(path, "w") as f:
+            f.write(junk)
+        d = start_daemon(c.inst)
+        lst = c.list_json()
+        t.ok(d.returncode == 0 and len(lst) == 1 and lst[0]["mountPoint"] == "/mnt/lost" and
+             lst[0]["hostPath"] == host and lst[0]["writable"] and lst[0]["state"] == "mounted",
+             "corrupt state file #%d: daemon starts, the mount is rebuilt from QEMU, host and "
+             "guest" % (i + 1), "%s %s" % (lst, d.stderr))
+        kept = [f for f in os.listdir(c.inst) if f.startswith("state.json.corrupt-")]
+        t.ok(kept, "the corrupt file is kept aside", os.listdir(c.inst))
+        for f in kept:
+            os.unlink(os.path.join(c.inst, f))
+        stop_daemon(c.inst)
+    start_daemon(c.inst)
+    rc, out = hm("add", c.inst, host, "/mnt/lost2")
+    t.ok(rc == 0, "a new add after the rebuild gets a fresh id (no clash with the adopted one)",
+         out)
+    for mp in ("/mnt/lost", "/mnt/lost2"):
+        hm("remove", c.inst, mp)
+    t.ok(not c.leftovers(), "nothing left", c.leftovers())
+
+
+def main():
+    t = TAP()
+    for path, what in ((HOTMOUNT, "hotmount"), (HOTMOUNTD, "hotmountd"), (AGENT, "agent")):
+        if not (path and os.access(path, os.X_OK)):
+            print("1..0 # SKIP %s not built" % what)
+            return 0
+    if os.geteuid() != 0:
+        print("1..0 # SKIP needs root (QEMU's C virtiofsd)")
+        return 0
+    image_dir = os.environ.get("HM_E2E_IMAGE_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "image-cache")
+    build_image(image_dir, AGENT)
+    work = tempfile.mkdtemp(prefix="hm-crash-")
+    inst = os.path.join(work, "inst")
+    host = os.path.join(work, "host")
+    os.makedirs(host)
+    with open(os.path.join(host, "probe"), "w") as f:
+        f.write("probe\n")
+    try:
+        with VM(work, image_dir, instance_dir=inst) as vm:
+            t.note("boot %.1f s" % vm.boot_time)
+            c = Ctx(t, vm, inst, work)
+            for case in (case_add_kills, case_remove_kills, case_helper_killed,
+                         case_guest_unmount, case_corrupt_state):
+                try:
+                    case(c, host)
+                except Exception:
+                    t.ok(False, "%s raised" % case.__name__, traceback.format_exc())
+            if t.failed:
+                log = os.path.join(inst, "hotmountd.log")
+                if os.path.exists(log):
+                    for line in open(log).read().splitlines()[-60:]:
+                        t.note("  " + line)
+    except Exception:
+        t.ok(False, "e2e harness", traceback.format_exc())
+    finally:
+        stop_daemon(inst)
+        subprocess.run(["pkill", "-f", "virtiofsd.*" + work], capture_output=True)
+        if not os.environ.get("HM_E2E_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+    t.done()
+    return 1 if t.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
