@@ -16,6 +16,51 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/wait.h>
+
+/*
+ * umount2 in a child process, waited for at most UMOUNT_WAIT_MS. The last
+ * unmount of a virtiofs whose host-side virtiofsd died never returns: the
+ * kernel waits forever for the dead device to answer FUSE_DESTROY. Doing it
+ * in a child keeps the agent answering; once the mount is gone from the mount
+ * table the unmount has taken effect and only the kernel's teardown is stuck,
+ * in that child. Returns 0, or -1 with errno.
+ */
+#define UMOUNT_WAIT_MS 3000
+
+static int find_mount(const char *path, char **fstype, char **source);
+
+static int umount_bounded(const char *target, int flags) {
+  pid_t pid = fork();
+  if (pid < 0)
+    return umount2(target, flags);
+  if (pid == 0)
+    _exit(umount2(target, flags) < 0 ? (errno & 0x7f) : 0);
+  int64_t deadline = hm_now_ms() + UMOUNT_WAIT_MS;
+  for (;;) {
+    int st;
+    pid_t w = waitpid(pid, &st, WNOHANG);
+    if (w == pid) {
+      int e = WIFEXITED(st) ? WEXITSTATUS(st) : EIO;
+      errno = e;
+      return e ? -1 : 0;
+    }
+    if (w < 0 && errno != EINTR)
+      return -1;
+    if (hm_now_ms() >= deadline) {
+      if (find_mount(target, NULL, NULL) == 0) {
+        hm_warn("unmount of %s is still finishing in the kernel (a dead file system "
+                "server?); it is out of the mount table",
+                target);
+        return 0;
+      }
+      errno = ETIMEDOUT;
+      return -1;
+    }
+    struct timespec ts = {0, 20 * 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
 
 /* 0: wait for devices on uevents (the default). See --retry-interval. */
 int agent_retry_interval_ms;
@@ -406,7 +451,7 @@ static int do_umount(const hm_agent_request *req, const char *norm, int *eno, ch
     goto out;
   }
   int flags = UMOUNT_NOFOLLOW | (req->lazy ? MNT_DETACH : 0) | (req->force ? MNT_FORCE : 0);
-  if (umount2(resolved, flags) < 0) {
+  if (umount_bounded(resolved, flags) < 0) {
     int e = errno;
     r = fail(eno, msg, e, "umount: %s: %s%s", norm, strerror(e),
              e == EBUSY && !req->lazy ? " (in use in the guest; a lazy unmount detaches it)" : "");

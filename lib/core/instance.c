@@ -35,7 +35,7 @@ void hm_inst_entry_free(hm_entry *e) {
 
 hm_entry *hm_inst_find_entry(hm_instance *inst, const char *guest_path) {
   for (size_t i = 0; i < inst->n_entries; i++)
-    if (strcmp(inst->entries[i]->spec->guest_path, guest_path) == 0)
+    if (!inst->entries[i]->retired && strcmp(inst->entries[i]->spec->guest_path, guest_path) == 0)
       return inst->entries[i];
   return NULL;
 }
@@ -52,6 +52,8 @@ hm_entry *hm_inst_find_id(hm_instance *inst, const char *id) {
 static hm_entry *find_overlap(hm_instance *inst, const char *p) {
   size_t pl = strlen(p);
   for (size_t i = 0; i < inst->n_entries; i++) {
+    if (inst->entries[i]->retired)
+      continue;
     const char *q = inst->entries[i]->spec->guest_path;
     size_t ql = strlen(q);
     size_t n = pl < ql ? pl : ql;
@@ -404,6 +406,22 @@ int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags
   if (!att && (r = hm_attachment_new(&tmp, e->id, err)) < 0)
     goto broken;
   r = hm_fs_hotplugger_detach(inst->hp, att ? att : tmp, err);
+  const char *retired = hm_attachment_get_data(att ? att : tmp, "retired");
+  if (r == 0 && retired && att) {
+    /* The backend could not unplug it without hanging the guest: the mount
+     * is gone from the guest and from list, the record stays (hidden) so the
+     * device is not reused or pulled later by a reconcile. */
+    pthread_mutex_lock(&inst->lock);
+    hm_warn("removed %s from %s, but its device stays plugged: %s", e->id, e->spec->guest_path,
+            retired);
+    e->busy = 0;
+    e->retired = 1;
+    hm_inst_set_state_locked(inst, e, HM_STATE_BROKEN, retired);
+    pthread_mutex_unlock(&inst->lock);
+    hm_attachment_free(tmp);
+    hm_inst_monitor_wake(inst);
+    return 0;
+  }
   hm_attachment_free(tmp);
   if (r < 0)
     goto broken;
@@ -435,6 +453,8 @@ int hm_instance_list(hm_instance *inst, hm_mount_list **out, hm_error **err) {
   pthread_mutex_lock(&inst->lock);
   for (size_t i = 0; i < inst->n_entries; i++) {
     hm_mount *m = NULL;
+    if (inst->entries[i]->retired)
+      continue;
     if (snapshot(&m, inst->entries[i]) < 0 || hm_mount_list_take(l, m) < 0) {
       pthread_mutex_unlock(&inst->lock);
       hm_mount_list_free(l);
@@ -475,11 +495,13 @@ int hm_instance_status(hm_instance *inst, hm_status **out, hm_error **err) {
     return HM_ERR(err, HM_E_INVALID, "inst and out must not be NULL");
   if (hm_status_new(&st) < 0)
     return HM_ERR_NOMEM(err);
-  size_t broken = 0, n;
+  size_t broken = 0, retired = 0, n = 0;
   pthread_mutex_lock(&inst->lock);
-  n = inst->n_entries;
-  for (size_t i = 0; i < n; i++)
-    broken += inst->entries[i]->state == HM_STATE_BROKEN;
+  for (size_t i = 0; i < inst->n_entries; i++) {
+    retired += inst->entries[i]->retired;
+    n += !inst->entries[i]->retired;
+    broken += !inst->entries[i]->retired && inst->entries[i]->state == HM_STATE_BROKEN;
+  }
   pthread_mutex_unlock(&inst->lock);
   int agent_up = 0;
   char agent_version[128] = "";
@@ -499,6 +521,7 @@ int hm_instance_status(hm_instance *inst, hm_status **out, hm_error **err) {
   r = r ?: hm_status_setf(st, "backend", "%s", hm_fs_hotplugger_get_name(inst->hp));
   r = r ?: hm_status_setf(st, "mounts", "%zu", n);
   r = r ?: hm_status_setf(st, "mountsBroken", "%zu", broken);
+  r = r ?: hm_status_setf(st, "devicesRetired", "%zu", retired);
   /* A never-connected agent is "unknown", not "disconnected": connections
    * are made on demand. */
   r = r

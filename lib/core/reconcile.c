@@ -142,6 +142,23 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
       continue;
     if (!e->att->tag)
       hm_attachment_set_tag(e->att, e->id, NULL);
+    if (e->retired) {
+      /* Only its device is left; once QEMU no longer has it (VM restarted),
+       * the record can go. */
+      hm_attachment *a = e->att;
+      pthread_mutex_unlock(&inst->lock);
+      char *reason = NULL;
+      int whole = hm_fs_hotplugger_check(inst->hp, a, &reason, NULL);
+      int gone = whole == 0 && reason && strstr(reason, "gone");
+      free(reason);
+      pthread_mutex_lock(&inst->lock);
+      if (gone) {
+        hm_info("reconcile: retired %s is gone from the VM; record dropped", e->id);
+        hm_inst_drop_entry(inst, e);
+        i--;
+      }
+      continue;
+    }
     e->busy = 1;
     int state = e->state;
     pthread_mutex_unlock(&inst->lock);

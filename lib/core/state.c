@@ -27,6 +27,8 @@ static json_object *entry_to_json(const hm_entry *e) {
                              json_object_new_string(e->spec->options.values[i]));
     json_object_object_add(o, "options", opts);
   }
+  if (e->retired)
+    json_object_object_add(o, "retired", json_object_new_boolean(1));
   if (e->att) {
     json_object *b = json_object_new_object();
     for (size_t i = 0; b && i < e->att->data.n; i++)
@@ -147,6 +149,8 @@ static int entry_from_json(hm_entry **out, json_object *o, hm_error **err) {
         goto nomem;
     }
   }
+  if (get(o, "retired", json_type_boolean, &v) == 0)
+    e->retired = json_object_get_boolean(v);
   if (get(o, "backend", json_type_object, &v) == 0) {
     if (hm_attachment_new(&e->att, m->id, NULL) < 0 || (m->tag && !(e->att->tag = strdup(m->tag))))
       goto nomem;

@@ -12,7 +12,8 @@ typedef struct hm_entry {
   hm_attachment *att; /* NULL until the backend attached */
   int state;
   char *reason;
-  int busy; /* an add or remove of this process is working on it (not persisted) */
+  int busy;    /* an add or remove of this process is working on it (not persisted) */
+  int retired; /* removed, but its device could not be unplugged (see remove) */
 } hm_entry;
 
 /*

@@ -121,6 +121,9 @@ def kill_virtiofsd(work):
 class Ctx:
     def __init__(self, t, vm, inst, work):
         self.t, self.vm, self.inst, self.work = t, vm, inst, work
+        # Mount ids whose device was retired (its virtiofsd died, so it stays
+        # plugged by design): not counted as leftovers.
+        self.retired = set()
 
     def guest(self, cmd, timeout=60):
         return self.vm.sh(cmd, timeout=timeout)
@@ -151,12 +154,14 @@ class Ctx:
             left.append("virtiofsd: %s" % procs)
         peri = self.vm.qmp("qom-list", {"path": "/machine/peripheral"})
         devs = [p["name"] for p in peri if p["name"].startswith("hm-")
-                and not p["name"].startswith("hm-rp-") and p["name"] != "hm-serial"]
+                and not p["name"].startswith("hm-rp-") and p["name"] != "hm-serial"
+                and p["name"][:-len("-dev")] not in self.retired]
         if devs:
             left.append("devices: %s" % devs)
         chr_ = [c["label"] for c in self.vm.qmp("query-chardev")
                 if c["label"].startswith("hm-") and c["label"] not in
-                ("hm-agent", "hm-qmp") and not c["label"].startswith("hm-test-")]
+                ("hm-agent", "hm-qmp") and not c["label"].startswith("hm-test-")
+                and c["label"][:-len("-chr")] not in self.retired]
         if chr_:
             left.append("chardevs: %s" % chr_)
         socks = [f for f in os.listdir(self.inst) if f.endswith("-vfs.sock")]
@@ -168,6 +173,11 @@ class Ctx:
         return left
 
     def pci_devices_behind_ports(self):
+        """Devices the guest's PCI tree shows behind our root ports, less the
+        retired ones."""
+        return self._pci_behind() - len(self.retired)
+
+    def _pci_behind(self):
         """Devices the guest's PCI tree shows behind our root ports."""
         n = 0
         for bus in self.vm.qmp("query-pci"):

@@ -21,7 +21,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from vm import VM, build_image  # noqa: E402
-from test_virtiofs import AGENT, HOTMOUNT, HOTMOUNTD, TAP, Ctx, hm  # noqa: E402
+from hmtest import AGENT, HOTMOUNT, HOTMOUNTD, TAP, Ctx, hm, kill_virtiofsd, skip_reason  # noqa: E402
 
 ADD_POINTS = ["add:reserved", "add:virtiofsd-started", "add:chardev-added",
               "add:device-added", "add:attached", "add:guest-mounted"]
@@ -153,13 +153,25 @@ def case_helper_killed(c, host):
     t.ok(took is not None and "virtiofsd" in (m or {}).get("reason", ""),
          "virtiofsd killed: broken, with the reason (within 1 s: %s)" %
          ("yes" if took is not None and took <= 1 else "no"), m)
-    # The guest must get an error, not hang, and remove must still clean up.
-    rc, out = c.guest("timeout -s KILL 5 ls /mnt/health; echo rc=$?", timeout=30)
-    t.ok("rc=" in out, "guest access to the dead mount returns", out)
+    # virtiofs has no way back from a dead virtiofsd (QEMU cannot reconnect
+    # vhost-user-fs; the guest waits forever on requests in flight), so
+    # remove takes the mount out of the guest and the registry, stops
+    # nothing it cannot, and retires the device instead of unplugging it
+    # (unplugging would wedge every later virtiofs mount in the guest).
+    mid = [m for m in c.list_json() if m["mountPoint"] == "/mnt/health"][0]["id"]
     rc, out = hm("remove", c.inst, "/mnt/health")
+    c.retired.add(mid)
+    rc2, st = hm("status", c.inst, "--json")
+    retired = json.loads(st).get("devicesRetired") if rc2 == 0 else None
     left = c.leftovers()
-    t.ok(rc == 0 and not left and "/mnt/health" not in c.guest_mounts(),
-         "remove cleans up a broken mount", out + str(left))
+    t.ok(rc == 0 and not left and "/mnt/health" not in c.guest_mounts() and retired == 1,
+         "remove of a mount whose virtiofsd died: gone from guest and registry, device "
+         "retired", "%s %s status=%s" % (out, left, st))
+    rc, out = hm("add", c.inst, host, "/mnt/after")
+    rc2, out2 = c.guest("cat /mnt/after/probe")
+    t.ok(rc == 0 and out2.strip() == "probe",
+         "the guest still takes new virtiofs mounts afterwards", out + out2)
+    hm("remove", c.inst, "/mnt/after")
 
 
 def case_guest_unmount(c, host):
@@ -208,12 +220,9 @@ def case_corrupt_state(c, host):
 
 def main():
     t = TAP()
-    for path, what in ((HOTMOUNT, "hotmount"), (HOTMOUNTD, "hotmountd"), (AGENT, "agent")):
-        if not (path and os.access(path, os.X_OK)):
-            print("1..0 # SKIP %s not built" % what)
-            return 0
-    if os.geteuid() != 0:
-        print("1..0 # SKIP needs root (QEMU's C virtiofsd)")
+    why = skip_reason()
+    if why:
+        print("1..0 # SKIP " + why)
         return 0
     image_dir = os.environ.get("HM_E2E_IMAGE_DIR") or os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "image-cache")
@@ -235,15 +244,12 @@ def main():
                 except Exception:
                     t.ok(False, "%s raised" % case.__name__, traceback.format_exc())
             if t.failed:
-                log = os.path.join(inst, "hotmountd.log")
-                if os.path.exists(log):
-                    for line in open(log).read().splitlines()[-60:]:
-                        t.note("  " + line)
+                c.dump_logs()
     except Exception:
         t.ok(False, "e2e harness", traceback.format_exc())
     finally:
         stop_daemon(inst)
-        subprocess.run(["pkill", "-f", "virtiofsd.*" + work], capture_output=True)
+        kill_virtiofsd(work)
         if not os.environ.get("HM_E2E_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
     t.done()
