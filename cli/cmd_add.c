@@ -21,11 +21,10 @@ static char *absolute(const char *p) {
 }
 
 int cmd_add(int argc, char **argv) {
-  static const struct option opts[] = {{"type", required_argument, NULL, 't'},
-                                       {"writable", no_argument, NULL, 'w'},
-                                       {"option", required_argument, NULL, 'o'},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {
+      {"type", required_argument, NULL, 't'}, {"writable", no_argument, NULL, 'w'},
+      {"persist", no_argument, NULL, 'p'},    {"option", required_argument, NULL, 'o'},
+      {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0}};
   hm_mount_spec *spec = NULL;
   hm_client *client = NULL;
   hm_mount *m = NULL;
@@ -35,7 +34,7 @@ int cmd_add(int argc, char **argv) {
   if (hm_mount_spec_new(&spec, &err) < 0)
     goto fail;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "t:wo:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "t:wpo:h", opts, NULL)) != -1) {
     switch (c) {
     case 't': {
       int t = hm_mount_type_parse(optarg, &err);
@@ -44,6 +43,7 @@ int cmd_add(int argc, char **argv) {
       break;
     }
     case 'w': hm_mount_spec_set_writable(spec, 1, NULL); break;
+    case 'p': hm_mount_spec_set_persist(spec, 1, NULL); break;
     case 'o': {
       char *eq = strchr(optarg, '=');
       if (!eq || eq == optarg) {

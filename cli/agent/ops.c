@@ -451,7 +451,9 @@ static int do_umount(const hm_agent_request *req, const char *norm, int *eno, ch
     goto out;
   }
   int flags = UMOUNT_NOFOLLOW | (req->lazy ? MNT_DETACH : 0) | (req->force ? MNT_FORCE : 0);
-  if (umount_bounded(resolved, flags) < 0) {
+  /* Only a lazy unmount (what remove asks for a broken mount) can meet a
+   * dead server; plain ones stay in this thread. */
+  if ((req->lazy ? umount_bounded(resolved, flags) : umount2(resolved, flags)) < 0) {
     int e = errno;
     r = fail(eno, msg, e, "umount: %s: %s%s", norm, strerror(e),
              e == EBUSY && !req->lazy ? " (in use in the guest; a lazy unmount detaches it)" : "");

@@ -123,6 +123,20 @@ static void respond_errf(agent_conn *c, int64_t id, int eno, const char *fmt, ..
   free(msg);
 }
 
+/* The kernel's id for this boot: a host that sees it change knows the guest
+ * rebooted (and so why its mounts are gone). NULL when unreadable. */
+static char *boot_id(void) {
+  char buf[64] = "";
+  FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+  if (!f)
+    return NULL;
+  if (!fgets(buf, sizeof(buf), f))
+    buf[0] = '\0';
+  fclose(f);
+  buf[strcspn(buf, "\n")] = '\0';
+  return buf[0] ? strdup(buf) : NULL;
+}
+
 static void do_hello(agent_conn *c, const hm_agent_request *req) {
   if (req->major != HM_AGENT_PROTO_MAJOR) {
     respond_errf(c, req->id, EPROTONOSUPPORT,
@@ -140,9 +154,11 @@ static void do_hello(agent_conn *c, const hm_agent_request *req) {
                             .minor = HM_AGENT_PROTO_MINOR,
                             .agent_name = HM_AGENT_NAME,
                             .agent_version = HM_VERSION_STRING,
-                            .capabilities = caps};
+                            .capabilities = caps,
+                            .boot_id = boot_id()};
   hm_info("hello from a host speaking protocol %d.%d", req->major, req->minor);
   respond(c, HM_AGENT_OP_HELLO, &resp);
+  free(resp.boot_id);
 }
 
 static void do_list(agent_conn *c, const hm_agent_request *req) {
@@ -154,8 +170,10 @@ static void do_list(agent_conn *c, const hm_agent_request *req) {
     free(msg);
     return;
   }
+  resp.boot_id = boot_id();
   respond(c, HM_AGENT_OP_LIST, &resp);
   hm_agent_mount_info_free(resp.mounts, resp.n_mounts);
+  free(resp.boot_id);
 }
 
 struct job {

@@ -41,6 +41,12 @@ HM_API int hm_mount_spec_set_type(hm_mount_spec *spec, int type, hm_error **err)
 /** Non-zero: guest may write (enforced on the host). Default 0. Since 0.1. */
 HM_API int hm_mount_spec_set_writable(hm_mount_spec *spec, int writable, hm_error **err);
 /**
+ * Non-zero: mount it again when the guest reboots (the device stays plugged);
+ * otherwise a guest reboot ends the mount and the host side is cleaned up.
+ * Default 0. Since 0.1.
+ */
+HM_API int hm_mount_spec_set_persist(hm_mount_spec *spec, int persist, hm_error **err);
+/**
  * Transport option "key" = "value" (copied), e.g. ("msize", "262144") for 9p.
  * Unknown keys for the spec's type are rejected by validation, not here.
  * Since 0.1.
@@ -52,6 +58,7 @@ HM_API const char *hm_mount_spec_get_host_path(const hm_mount_spec *spec);
 HM_API const char *hm_mount_spec_get_guest_path(const hm_mount_spec *spec);
 HM_API int hm_mount_spec_get_type(const hm_mount_spec *spec);
 HM_API int hm_mount_spec_get_writable(const hm_mount_spec *spec);
+HM_API int hm_mount_spec_get_persist(const hm_mount_spec *spec);
 /** Value of option key, or NULL. Since 0.1. */
 HM_API const char *hm_mount_spec_get_option(const hm_mount_spec *spec, const char *key);
 
@@ -85,6 +92,8 @@ HM_API const char *hm_mount_get_host_path(const hm_mount *m);
 HM_API const char *hm_mount_get_guest_path(const hm_mount *m);
 HM_API int hm_mount_get_type(const hm_mount *m);
 HM_API int hm_mount_get_writable(const hm_mount *m);
+/** Non-zero when the mount survives guest reboots (see hm_mount_spec_set_persist). Since 0.1. */
+HM_API int hm_mount_get_persist(const hm_mount *m);
 /** One of HM_STATE_*. Since 0.1. */
 HM_API int hm_mount_get_state(const hm_mount *m);
 /** "attaching", "mounted", "detaching", "broken"; NULL if unknown. Since 0.1. */
@@ -103,7 +112,7 @@ HM_API void hm_mount_list_free(hm_mount_list *l);
 
 /**
  * hm_mount_list_to_json / hm_mount_to_json: the HTTP API's JSON form
- * ({id, hostPath, mountPoint, type, writable, state, tag, reason}). *out is
+ * ({id, hostPath, mountPoint, type, writable, persist, state, tag, reason}). *out is
  * malloc'd; free with free(). Since 0.1.
  */
 HM_API int hm_mount_list_to_json(char **out, const hm_mount_list *l, hm_error **err);

@@ -47,6 +47,7 @@ struct hm_agent {
   int handshaken;
   char *agent_version;
   char **caps;
+  char *boot_id; /* last seen */
 
   pthread_mutex_t wlock; /* one request line at a time on the socket */
 };
@@ -355,6 +356,11 @@ static int hello_accept(hm_agent *a, hm_agent_response *resp, const char *func, 
                         resp->agent_name, resp->agent_version, resp->major, resp->minor,
                         HM_AGENT_PROTO_MAJOR, HM_AGENT_PROTO_MINOR);
   pthread_mutex_lock(&a->lock);
+  if (resp->boot_id) {
+    free(a->boot_id);
+    a->boot_id = resp->boot_id;
+    resp->boot_id = NULL;
+  }
   a->agent_version = resp->agent_version;
   a->caps = resp->capabilities;
   resp->agent_version = NULL;
@@ -529,6 +535,7 @@ void hm_agent_free(hm_agent *a) {
     pending_remove_locked(a, a->pending);
   free(a->close_reason);
   free(a->agent_version);
+  free(a->boot_id);
   hm_strv_free(a->caps);
   pthread_mutex_destroy(&a->lock);
   pthread_mutex_destroy(&a->wlock);
@@ -623,9 +630,25 @@ int hm_agent_list(hm_agent *a, hm_agent_mount_info **out, size_t *n, hm_error **
     *n = resp.n_mounts;
     resp.mounts = NULL;
     resp.n_mounts = 0;
+    if (resp.boot_id) {
+      pthread_mutex_lock(&a->lock);
+      free(a->boot_id);
+      a->boot_id = resp.boot_id;
+      resp.boot_id = NULL;
+      pthread_mutex_unlock(&a->lock);
+    }
   }
   hm_agent_response_clear(&resp);
   return rc;
+}
+
+char *hm_agent_boot_id(hm_agent *a) {
+  if (!a)
+    return NULL;
+  pthread_mutex_lock(&a->lock);
+  char *b = a->boot_id ? strdup(a->boot_id) : NULL;
+  pthread_mutex_unlock(&a->lock);
+  return b;
 }
 
 void hm_agent_list_free(hm_agent_mount_info *v, size_t n) {

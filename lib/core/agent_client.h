@@ -56,6 +56,9 @@ HM_PRIVATE void hm_agent_list_free(hm_agent_mount_info *v, size_t n);
 
 /* 1 while the handshake is done and the connection is open, else 0. */
 HM_PRIVATE int hm_agent_is_connected(hm_agent *a);
+/* The guest's boot id from the last hello or list answer (malloc'd), or NULL
+ * when the agent does not send one (before protocol 1.1). */
+HM_PRIVATE char *hm_agent_boot_id(hm_agent *a);
 
 /* From the hello answer; owned by a. */
 HM_PRIVATE const char *hm_agent_get_version(hm_agent *a);

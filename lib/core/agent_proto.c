@@ -62,6 +62,7 @@ void hm_agent_response_clear(hm_agent_response *resp) {
   free(resp->agent_version);
   hm_strv_free(resp->capabilities);
   hm_agent_mount_info_free(resp->mounts, resp->n_mounts);
+  free(resp->boot_id);
   memset(resp, 0, sizeof(*resp));
 }
 
@@ -162,6 +163,8 @@ int hm_agent_response_encode(char **out, int op, const hm_agent_response *resp, 
     r |= add(o, "errno", json_object_new_int(resp->err_no > 0 ? resp->err_no : EIO));
     r |= add_str(o, "error", resp->error ? resp->error : "unknown error");
   } else if (op == HM_AGENT_OP_HELLO) {
+    if (resp->boot_id)
+      r |= add_str(o, "boot_id", resp->boot_id);
     r |= add(o, "major", json_object_new_int(resp->major));
     r |= add(o, "minor", json_object_new_int(resp->minor));
     r |= add_str(o, "agent", resp->agent_name ? resp->agent_name : "");
@@ -171,6 +174,8 @@ int hm_agent_response_encode(char **out, int op, const hm_agent_response *resp, 
     for (char **c = resp->capabilities; caps && c && *c; c++)
       r |= json_object_array_add(caps, json_object_new_string(*c)) < 0;
   } else if (op == HM_AGENT_OP_LIST) {
+    if (resp->boot_id)
+      r |= add_str(o, "boot_id", resp->boot_id);
     json_object *arr = json_object_new_array();
     r |= add(o, "mounts", arr);
     for (size_t i = 0; arr && i < resp->n_mounts; i++) {
@@ -461,8 +466,8 @@ int hm_agent_response_decode(hm_agent_response *out, int op, const char *line, s
   static const char *const k_err[] = {"id", "ok", "errno", "error", NULL};
   static const char *const k_plain[] = {"id", "ok", NULL};
   static const char *const k_hello[] = {
-      "id", "ok", "major", "minor", "agent", "agent_version", "capabilities", NULL};
-  static const char *const k_list[] = {"id", "ok", "mounts", NULL};
+      "id", "ok", "major", "minor", "agent", "agent_version", "capabilities", "boot_id", NULL};
+  static const char *const k_list[] = {"id", "ok", "mounts", "boot_id", NULL};
   const char *func = __func__;
   memset(out, 0, sizeof(*out));
   const char *what = hm_agent_op_name(op);
@@ -496,7 +501,8 @@ int hm_agent_response_decode(hm_agent_response *out, int op, const char *line, s
     if ((r = get_int(o, "minor", 1, 0, INT32_MAX, &x, what, func, err)) < 0)
       goto out;
     out->minor = (int)x;
-    if ((r = get_str(o, "agent", 1, &out->agent_name, what, func, err)) < 0 ||
+    if ((r = get_str(o, "boot_id", 0, &out->boot_id, what, func, err)) < 0 ||
+        (r = get_str(o, "agent", 1, &out->agent_name, what, func, err)) < 0 ||
         (r = get_str(o, "agent_version", 1, &out->agent_version, what, func, err)) < 0 ||
         (r = get_field(o, "capabilities", json_type_array, 1, &v, what, func, err)) < 0)
       goto out;
@@ -521,6 +527,7 @@ int hm_agent_response_decode(hm_agent_response *out, int op, const char *line, s
   }
   case HM_AGENT_OP_LIST:
     if ((r = check_keys(o, k_list, what, func, err)) < 0 ||
+        (r = get_str(o, "boot_id", 0, &out->boot_id, what, func, err)) < 0 ||
         (r = get_field(o, "mounts", json_type_array, 1, &v, what, func, err)) < 0)
       goto out;
     r = decode_mounts(out, v, func, err);

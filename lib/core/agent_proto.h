@@ -12,7 +12,7 @@
 #include "core/private.h"
 
 #define HM_AGENT_PROTO_MAJOR 1
-#define HM_AGENT_PROTO_MINOR 0
+#define HM_AGENT_PROTO_MINOR 1 /* 1.1: boot_id in hello and list answers */
 #define HM_AGENT_PORT_NAME "org.hotmount.agent.0"
 #define HM_AGENT_NAME "hotmount-agent"
 /* Longest line either side accepts, newline excluded. */
@@ -67,6 +67,9 @@ typedef struct hm_agent_response {
   /* list */
   hm_agent_mount_info *mounts;
   size_t n_mounts;
+  /* hello and list, optional (since 1.1): the guest kernel's boot id, so the
+   * host can tell a guest reboot from a guest-side unmount. */
+  char *boot_id;
 } hm_agent_response;
 
 /* "hello", "mount", ...; NULL when unknown. */

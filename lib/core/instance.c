@@ -79,7 +79,8 @@ void hm_inst_drop_entry(hm_instance *inst, hm_entry *e) {
  * itself is fine, and the next save retries. */
 void hm_inst_save_locked(hm_instance *inst) {
   hm_error *err = NULL;
-  if (hm_state_save(inst->state_path, inst->next_id, inst->entries, inst->n_entries, &err) < 0)
+  if (hm_state_save(inst->state_path, inst->next_id, inst->guest_boot_id, inst->entries,
+                    inst->n_entries, &err) < 0)
     hm_warn("%s", hm_error_message(err));
   hm_error_free(err);
 }
@@ -115,7 +116,8 @@ int hm_instance_new(hm_instance **out, const char *dir, hm_fs_hotplugger *hp, hm
     r = HM_ERR_NOMEM(err);
     goto fail;
   }
-  r = hm_state_load(inst->state_path, &inst->next_id, &inst->entries, &inst->n_entries, err);
+  r = hm_state_load(inst->state_path, &inst->next_id, &inst->guest_boot_id, &inst->entries,
+                    &inst->n_entries, err);
   if (r < 0)
     goto fail;
   /* Entries an earlier process left attaching/detaching stay so: not busy
@@ -143,6 +145,7 @@ void hm_instance_free(hm_instance *inst) {
   hm_fs_hotplugger_free(inst->hp);
   pthread_mutex_destroy(&inst->lock);
   pthread_rwlock_destroy(&inst->agent_lock);
+  free(inst->guest_boot_id);
   free(inst->dir);
   free(inst->agent_path);
   free(inst->state_path);
@@ -273,7 +276,18 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
   /* 4. Guest mount. */
   r = hm_agent_mount(inst->agent, e->spec->type, att->tag, e->spec->guest_path, !e->spec->writable,
                      NULL, inst->mount_timeout_ms, err);
+  char *boot = r == 0 ? hm_agent_boot_id(inst->agent) : NULL;
   hm_inst_agent_release(inst);
+  if (boot) {
+    /* The boot this mount belongs to: a later change means a reboot. */
+    pthread_mutex_lock(&inst->lock);
+    if (!inst->guest_boot_id) {
+      inst->guest_boot_id = boot;
+      boot = NULL;
+    }
+    pthread_mutex_unlock(&inst->lock);
+    free(boot);
+  }
   if (r < 0)
     goto fail_attached;
 

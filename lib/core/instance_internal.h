@@ -26,6 +26,7 @@ struct hm_instance {
   hm_entry **entries;
   size_t n_entries;
   unsigned next_id;
+  char *guest_boot_id; /* the guest boot our mounts belong to; NULL: unknown */
 
   /* Health monitor (monitor.c). */
   pthread_t monitor;

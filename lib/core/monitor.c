@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -127,12 +128,92 @@ static void fired(hm_instance *inst, const char *id) {
   hm_attachment_free(copy);
 }
 
-/* Guest side: mounts the registry has that the guest no longer shows. */
+/*
+ * After a guest reboot every mount of the old boot is gone from the guest,
+ * while the devices are still plugged in QEMU (and seen again by the new
+ * boot). Persistent mounts are mounted again; the others end here: their
+ * host side is detached (safe now: the new boot has no requests in flight).
+ */
+static void after_reboot(hm_instance *inst, const hm_agent_mount_info *v, size_t nv) {
+  char **ids = NULL;
+  size_t n = 0;
+  pthread_mutex_lock(&inst->lock);
+  for (size_t i = 0; i < inst->n_entries; i++) {
+    hm_entry *e = inst->entries[i];
+    if (e->busy || e->retired || !e->att ||
+        (e->state != HM_STATE_MOUNTED && e->state != HM_STATE_BROKEN))
+      continue;
+    /* Already mounted in the new boot (added after it started): fine. */
+    int fresh = 0;
+    for (size_t k = 0; k < nv && !fresh; k++)
+      fresh = strcmp(v[k].target, e->spec->guest_path) == 0;
+    if (fresh)
+      continue;
+    char **grown = realloc(ids, (n + 1) * sizeof(*grown));
+    if (!grown || !(grown[n] = strdup(e->id))) {
+      ids = grown ? grown : ids;
+      break;
+    }
+    ids = grown;
+    n++;
+    e->busy = 1;
+  }
+  pthread_mutex_unlock(&inst->lock);
+  for (size_t k = 0; k < n; k++) {
+    pthread_mutex_lock(&inst->lock);
+    hm_entry *e = hm_inst_find_id(inst, ids[k]);
+    hm_attachment *copy = e ? att_copy(e->att) : NULL;
+    int persist = e && e->spec->persist;
+    char *target = e ? strdup(e->spec->guest_path) : NULL;
+    int type = e ? e->spec->type : 0, ro = e ? !e->spec->writable : 1;
+    pthread_mutex_unlock(&inst->lock);
+    hm_error *err = NULL;
+    int r = copy && target ? 0 : HM_E_NOMEM;
+    if (r == 0 && persist) {
+      r = hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, &err);
+      if (r == 0) {
+        r = hm_agent_mount(inst->agent, type, copy->tag, target, ro, NULL, inst->mount_timeout_ms,
+                           &err);
+        hm_inst_agent_release(inst);
+      }
+    } else if (r == 0) {
+      r = hm_fs_hotplugger_detach(inst->hp, copy, &err);
+    }
+    pthread_mutex_lock(&inst->lock);
+    e = hm_inst_find_id(inst, ids[k]);
+    if (e) {
+      e->busy = 0;
+      if (r == 0 && persist) {
+        hm_info("guest rebooted: %s mounted again at %s", e->id, e->spec->guest_path);
+        hm_inst_set_state_locked(inst, e, HM_STATE_MOUNTED, NULL);
+      } else if (r == 0) {
+        hm_info("guest rebooted: %s at %s ended, host side cleaned up", e->id, e->spec->guest_path);
+        hm_inst_drop_entry(inst, e);
+        hm_inst_save_locked(inst);
+      } else {
+        char *why = NULL;
+        if (asprintf(&why, "after a guest reboot: %s", hm_error_message(err)) < 0)
+          why = NULL;
+        hm_inst_set_state_locked(inst, e, HM_STATE_BROKEN, why ? why : "after a guest reboot");
+        free(why);
+      }
+    }
+    pthread_mutex_unlock(&inst->lock);
+    hm_error_free(err);
+    hm_attachment_free(copy);
+    free(target);
+    free(ids[k]);
+  }
+  free(ids);
+}
+
+/* Guest side: a new boot, or mounts the registry has that the guest no
+ * longer shows. */
 static void check_guest(hm_instance *inst) {
   pthread_mutex_lock(&inst->lock);
   int any = 0;
   for (size_t i = 0; i < inst->n_entries; i++)
-    any |= watched(inst->entries[i]);
+    any |= !inst->entries[i]->busy && !inst->entries[i]->retired && inst->entries[i]->att;
   pthread_mutex_unlock(&inst->lock);
   if (!any || pthread_rwlock_tryrdlock(&inst->agent_lock) != 0)
     return;
@@ -140,10 +221,26 @@ static void check_guest(hm_instance *inst) {
   size_t n = 0;
   int ok = inst->agent && hm_agent_is_connected(inst->agent) &&
            hm_agent_list(inst->agent, &v, &n, NULL) == 0;
+  char *boot = ok ? hm_agent_boot_id(inst->agent) : NULL;
   pthread_rwlock_unlock(&inst->agent_lock);
   if (!ok)
     return;
   pthread_mutex_lock(&inst->lock);
+  int rebooted = boot && inst->guest_boot_id && strcmp(boot, inst->guest_boot_id) != 0;
+  if (boot && (rebooted || !inst->guest_boot_id)) {
+    free(inst->guest_boot_id);
+    inst->guest_boot_id = boot;
+    boot = NULL;
+    hm_inst_save_locked(inst);
+  }
+  if (rebooted) {
+    pthread_mutex_unlock(&inst->lock);
+    hm_info("the guest rebooted (new boot id %s)", inst->guest_boot_id);
+    after_reboot(inst, v, n);
+    hm_agent_list_free(v, n);
+    free(boot);
+    return;
+  }
   for (size_t i = 0; i < inst->n_entries; i++) {
     hm_entry *e = inst->entries[i];
     if (!watched(e))
@@ -154,12 +251,13 @@ static void check_guest(hm_instance *inst) {
     if (!found) {
       hm_warn("%s at %s is broken: no longer mounted in the guest", e->id, e->spec->guest_path);
       hm_inst_set_state_locked(inst, e, HM_STATE_BROKEN,
-                               "no longer mounted in the guest (unmounted there, or the guest "
-                               "rebooted); remove it to clean up");
+                               "no longer mounted in the guest (unmounted there behind "
+                               "hotmount's back); remove it to clean up");
     }
   }
   pthread_mutex_unlock(&inst->lock);
   hm_agent_list_free(v, n);
+  free(boot);
 }
 
 static void *monitor_main(void *arg) {

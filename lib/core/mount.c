@@ -66,6 +66,7 @@ int hm_mount_spec_copy(hm_mount_spec **out, const hm_mount_spec *spec, hm_error 
     return HM_E_NOMEM;
   s->type = spec->type;
   s->writable = spec->writable;
+  s->persist = spec->persist;
   if (set_str(&s->host_path, spec->host_path) < 0 ||
       set_str(&s->guest_path, spec->guest_path) < 0 ||
       hm_kv_copy(&s->options, &spec->options) < 0) {
@@ -104,6 +105,17 @@ int hm_mount_spec_set_writable(hm_mount_spec *spec, int writable, hm_error **err
   return 0;
 }
 
+int hm_mount_spec_set_persist(hm_mount_spec *spec, int persist, hm_error **err) {
+  if (!spec)
+    return HM_ERR(err, HM_E_INVALID, "spec is NULL");
+  spec->persist = persist != 0;
+  return 0;
+}
+
+int hm_mount_spec_get_persist(const hm_mount_spec *s) {
+  return s ? s->persist : 0;
+}
+
 int hm_mount_spec_set_option(hm_mount_spec *spec, const char *key, const char *value,
                              hm_error **err) {
   if (!spec || !key || !*key)
@@ -136,6 +148,7 @@ int hm_mount_build(hm_mount **out, const char *id, const hm_mount_spec *spec, co
     return HM_E_NOMEM;
   m->type = spec->type;
   m->writable = spec->writable;
+  m->persist = spec->persist;
   m->state = state;
   if (set_str(&m->id, id) < 0 || set_str(&m->host_path, spec->host_path) < 0 ||
       set_str(&m->guest_path, spec->guest_path) < 0 || set_str(&m->tag, tag) < 0 ||
@@ -164,7 +177,8 @@ int hm_mount_copy(hm_mount **out, const hm_mount *m, hm_error **err) {
   hm_mount_spec spec = {.host_path = m->host_path,
                         .guest_path = m->guest_path,
                         .type = m->type,
-                        .writable = m->writable};
+                        .writable = m->writable,
+                        .persist = m->persist};
   if (hm_mount_build(out, m->id, &spec, m->tag, m->state, m->reason) < 0)
     return HM_ERR_NOMEM(err);
   return 0;
@@ -184,6 +198,9 @@ int hm_mount_get_type(const hm_mount *m) {
 }
 int hm_mount_get_writable(const hm_mount *m) {
   return m ? m->writable : 0;
+}
+int hm_mount_get_persist(const hm_mount *m) {
+  return m ? m->persist : 0;
 }
 int hm_mount_get_state(const hm_mount *m) {
   return m ? m->state : 0;

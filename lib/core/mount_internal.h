@@ -12,6 +12,7 @@ struct hm_mount_spec {
   char *guest_path;
   int type;
   int writable;
+  int persist;
   hm_kv options;
 };
 
@@ -23,6 +24,7 @@ struct hm_mount {
   char *reason;
   int type;
   int writable;
+  int persist;
   int state;
 };
 

@@ -44,6 +44,7 @@ json_object *hm_mount_to_json_object(const hm_mount *m) {
                          json_object_new_string(m->guest_path ? m->guest_path : ""));
   json_object_object_add(o, "type", json_object_new_string(hm_mount_type_name(m->type)));
   json_object_object_add(o, "writable", json_object_new_boolean(m->writable));
+  json_object_object_add(o, "persist", json_object_new_boolean(m->persist));
   json_object_object_add(o, "state", json_object_new_string(hm_mount_state_name(m->state)));
   if (m->tag)
     json_object_object_add(o, "tag", json_object_new_string(m->tag));
@@ -139,6 +140,9 @@ int hm_mount_spec_from_json(hm_mount_spec **out, const char *text, size_t len, h
   if ((r = member(o, "writable", json_type_boolean, 0, &v, __func__, err)) < 0)
     goto out;
   s->writable = v ? json_object_get_boolean(v) : 0;
+  if ((r = member(o, "persist", json_type_boolean, 0, &v, __func__, err)) < 0)
+    goto out;
+  s->persist = v ? json_object_get_boolean(v) : 0;
   if ((r = member(o, "options", json_type_object, 0, &v, __func__, err)) < 0)
     goto out;
   if (v) {
@@ -170,6 +174,8 @@ json_object *hm_mount_spec_to_json_object(const hm_mount_spec *spec) {
                          json_object_new_string(spec->guest_path ? spec->guest_path : ""));
   json_object_object_add(o, "type", json_object_new_string(hm_mount_type_name(spec->type)));
   json_object_object_add(o, "writable", json_object_new_boolean(spec->writable));
+  if (spec->persist)
+    json_object_object_add(o, "persist", json_object_new_boolean(1));
   if (spec->options.n) {
     json_object *opts = json_object_new_object();
     for (size_t i = 0; opts && i < spec->options.n; i++)
@@ -188,7 +194,7 @@ static int state_parse(const char *name) {
 }
 
 int hm_mount_from_json_object(hm_mount **out, json_object *o, hm_error **err) {
-  json_object *id, *host, *guest, *type, *writable, *state, *tag, *reason;
+  json_object *id, *host, *guest, *type, *writable, *persist, *state, *tag, *reason;
   if (!json_object_is_type(o, json_type_object))
     return HM_ERR(err, HM_E_PROTOCOL, "mount must be a JSON object");
   if (member(o, "id", json_type_string, 1, &id, __func__, err) < 0 ||
@@ -196,6 +202,7 @@ int hm_mount_from_json_object(hm_mount **out, json_object *o, hm_error **err) {
       member(o, "mountPoint", json_type_string, 1, &guest, __func__, err) < 0 ||
       member(o, "type", json_type_string, 1, &type, __func__, err) < 0 ||
       member(o, "writable", json_type_boolean, 1, &writable, __func__, err) < 0 ||
+      member(o, "persist", json_type_boolean, 0, &persist, __func__, err) < 0 ||
       member(o, "state", json_type_string, 1, &state, __func__, err) < 0 ||
       member(o, "tag", json_type_string, 0, &tag, __func__, err) < 0 ||
       member(o, "reason", json_type_string, 0, &reason, __func__, err) < 0)
@@ -209,7 +216,8 @@ int hm_mount_from_json_object(hm_mount **out, json_object *o, hm_error **err) {
   hm_mount_spec spec = {.host_path = (char *)json_object_get_string(host),
                         .guest_path = (char *)json_object_get_string(guest),
                         .type = t,
-                        .writable = json_object_get_boolean(writable)};
+                        .writable = json_object_get_boolean(writable),
+                        .persist = persist ? json_object_get_boolean(persist) : 0};
   if (hm_mount_build(out, json_object_get_string(id), &spec,
                      tag ? json_object_get_string(tag) : NULL, st,
                      reason ? json_object_get_string(reason) : NULL) < 0)

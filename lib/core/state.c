@@ -52,8 +52,8 @@ static int write_all(int fd, const char *s, size_t n) {
   return 0;
 }
 
-int hm_state_save(const char *path, unsigned next_id, hm_entry *const *entries, size_t n,
-                  hm_error **err) {
+int hm_state_save(const char *path, unsigned next_id, const char *boot_id, hm_entry *const *entries,
+                  size_t n, hm_error **err) {
   json_object *root = json_object_new_object(), *arr = json_object_new_array();
   char *tmp = NULL;
   int fd = -1, r = 0;
@@ -64,6 +64,8 @@ int hm_state_save(const char *path, unsigned next_id, hm_entry *const *entries, 
   }
   json_object_object_add(root, "version", json_object_new_int(STATE_VERSION));
   json_object_object_add(root, "nextId", json_object_new_int64(next_id));
+  if (boot_id)
+    json_object_object_add(root, "guestBootId", json_object_new_string(boot_id));
   json_object_object_add(root, "mounts", arr);
   for (size_t i = 0; i < n; i++) {
     json_object *o = entry_to_json(entries[i]);
@@ -134,6 +136,7 @@ static int entry_from_json(hm_entry **out, json_object *o, hm_error **err) {
     goto nomem;
   e->spec->type = m->type;
   e->spec->writable = m->writable;
+  e->spec->persist = m->persist;
   e->state = m->state;
   if (!(e->id = strdup(m->id)) || !(e->spec->host_path = strdup(m->host_path)) ||
       !(e->spec->guest_path = strdup(m->guest_path)) ||
@@ -180,8 +183,8 @@ fail:
   return r;
 }
 
-static int parse(const char *text, size_t len, unsigned *next_id, hm_entry ***entries, size_t *n,
-                 hm_error **err) {
+static int parse(const char *text, size_t len, unsigned *next_id, char **boot_id,
+                 hm_entry ***entries, size_t *n, hm_error **err) {
   json_object *root = NULL, *v, *arr;
   int r = hm_json_parse(&root, text, len, err);
   if (r < 0)
@@ -198,6 +201,11 @@ static int parse(const char *text, size_t len, unsigned *next_id, hm_entry ***en
     goto out;
   }
   *next_id = (unsigned)json_object_get_int64(v);
+  if (get(root, "guestBootId", json_type_string, &v) == 0 &&
+      !(*boot_id = strdup(json_object_get_string(v)))) {
+    r = HM_ERR_NOMEM(err);
+    goto out;
+  }
   size_t count = json_object_array_length(arr);
   hm_entry **list = calloc(count + 1, sizeof(*list));
   if (!list) {
@@ -225,8 +233,9 @@ out:
   return r;
 }
 
-int hm_state_load(const char *path, unsigned *next_id, hm_entry ***entries, size_t *n,
-                  hm_error **err) {
+int hm_state_load(const char *path, unsigned *next_id, char **boot_id, hm_entry ***entries,
+                  size_t *n, hm_error **err) {
+  *boot_id = NULL;
   *entries = NULL;
   *n = 0;
   *next_id = 1;
@@ -255,7 +264,7 @@ int hm_state_load(const char *path, unsigned *next_id, hm_entry ***entries, size
   }
   fclose(f);
   hm_error *perr = NULL;
-  int r = parse(text ? text : "", len, next_id, entries, n, &perr);
+  int r = parse(text ? text : "", len, next_id, boot_id, entries, n, &perr);
   free(text);
   if (r == HM_E_NOMEM) {
     hm_error_free(perr);
@@ -271,6 +280,8 @@ int hm_state_load(const char *path, unsigned *next_id, hm_entry ***entries, size
       hm_warn("state file %s is unreadable (%s); starting empty", path, hm_error_message(perr));
     free(aside);
     hm_error_free(perr);
+    free(*boot_id);
+    *boot_id = NULL;
     *next_id = 1;
   }
   return 0;

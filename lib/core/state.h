@@ -21,8 +21,8 @@ typedef struct hm_entry {
  * fsync, rename over state.json, fsync of the directory. A crash leaves
  * either the old or the new file, never a mix.
  */
-HM_PRIVATE int hm_state_save(const char *path, unsigned next_id, hm_entry *const *entries, size_t n,
-                             hm_error **err);
+HM_PRIVATE int hm_state_save(const char *path, unsigned next_id, const char *boot_id,
+                             hm_entry *const *entries, size_t n, hm_error **err);
 
 /*
  * Reads state.json. A missing file is an empty registry. A file that cannot
@@ -30,7 +30,7 @@ HM_PRIVATE int hm_state_save(const char *path, unsigned next_id, hm_entry *const
  * state.json.corrupt-<time> and an empty registry is returned, with a warning
  * in the log: the daemon must come up to clean up.
  */
-HM_PRIVATE int hm_state_load(const char *path, unsigned *next_id, hm_entry ***entries, size_t *n,
-                             hm_error **err);
+HM_PRIVATE int hm_state_load(const char *path, unsigned *next_id, char **boot_id,
+                             hm_entry ***entries, size_t *n, hm_error **err);
 
 #endif

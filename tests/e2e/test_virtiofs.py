@@ -82,15 +82,19 @@ def case_writable(c, host):
     port = json.load(open(os.path.join(c.inst, "state.json")))["mounts"][0]["backend"]["port"]
     rc, out = hm("remove", c.inst, "/mnt/rw")
     t.ok(rc == 0 and not c.leftovers(), "remove writable mount, nothing left", out)
-    # re-add: the freed slot is used again (once its cool-down is over: a
-    # slot just emptied is not handed out at once, see qemu_driver.c)
+    # re-add: a freed slot is used again once its cool-down is over (a slot
+    # just emptied is not handed out at once, see qemu_driver.c); all slots
+    # are free again, so the lowest, hm-rp-0 (used and freed above), is next
+    rc2, st = hm("status", c.inst, "--json")
+    free_after = json.loads(st).get("slotsFree") if rc2 == 0 else None
     time.sleep(3.2)
     rc, out = hm("add", c.inst, host, "/mnt/rw")
     st = json.load(open(os.path.join(c.inst, "state.json")))
     port2 = st["mounts"][0]["backend"]["port"] if st["mounts"] else None
     rc2, out2 = c.guest("cat /mnt/rw/h.txt")
-    t.ok(rc == 0 and port2 == port and out2.strip() == "from-host",
-         "re-add reuses the freed slot %s" % port, out + out2)
+    t.ok(rc == 0 and free_after == 32 and port2 == "hm-rp-0" and out2.strip() == "from-host",
+         "all 32 slots free after remove; re-add reuses freed slot hm-rp-0 (was on %s)" % port,
+         "%s %s free=%s port=%s" % (out, out2, free_after, port2))
     rc, out = hm("remove", c.inst, "/mnt/rw")
     t.ok(rc == 0 and not c.leftovers(), "remove again, nothing left", out)
 

@@ -480,12 +480,12 @@ START_TEST(hello_mismatch) {
   hm_error *err = NULL;
   int hellos = 0;
   ck_assert_int_eq(fake_connect(FAKE_MAJOR_2, 3000, &a, &err, &hellos), HM_E_PROTOCOL);
-  ck_assert_error(err, HM_E_PROTOCOL, "speaks protocol 2.0, this host 1.0");
+  ck_assert_error(err, HM_E_PROTOCOL, "speaks protocol 2.0, this host 1.1");
   hm_error_free(err);
   err = NULL;
   stop_agent();
   ck_assert_int_eq(fake_connect(FAKE_REFUSE, 3000, &a, &err, &hellos), HM_E_PROTOCOL);
-  ck_assert_error(err, HM_E_PROTOCOL, "refused protocol 1.0: hello: host too old");
+  ck_assert_error(err, HM_E_PROTOCOL, "refused protocol 1.1: hello: host too old");
   hm_error_free(err);
 }
 END_TEST

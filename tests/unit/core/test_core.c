@@ -350,14 +350,17 @@ static void free_entries(hm_entry **v, size_t n) {
 START_TEST(test_state_roundtrip) {
   char *path = path_in_tmp("state.json");
   hm_entry *in[2] = {make_entry("hm-4", "/mnt/a", 1), make_entry("hm-5", "/mnt/b", 0)};
-  ck_assert_int_eq(hm_state_save(path, 6, in, 2, NULL), 0);
+  ck_assert_int_eq(hm_state_save(path, 6, "boot-1", in, 2, NULL), 0);
   struct stat st;
   ck_assert_int_eq(stat(path, &st), 0);
   ck_assert_int_eq(st.st_mode & 0777, 0600);
   unsigned next = 0;
   hm_entry **out = NULL;
   size_t n = 0;
-  ck_assert_int_eq(hm_state_load(path, &next, &out, &n, NULL), 0);
+  char *boot = NULL;
+  ck_assert_int_eq(hm_state_load(path, &next, &boot, &out, &n, NULL), 0);
+  ck_assert_str_eq(boot, "boot-1");
+  free(boot);
   ck_assert_uint_eq(next, 6);
   ck_assert_uint_eq(n, 2);
   ck_assert_str_eq(out[0]->id, "hm-4");
@@ -378,9 +381,10 @@ START_TEST(test_state_roundtrip) {
   free(in[0]), free(in[1]);
   /* A missing file is an empty registry. */
   unlink(path);
-  ck_assert_int_eq(hm_state_load(path, &next, &out, &n, NULL), 0);
+  ck_assert_int_eq(hm_state_load(path, &next, &boot, &out, &n, NULL), 0);
   ck_assert_uint_eq(n, 0);
   ck_assert_uint_eq(next, 1);
+  ck_assert_ptr_null(boot);
   free(path);
 }
 END_TEST
@@ -407,8 +411,10 @@ START_TEST(test_state_corrupt) {
     unsigned next = 0;
     hm_entry **out = NULL;
     size_t n = 99;
-    ck_assert_int_eq(hm_state_load(path, &next, &out, &n, NULL), 0);
+    char *boot = NULL;
+    ck_assert_int_eq(hm_state_load(path, &next, &boot, &out, &n, NULL), 0);
     ck_assert_uint_eq(n, 0);
+    ck_assert_ptr_null(boot);
     ck_assert_int_eq(access(path, F_OK), -1); /* moved aside */
     ck_assert_int_ge(count_corrupt(), 1);
     free(out);
