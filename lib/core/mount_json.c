@@ -112,8 +112,8 @@ static int check_known(json_object *o, const char *const *known, const char *fun
 }
 
 int hm_mount_spec_from_json(hm_mount_spec **out, const char *text, size_t len, hm_error **err) {
-  static const char *const known[] = {"hostPath", "mountPoint", "type",
-                                      "writable", "options",    NULL};
+  static const char *const known[] = {"hostPath", "mountPoint", "type", "writable",
+                                      "persist",  "options",    NULL};
   json_object *o = NULL, *v;
   hm_mount_spec *s = NULL;
   int r = hm_json_parse(&o, text, len, err);

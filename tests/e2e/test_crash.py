@@ -218,6 +218,35 @@ def case_corrupt_state(c, host):
     t.ok(not c.leftovers(), "nothing left", c.leftovers())
 
 
+def case_guest_reboot(c, host):
+    """A guest reboot ends every mount in the guest: --persist ones are
+    mounted again, the others have their host side cleaned up."""
+    t = c.t
+    rc1, out1 = hm("add", c.inst, host, "/mnt/keep", "--persist")
+    rc2, out2 = hm("add", c.inst, host, "/mnt/drop")
+    t.ok(rc1 == 0 and rc2 == 0, "add a persistent and a plain mount", out1 + out2)
+    # -no-reboot would turn the reset into a shutdown: ask for a real reset.
+    c.vm.qmp("set-action", {"reboot": "reset"})
+    c.vm.qmp("system_reset")
+    c.vm.chan.wait_ready(180)
+    t0 = time.monotonic()
+    keep = drop = None
+    while time.monotonic() - t0 < 60:
+        lst = {m["mountPoint"]: m for m in c.list_json()}
+        keep, drop = lst.get("/mnt/keep"), lst.get("/mnt/drop")
+        if keep and keep["state"] == "mounted" and "/mnt/keep" in c.guest_mounts() and not drop:
+            break
+        time.sleep(0.5)
+    t.note("after the reboot, settled in %.1f s" % (time.monotonic() - t0))
+    rc, out = c.guest("cat /mnt/keep/probe")
+    t.ok(keep and keep["state"] == "mounted" and out.strip() == "probe",
+         "the --persist mount is mounted again after the guest reboot", "%s %s" % (keep, out))
+    t.ok(drop is None, "the plain mount is gone after the reboot", drop)
+    hm("remove", c.inst, "/mnt/keep")
+    left = c.leftovers()
+    t.ok(not left and c.pci_devices_behind_ports() == 0, "nothing left", left)
+
+
 def main():
     t = TAP()
     why = skip_reason()
@@ -237,8 +266,8 @@ def main():
         with VM(work, image_dir, instance_dir=inst) as vm:
             t.note("boot %.1f s" % vm.boot_time)
             c = Ctx(t, vm, inst, work)
-            for case in (case_add_kills, case_remove_kills, case_helper_killed,
-                         case_guest_unmount, case_corrupt_state):
+            for case in (case_add_kills, case_remove_kills, case_guest_unmount,
+                         case_corrupt_state, case_guest_reboot, case_helper_killed):
                 try:
                     case(c, host)
                 except Exception:

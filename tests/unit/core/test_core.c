@@ -275,12 +275,13 @@ START_TEST(test_spec_json) {
     free(msg);
   }
   const char *good = "{\"hostPath\":\"/a b,c\",\"mountPoint\":\"/mnt/x\",\"type\":\"9p\","
-                     "\"writable\":true,\"options\":{\"msize\":\"65536\"}}";
+                     "\"writable\":true,\"persist\":true,\"options\":{\"msize\":\"65536\"}}";
   hm_mount_spec *s = NULL;
   ck_assert_int_eq(hm_mount_spec_from_json(&s, good, strlen(good), NULL), 0);
   ck_assert_str_eq(hm_mount_spec_get_host_path(s), "/a b,c");
   ck_assert_int_eq(hm_mount_spec_get_type(s), HM_TYPE_9P);
   ck_assert_int_eq(hm_mount_spec_get_writable(s), 1);
+  ck_assert_int_eq(hm_mount_spec_get_persist(s), 1);
   ck_assert_str_eq(hm_mount_spec_get_option(s, "msize"), "65536");
   json_object *o = hm_mount_spec_to_json_object(s);
   const char *again = json_object_to_json_string(o);
