@@ -13,9 +13,12 @@ HM_E2E_IMAGE_DIR (see vm.py), HM_E2E_KEEP=1 keeps the work dir.
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
+import traceback
 
 HOTMOUNT = os.environ.get("HOTMOUNT_BIN", "")
 HOTMOUNTD = os.path.join(os.path.dirname(HOTMOUNT), "hotmountd")
@@ -225,3 +228,52 @@ class Ctx:
         self.t.note("guest console tail:")
         for line in self.vm.serial_output().splitlines()[-30:]:
             self.t.note("  " + line)
+
+
+def run(prefix, cases, daemon=True):
+    """The body of every product e2e test: skip when this machine cannot run
+    it, build the guest image (cached), boot one VM with `hotmount
+    qemu-args`, start hotmountd (unless daemon=False), run each case(c) with
+    a Ctx, report a raising case as a failure, dump logs when anything
+    failed, clean up. Returns the exit status."""
+    from vm import VM, build_image  # here: hmtest stays importable without a VM
+    t = TAP()
+    why = skip_reason()
+    if why:
+        print("1..0 # SKIP " + why)
+        return 0
+    images = image_dir()
+    build_image(images, AGENT)
+    work = tempfile.mkdtemp(prefix=prefix)
+    inst = os.path.join(work, "inst")
+    os.environ["HOTMOUNT_HOME"] = work
+    t_start = time.monotonic()
+    try:
+        with VM(work, images, instance_dir=inst) as vm:
+            t.note("boot %.1f s, args from %s" % (vm.boot_time, vm.args_source))
+            c = Ctx(t, vm, inst, work)
+            if daemon:
+                d = start_daemon(inst)
+                t.ok(d.returncode == 0 and
+                     oct(os.stat(os.path.join(inst, "hotmountd.sock")).st_mode & 0o777) ==
+                     "0o600", "hotmountd started, socket 0600", d.stdout + d.stderr)
+            for case in cases:
+                try:
+                    case(c)
+                except Exception:
+                    t.ok(False, "%s raised" % getattr(case, "__name__", "case"),
+                         traceback.format_exc())
+            if t.failed:
+                c.dump_logs()
+    except Exception:
+        t.ok(False, "e2e harness", traceback.format_exc())
+    finally:
+        stop_daemon(inst)
+        kill_virtiofsd(work)
+        if t.failed or os.environ.get("HM_E2E_KEEP"):
+            t.note("kept " + work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    t.note("whole test %.0f s" % (time.monotonic() - t_start))
+    t.done()
+    return 1 if t.failed else 0

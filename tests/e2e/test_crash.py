@@ -11,17 +11,13 @@ The kill points are the library's HOTMOUNT_FAULT hooks (lib/core/private.h).
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vm import VM, build_image  # noqa: E402
-from hmtest import AGENT, HOTMOUNT, HOTMOUNTD, TAP, Ctx, hm, kill_virtiofsd, skip_reason  # noqa: E402
+from hmtest import HOTMOUNTD, hm, run  # noqa: E402
 
 ADD_POINTS = ["add:reserved", "add:virtiofsd-started", "add:chardev-added",
               "add:device-added", "add:attached", "add:guest-mounted"]
@@ -247,43 +243,20 @@ def case_guest_reboot(c, host):
     t.ok(not left and c.pci_devices_behind_ports() == 0, "nothing left", left)
 
 
-def main():
-    t = TAP()
-    why = skip_reason()
-    if why:
-        print("1..0 # SKIP " + why)
-        return 0
-    image_dir = os.environ.get("HM_E2E_IMAGE_DIR") or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "image-cache")
-    build_image(image_dir, AGENT)
-    work = tempfile.mkdtemp(prefix="hm-crash-")
-    inst = os.path.join(work, "inst")
-    host = os.path.join(work, "host")
-    os.makedirs(host)
-    with open(os.path.join(host, "probe"), "w") as f:
-        f.write("probe\n")
-    try:
-        with VM(work, image_dir, instance_dir=inst) as vm:
-            t.note("boot %.1f s" % vm.boot_time)
-            c = Ctx(t, vm, inst, work)
-            for case in (case_add_kills, case_remove_kills, case_guest_unmount,
-                         case_corrupt_state, case_guest_reboot, case_helper_killed):
-                try:
-                    case(c, host)
-                except Exception:
-                    t.ok(False, "%s raised" % case.__name__, traceback.format_exc())
-            if t.failed:
-                c.dump_logs()
-    except Exception:
-        t.ok(False, "e2e harness", traceback.format_exc())
-    finally:
-        stop_daemon(inst)
-        kill_virtiofsd(work)
-        if not os.environ.get("HM_E2E_KEEP"):
-            shutil.rmtree(work, ignore_errors=True)
-    t.done()
-    return 1 if t.failed else 0
+def probe_host(c):
+    """The host directory every case shares, with a file to read."""
+    host = os.path.join(c.work, "host")
+    if not os.path.isdir(host):
+        os.makedirs(host)
+        with open(os.path.join(host, "probe"), "w") as f:
+            f.write("probe\n")
+    return host
+
+
+CASES = [lambda c, f=f: f(c, probe_host(c)) for f in (
+    case_add_kills, case_remove_kills, case_guest_unmount, case_corrupt_state,
+    case_guest_reboot, case_helper_killed)]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("hm-crash-", CASES, daemon=False))

@@ -20,19 +20,14 @@ One VM for everything. Prints TAP. Environment: see hmtest.py.
 import json
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vm import VM, build_image  # noqa: E402
-from hmtest import (AGENT, HOTMOUNT, TAP, Ctx, api, hm, image_dir,  # noqa: E402
-                    kill_virtiofsd, skip_reason, start_daemon, stop_daemon)
+from hmtest import HOTMOUNT, api, hm, run  # noqa: E402
 
 DELAY_MS = 3000
 LIST_ROUNDS = 10
@@ -311,44 +306,5 @@ def case_load(c):
          "%s; guest mounts %s; PCI devices behind root ports %d" % (left, gm, pci))
 
 
-def main():
-    t = TAP()
-    why = skip_reason()
-    if why:
-        print("1..0 # SKIP " + why)
-        return 0
-    images = image_dir()
-    build_image(images, AGENT)
-    work = tempfile.mkdtemp(prefix="hm-e2e-d-")
-    inst = os.path.join(work, "inst")
-    os.environ["HOTMOUNT_HOME"] = work
-    t_start = time.monotonic()
-    try:
-        with VM(work, images, instance_dir=inst) as vm:
-            t.note("boot %.1f s, args from %s" % (vm.boot_time, vm.args_source))
-            d = start_daemon(inst)
-            t.ok(d.returncode == 0, "hotmountd started", d.stdout + d.stderr)
-            c = Ctx(t, vm, inst, work)
-            for case in (lambda: case_slow_guest(c), lambda: case_load(c)):
-                try:
-                    case()
-                except Exception:
-                    t.ok(False, "case raised", traceback.format_exc())
-            if t.failed:
-                c.dump_logs()
-    except Exception:
-        t.ok(False, "e2e harness", traceback.format_exc())
-    finally:
-        stop_daemon(inst)
-        kill_virtiofsd(work)
-        if t.failed or os.environ.get("HM_E2E_KEEP"):
-            t.note("kept " + work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    t.note("whole test %.0f s" % (time.monotonic() - t_start))
-    t.done()
-    return 1 if t.failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("hm-e2e-d-", [case_slow_guest, case_load]))

@@ -12,19 +12,13 @@ HM_E2E_IMAGE_DIR (see vm.py), HM_E2E_KEEP=1 keeps the work dir.
 
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vm import VM, build_image  # noqa: E402
 
-from hmtest import (AGENT, HOTMOUNT, HOTMOUNTD, TAP, Ctx, hm, kill_virtiofsd,  # noqa: E402
-                    skip_reason, start_daemon, stop_daemon)
+from hmtest import HOTMOUNT, hm, run, start_daemon  # noqa: E402
 
 
 def case_readonly(c, host):
@@ -189,54 +183,27 @@ def case_daemon_restart(c, host):
          "restarted daemon removes it, nothing left", out + str(left))
 
 
-def main():
-    t = TAP()
-    why = skip_reason()
-    if why:
-        print("1..0 # SKIP " + why)
-        return 0
-    image_dir = os.environ.get("HM_E2E_IMAGE_DIR") or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "image-cache")
-    build_image(image_dir, AGENT)
-    work = tempfile.mkdtemp(prefix="hm-e2e-")
-    inst = os.path.join(work, "inst")
-    os.environ["HOTMOUNT_HOME"] = work
-    try:
-        with VM(work, image_dir, instance_dir=inst) as vm:
-            t.note("boot %.1f s, args from %s" % (vm.boot_time, vm.args_source))
-            t.ok(vm.args_source == HOTMOUNT, "VM booted with hotmount qemu-args",
-                 vm.args_source)
-            daemon = start_daemon(inst)
-            t.ok(daemon.returncode == 0 and
-                 oct(os.stat(os.path.join(inst, "hotmountd.sock")).st_mode & 0o777) == "0o600",
-                 "hotmountd started, socket 0600", daemon.stdout + daemon.stderr)
-            c = Ctx(t, vm, inst, work)
-            host = os.path.join(work, "host")
-            os.makedirs(host)
-            for case in (lambda: case_bad_input(c, work, host),
-                         lambda: case_readonly(c, host),
-                         lambda: case_writable(c, host),
-                         lambda: case_awkward_path(c, work),
-                         lambda: case_many(c, work),
-                         lambda: case_daemon_restart(c, host)):
-                try:
-                    case()
-                except Exception:
-                    t.ok(False, "case raised", traceback.format_exc())
-            if t.failed:
-                c.dump_logs()
-    except Exception:
-        t.ok(False, "e2e harness", traceback.format_exc())
-    finally:
-        stop_daemon(inst)
-        kill_virtiofsd(work)
-        if not os.environ.get("HM_E2E_KEEP"):
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            t.note("kept " + work)
-    t.done()
-    return 1 if t.failed else 0
+def host_dir(c):
+    """The test's shared host directory (made on first use)."""
+    host = os.path.join(c.work, "host")
+    os.makedirs(host, exist_ok=True)
+    return host
+
+
+def case_booted_with_qemu_args(c):
+    c.t.ok(c.vm.args_source == HOTMOUNT, "VM booted with hotmount qemu-args", c.vm.args_source)
+
+
+CASES = [
+    case_booted_with_qemu_args,
+    lambda c: case_bad_input(c, c.work, host_dir(c)),
+    lambda c: case_readonly(c, host_dir(c)),
+    lambda c: case_writable(c, host_dir(c)),
+    lambda c: case_awkward_path(c, c.work),
+    lambda c: case_many(c, c.work),
+    lambda c: case_daemon_restart(c, host_dir(c)),
+]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("hm-e2e-", CASES))

@@ -511,6 +511,16 @@ static int qemu_has(qemu_impl *q, const char *cmd, const char *key, const char *
   return r;
 }
 
+static void mark_freed(qemu_impl *q, hm_attachment *att) {
+  const char *slot = hm_attachment_get_data(att, "slot");
+  int i = slot ? atoi(slot) : -1;
+  if (i >= 0 && i < HM_QEMU_MAX_SLOTS) {
+    pthread_mutex_lock(&q->slot_lock);
+    q->freed_at[i] = hm_now_ms();
+    pthread_mutex_unlock(&q->slot_lock);
+  }
+}
+
 static int qemu_detach(void *impl, hm_attachment *att, hm_error **err) {
   qemu_impl *q = impl;
   const char *id = hm_attachment_get_id(att);
@@ -547,14 +557,12 @@ static int qemu_detach(void *impl, hm_attachment *att, hm_error **err) {
   }
   /* Strict order: the device leaves the guest before its backend goes, or
    * the guest hangs on a dead vhost-user peer. */
+  /* Warm before the unplug too: an add may see the slot free in QEMU before
+   * this thread is back from waiting for DEVICE_DELETED. */
+  mark_freed(q, att);
   if ((r = device_unplug(q, dev, err)) < 0)
     goto out;
-  const char *slot = hm_attachment_get_data(att, "slot");
-  if (slot && atoi(slot) >= 0 && atoi(slot) < HM_QEMU_MAX_SLOTS) {
-    pthread_mutex_lock(&q->slot_lock);
-    q->freed_at[atoi(slot)] = hm_now_ms();
-    pthread_mutex_unlock(&q->slot_lock);
-  }
+  mark_freed(q, att);
   hm_fault("remove:device-deleted");
   if ((r = chardev_remove(q, chr, err)) < 0)
     goto out;
