@@ -68,9 +68,11 @@ typedef struct hm_fs_hotplugger_ops {
   unsigned types;
   /**
    * attach: make spec's host directory available to the guest; set the tag on
-   * att. spec is validated and normalized. On failure the backend must have
-   * undone all it did (rollback is the backend's job inside attach) and return
-   * a negative code with *err set.
+   * att (virtiofs: the tag; 9p: the virtio-serial port name the guest agent
+   * opens). Data key "guestOptions", when set, is passed to the guest mount
+   * (9p: "version=9p2000.L,msize=...,cache=..."). spec is validated and normalized. On failure the
+   * backend must have undone all it did (rollback is the backend's job inside attach) and return a
+   * negative code with *err set.
    */
   int (*attach)(void *impl, const hm_mount_spec *spec, hm_attachment *att, hm_error **err);
   /**

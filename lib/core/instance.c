@@ -274,8 +274,10 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
   hm_fault("add:attached");
 
   /* 4. Guest mount. */
+  /* The backend knows the transport's guest-side options (9p: version,
+   * msize, cache); virtiofs needs none. */
   r = hm_agent_mount(inst->agent, e->spec->type, att->tag, e->spec->guest_path, !e->spec->writable,
-                     NULL, inst->mount_timeout_ms, err);
+                     hm_attachment_get_data(att, "guestOptions"), inst->mount_timeout_ms, err);
   char *boot = r == 0 ? hm_agent_boot_id(inst->agent) : NULL;
   hm_inst_agent_release(inst);
   if (boot) {
