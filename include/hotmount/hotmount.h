@@ -11,6 +11,7 @@
 #include <hotmount/driver.h>
 #include <hotmount/status.h>
 #include <hotmount/qemu.h>
+#include <hotmount/vz.h>
 #include <hotmount/instance.h>
 #include <hotmount/server.h>
 #include <hotmount/client.h>
