@@ -113,8 +113,8 @@ static int vz_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att, 
     r = hm_attachment_set_data(att, "writable", hm_mount_spec_get_writable(spec) ? "1" : "0", err);
   if (r == 0) {
     char *msg = NULL;
-    int sr = v->ops->set_share(v->shim, (unsigned)pick, host, !hm_mount_spec_get_writable(spec),
-                               &msg);
+    int sr =
+        v->ops->set_share(v->shim, (unsigned)pick, host, !hm_mount_spec_get_writable(spec), &msg);
     if (sr < 0) {
       char ctx[64];
       snprintf(ctx, sizeof(ctx), "sharing %s on %s", host, tag);
@@ -199,8 +199,8 @@ static void vz_destroy(void *impl) {
 }
 
 int hm_vz_hotplugger_new_with_shim(hm_fs_hotplugger **out, const hm_vz_shim_ops *ops,
-                                   void *vz_virtual_machine, void *dispatch_queue,
-                                   unsigned spares, hm_error **err) {
+                                   void *vz_virtual_machine, void *dispatch_queue, unsigned spares,
+                                   hm_error **err) {
   if (!out || !vz_virtual_machine || !dispatch_queue)
     return hm_error_set(err, HM_E_INVALID, "hm_vz_hotplugger_new",
                         "out, the virtual machine and its queue must not be NULL");
@@ -252,8 +252,9 @@ int hm_vz_hotplugger_new(hm_fs_hotplugger **out, void *vz_virtual_machine, void 
 int hm_vz_config_reserve(void *vz_configuration, unsigned spares, hm_error **err) {
   (void)vz_configuration;
   (void)spares;
-  return HM_ERR(err, HM_E_UNSUPPORTED, "the VZ backend needs macOS 13+ (this build has no "
-                                       "Virtualization.framework shim)");
+  return HM_ERR(err, HM_E_UNSUPPORTED,
+                "the VZ backend needs macOS 13+ (this build has no "
+                "Virtualization.framework shim)");
 }
 
 int hm_vz_hotplugger_new(hm_fs_hotplugger **out, void *vz_virtual_machine, void *dispatch_queue,
@@ -263,7 +264,8 @@ int hm_vz_hotplugger_new(hm_fs_hotplugger **out, void *vz_virtual_machine, void 
   (void)spares;
   if (out)
     *out = NULL;
-  return HM_ERR(err, HM_E_UNSUPPORTED, "the VZ backend needs macOS 13+ (this build has no "
-                                       "Virtualization.framework shim)");
+  return HM_ERR(err, HM_E_UNSUPPORTED,
+                "the VZ backend needs macOS 13+ (this build has no "
+                "Virtualization.framework shim)");
 }
 #endif
