@@ -15,6 +15,8 @@
 
 extern int agent_retry_interval_ms;
 extern int agent_delay_mount_ms;
+/* 1: the 9p relay copies with read/write, never splice (--relay-copy). */
+extern int agent_relay_copy;
 
 typedef struct agent_conn agent_conn;
 
@@ -57,6 +59,12 @@ void agent_devwait_close(int fd);
 /* ---- port.c: the transports ---- */
 
 int agent_run_port(const char *name);
+/* The device node of the virtio-serial port called name (/dev/vportNpM, made
+ * from sysfs if missing) in dev; -1 if there is no such port (yet). */
+int agent_port_find(const char *name, char *dev, size_t size);
+/* 1 if the port's virtio device uses indirect descriptors, which the 9p
+ * relay needs to splice into it safely (see relay.c). */
+int agent_port_has_indirect(const char *dev);
 int agent_run_socket(const char *path);
 
 #endif

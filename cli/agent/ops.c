@@ -3,6 +3,7 @@
 #include "agent.h"
 #include "guest/guest_mount.h"
 #include "guest/guest_path.h"
+#include "relay.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -13,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,6 +70,8 @@ static int umount_bounded(const char *target, int flags) {
 int agent_retry_interval_ms;
 /* 0: answer mounts as fast as they happen. See --delay-mount (tests only). */
 int agent_delay_mount_ms;
+/* 1: 9p relays copy with read/write (--relay-copy, for comparisons). */
+int agent_relay_copy;
 
 /*
  * Directories this agent created for a mount point, so that umount removes
@@ -81,6 +87,18 @@ struct created {
 static pthread_mutex_t ops_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct created *created_list;
 static hm_strv busy; /* targets with a request in progress */
+
+/*
+ * The relay of each 9p mount this agent made, by resolved mount point. A relay
+ * that ended on its own (host side closed) stays listed until the unmount, or
+ * until a new mount on the same point, which stop it.
+ */
+struct relay_entry {
+  char *target;
+  agent_relay *relay;
+  struct relay_entry *next;
+};
+static struct relay_entry *relays;
 
 static int fail(int *eno, char **msg, int e, const char *fmt, ...) HM_PRINTF(4, 5);
 static int fail(int *eno, char **msg, int e, const char *fmt, ...) {
@@ -312,10 +330,184 @@ static struct created *take_created(const char *target) {
   return c;
 }
 
+static int add_relay(const char *target, agent_relay *relay) {
+  struct relay_entry *e = calloc(1, sizeof(*e));
+  if (!e || !(e->target = strdup(target))) {
+    free(e);
+    return -1;
+  }
+  e->relay = relay;
+  pthread_mutex_lock(&ops_lock);
+  e->next = relays;
+  relays = e;
+  pthread_mutex_unlock(&ops_lock);
+  return 0;
+}
+
+static agent_relay *take_relay(const char *target) {
+  agent_relay *r = NULL;
+  pthread_mutex_lock(&ops_lock);
+  for (struct relay_entry **pp = &relays; *pp; pp = &(*pp)->next) {
+    if (strcmp((*pp)->target, target) == 0) {
+      struct relay_entry *e = *pp;
+      *pp = e->next;
+      r = e->relay;
+      free(e->target);
+      free(e);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&ops_lock);
+  return r;
+}
+
+/*
+ * Waits until the host side of an open virtio port is connected. A freshly
+ * hot-plugged port announces its name and then, in the next control message,
+ * that the host side is open; in between it polls POLLHUP. POLLHUP is level-
+ * triggered, so the wait uses edge-triggered epoll: it returns when the port's
+ * wait queue is woken, which the driver does on the "host open" message.
+ * Returns 0, or -1 at the deadline.
+ */
+static int wait_host_side(int fd, int64_t deadline) {
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET};
+  if (ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    close(ep);
+    ep = -1;
+  }
+  int r = -1;
+  for (;;) {
+    struct pollfd p = {fd, POLLOUT, 0};
+    if (poll(&p, 1, 0) >= 0 && !(p.revents & (POLLHUP | POLLERR | POLLNVAL))) {
+      r = 0;
+      break;
+    }
+    int64_t left = deadline - hm_now_ms();
+    if (left <= 0)
+      break;
+    if (left > 2000)
+      left = 2000; /* safety net, as for uevents */
+    if (ep >= 0) {
+      epoll_wait(ep, &ev, 1, (int)left);
+    } else {
+      struct timespec ts = {0, 50 * 1000000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  if (ep >= 0)
+    close(ep);
+  return r;
+}
+
+/* A mount(2) that waits for a server that never answers is cut off after
+ * this much, even when the request's own deadline is nearer. */
+#define P9_MOUNT_MIN_MS 2000
+
+/*
+ * The 9p part of a mount: wait for the port, open it, start the relay on a
+ * socketpair and mount trans=fd on the other end.
+ */
+static int mount_9p(const hm_agent_request *req, const hm_guest_mount_call *call,
+                    const char *resolved, int64_t start, int *eno, char **msg) {
+  const char *port = req->port;
+  int64_t deadline = start + req->timeout_ms;
+  char dev[PATH_MAX];
+  int devfd = agent_devwait_open();
+  int waited = 0;
+  while (agent_port_find(port, dev, sizeof(dev)) < 0) {
+    if (hm_now_ms() >= deadline) {
+      agent_devwait_close(devfd);
+      return fail(eno, msg, ETIMEDOUT,
+                  "mount: virtio-serial port '%s' did not appear within %d ms (9p mount of %s)",
+                  port, req->timeout_ms, resolved);
+    }
+    if (!waited++)
+      hm_info("waiting up to %d ms for virtio-serial port '%s'", req->timeout_ms, port);
+    agent_devwait_wait(devfd, deadline);
+  }
+  agent_devwait_close(devfd);
+  int pfd = open(dev, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+  if (pfd < 0) {
+    int e = errno;
+    return fail(eno, msg, e, "mount: cannot open %s (virtio-serial port '%s'): %s%s", dev, port,
+                strerror(e), e == EBUSY ? " (another process has it open)" : "");
+  }
+  if (wait_host_side(pfd, deadline) < 0) {
+    close(pfd);
+    return fail(eno, msg, ETIMEDOUT,
+                "mount: the host side of virtio-serial port '%s' did not open within %d ms", port,
+                req->timeout_ms);
+  }
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    int e = errno;
+    close(pfd);
+    return fail(eno, msg, e, "mount: socketpair: %s", strerror(e));
+  }
+  /* Room for a whole message each way: fewer wake-ups per msize transfer. */
+  int sb = (int)(call->msize < 131072 ? 262144 : call->msize * 2);
+  for (int i = 0; i < 2; i++) {
+    setsockopt(sv[i], SOL_SOCKET, SO_SNDBUFFORCE, &sb, sizeof(sb));
+    setsockopt(sv[i], SOL_SOCKET, SO_RCVBUFFORCE, &sb, sizeof(sb));
+  }
+  int64_t mdl = hm_now_ms() + P9_MOUNT_MIN_MS;
+  agent_relay_opts o = {.name = port,
+                        .buf_size = call->msize,
+                        .no_splice = agent_relay_copy || !agent_port_has_indirect(dev),
+                        .deadline = deadline > mdl ? deadline : mdl};
+  agent_relay *relay = agent_relay_start(sv[1], pfd, &o); /* owns sv[1] and pfd */
+  if (!relay) {
+    int e = errno;
+    close(sv[0]);
+    return fail(eno, msg, e, "mount: cannot start the 9p relay: %s", strerror(e));
+  }
+  char *data = NULL;
+  if (hm_guest_9p_data(&data, call, sv[0]) < 0) {
+    close(sv[0]);
+    agent_relay_stop(relay);
+    return fail(eno, msg, ENOMEM, "mount: out of memory");
+  }
+  hm_debug("mount(%s, %s, 9p, 0x%lx, %s)", call->source, resolved, call->flags, data);
+  int rc = mount(call->source, resolved, call->fstype, call->flags, data);
+  int e = errno;
+  free(data);
+  /* The kernel holds its own reference to A now (or none, on failure). */
+  close(sv[0]);
+  if (rc < 0) {
+    int why = agent_relay_stop(relay);
+    if (why == AGENT_RELAY_DEADLINE)
+      return fail(eno, msg, ETIMEDOUT,
+                  "mount: the 9p server behind port '%s' did not answer within %lld ms (mounting "
+                  "%s)",
+                  port, (long long)(o.deadline - start), resolved);
+    return fail(eno, msg, e, "mount: mounting 9p from virtio-serial port '%s' on %s failed: %s%s",
+                port, resolved, strerror(e),
+                why == AGENT_RELAY_PORT_CLOSED ? " (the host side of the port closed)" : "");
+  }
+  agent_relay_disarm(relay);
+  if (add_relay(resolved, relay) < 0) {
+    /* Without a record there is no way to stop it at unmount; better now. */
+    umount2(resolved, MNT_DETACH);
+    agent_relay_stop(relay);
+    return fail(eno, msg, ENOMEM, "mount: out of memory");
+  }
+  hm_info("mounted 9p from virtio-serial port '%s' (%s) on %s (%s, %s, relay %s) after %lld ms",
+          port, dev, resolved, req->readonly ? "ro" : "rw", call->data,
+          agent_relay_uses_splice(relay) ? "splice" : "copy", (long long)(hm_now_ms() - start));
+  return 0;
+}
+
 static int do_mount(const hm_agent_request *req, const char *norm, int *eno, char **msg) {
   hm_error *e = NULL;
   hm_guest_mount_call call;
-  int r = hm_guest_mount_build(&call, req->type, req->tag, req->readonly, req->options, &e);
+  int is9p = req->type == HM_TYPE_9P;
+  if (is9p && hm_guest_port_validate(req->port, &e) < 0)
+    return fail_err(eno, msg, EINVAL, "mount", e);
+  /* 9p: the mount's source is the tag when given (the host sends the port
+   * name), else the port name. */
+  int r = hm_guest_mount_build(&call, req->type, is9p && !req->tag ? req->port : req->tag,
+                               req->readonly, req->options, &e);
   if (r < 0)
     return fail_err(eno, msg, r == HM_E_UNSUPPORTED ? EOPNOTSUPP : EINVAL, "mount", e);
 
@@ -348,8 +540,15 @@ static int do_mount(const hm_agent_request *req, const char *norm, int *eno, cha
     }
   }
 
-  devfd = agent_devwait_open();
   int64_t start = hm_now_ms(), deadline = start + req->timeout_ms;
+  if (is9p) {
+    /* A relay left from a mount there that went away without us. */
+    agent_relay_stop(take_relay(resolved));
+    if ((r = mount_9p(req, &call, resolved, start, eno, msg)) == 0)
+      record_created(resolved, &made);
+    goto out;
+  }
+  devfd = agent_devwait_open();
   int waited = 0;
   for (;;) {
     if (mount(call.source, resolved, call.fstype, call.flags, call.data) == 0)
@@ -394,10 +593,6 @@ out:
 }
 
 int agent_op_mount(const hm_agent_request *req, int *eno, char **msg) {
-  if (req->type == HM_TYPE_9P)
-    return fail(eno, msg, EOPNOTSUPP,
-                "mount: 9p over virtio-serial port '%s' (trans=fd relay) is not supported yet",
-                req->port ? req->port : "");
   hm_error *e = NULL;
   char *norm = NULL;
   if (hm_guest_path_normalize(&norm, req->target, &e) < 0)
@@ -461,6 +656,12 @@ static int do_umount(const hm_agent_request *req, const char *norm, int *eno, ch
   }
   hm_info("unmounted %s (%s from %s)%s%s", resolved, fstype, source, req->lazy ? " lazily" : "",
           req->force ? " forced" : "");
+  if (strcmp(fstype, "9p") == 0) {
+    /* After a plain unmount the kernel has already let go of its end and the
+     * relay is finishing; after a lazy one, whoever still uses the file
+     * system gets I/O errors from here on. */
+    agent_relay_stop(take_relay(resolved));
+  }
   /* Something may still be mounted below ours; then the directory stays. */
   if (find_mount(resolved, NULL, NULL) == 0) {
     struct created *c = take_created(resolved);

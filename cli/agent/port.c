@@ -40,7 +40,7 @@ static int read_small(const char *path, char *buf, size_t size) {
  * whose sysfs "name" matches, and open /dev/vportNpM (devtmpfs). If the node
  * is missing (no devtmpfs), make it from the sysfs "dev" numbers.
  */
-static int find_port(const char *name, char *dev, size_t size) {
+int agent_port_find(const char *name, char *dev, size_t size) {
   DIR *d = opendir("/sys/class/virtio-ports");
   if (!d)
     return -1;
@@ -67,12 +67,22 @@ static int find_port(const char *name, char *dev, size_t size) {
   return found;
 }
 
+int agent_port_has_indirect(const char *dev) {
+  const char *base = strrchr(dev, '/');
+  char path[PATH_MAX], value[256];
+  snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/device/features", base ? base + 1 : dev);
+  /* One '0'/'1' per feature bit; VIRTIO_RING_F_INDIRECT_DESC is bit 28. */
+  if (read_small(path, value, sizeof(value)) < 0 || strlen(value) <= 28)
+    return 0;
+  return value[28] == '1';
+}
+
 static int open_port(const char *name) {
   char dev[PATH_MAX];
   int logged = 0;
   int devfd = agent_devwait_open();
   /* The port appears when virtio_console probes; wait for it event-driven. */
-  while (find_port(name, dev, sizeof(dev)) < 0) {
+  while (agent_port_find(name, dev, sizeof(dev)) < 0) {
     if (!logged++)
       hm_info("waiting for virtio-serial port %s to appear", name);
     agent_devwait_wait(devfd, -1);

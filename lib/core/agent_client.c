@@ -573,8 +573,10 @@ int hm_agent_mount(hm_agent *a, int type, const char *tag, const char *target, i
   hm_agent_request req = {
       .op = HM_AGENT_OP_MOUNT,
       .type = type,
-      /* Both are only read by the encoder; the casts do not let it write. */
-      .tag = type == HM_TYPE_VIRTIOFS ? (char *)tag : NULL,
+      /* Both are only read by the encoder; the casts do not let it write.
+       * 9p: tag is the virtio-serial port name; it is also the mount's
+       * source, so the agent gets it as both. */
+      .tag = (char *)tag,
       .port = type == HM_TYPE_9P ? (char *)tag : NULL,
       .target = (char *)target,
       .readonly = readonly != 0,

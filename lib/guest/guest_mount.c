@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "guest/guest_mount.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,14 @@ int hm_guest_tag_validate(const char *tag, hm_error **err) {
   return 0;
 }
 
+/* Copies an option for a message, with non-printable bytes shown as '?'. */
+static void show_option(char *shown, size_t size, const char *p, size_t len) {
+  size_t k = len < size - 1 ? len : size - 1;
+  for (size_t i = 0; i < k; i++)
+    shown[i] = (p[i] >= 0x20 && p[i] < 0x7f) ? p[i] : '?';
+  shown[k] = '\0';
+}
+
 /* Options a virtiofs mount may carry. Everything else is refused, in
  * particular the generic superblock flags the kernel also parses out of the
  * data string (ro, rw, sync, ...). */
@@ -52,10 +61,7 @@ static int check_options(const char *options, hm_error **err) {
       return HM_ERR(err, HM_E_INVALID, "empty option in virtiofs options");
     if (!virtiofs_option_ok(p, len)) {
       char shown[48];
-      size_t k = len < sizeof(shown) - 1 ? len : sizeof(shown) - 1;
-      for (size_t i = 0; i < k; i++)
-        shown[i] = (p[i] >= 0x20 && p[i] < 0x7f) ? p[i] : '?';
-      shown[k] = '\0';
+      show_option(shown, sizeof(shown), p, len);
       return HM_ERR(err, HM_E_INVALID,
                     "virtiofs option '%s' is not allowed (allowed: dax[=always|never|inode], "
                     "default_permissions, allow_other)",
@@ -65,6 +71,136 @@ static int check_options(const char *options, hm_error **err) {
       return 0;
     p = e + 1;
   }
+}
+
+/*
+ * 9p options. The agent builds trans=fd,rfdno=,wfdno= itself, so the host may
+ * only choose the protocol and client behaviour: nothing that names another
+ * transport or file descriptor (trans, rfdno, wfdno, port, privport), another
+ * user or export (uname, aname/remotename, afid, dfltuid, dfltgid), a cache
+ * path (cachetag) or debug output, and none of the generic flags (rw, suid,
+ * dev, ...) that would undo the mount flags. Values are matched exactly or are
+ * bounded decimal numbers, so no value can smuggle a ',' or a control byte.
+ */
+#define P9_MSIZE_DEFAULT 262144U
+#define P9_MSIZE_MIN 4096U
+#define P9_MSIZE_MAX (16U * 1024 * 1024)
+
+enum { P9_VERSION, P9_MSIZE, P9_CACHE, P9_ACCESS, P9_POSIXACL, P9_NOXATTR, P9_LOCKTIMEOUT, P9_N };
+
+static const struct p9_key {
+  const char *name;
+  const char *const *values; /* NULL-terminated exact values; NULL: see min/max */
+  unsigned long min, max;    /* decimal value in [min, max] when values is NULL and max > 0;
+                                no value at all when both are 0 */
+} p9_keys[P9_N] = {
+    [P9_VERSION] = {"version", (const char *const[]){"9p2000.L", "9p2000.u", "9p2000", NULL}},
+    [P9_MSIZE] = {"msize", NULL, P9_MSIZE_MIN, P9_MSIZE_MAX},
+    [P9_CACHE] = {"cache", (const char *const[]){"none", "loose", "fscache", "mmap", NULL}},
+    [P9_ACCESS] = {"access", (const char *const[]){"user", "any", "client", NULL}},
+    [P9_POSIXACL] = {"posixacl", NULL, 0, 0},
+    [P9_NOXATTR] = {"noxattr", NULL, 0, 0},
+    [P9_LOCKTIMEOUT] = {"locktimeout", NULL, 1, 3600},
+};
+
+#define P9_ALLOWED                                                                                 \
+  "version=9p2000.L|9p2000.u|9p2000, msize=4096..16777216, cache=none|loose|fscache|mmap, "        \
+  "access=user|any|client, posixacl, noxattr, locktimeout=1..3600"
+
+/* Parses a decimal in [min, max] (no sign, no leading zero, at most 9 digits). */
+static int p9_number(const char *v, size_t len, unsigned long min, unsigned long max,
+                     unsigned long *out) {
+  if (len == 0 || len > 9 || (v[0] == '0' && len > 1))
+    return -1;
+  unsigned long x = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (v[i] < '0' || v[i] > '9')
+      return -1;
+    x = x * 10 + (unsigned long)(v[i] - '0');
+  }
+  if (x < min || x > max)
+    return -1;
+  *out = x;
+  return 0;
+}
+
+int hm_guest_9p_options(char **out, unsigned *msize, const char *options, hm_error **err) {
+  *out = NULL;
+  int seen[P9_N] = {0};
+  unsigned long ms = P9_MSIZE_DEFAULT;
+  for (const char *p = options && *options ? options : NULL; p;) {
+    const char *e = strchrnul(p, ',');
+    size_t len = (size_t)(e - p);
+    char shown[48];
+    show_option(shown, sizeof(shown), p, len);
+    if (len == 0)
+      return HM_ERR(err, HM_E_INVALID, "empty option in 9p options");
+    const char *eq = memchr(p, '=', len);
+    size_t klen = eq ? (size_t)(eq - p) : len;
+    int k = -1;
+    for (int i = 0; i < P9_N; i++)
+      if (strlen(p9_keys[i].name) == klen && memcmp(p9_keys[i].name, p, klen) == 0)
+        k = i;
+    if (k < 0)
+      return HM_ERR(err, HM_E_INVALID,
+                    "9p option '%s' is not allowed (the agent sets the transport itself; "
+                    "allowed: " P9_ALLOWED ")",
+                    shown);
+    if (seen[k]++)
+      return HM_ERR(err, HM_E_INVALID, "9p option '%s' is given twice", p9_keys[k].name);
+    const struct p9_key *key = &p9_keys[k];
+    int ok;
+    if (key->values) {
+      ok = 0;
+      for (const char *const *v = key->values; eq && *v; v++)
+        if (strlen(*v) == len - klen - 1 && memcmp(*v, eq + 1, len - klen - 1) == 0)
+          ok = 1;
+    } else if (key->max) {
+      unsigned long x = 0;
+      ok = eq && p9_number(eq + 1, len - klen - 1, key->min, key->max, &x) == 0;
+      if (ok && k == P9_MSIZE)
+        ms = x;
+    } else {
+      ok = !eq;
+    }
+    if (!ok)
+      return HM_ERR(err, HM_E_INVALID,
+                    "9p option '%s' has a value that is not allowed (allowed: %s)", shown,
+                    P9_ALLOWED);
+    p = *e ? e + 1 : NULL;
+  }
+  /* The kernel's defaults are 9p2000.L and an msize of 8 KiB (trans=fd),
+   * which makes every large read a train of tiny messages. */
+  const char *opts = options && *options ? options : "";
+  if (asprintf(out, "%s%s%s", seen[P9_VERSION] ? "" : "version=9p2000.L,",
+               seen[P9_MSIZE] ? "" : "msize=262144,", opts) < 0) {
+    *out = NULL;
+    return HM_ERR_NOMEM(err);
+  }
+  size_t n = strlen(*out);
+  if (n && (*out)[n - 1] == ',')
+    (*out)[n - 1] = '\0';
+  if (msize)
+    *msize = (unsigned)ms;
+  return 0;
+}
+
+int hm_guest_port_validate(const char *port, hm_error **err) {
+  if (!port || !*port)
+    return HM_ERR(err, HM_E_INVALID, "virtio-serial port name is empty");
+  size_t n = strlen(port);
+  for (size_t i = 0; i < n; i++) {
+    char c = port[i];
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+          c == '_' || c == '-'))
+      return HM_ERR(err, HM_E_INVALID,
+                    "virtio-serial port name has a character outside [A-Za-z0-9._-] at byte %zu",
+                    i);
+  }
+  if (n > HM_GUEST_PORT_MAX)
+    return HM_ERR(err, HM_E_INVALID, "virtio-serial port name '%.40s...' is longer than %d bytes",
+                  port, HM_GUEST_PORT_MAX);
+  return 0;
 }
 
 void hm_guest_mount_call_clear(hm_guest_mount_call *c) {
@@ -79,11 +215,24 @@ void hm_guest_mount_call_clear(hm_guest_mount_call *c) {
 int hm_guest_mount_build(hm_guest_mount_call *out, int type, const char *tag, int readonly,
                          const char *options, hm_error **err) {
   memset(out, 0, sizeof(*out));
-  if (type == HM_TYPE_9P)
-    return HM_ERR(err, HM_E_UNSUPPORTED, "9p mounts (trans=fd relay) are not supported yet");
+  int r;
+  if (type == HM_TYPE_9P) {
+    if ((r = hm_guest_port_validate(tag, err)) < 0)
+      return r;
+    if ((r = hm_guest_9p_options(&out->data, &out->msize, options, err)) < 0)
+      return r;
+    out->source = strdup(tag);
+    out->fstype = strdup("9p");
+    if (!out->source || !out->fstype) {
+      hm_guest_mount_call_clear(out);
+      return HM_ERR_NOMEM(err);
+    }
+    out->flags = MS_NOSUID | MS_NODEV | (readonly ? MS_RDONLY : 0);
+    return 0;
+  }
   if (type != HM_TYPE_VIRTIOFS)
     return HM_ERR(err, HM_E_INVALID, "mount type %d is not supported by the guest agent", type);
-  int r = hm_guest_tag_validate(tag, err);
+  r = hm_guest_tag_validate(tag, err);
   if (r < 0)
     return r;
   if (options && *options && (r = check_options(options, err)) < 0)
@@ -96,6 +245,15 @@ int hm_guest_mount_build(hm_guest_mount_call *out, int type, const char *tag, in
     return HM_ERR_NOMEM(err);
   }
   out->flags = MS_NOSUID | MS_NODEV | (readonly ? MS_RDONLY : 0);
+  return 0;
+}
+
+int hm_guest_9p_data(char **out, const hm_guest_mount_call *c, int fd) {
+  if (asprintf(out, "trans=fd,rfdno=%d,wfdno=%d%s%s", fd, fd, c->data && *c->data ? "," : "",
+               c->data ? c->data : "") < 0) {
+    *out = NULL;
+    return -1;
+  }
   return 0;
 }
 

@@ -100,7 +100,8 @@ START_TEST(hello_version) {
   ck_assert_str_eq(hm_agent_get_version(a), HM_VERSION_STRING);
   ck_assert_int_eq(hm_agent_has_capability(a, "mount.virtiofs"), 1);
   ck_assert_int_eq(hm_agent_has_capability(a, "list"), 1);
-  ck_assert_int_eq(hm_agent_has_capability(a, "mount.9p"), 0);
+  ck_assert_int_eq(hm_agent_has_capability(a, "mount.9p"), 1);
+  ck_assert_int_eq(hm_agent_has_capability(a, "mount.sshfs"), 0);
   hm_agent_free(a);
   /* A second connection after the first closed is served too. */
   a = connect_ok();
@@ -200,9 +201,29 @@ START_TEST(mount_bad_request) {
   expect_agent_error(r, err, "outside [A-Za-z0-9._-]");
   hm_error_free(err);
   err = NULL;
-  r = hm_agent_mount(a, HM_TYPE_9P, "org.hotmount.9p.0", t, 1, NULL, 5000, &err);
-  expect_agent_error(r, err,
-                     "port 'org.hotmount.9p.0' (trans=fd relay) is not supported yet (errno 95");
+  /* 9p: the agent builds the transport itself; the host only picks options. */
+  static const struct {
+    const char *options, *needle;
+  } bad9p[] = {
+      {"trans=tcp", "9p option 'trans=tcp' is not allowed"},
+      {"rfdno=0,wfdno=1", "9p option 'rfdno=0' is not allowed"},
+      {"cache=mmap,wfdno=1", "9p option 'wfdno=1' is not allowed"},
+      {"uname=root", "9p option 'uname=root' is not allowed"},
+      {"cache=mmap\ntrans=tcp", "9p option 'cache=mmap?trans=tcp' has a value"},
+      {"msize=262144,rw", "9p option 'rw' is not allowed"},
+  };
+  for (size_t i = 0; i < sizeof(bad9p) / sizeof(bad9p[0]); i++) {
+    int64_t t0 = hm_now_ms();
+    r = hm_agent_mount(a, HM_TYPE_9P, "org.hotmount.9p.0", t, 1, bad9p[i].options, 5000, &err);
+    expect_agent_error(r, err, bad9p[i].needle);
+    ck_assert_error(err, HM_E_AGENT, "(errno 22");
+    /* Refused before any waiting for the port. */
+    ck_assert_int_lt(hm_now_ms() - t0, 2000);
+    hm_error_free(err);
+    err = NULL;
+  }
+  r = hm_agent_mount(a, HM_TYPE_9P, "org.hotmount.9p,0", t, 1, NULL, 5000, &err);
+  expect_agent_error(r, err, "port name has a character outside [A-Za-z0-9._-] at byte 15");
   hm_error_free(err);
   err = NULL;
   ck_assert_int_eq(hm_agent_mount(a, HM_TYPE_REVERSE_SSHFS, "x", t, 1, NULL, 10, &err),
@@ -234,6 +255,32 @@ START_TEST(mount_tag_never_appears) {
   ck_assert_int_ge(took, 800);
   ck_assert_int_lt(took, 800 + 1500);
   /* The directories the agent created for it are gone again. */
+  struct stat st;
+  ck_assert_int_eq(stat(top, &st), -1);
+  ck_assert_int_eq(hm_agent_is_connected(a), 1);
+  hm_error_free(err);
+  hm_agent_free(a);
+}
+END_TEST
+
+/* A 9p mount whose port never shows up times out naming the port, and takes
+ * back the directories it made. */
+START_TEST(mount_9p_port_never_appears) {
+  hm_agent *a = connect_ok();
+  char t[128], top[128];
+  path_in(top, sizeof(top), "p9");
+  path_in(t, sizeof(t), "p9/mnt");
+  hm_error *err = NULL;
+  int64_t t0 = hm_now_ms();
+  int r = hm_agent_mount(a, HM_TYPE_9P, "org.hotmount.9p.never-42", t, 0,
+                         "version=9p2000.L,msize=262144,cache=mmap", 700, &err);
+  int64_t took = hm_now_ms() - t0;
+  ck_assert_int_eq(r, HM_E_TIMEOUT);
+  ck_assert_error(err, HM_E_TIMEOUT,
+                  "virtio-serial port 'org.hotmount.9p.never-42' did not appear within 700 ms");
+  ck_assert_error(err, HM_E_TIMEOUT, "errno 110");
+  ck_assert_int_ge(took, 700);
+  ck_assert_int_lt(took, 700 + 1500);
   struct stat st;
   ck_assert_int_eq(stat(top, &st), -1);
   ck_assert_int_eq(hm_agent_is_connected(a), 1);
@@ -557,6 +604,7 @@ Suite *client_suite(void) {
   tcase_add_test(tc, mount_refused);
   tcase_add_test(tc, mount_bad_request);
   tcase_add_test(tc, mount_tag_never_appears);
+  tcase_add_test(tc, mount_9p_port_never_appears);
   tcase_add_test(tc, umount_not_mounted);
   tcase_add_test(tc, concurrent_by_id);
   tcase_add_test(tc, agent_killed_mid_request);

@@ -151,8 +151,35 @@ START_TEST(mount_build) {
   ck_assert_error(err, HM_E_INVALID, "empty option");
   hm_error_free(err);
   err = NULL;
-  ck_assert_int_eq(hm_guest_mount_build(&c, HM_TYPE_9P, "p", 1, NULL, &err), HM_E_UNSUPPORTED);
-  ck_assert_error(err, HM_E_UNSUPPORTED, "not supported yet");
+  ck_assert_int_eq(hm_guest_mount_build(&c, HM_TYPE_9P, "org.hotmount.9p.hm-7", 1,
+                                        "version=9p2000.L,msize=262144,cache=mmap", &err),
+                   0);
+  ck_assert_str_eq(c.source, "org.hotmount.9p.hm-7");
+  ck_assert_str_eq(c.fstype, "9p");
+  ck_assert_str_eq(c.data, "version=9p2000.L,msize=262144,cache=mmap");
+  ck_assert_uint_eq(c.msize, 262144);
+  ck_assert_uint_eq(c.flags, MS_RDONLY | MS_NOSUID | MS_NODEV);
+  char *data = NULL;
+  ck_assert_int_eq(hm_guest_9p_data(&data, &c, 7), 0);
+  ck_assert_str_eq(data, "trans=fd,rfdno=7,wfdno=7,version=9p2000.L,msize=262144,cache=mmap");
+  free(data);
+  hm_guest_mount_call_clear(&c);
+  /* Defaults: 9p2000.L and a 256 KiB msize, not the kernel's 8 KiB. */
+  ck_assert_int_eq(hm_guest_mount_build(&c, HM_TYPE_9P, "p", 0, NULL, &err), 0);
+  ck_assert_str_eq(c.data, "version=9p2000.L,msize=262144");
+  ck_assert_uint_eq(c.flags, MS_NOSUID | MS_NODEV);
+  hm_guest_mount_call_clear(&c);
+  ck_assert_int_eq(hm_guest_mount_build(&c, HM_TYPE_9P, "p", 0, "msize=65536,cache=loose", &err),
+                   0);
+  ck_assert_str_eq(c.data, "version=9p2000.L,msize=65536,cache=loose");
+  ck_assert_uint_eq(c.msize, 65536);
+  hm_guest_mount_call_clear(&c);
+  ck_assert_int_eq(hm_guest_mount_build(&c, HM_TYPE_9P, "bad port", 1, NULL, &err), HM_E_INVALID);
+  ck_assert_error(err, HM_E_INVALID, "port name has a character outside");
+  hm_error_free(err);
+  err = NULL;
+  ck_assert_int_eq(hm_guest_mount_build(&c, HM_TYPE_9P, "p", 1, "trans=tcp", &err), HM_E_INVALID);
+  ck_assert_error(err, HM_E_INVALID, "9p option 'trans=tcp' is not allowed");
   hm_error_free(err);
   err = NULL;
 
@@ -168,6 +195,99 @@ START_TEST(mount_build) {
   err = NULL;
   ck_assert_int_eq(hm_guest_tag_validate("", &err), HM_E_INVALID);
   hm_error_free(err);
+}
+END_TEST
+
+START_TEST(options_9p) {
+  static const struct {
+    const char *options, *needle;
+  } bad[] = {
+      {"trans=virtio", "9p option 'trans=virtio' is not allowed"},
+      {"rfdno=0", "9p option 'rfdno=0' is not allowed"},
+      {"wfdno=1", "9p option 'wfdno=1' is not allowed"},
+      {"cache=mmap,rfdno=3,wfdno=3", "9p option 'rfdno=3' is not allowed"},
+      {"port=564", "'port=564' is not allowed"},
+      {"uname=root", "'uname=root' is not allowed"},
+      {"aname=/etc", "'aname=/etc' is not allowed"},
+      {"dfltuid=0", "'dfltuid=0' is not allowed"},
+      {"debug=0xffff", "'debug=0xffff' is not allowed"},
+      {"rw", "9p option 'rw' is not allowed"},
+      {"suid", "9p option 'suid' is not allowed"},
+      {"frobnicate", "9p option 'frobnicate' is not allowed"},
+      {"cache=mmap\n", "9p option 'cache=mmap?' has a value that is not allowed"},
+      {"cache=mmap\ntrans=tcp", "9p option 'cache=mmap?trans=tcp' has a value"},
+      {"version=9p2000.L\n,trans=tcp", "has a value that is not allowed"},
+      {"cache", "9p option 'cache' has a value that is not allowed"},
+      {"cache=", "9p option 'cache=' has a value"},
+      {"cache=mmap=x", "has a value that is not allowed"},
+      {"cache=MMAP", "has a value that is not allowed"},
+      {"version=9p2000.X", "'version=9p2000.X' has a value"},
+      {"msize=", "'msize=' has a value"},
+      {"msize=4095", "'msize=4095' has a value"},
+      {"msize=16777217", "has a value"},
+      {"msize=0262144", "has a value"},
+      {"msize=-1", "has a value"},
+      {"msize=1e6", "has a value"},
+      {"msize=99999999999999999999", "has a value"},
+      {"posixacl=1", "'posixacl=1' has a value"},
+      {"locktimeout=0", "has a value"},
+      {"access=0", "'access=0' has a value"},
+      {"cache=mmap,cache=none", "9p option 'cache' is given twice"},
+      {"cache=mmap,", "empty option"},
+      {",cache=mmap", "empty option"},
+      {"cache=mmap,,msize=8192", "empty option"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char *out = (char *)1;
+    hm_error *err = NULL;
+    ck_assert_msg(hm_guest_9p_options(&out, NULL, bad[i].options, &err) == HM_E_INVALID,
+                  "'%s' was accepted", bad[i].options);
+    ck_assert_ptr_null(out);
+    ck_assert_error(err, HM_E_INVALID, bad[i].needle);
+    hm_error_free(err);
+  }
+  static const struct {
+    const char *options, *out;
+    unsigned msize;
+  } good[] = {
+      {"", "version=9p2000.L,msize=262144", 262144},
+      {"version=9p2000.u", "msize=262144,version=9p2000.u", 262144},
+      {"msize=4096", "version=9p2000.L,msize=4096", 4096},
+      {"msize=16777216,version=9p2000.L", "msize=16777216,version=9p2000.L", 16777216},
+      {"version=9p2000.L,msize=262144,cache=mmap", "version=9p2000.L,msize=262144,cache=mmap",
+       262144},
+      {"cache=none,access=client,posixacl,noxattr,locktimeout=30",
+       "version=9p2000.L,msize=262144,cache=none,access=client,posixacl,noxattr,locktimeout=30",
+       262144},
+      {"cache=fscache,access=user", "version=9p2000.L,msize=262144,cache=fscache,access=user",
+       262144},
+  };
+  for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+    char *out = NULL;
+    unsigned msize = 0;
+    hm_error *err = NULL;
+    int r = hm_guest_9p_options(&out, &msize, good[i].options, &err);
+    ck_assert_msg(r == 0, "'%s' refused: %s", good[i].options, hm_error_message(err));
+    ck_assert_str_eq(out, good[i].out);
+    ck_assert_uint_eq(msize, good[i].msize);
+    free(out);
+  }
+  ck_assert_int_eq(hm_guest_port_validate("org.hotmount.9p.hm-7", NULL), 0);
+  char longname[HM_GUEST_PORT_MAX + 2];
+  memset(longname, 'p', sizeof(longname) - 1);
+  longname[HM_GUEST_PORT_MAX + 1] = '\0';
+  hm_error *err = NULL;
+  ck_assert_int_eq(hm_guest_port_validate(longname, &err), HM_E_INVALID);
+  ck_assert_error(err, HM_E_INVALID, "longer than 127 bytes");
+  hm_error_free(err);
+  longname[HM_GUEST_PORT_MAX] = '\0';
+  ck_assert_int_eq(hm_guest_port_validate(longname, NULL), 0);
+  err = NULL;
+  ck_assert_int_eq(hm_guest_port_validate("a,b", &err), HM_E_INVALID);
+  ck_assert_error(err, HM_E_INVALID, "outside [A-Za-z0-9._-] at byte 1");
+  hm_error_free(err);
+  ck_assert_int_eq(hm_guest_port_validate("", NULL), HM_E_INVALID);
+  ck_assert_int_eq(hm_guest_port_validate(NULL, NULL), HM_E_INVALID);
 }
 END_TEST
 
@@ -210,6 +330,7 @@ Suite *guest_suite(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("mount");
   tcase_add_test(tc, mount_build);
+  tcase_add_test(tc, options_9p);
   tcase_add_test(tc, mountinfo);
   suite_add_tcase(s, tc);
   return s;

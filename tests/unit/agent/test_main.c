@@ -9,6 +9,7 @@ int main(void) {
   SRunner *sr = srunner_create(guest_suite());
   srunner_add_suite(sr, proto_suite());
   srunner_add_suite(sr, client_suite());
+  srunner_add_suite(sr, relay_suite());
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
   srunner_free(sr);
