@@ -86,7 +86,18 @@ static int check_options(const char *options, hm_error **err) {
 #define P9_MSIZE_MIN 4096U
 #define P9_MSIZE_MAX (16U * 1024 * 1024)
 
-enum { P9_VERSION, P9_MSIZE, P9_CACHE, P9_ACCESS, P9_POSIXACL, P9_NOXATTR, P9_LOCKTIMEOUT, P9_N };
+enum {
+  P9_VERSION,
+  P9_MSIZE,
+  P9_CACHE,
+  P9_ACCESS,
+  P9_POSIXACL,
+  P9_NOXATTR,
+  P9_LOCKTIMEOUT,
+  P9_ANAME,
+  P9_N
+};
+#define P9_ANAME_MAX 1024
 
 static const struct p9_key {
   const char *name;
@@ -101,11 +112,12 @@ static const struct p9_key {
     [P9_POSIXACL] = {"posixacl", NULL, 0, 0},
     [P9_NOXATTR] = {"noxattr", NULL, 0, 0},
     [P9_LOCKTIMEOUT] = {"locktimeout", NULL, 1, 3600},
+    [P9_ANAME] = {"aname", NULL, 0, 0}, /* checked by aname_ok */
 };
 
 #define P9_ALLOWED                                                                                 \
   "version=9p2000.L|9p2000.u|9p2000, msize=4096..16777216, cache=none|loose|fscache|mmap, "        \
-  "access=user|any|client, posixacl, noxattr, locktimeout=1..3600"
+  "access=user|any|client, posixacl, noxattr, locktimeout=1..3600, aname=/PATH"
 
 /* Parses a decimal in [min, max] (no sign, no leading zero, at most 9 digits). */
 static int p9_number(const char *v, size_t len, unsigned long min, unsigned long max,
@@ -122,6 +134,18 @@ static int p9_number(const char *v, size_t len, unsigned long min, unsigned long
     return -1;
   *out = x;
   return 0;
+}
+
+/* The export to attach to (diod matches it against its -e paths; the server
+ * decides what it serves). An absolute path without control characters; a
+ * ',' cannot occur, it ends the option. */
+static int aname_ok(const char *v, size_t len) {
+  if (len == 0 || len > P9_ANAME_MAX || v[0] != '/')
+    return 0;
+  for (size_t i = 0; i < len; i++)
+    if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+      return 0;
+  return 1;
 }
 
 int hm_guest_9p_options(char **out, unsigned *msize, const char *options, hm_error **err) {
@@ -150,7 +174,9 @@ int hm_guest_9p_options(char **out, unsigned *msize, const char *options, hm_err
       return HM_ERR(err, HM_E_INVALID, "9p option '%s' is given twice", p9_keys[k].name);
     const struct p9_key *key = &p9_keys[k];
     int ok;
-    if (key->values) {
+    if (k == P9_ANAME) {
+      ok = eq && aname_ok(eq + 1, len - klen - 1);
+    } else if (key->values) {
       ok = 0;
       for (const char *const *v = key->values; eq && *v; v++)
         if (strlen(*v) == len - klen - 1 && memcmp(*v, eq + 1, len - klen - 1) == 0)

@@ -33,9 +33,10 @@ HM_PRIVATE int hm_guest_port_validate(const char *port, hm_error **err);
  * hm_guest_9p_options: checks a 9p option string (NULL or "" for none) against
  * the allowlist: version=9p2000.L|9p2000.u|9p2000, msize=4096..16777216,
  * cache=none|loose|fscache|mmap, access=user|any|client, posixacl, noxattr,
- * locktimeout=1..3600, each at most once. Everything else is refused
+ * locktimeout=1..3600, aname=/PATH (the server's export, e.g. diod's -e path;
+ * no control characters), each at most once. Everything else is refused
  * (HM_E_INVALID naming the option): the transport (trans, rfdno, wfdno, port),
- * identities (uname, aname, afid, dfltuid, dfltgid) and the generic flags.
+ * identities (uname, afid, dfltuid, dfltgid) and the generic flags.
  * *out = the options with version=9p2000.L and msize=262144 put in front when
  * absent; *msize (may be NULL) = the msize asked for.
  */

@@ -209,6 +209,7 @@ START_TEST(mount_bad_request) {
       {"rfdno=0,wfdno=1", "9p option 'rfdno=0' is not allowed"},
       {"cache=mmap,wfdno=1", "9p option 'wfdno=1' is not allowed"},
       {"uname=root", "9p option 'uname=root' is not allowed"},
+      {"aname=rel", "9p option 'aname=rel' has a value"},
       {"cache=mmap\ntrans=tcp", "9p option 'cache=mmap?trans=tcp' has a value"},
       {"msize=262144,rw", "9p option 'rw' is not allowed"},
   };

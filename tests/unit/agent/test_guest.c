@@ -208,7 +208,10 @@ START_TEST(options_9p) {
       {"cache=mmap,rfdno=3,wfdno=3", "9p option 'rfdno=3' is not allowed"},
       {"port=564", "'port=564' is not allowed"},
       {"uname=root", "'uname=root' is not allowed"},
-      {"aname=/etc", "'aname=/etc' is not allowed"},
+      {"aname=etc", "'aname=etc' has a value"},
+      {"aname=", "'aname=' has a value"},
+      {"aname=/a\tb", "'aname=/a?b' has a value"},
+      {"aname=/x,aname=/y", "9p option 'aname' is given twice"},
       {"dfltuid=0", "'dfltuid=0' is not allowed"},
       {"debug=0xffff", "'debug=0xffff' is not allowed"},
       {"rw", "9p option 'rw' is not allowed"},
@@ -261,6 +264,7 @@ START_TEST(options_9p) {
        262144},
       {"cache=fscache,access=user", "version=9p2000.L,msize=262144,cache=fscache,access=user",
        262144},
+      {"aname=/srv/my dir/ü=1", "version=9p2000.L,msize=262144,aname=/srv/my dir/ü=1", 262144},
   };
   for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
     char *out = NULL;
