@@ -126,8 +126,34 @@ static const struct opt_rule rules[] = {
     {HM_TYPE_REVERSE_SSHFS, "idmap", idmap},
 };
 
+/* 9p hot mounts are served by diod (QEMU cannot add a virtio-9p fsdev at run
+ * time): 9P2000.L only, no QEMU virtfs security models. (A larger msize than
+ * diod's 65536 is fine: the guest kernel takes the server's lower figure.) */
+static int check_9p_option(const char *key, const char *value, hm_error **err) {
+  if (strcmp(key, "version") == 0 && strcmp(value, "9p2000.L") != 0 &&
+      (strcmp(value, "9p2000.u") == 0 || strcmp(value, "9p2000") == 0))
+    return HM_ERR(err, HM_E_INVALID,
+                  "option version=\"%s\" is not supported for 9p: the host's 9P server (diod) "
+                  "speaks 9p2000.L only",
+                  value);
+  if (strcmp(key, "securityModel") == 0 && strcmp(value, "passthrough") != 0 &&
+      (strcmp(value, "mapped-xattr") == 0 || strcmp(value, "mapped-file") == 0 ||
+       strcmp(value, "none") == 0))
+    return HM_ERR(err, HM_E_INVALID,
+                  "option securityModel=\"%s\" is not supported for 9p: security models are a "
+                  "QEMU virtfs notion, and hot 9p mounts are served by diod, which acts as the "
+                  "guest's user on the host (passthrough only)",
+                  value);
+  return 0;
+}
+
 static int check_option(int type, const char *key, const char *value, hm_error **err) {
   const char *tname = hm_mount_type_name(type);
+  if (type == HM_TYPE_9P) {
+    int r = check_9p_option(key, value, err);
+    if (r != 0)
+      return r < 0 ? r : 0;
+  }
   for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
     if (rules[i].type != type || strcmp(rules[i].key, key) != 0)
       continue;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The QEMU backend: virtiofs shares hot-plugged as vhost-user-fs-pci devices
- * on reserved pcie-root-ports, through QMP.
+ * on reserved pcie-root-ports, through QMP; 9p mounts as virtserialports
+ * served by diod (ninep.c), which use no root port.
  *
  * Which slots are free is asked of QEMU (query-pci) at each attach rather than
  * remembered, so it stays right across daemon restarts; `reserved` only
@@ -9,6 +10,7 @@
  * device_add that makes the slot visibly used.
  */
 #include "driver_internal.h"
+#include "ninep.h"
 #include "qemu_internal.h"
 #include "qmp.h"
 #include "virtiofsd.h"
@@ -35,6 +37,7 @@ typedef struct qemu_impl {
   int vfs_detected;
   unsigned char reserved[HM_QEMU_MAX_SLOTS];
   int64_t freed_at[HM_QEMU_MAX_SLOTS]; /* when this process last emptied the slot */
+  hm_ninep_host ninep;                 /* 9p: ninep.c, on this QMP connection */
 } qemu_impl;
 
 /*
@@ -86,6 +89,14 @@ static int qmp_get(qemu_impl *q, hm_qmp **out, hm_error **err) {
 
 static void qmp_put(qemu_impl *q) {
   pthread_rwlock_unlock(&q->qmp_lock);
+}
+
+static int ninep_qmp_get(void *ud, hm_qmp **out, hm_error **err) {
+  return qmp_get(ud, out, err);
+}
+
+static void ninep_qmp_put(void *ud) {
+  qmp_put(ud);
 }
 
 /* Runs a command, reconnecting QMP first if needed. */
@@ -396,8 +407,10 @@ static int qemu_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att
   hm_virtiofsd_info vfs = {0};
   pid_t pid = -1;
   int slot = -1, r;
+  if (hm_mount_spec_get_type(spec) == HM_TYPE_9P)
+    return hm_ninep_attach(&q->ninep, spec, att, err);
   if (hm_mount_spec_get_type(spec) != HM_TYPE_VIRTIOFS)
-    return HM_ERR(err, HM_E_UNSUPPORTED, "the QEMU backend hot-plugs virtiofs only (so far)");
+    return HM_ERR(err, HM_E_UNSUPPORTED, "the QEMU backend hot-plugs virtiofs and 9p only");
   if (asprintf(&dev, "%s-dev", id) < 0 || asprintf(&chr, "%s-chr", id) < 0 ||
       asprintf(&sock, "%s/%s-vfs.sock", q->dir, id) < 0) {
     r = HM_ERR_NOMEM(err);
@@ -526,6 +539,8 @@ static int qemu_detach(void *impl, hm_attachment *att, hm_error **err) {
   const char *id = hm_attachment_get_id(att);
   char *dev = NULL, *chr = NULL, *sock = NULL;
   int r = 0;
+  if (hm_ninep_is(&q->ninep, att))
+    return hm_ninep_detach(&q->ninep, att, err);
   /* Names follow from the id, so an attach cut short before it recorded
    * anything can still be undone. */
   if (asprintf(&dev, "%s-dev", id) < 0 || asprintf(&chr, "%s-chr", id) < 0 ||
@@ -579,6 +594,8 @@ out:
 
 static int qemu_check(void *impl, hm_attachment *att, char **reason, hm_error **err) {
   qemu_impl *q = impl;
+  if (hm_ninep_is(&q->ninep, att))
+    return hm_ninep_check(&q->ninep, att, reason, err);
   const char *id = hm_attachment_get_id(att);
   char dev[64], chr[64];
   snprintf(dev, sizeof(dev), "%s-dev", id);
@@ -598,6 +615,9 @@ static int qemu_check(void *impl, hm_attachment *att, char **reason, hm_error **
 }
 
 static int qemu_watch_fd(void *impl, hm_attachment *att) {
+  qemu_impl *q = impl;
+  if (hm_ninep_is(&q->ninep, att))
+    return hm_ninep_watch_fd(&q->ninep, att);
   pid_t pid = attachment_pid(impl, att);
   return pid > 0 ? hm_pidfd_open(pid) : -1;
 }
@@ -676,6 +696,27 @@ static void scan_pid(pid_t pid, void *ud) {
   free(w);
 }
 
+/* 9p ports ("hm-N-dev" virtserialports) get the 9p transport and tag. */
+static void scan_9p_ports(scan_acc *acc, json_object *ret) {
+  size_t n = json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
+  for (size_t i = 0; i < n; i++) {
+    json_object *item = json_object_array_get_idx(ret, i), *name, *type;
+    if (!json_object_object_get_ex(item, "name", &name) ||
+        !json_object_object_get_ex(item, "type", &type) ||
+        strcmp(json_object_get_string(type), "child<virtserialport>") != 0)
+      continue;
+    char *id = id_from(json_object_get_string(name), "-dev");
+    hm_attachment *a = id ? scan_get(acc, id) : NULL;
+    if (a && hm_ninep_mark(a, NULL) < 0)
+      acc->oom = 1;
+    free(id);
+  }
+}
+
+static hm_attachment *scan_get_cb(void *ud, const char *id) {
+  return scan_get(ud, id);
+}
+
 /* Everything of this instance's making that QEMU and the host hold: devices
  * "hm-N-dev", chardevs "hm-N-chr", virtiofsd processes with our markers. */
 static int qemu_scan(void *impl, hm_attachment ***out, size_t *n, hm_error **err) {
@@ -688,6 +729,7 @@ static int qemu_scan(void *impl, hm_attachment ***out, size_t *n, hm_error **err
   if (r < 0)
     return r;
   scan_names(&acc, ret, "name", "-dev", "device");
+  scan_9p_ports(&acc, ret);
   json_object_put(ret);
   ret = NULL;
   if ((r = qmp_exec(q, "query-chardev", NULL, &ret, err)) < 0)
@@ -701,6 +743,7 @@ static int qemu_scan(void *impl, hm_attachment ***out, size_t *n, hm_error **err
     struct scan_pid_ctx c = {q, &acc};
     hm_virtiofsd_find(marker, scan_pid, &c);
     free(marker);
+    hm_ninep_scan(&q->ninep, scan_get_cb, &acc);
   }
   if (acc.oom) {
     r = HM_ERR_NOMEM(err);
@@ -719,6 +762,8 @@ fail:
 static int qemu_free_slots(void *impl, int type, hm_error **err) {
   qemu_impl *q = impl;
   slot_map map;
+  if (type == HM_TYPE_9P)
+    return hm_ninep_free_ports(&q->ninep, err);
   if (type != HM_TYPE_VIRTIOFS)
     return HM_ERR(err, HM_E_UNSUPPORTED, "no slots for %s", hm_mount_type_name(type));
   int r = query_slots(q, &map, err);
@@ -823,6 +868,10 @@ int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *cfg, hm
     qemu_destroy(q);
     return HM_ERR_NOMEM(err);
   }
+  q->ninep.ud = q;
+  q->ninep.dir = q->dir;
+  q->ninep.qmp_get = ninep_qmp_get;
+  q->ninep.qmp_put = ninep_qmp_put;
   hm_qmp *c;
   int r = qmp_get(q, &c, err);
   if (r < 0) {
@@ -833,7 +882,7 @@ int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *cfg, hm
   static const hm_fs_hotplugger_ops ops = {
       .struct_size = sizeof(hm_fs_hotplugger_ops),
       .name = "qemu",
-      .types = 1u << HM_TYPE_VIRTIOFS,
+      .types = 1u << HM_TYPE_VIRTIOFS | 1u << HM_TYPE_9P,
       .attach = qemu_attach,
       .detach = qemu_detach,
       .free_slots = qemu_free_slots,

@@ -1,0 +1,781 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * 9p hot-mount for the QEMU backend: diod supervision and the QMP plumbing of
+ * one virtserialport per mount (see ninep.h).
+ *
+ * diod only lets a client attach to an export by its exact path (the 9p
+ * "aname"), and the guest's 9p mount options are split at commas with no
+ * escape, so a host path with a comma cannot be an aname. diod is therefore
+ * given a comma-free symbolic link in the instance directory,
+ * INSTANCE/hm-N-9p -> HOST_PATH, as its export; the guest attaches to that.
+ */
+#include "ninep.h"
+#include "virtiofsd.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define QMP_TIMEOUT_MS 10000
+#define UNPLUG_TIMEOUT_MS 15000
+#define DIOD_STOP_MS 3000
+#define DIOD_FD 3
+
+/* Markers in diod's environment, as for virtiofsd (qemu_driver.c), plus the
+ * transport, so that a restarted daemon knows what it found. */
+#define ENV_INSTANCE "HOTMOUNT_INSTANCE"
+#define ENV_MOUNT "HOTMOUNT_MOUNT"
+#define ENV_HOST "HOTMOUNT_HOST"
+#define ENV_WRITABLE "HOTMOUNT_WRITABLE"
+#define ENV_TRANSPORT "HOTMOUNT_TRANSPORT"
+
+/* Per-mount names, all derived from the id. */
+typedef struct names {
+  char dev[64], chr[64], fd[64], port[96];
+  char *link; /* INSTANCE/hm-N-9p */
+} names;
+
+static int names_make(names *n, const hm_ninep_host *h, const char *id, hm_error **err) {
+  memset(n, 0, sizeof(*n));
+  if (strlen(id) > 40)
+    return HM_ERR(err, HM_E_INVALID, "mount id \"%s\" is too long", id);
+  snprintf(n->dev, sizeof(n->dev), "%s-dev", id);
+  snprintf(n->chr, sizeof(n->chr), "%s-chr", id);
+  snprintf(n->fd, sizeof(n->fd), "%s-fd", id);
+  snprintf(n->port, sizeof(n->port), HM_NINEP_PORT_PREFIX "%s", id);
+  if (asprintf(&n->link, "%s/%s-9p", h->dir, id) < 0) {
+    n->link = NULL;
+    return HM_ERR_NOMEM(err);
+  }
+  return 0;
+}
+
+static void names_clear(names *n) {
+  free(n->link);
+  n->link = NULL;
+}
+
+static int exec_fd(const hm_ninep_host *h, const char *cmd, json_object *args, int fd,
+                   json_object **ret, hm_error **err) {
+  hm_qmp *c;
+  int r = h->qmp_get(h->ud, &c, err);
+  if (r < 0)
+    return r;
+  r = hm_qmp_execute(c, cmd, args, fd, ret, QMP_TIMEOUT_MS, err);
+  h->qmp_put(h->ud);
+  return r;
+}
+
+/* cmd {key: value}; "not found" counts as done when gone_ok. */
+static int exec_id(const hm_ninep_host *h, const char *cmd, const char *key, const char *value,
+                   int gone_ok, hm_error **err) {
+  json_object *args = json_object_new_object();
+  json_object_object_add(args, key, json_object_new_string(value));
+  hm_error *e = NULL;
+  int r = exec_fd(h, cmd, args, -1, NULL, &e);
+  json_object_put(args);
+  if (r == HM_E_QMP && gone_ok && strstr(hm_error_message(e), "not found"))
+    r = 0;
+  if (r < 0 && err && !*err)
+    *err = e;
+  else
+    hm_error_free(e);
+  return r;
+}
+
+static int is_exec(const char *p) {
+  return access(p, X_OK) == 0;
+}
+
+int hm_ninep_diod_path(char **out, hm_error **err) {
+  const char *env = getenv("HOTMOUNT_DIOD");
+  if (env && *env) {
+    if (!is_exec(env))
+      return HM_ERR(err, HM_E_UNSUPPORTED, "diod \"%s\" (HOTMOUNT_DIOD) is not an executable", env);
+    return (*out = strdup(env)) ? 0 : HM_ERR_NOMEM(err);
+  }
+  const char *path = getenv("PATH");
+  char *dup = strdup(path ? path : ""), *save = NULL;
+  if (!dup)
+    return HM_ERR_NOMEM(err);
+  for (char *d = strtok_r(dup, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+    char *p = NULL;
+    if (asprintf(&p, "%s/diod", d) >= 0 && is_exec(p)) {
+      free(dup);
+      *out = p;
+      return 0;
+    }
+    free(p);
+  }
+  free(dup);
+  static const char *const known[] = {"/usr/sbin/diod", "/usr/local/sbin/diod", NULL};
+  for (const char *const *k = known; *k; k++)
+    if (is_exec(*k))
+      return (*out = strdup(*k)) ? 0 : HM_ERR_NOMEM(err);
+  return HM_ERR(err, HM_E_UNSUPPORTED,
+                "diod (the 9P server 9p mounts need) not found in PATH or /usr/sbin; install it "
+                "(Debian: diod) or set HOTMOUNT_DIOD");
+}
+
+int hm_ninep_guest_options(char **out, const hm_mount_spec *spec, const char *aname,
+                           hm_error **err) {
+  const char *version = hm_mount_spec_get_option(spec, "version");
+  const char *msize = hm_mount_spec_get_option(spec, "msize");
+  const char *cache = hm_mount_spec_get_option(spec, "cache");
+  const char *sec = hm_mount_spec_get_option(spec, "securityModel");
+  if (version && strcmp(version, "9p2000.L") != 0)
+    return HM_ERR(err, HM_E_UNSUPPORTED,
+                  "version=%s: the host's 9P server (diod) speaks 9p2000.L only", version);
+  if (sec && strcmp(sec, "passthrough") != 0)
+    return HM_ERR(err, HM_E_UNSUPPORTED,
+                  "securityModel=%s: the host's 9P server (diod) has no such mode; it acts as "
+                  "the guest's user on the host (passthrough)",
+                  sec);
+  unsigned long m = msize ? strtoul(msize, NULL, 10) : HM_NINEP_MAX_MSIZE;
+  if (m < 4096)
+    return HM_ERR(err, HM_E_INVALID, "msize=%s: 9p needs at least 4096", msize);
+  /* diod answers with at most 65536 and the kernel would take that anyway:
+   * say what the mount will really use. */
+  if (m > HM_NINEP_MAX_MSIZE) {
+    hm_debug("9p msize %lu lowered to %d, the most diod negotiates", m, HM_NINEP_MAX_MSIZE);
+    m = HM_NINEP_MAX_MSIZE;
+  }
+  if (!cache)
+    cache = hm_mount_spec_get_writable(spec) ? "mmap" : "fscache";
+  if (strchr(aname, ','))
+    return HM_ERR(err, HM_E_INVALID, "9p export path \"%s\" contains a comma", aname);
+  if (asprintf(out, "version=9p2000.L,msize=%lu,cache=%s,aname=%s", m, cache, aname) < 0) {
+    *out = NULL;
+    return HM_ERR_NOMEM(err);
+  }
+  return 0;
+}
+
+int hm_ninep_diod_argv(char ***out, const char *diod, const char *export, int readonly, int fd,
+                       hm_error **err) {
+  hm_strv v = {0};
+  /* -f: stay in the foreground (we supervise it); -n/-N: the guest is
+   * trusted to say who it is, as with virtiofsd (no munge, no host user
+   * database: guest root is root on the share); -c /dev/null: the host's
+   * diod.conf must not change what is exported. */
+  int r = hm_strv_push(&v, diod);
+  r = r ?: hm_strv_push(&v, "-f");
+  r = r ?: hm_strv_push(&v, "-n");
+  r = r ?: hm_strv_push(&v, "-N");
+  r = r ?: hm_strv_push(&v, "-c");
+  r = r ?: hm_strv_push(&v, "/dev/null");
+  r = r ?: hm_strv_push(&v, "-L");
+  r = r ?: hm_strv_push(&v, "stderr");
+  r = r ?: hm_strv_pushf(&v, "-r%d", fd);
+  r = r ?: hm_strv_pushf(&v, "-w%d", fd);
+  r = r ?: hm_strv_push(&v, "-e");
+  r = r ?: hm_strv_push(&v, export);
+  if (readonly) {
+    r = r ?: hm_strv_push(&v, "-o");
+    r = r ?: hm_strv_push(&v, "ro");
+  }
+  if (r < 0) {
+    hm_strv_clear(&v);
+    return HM_ERR_NOMEM(err);
+  }
+  *out = hm_strv_steal(&v);
+  return 0;
+}
+
+/* Starts diod on fd in its own session (it outlives the daemon, like
+ * virtiofsd); env adds the markers. */
+static int diod_start(pid_t *out, char **argv, int fd, char *const *env, hm_error **err) {
+  hm_strv envp = {0};
+  extern char **environ;
+  for (char **e = environ; e && *e; e++)
+    if (hm_strv_push(&envp, *e) < 0)
+      goto nomem;
+  for (char *const *e = env; e && *e; e++)
+    if (hm_strv_push(&envp, *e) < 0)
+      goto nomem;
+  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  /* As for virtiofsd: the child starts with every signal blocked and resets
+   * the handlers before unblocking, so a quick rollback's SIGTERM cannot run
+   * the host program's handler in the not-yet-exec'ed child. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t pid = fork();
+  if (pid != 0)
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (pid < 0) {
+    int e = errno;
+    if (devnull >= 0)
+      close(devnull);
+    hm_strv_clear(&envp);
+    return HM_ERR(err, -e, "fork: %s", strerror(e));
+  }
+  if (pid == 0) {
+    for (int sig = 1; sig < NSIG; sig++)
+      signal(sig, SIG_DFL);
+    setsid();
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (devnull >= 0)
+      dup2(devnull, 0);
+    if (dup2(fd, DIOD_FD) < 0)
+      _exit(123);
+    fcntl(DIOD_FD, F_SETFD, 0);
+    execve(argv[0], argv, envp.v);
+    _exit(127);
+  }
+  if (devnull >= 0)
+    close(devnull);
+  hm_strv_clear(&envp);
+  *out = pid;
+  return 0;
+nomem:
+  hm_strv_clear(&envp);
+  return HM_ERR_NOMEM(err);
+}
+
+static int read_small(const char *path, char *buf, size_t size) {
+  FILE *f = fopen(path, "re");
+  if (!f)
+    return -1;
+  size_t n = fread(buf, 1, size - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  return 0;
+}
+
+int hm_ninep_diod_alive(pid_t pid) {
+  if (pid <= 1)
+    return 0;
+  char p[64], comm[64];
+  snprintf(p, sizeof(p), "/proc/%d/comm", (int)pid);
+  if (read_small(p, comm, sizeof(comm)) < 0)
+    return 0;
+  /* A zombie child still has /proc/PID: reap it and say it is gone. */
+  int st;
+  if (waitpid(pid, &st, WNOHANG) == pid)
+    return 0;
+  snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+  char stat[256];
+  if (read_small(p, stat, sizeof(stat)) == 0) {
+    char *rp = strrchr(stat, ')');
+    if (rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'))
+      return 0;
+  }
+  return strcmp(comm, "diod\n") == 0;
+}
+
+/* SIGTERM, then SIGKILL; reaped when it is our child. 0 when gone. */
+static int diod_stop(pid_t pid, hm_error **err) {
+  if (pid <= 1)
+    return 0;
+  int st;
+  pid_t w = waitpid(pid, &st, WNOHANG);
+  if (w == pid)
+    return 0;
+  int child = !(w < 0 && errno == ECHILD);
+  /* Our own child is ours to kill even before it has exec'ed; a pid known
+   * only from the state file must still be a diod. */
+  if (!child && !hm_ninep_diod_alive(pid))
+    return 0;
+  kill(pid, SIGTERM);
+  int64_t deadline = hm_now_ms() + DIOD_STOP_MS;
+  int killed = 0;
+  for (;;) {
+    if (child ? waitpid(pid, &st, WNOHANG) == pid : !hm_ninep_diod_alive(pid))
+      return 0;
+    if (hm_now_ms() >= deadline) {
+      if (killed)
+        return HM_ERR(err, HM_E_HELPER, "diod %d did not exit after SIGKILL", (int)pid);
+      kill(pid, SIGKILL);
+      killed = 1;
+      deadline = hm_now_ms() + 2000;
+    }
+    struct timespec ts = {0, 10 * 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+static char *proc_getenv(pid_t pid, const char *name) {
+  char p[64];
+  snprintf(p, sizeof(p), "/proc/%d/environ", (int)pid);
+  FILE *f = fopen(p, "re");
+  if (!f)
+    return NULL;
+  size_t nlen = strlen(name), cap = 0;
+  char *line = NULL, *found = NULL;
+  while (getdelim(&line, &cap, '\0', f) > 0) {
+    if (strncmp(line, name, nlen) == 0 && line[nlen] == '=') {
+      found = strdup(line + nlen + 1);
+      break;
+    }
+  }
+  free(line);
+  fclose(f);
+  return found;
+}
+
+/* Is pid a diod of this instance (and of mount id, when id is not NULL)? */
+static int diod_ours(const hm_ninep_host *h, pid_t pid, const char *id) {
+  if (!hm_ninep_diod_alive(pid))
+    return 0;
+  char *inst = proc_getenv(pid, ENV_INSTANCE), *m = id ? proc_getenv(pid, ENV_MOUNT) : NULL;
+  int ok = inst && strcmp(inst, h->dir) == 0 && (!id || (m && strcmp(m, id) == 0));
+  free(inst);
+  free(m);
+  return ok;
+}
+
+/* Calls fn for each diod of this instance. */
+static void diod_each(const hm_ninep_host *h, void (*fn)(pid_t pid, void *ud), void *ud) {
+  DIR *d = opendir("/proc");
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    char *end;
+    long pid = strtol(de->d_name, &end, 10);
+    if (*end || pid <= 1)
+      continue;
+    char p[64], comm[64];
+    snprintf(p, sizeof(p), "/proc/%ld/comm", pid);
+    if (read_small(p, comm, sizeof(comm)) < 0 || strcmp(comm, "diod\n") != 0)
+      continue;
+    if (diod_ours(h, (pid_t)pid, NULL))
+      fn((pid_t)pid, ud);
+  }
+  if (d)
+    closedir(d);
+}
+
+struct find_ctx {
+  const char *id;
+  pid_t pid;
+};
+
+static void find_one(pid_t pid, void *ud) {
+  struct find_ctx *c = ud;
+  char *m = proc_getenv(pid, ENV_MOUNT);
+  if (m && strcmp(m, c->id) == 0)
+    c->pid = pid;
+  free(m);
+}
+
+/* The diod of att: the recorded pid if it still is ours, else by markers. */
+static pid_t attachment_pid(const hm_ninep_host *h, hm_attachment *att) {
+  const char *id = hm_attachment_get_id(att);
+  const char *p = hm_attachment_get_data(att, "diod_pid");
+  pid_t pid = p ? (pid_t)atoi(p) : -1;
+  if (pid > 1 && diod_ours(h, pid, id))
+    return pid;
+  struct find_ctx c = {id, -1};
+  diod_each(h, find_one, &c);
+  return c.pid;
+}
+
+static int match_device(json_object *data, void *ud) {
+  json_object *dev;
+  return json_object_object_get_ex(data, "device", &dev) &&
+         json_object_is_type(dev, json_type_string) &&
+         strcmp(json_object_get_string(dev), (const char *)ud) == 0;
+}
+
+/* device_del and wait for DEVICE_DELETED. A virtserialport leaves at once
+ * (no guest cooperation: the guest sees the port go, its relay gets EOF). */
+static int device_unplug(const hm_ninep_host *h, const char *dev, hm_error **err) {
+  hm_qmp *c;
+  int r = h->qmp_get(h->ud, &c, err);
+  if (r < 0)
+    return r;
+  uint64_t since = hm_qmp_event_seq(c);
+  json_object *args = json_object_new_object();
+  json_object_object_add(args, "id", json_object_new_string(dev));
+  hm_error *e = NULL;
+  r = hm_qmp_execute(c, "device_del", args, -1, NULL, QMP_TIMEOUT_MS, &e);
+  json_object_put(args);
+  if (r == HM_E_QMP && strstr(hm_error_message(e), "not found")) {
+    hm_error_free(e);
+    h->qmp_put(h->ud);
+    return 0;
+  }
+  if (r < 0) {
+    if (err && !*err)
+      *err = e;
+    else
+      hm_error_free(e);
+    h->qmp_put(h->ud);
+    return r;
+  }
+  r = hm_qmp_wait_event(c, "DEVICE_DELETED", since, match_device, (void *)dev, NULL,
+                        UNPLUG_TIMEOUT_MS, err);
+  h->qmp_put(h->ud);
+  if (r == HM_E_TIMEOUT)
+    return hm_error_prefix(err, r, "hm_qemu", "QEMU did not remove port %s", dev);
+  return r;
+}
+
+/* Everything of mount id, in removal order; each step tolerates "gone". */
+static int teardown(const hm_ninep_host *h, const names *n, pid_t pid, hm_error **err) {
+  int r = device_unplug(h, n->dev, err);
+  if (r < 0)
+    return r;
+  hm_fault("remove:device-deleted");
+  if ((r = exec_id(h, "chardev-remove", "id", n->chr, 1, err)) < 0)
+    return r;
+  hm_fault("remove:chardev-removed");
+  /* Only left when chardev-add failed after getfd; per QMP connection, so
+   * a reconnect has dropped it anyway. */
+  exec_id(h, "closefd", "fdname", n->fd, 1, NULL);
+  if (pid > 0 && (r = diod_stop(pid, err)) < 0)
+    return r;
+  if (unlink(n->link) < 0 && errno != ENOENT)
+    return HM_ERR(err, -errno, "cannot remove %s: %s", n->link, strerror(errno));
+  return 0;
+}
+
+static int count_children(json_object *list) {
+  int n = 0;
+  size_t len = json_object_is_type(list, json_type_array) ? json_object_array_length(list) : 0;
+  for (size_t i = 0; i < len; i++) {
+    json_object *name;
+    if (json_object_object_get_ex(json_object_array_get_idx(list, i), "name", &name) &&
+        strncmp(json_object_get_string(name), "child[", 6) == 0)
+      n++;
+  }
+  return n;
+}
+
+int hm_ninep_free_ports(const hm_ninep_host *h, hm_error **err) {
+  static const char *const ctl = "/machine/peripheral/hm-serial/virtio-backend";
+  json_object *args = json_object_new_object(), *ret = NULL;
+  json_object_object_add(args, "path", json_object_new_string(ctl));
+  json_object_object_add(args, "property", json_object_new_string("max_ports"));
+  hm_error *e = NULL;
+  int r = exec_fd(h, "qom-get", args, -1, &ret, &e);
+  json_object_put(args);
+  if (r == HM_E_QMP) {
+    hm_error_free(e);
+    return HM_ERR(err, HM_E_NOT_READY,
+                  "the VM has no hm-serial controller for 9p ports; start QEMU with the "
+                  "arguments of `hotmount qemu-args`");
+  }
+  if (r < 0) {
+    if (err && !*err)
+      *err = e;
+    else
+      hm_error_free(e);
+    return r;
+  }
+  int max = json_object_get_int(ret);
+  json_object_put(ret);
+  ret = NULL;
+  args = json_object_new_object();
+  json_object_object_add(args, "path",
+                         json_object_new_string("/machine/peripheral/hm-serial/"
+                                                "virtio-backend/hm-serial.0"));
+  r = exec_fd(h, "qom-list", args, -1, &ret, err);
+  json_object_put(args);
+  if (r < 0)
+    return r;
+  /* Port number 0 is reserved for a console. */
+  int free_ports = max - 1 - count_children(ret);
+  json_object_put(ret);
+  return free_ports > 0 ? free_ports : 0;
+}
+
+int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attachment *att,
+                    hm_error **err) {
+  const char *id = hm_attachment_get_id(att);
+  const char *host = hm_mount_spec_get_host_path(spec);
+  int writable = hm_mount_spec_get_writable(spec);
+  names n;
+  char *diod = NULL, *opts = NULL, **argv = NULL;
+  int sv[2] = {-1, -1}, r, stage = 0;
+  pid_t pid = -1;
+  hm_strv env = {0};
+  if ((r = names_make(&n, h, id, err)) < 0)
+    return r;
+  if ((r = hm_ninep_guest_options(&opts, spec, n.link, err)) < 0) {
+    if (strchr(n.link, ','))
+      hm_error_prefix(err, r, "hm_qemu",
+                      "the instance directory's path must not contain a comma for 9p mounts");
+    goto out;
+  }
+  if ((r = hm_ninep_diod_path(&diod, err)) < 0)
+    goto out;
+  if ((r = hm_ninep_free_ports(h, err)) <= 0) {
+    if (r == 0)
+      r = HM_ERR(err, HM_E_NO_SLOT,
+                 "every port of the VM's virtio-serial controller is in use; remove a 9p mount");
+    goto out;
+  }
+  if ((r = hm_ninep_diod_argv(&argv, diod, n.link, !writable, DIOD_FD, err)) < 0)
+    goto out;
+  r = hm_strv_pushf(&env, ENV_INSTANCE "=%s", h->dir);
+  r = r ?: hm_strv_pushf(&env, ENV_MOUNT "=%s", id);
+  r = r ?: hm_strv_pushf(&env, ENV_HOST "=%s", host);
+  r = r ?: hm_strv_pushf(&env, ENV_WRITABLE "=%d", writable);
+  r = r ?: hm_strv_push(&env, ENV_TRANSPORT "=9p");
+  if (r < 0) {
+    r = HM_ERR_NOMEM(err);
+    goto out;
+  }
+  /* The export: a link with a name we chose (see the top of this file). */
+  unlink(n.link);
+  if (symlink(host, n.link) < 0) {
+    r = HM_ERR(err, -errno, "cannot create %s: %s", n.link, strerror(errno));
+    goto out;
+  }
+  stage = 1;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    r = HM_ERR(err, -errno, "socketpair: %s", strerror(errno));
+    goto fail;
+  }
+  if ((r = diod_start(&pid, argv, sv[1], env.v, err)) < 0)
+    goto fail;
+  close(sv[1]);
+  sv[1] = -1;
+  hm_fault("add:9p-server-started");
+
+  /* getfd and chardev-add on one connection: QMP keeps getfd's fds per
+   * monitor. chardev-add takes the fd over; on failure it stays, so it is
+   * closed by name. */
+  hm_qmp *c;
+  if ((r = h->qmp_get(h->ud, &c, err)) < 0)
+    goto fail;
+  json_object *args = json_object_new_object();
+  json_object_object_add(args, "fdname", json_object_new_string(n.fd));
+  r = hm_qmp_execute(c, "getfd", args, sv[0], NULL, QMP_TIMEOUT_MS, err);
+  json_object_put(args);
+  if (r == 0) {
+    json_object *str = json_object_new_object(), *addr = json_object_new_object(),
+                *data = json_object_new_object(), *backend = json_object_new_object();
+    args = json_object_new_object();
+    json_object_object_add(str, "str", json_object_new_string(n.fd));
+    json_object_object_add(addr, "type", json_object_new_string("fd"));
+    json_object_object_add(addr, "data", str);
+    json_object_object_add(data, "addr", addr);
+    json_object_object_add(data, "server", json_object_new_boolean(0));
+    json_object_object_add(backend, "type", json_object_new_string("socket"));
+    json_object_object_add(backend, "data", data);
+    json_object_object_add(args, "id", json_object_new_string(n.chr));
+    json_object_object_add(args, "backend", backend);
+    r = hm_qmp_execute(c, "chardev-add", args, -1, NULL, QMP_TIMEOUT_MS, err);
+    json_object_put(args);
+    if (r < 0) {
+      args = json_object_new_object();
+      json_object_object_add(args, "fdname", json_object_new_string(n.fd));
+      hm_qmp_execute(c, "closefd", args, -1, NULL, QMP_TIMEOUT_MS, NULL);
+      json_object_put(args);
+    }
+  }
+  h->qmp_put(h->ud);
+  /* QEMU has its own copy now (or none): ours goes either way. */
+  close(sv[0]);
+  sv[0] = -1;
+  if (r < 0)
+    goto fail;
+  stage = 2;
+  hm_fault("add:9p-chardev-added");
+
+  args = json_object_new_object();
+  json_object_object_add(args, "driver", json_object_new_string("virtserialport"));
+  json_object_object_add(args, "bus", json_object_new_string("hm-serial.0"));
+  json_object_object_add(args, "chardev", json_object_new_string(n.chr));
+  json_object_object_add(args, "name", json_object_new_string(n.port));
+  json_object_object_add(args, "id", json_object_new_string(n.dev));
+  r = exec_fd(h, "device_add", args, -1, NULL, err);
+  json_object_put(args);
+  if (r < 0)
+    goto fail;
+  stage = 3;
+  hm_fault("add:9p-device-added");
+  if (!hm_ninep_diod_alive(pid)) {
+    r = HM_ERR(err, HM_E_HELPER, "diod exited early (see the daemon log)");
+    goto fail;
+  }
+  char pidstr[24];
+  snprintf(pidstr, sizeof(pidstr), "%d", (int)pid);
+  if ((r = hm_attachment_set_tag(att, n.port, err)) < 0 ||
+      (r = hm_attachment_set_data(att, "transport", "9p", err)) < 0 ||
+      (r = hm_attachment_set_data(att, "device", n.dev, err)) < 0 ||
+      (r = hm_attachment_set_data(att, "chardev", n.chr, err)) < 0 ||
+      (r = hm_attachment_set_data(att, "serialPort", n.port, err)) < 0 ||
+      (r = hm_attachment_set_data(att, "diod_pid", pidstr, err)) < 0 ||
+      (r = hm_attachment_set_data(att, "guestOptions", opts, err)) < 0)
+    goto fail;
+  hm_debug("%s: diod %d serving %s, port %s", id, (int)pid, host, n.port);
+  r = 0;
+  goto out;
+
+fail:
+  /* Reverse order; each step is skipped when it never happened. */
+  if (stage >= 3)
+    device_unplug(h, n.dev, NULL);
+  if (stage >= 2)
+    exec_id(h, "chardev-remove", "id", n.chr, 1, NULL);
+  if (pid > 0)
+    diod_stop(pid, NULL);
+  if (stage >= 1)
+    unlink(n.link);
+out:
+  if (sv[0] >= 0)
+    close(sv[0]);
+  if (sv[1] >= 0)
+    close(sv[1]);
+  hm_strv_clear(&env);
+  hm_strv_free(argv);
+  free(diod);
+  free(opts);
+  names_clear(&n);
+  return r;
+}
+
+int hm_ninep_detach(const hm_ninep_host *h, hm_attachment *att, hm_error **err) {
+  names n;
+  int r = names_make(&n, h, hm_attachment_get_id(att), err);
+  if (r < 0)
+    return r;
+  /* Unlike virtiofs, a port whose server died is unplugged as usual: the
+   * guest's relay reads EOF, its 9p mount fails with EIO, nothing waits. */
+  r = teardown(h, &n, attachment_pid(h, att), err);
+  names_clear(&n);
+  return r;
+}
+
+/* Does QEMU's reply to cmd list name under key? */
+static int qemu_has(const hm_ninep_host *h, const char *cmd, const char *key, const char *name,
+                    hm_error **err) {
+  json_object *args = NULL, *ret = NULL;
+  if (strcmp(cmd, "qom-list") == 0) {
+    args = json_object_new_object();
+    json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
+  }
+  int r = exec_fd(h, cmd, args, -1, &ret, err);
+  json_object_put(args);
+  if (r < 0)
+    return r;
+  r = 0;
+  size_t len = json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
+  for (size_t i = 0; i < len && !r; i++) {
+    json_object *v;
+    r = json_object_object_get_ex(json_object_array_get_idx(ret, i), key, &v) &&
+        strcmp(json_object_get_string(v), name) == 0;
+  }
+  json_object_put(ret);
+  return r;
+}
+
+int hm_ninep_check(const hm_ninep_host *h, hm_attachment *att, char **reason, hm_error **err) {
+  const char *id = hm_attachment_get_id(att);
+  names n;
+  int r = names_make(&n, h, id, err);
+  if (r < 0)
+    return r;
+  if ((r = qemu_has(h, "qom-list", "name", n.dev, err)) < 0)
+    goto out;
+  if (!r) {
+    r = asprintf(reason, "port %s is gone from QEMU", n.dev) < 0 ? HM_E_NOMEM : 0;
+    goto out;
+  }
+  if ((r = qemu_has(h, "query-chardev", "label", n.chr, err)) < 0)
+    goto out;
+  if (!r) {
+    r = asprintf(reason, "chardev %s is gone from QEMU", n.chr) < 0 ? HM_E_NOMEM : 0;
+    goto out;
+  }
+  if (attachment_pid(h, att) <= 0) {
+    r = asprintf(reason, "diod (the 9P server) for %s is not running", id) < 0 ? HM_E_NOMEM : 0;
+    goto out;
+  }
+  r = 1;
+out:
+  names_clear(&n);
+  return r;
+}
+
+int hm_ninep_watch_fd(const hm_ninep_host *h, hm_attachment *att) {
+  pid_t pid = attachment_pid(h, att);
+  return pid > 0 ? hm_pidfd_open(pid) : -1;
+}
+
+int hm_ninep_mark(hm_attachment *att, hm_error **err) {
+  char port[96];
+  snprintf(port, sizeof(port), HM_NINEP_PORT_PREFIX "%s", hm_attachment_get_id(att));
+  int r = hm_attachment_set_tag(att, port, err);
+  return r ?: hm_attachment_set_data(att, "transport", "9p", err);
+}
+
+int hm_ninep_is(const hm_ninep_host *h, hm_attachment *att) {
+  const char *t = hm_attachment_get_data(att, "transport");
+  if (t)
+    return strcmp(t, "9p") == 0;
+  const char *tag = hm_attachment_get_tag(att);
+  if (tag && strncmp(tag, HM_NINEP_PORT_PREFIX, strlen(HM_NINEP_PORT_PREFIX)) == 0)
+    return 1;
+  /* What a virtiofs attach records. */
+  if (hm_attachment_get_data(att, "virtiofsd_pid") || hm_attachment_get_data(att, "slot"))
+    return 0;
+  if (attachment_pid(h, att) > 0)
+    return 1;
+  /* An attach cut short: what QEMU has under that name says. */
+  json_object *args = json_object_new_object(), *ret = NULL;
+  json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
+  int r = exec_fd(h, "qom-list", args, -1, &ret, NULL);
+  json_object_put(args);
+  if (r < 0)
+    return 0;
+  char dev[64];
+  snprintf(dev, sizeof(dev), "%s-dev", hm_attachment_get_id(att));
+  int is = 0;
+  size_t len = json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
+  for (size_t i = 0; i < len; i++) {
+    json_object *item = json_object_array_get_idx(ret, i), *name, *type;
+    if (json_object_object_get_ex(item, "name", &name) &&
+        json_object_object_get_ex(item, "type", &type) &&
+        strcmp(json_object_get_string(name), dev) == 0)
+      is = strcmp(json_object_get_string(type), "child<virtserialport>") == 0;
+  }
+  json_object_put(ret);
+  return is;
+}
+
+struct scan_ctx {
+  hm_attachment *(*get)(void *ud, const char *id);
+  void *ud;
+};
+
+static void scan_one(pid_t pid, void *ud) {
+  struct scan_ctx *c = ud;
+  char *id = proc_getenv(pid, ENV_MOUNT), *host = proc_getenv(pid, ENV_HOST),
+       *w = proc_getenv(pid, ENV_WRITABLE);
+  hm_attachment *a = id ? c->get(c->ud, id) : NULL;
+  if (a) {
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%d", (int)pid);
+    hm_ninep_mark(a, NULL);
+    hm_attachment_set_data(a, "diod_pid", buf, NULL);
+    if (host)
+      hm_attachment_set_data(a, "hostPath", host, NULL);
+    if (w)
+      hm_attachment_set_data(a, "writable", w, NULL);
+  }
+  free(id);
+  free(host);
+  free(w);
+}
+
+void hm_ninep_scan(const hm_ninep_host *h, hm_attachment *(*get)(void *ud, const char *id),
+                   void *ud) {
+  struct scan_ctx c = {get, ud};
+  diod_each(h, scan_one, &c);
+}

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * 9p hot-mount on stock QEMU (no fsdev can be created at run time): one
+ * virtserialport per mount on the hm-serial controller, its chardev fed by
+ * one end of a socketpair (QMP getfd + chardev-add with an fd socket), the
+ * other end served by diod (9P2000.L, -r FD -w FD). The guest agent opens the
+ * port and relays between it and a trans=fd 9p mount. No PCI slot is used.
+ *
+ * Names follow from the mount id ("hm-7"): device hm-7-dev, chardev hm-7-chr,
+ * fd hm-7-fd, port org.hotmount.9p.hm-7, export link INSTANCE/hm-7-9p. So
+ * detach works from the id alone and is idempotent.
+ */
+#ifndef HM_NINEP_H
+#define HM_NINEP_H
+
+#include "driver_internal.h"
+#include "private.h"
+#include "qmp.h"
+
+#include <sys/types.h>
+
+#define HM_NINEP_PORT_PREFIX "org.hotmount.9p."
+/* diod 1.0.24 answers Tversion with at most this msize. */
+#define HM_NINEP_MAX_MSIZE 65536
+
+/* What the 9p code needs of the QEMU backend that owns it. */
+typedef struct hm_ninep_host {
+  void *ud;
+  const char *dir; /* the instance directory */
+  /* A connected QMP client, held (read lock) until qmp_put. */
+  int (*qmp_get)(void *ud, hm_qmp **out, hm_error **err);
+  void (*qmp_put)(void *ud);
+} hm_ninep_host;
+
+/* The diod to run: $HOTMOUNT_DIOD, else diod in PATH or /usr/sbin. */
+HM_PRIVATE int hm_ninep_diod_path(char **out, hm_error **err);
+
+/* "version=9p2000.L,msize=N,cache=C,aname=EXPORT" from spec's options. */
+HM_PRIVATE int hm_ninep_guest_options(char **out, const hm_mount_spec *spec, const char *aname,
+                                      hm_error **err);
+
+/* diod's argv serving export on fd (read-only with -o ro). */
+HM_PRIVATE int hm_ninep_diod_argv(char ***out, const char *diod, const char *export, int readonly,
+                                  int fd, hm_error **err);
+
+HM_PRIVATE int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec,
+                               hm_attachment *att, hm_error **err);
+HM_PRIVATE int hm_ninep_detach(const hm_ninep_host *h, hm_attachment *att, hm_error **err);
+HM_PRIVATE int hm_ninep_check(const hm_ninep_host *h, hm_attachment *att, char **reason,
+                              hm_error **err);
+HM_PRIVATE int hm_ninep_watch_fd(const hm_ninep_host *h, hm_attachment *att);
+
+/* 1 when att is a 9p attachment (by its data, its tag, its diod or the type
+ * of its device in QEMU), else 0. */
+HM_PRIVATE int hm_ninep_is(const hm_ninep_host *h, hm_attachment *att);
+
+/* Ports left on the hm-serial controller. */
+HM_PRIVATE int hm_ninep_free_ports(const hm_ninep_host *h, hm_error **err);
+
+/* For scan: calls get(ud, id) for each diod of this instance (found by its
+ * markers) and fills the attachment it returns (may be NULL) with what the
+ * markers say: transport, tag, pid, hostPath, writable. */
+HM_PRIVATE void hm_ninep_scan(const hm_ninep_host *h,
+                              hm_attachment *(*get)(void *ud, const char *id), void *ud);
+
+/* Marks att as 9p (transport, tag) for a device found in QEMU. */
+HM_PRIVATE int hm_ninep_mark(hm_attachment *att, hm_error **err);
+
+/* Non-zero when pid is alive and is a diod. */
+HM_PRIVATE int hm_ninep_diod_alive(pid_t pid);
+
+#endif
