@@ -7,9 +7,7 @@
  * cleanly, and each mid-attach failure rolls back (no virtiofsd, no chardev,
  * no socket file, slot free again). The full cycle with a guest is in e2e.
  */
-#include "driver_internal.h"
-#include "mount_internal.h"
-#include "qmp.h"
+#include "qemu_fixture.h"
 
 #include <check.h>
 #include <dirent.h>
@@ -23,67 +21,31 @@
 
 #define SLOTS 3
 
-static char dir[64];
-static char share[256];
-static pid_t qemu_pid;
-static hm_qmp *mon; /* the test's own monitor, separate from the backend's */
-static hm_fs_hotplugger *hp;
-
-static void start_qemu(void) {
-  strcpy(dir, "/tmp/hm-qemu-XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(dir));
-  snprintf(share, sizeof(share), "%s/share", dir);
-  ck_assert_int_eq(mkdir(share, 0755), 0);
-  hm_qemu_config *cfg = NULL;
-  char **args = NULL;
-  ck_assert_int_eq(hm_qemu_config_new(&cfg, dir, NULL), 0);
-  ck_assert_int_eq(hm_qemu_config_set_slots(cfg, SLOTS, NULL), 0);
-  ck_assert_int_eq(hm_qemu_config_set_memory(cfg, "256M", NULL), 0);
-  ck_assert_int_eq(hm_qemu_config_build_args(&args, cfg, NULL), 0);
-  hm_strv argv = {0};
-  const char *head[] = {"qemu-system-x86_64", "-M",       "q35",  "-accel", "tcg", "-m", "256M",
-                        "-nodefaults",        "-display", "none", "-S",     NULL};
-  for (const char **h = head; *h; h++)
-    hm_strv_push(&argv, *h);
-  for (char **a = args; *a; a++)
-    hm_strv_push(&argv, *a);
-  hm_strv_push(&argv, "-chardev");
-  hm_strv_pushf(&argv, "socket,id=tmon,path=%s/test-qmp.sock,server=on,wait=off", dir);
-  hm_strv_push(&argv, "-mon");
-  hm_strv_push(&argv, "chardev=tmon,mode=control");
-  qemu_pid = fork();
-  if (qemu_pid == 0) {
-    execvp(argv.v[0], argv.v);
-    _exit(127);
-  }
-  hm_strv_clear(&argv);
-  hm_strv_free(args);
-  char path[128];
-  snprintf(path, sizeof(path), "%s/test-qmp.sock", dir);
-  for (int i = 0; i < 300 && access(path, F_OK) < 0; i++)
-    usleep(20000);
-  hm_error *err = NULL;
-  ck_assert_msg(hm_qmp_connect(&mon, path, 10000, &err) == 0, "%s", hm_error_message(err));
-  ck_assert_msg(hm_qemu_hotplugger_new(&hp, cfg, &err) == 0, "%s", hm_error_message(err));
-  hm_qemu_config_free(cfg);
-}
+static qemu_fixture fx;
+static char *const dir = fx.dir;
+static char *const share = fx.share;
 
 static int virtiofsd_pids(pid_t *out, int max, int top_only);
 
+static void start_qemu(void) {
+  qf_start(&fx, SLOTS);
+}
+
 static void stop_qemu(void) {
-  hm_fs_hotplugger_free(hp);
-  hm_qmp_free(mon);
-  kill(qemu_pid, SIGKILL);
-  waitpid(qemu_pid, NULL, 0);
-  /* Any virtiofsd still running now is a leak the test reported itself. */
+  /* Stop QEMU first: any virtiofsd still running then is a leak the test
+   * reported itself. */
+  hm_fs_hotplugger_free(fx.hp);
+  fx.hp = NULL;
+  hm_qmp_free(fx.mon);
+  fx.mon = NULL;
+  kill(fx.qemu_pid, SIGKILL);
+  waitpid(fx.qemu_pid, NULL, 0);
+  fx.qemu_pid = 0;
   pid_t pids[64];
   int n = virtiofsd_pids(pids, 64, 0);
   for (int i = 0; i < n; i++)
     kill(pids[i], SIGKILL);
-  char cmd[128];
-  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-  if (system(cmd) < 0)
-    perror("cleanup");
+  qf_stop(&fx);
 }
 
 /* virtiofsd processes serving our share whose parent is not a virtiofsd
@@ -146,55 +108,38 @@ static int count_sockets(void) {
 }
 
 static int has_chardev(const char *id) {
-  json_object *ret = NULL;
-  ck_assert_int_eq(hm_qmp_execute(mon, "query-chardev", NULL, -1, &ret, 5000, NULL), 0);
-  int found = 0;
-  for (size_t i = 0; i < json_object_array_length(ret); i++) {
-    json_object *label;
-    if (json_object_object_get_ex(json_object_array_get_idx(ret, i), "label", &label))
-      found |= strcmp(json_object_get_string(label), id) == 0;
-  }
-  json_object_put(ret);
-  return found;
+  return qf_has_chardev(&fx, id);
 }
 
 static hm_mount_spec *make_spec(void) {
-  hm_mount_spec *s = NULL;
-  hm_mount_spec_new(&s, NULL);
-  hm_mount_spec_set_host_path(s, share, NULL);
-  hm_mount_spec_set_guest_path(s, "/mnt/x", NULL);
-  ck_assert_int_eq(hm_mount_spec_validate(s, NULL), 0);
-  return s;
+  return qf_spec(&fx, HM_TYPE_VIRTIOFS);
 }
 
 static void mon_exec(const char *cmd, const char *args_json) {
-  json_object *args = json_tokener_parse(args_json);
-  hm_error *err = NULL;
-  ck_assert_msg(hm_qmp_execute(mon, cmd, args, -1, NULL, 5000, &err) == 0, "%s",
-                hm_error_message(err));
-  json_object_put(args);
+  qf_exec(&fx, cmd, args_json);
 }
 
 START_TEST(test_slots_and_attach) {
   hm_error *err = NULL;
-  ck_assert_int_eq(hm_fs_hotplugger_free_slots(hp, HM_TYPE_VIRTIOFS, NULL), SLOTS);
+  ck_assert_int_eq(hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_VIRTIOFS, NULL), SLOTS);
   hm_mount_spec *s = make_spec();
   hm_attachment *att[SLOTS + 1] = {0};
   for (int i = 0; i < SLOTS; i++) {
     char id[16];
     snprintf(id, sizeof(id), "hm-%d", i + 1);
     hm_attachment_new(&att[i], id, NULL);
-    ck_assert_msg(hm_fs_hotplugger_attach(hp, s, att[i], &err) == 0, "%s", hm_error_message(err));
+    ck_assert_msg(hm_fs_hotplugger_attach(fx.hp, s, att[i], &err) == 0, "%s",
+                  hm_error_message(err));
     ck_assert_str_eq(hm_attachment_get_tag(att[i]), id);
     char port[16];
     snprintf(port, sizeof(port), "hm-rp-%d", i);
     ck_assert_str_eq(hm_attachment_get_data(att[i], "port"), port);
-    ck_assert_int_eq(hm_fs_hotplugger_free_slots(hp, HM_TYPE_VIRTIOFS, NULL), SLOTS - 1 - i);
+    ck_assert_int_eq(hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_VIRTIOFS, NULL), SLOTS - 1 - i);
   }
   ck_assert_int_eq(count_virtiofsd(), SLOTS);
   ck_assert_int_eq(count_sockets(), 0); /* unlinked once QEMU connected */
   hm_attachment_new(&att[SLOTS], "hm-9", NULL);
-  ck_assert_int_eq(hm_fs_hotplugger_attach(hp, s, att[SLOTS], &err), HM_E_NO_SLOT);
+  ck_assert_int_eq(hm_fs_hotplugger_attach(fx.hp, s, att[SLOTS], &err), HM_E_NO_SLOT);
   ck_assert_ptr_nonnull(strstr(hm_error_message(err), "all 3 hot-plug slots are in use"));
   hm_error_free(err);
   ck_assert_int_eq(count_virtiofsd(), SLOTS);
@@ -215,12 +160,12 @@ START_TEST(test_rollback_chardev_add_fails) {
   hm_mount_spec *s = make_spec();
   hm_attachment *att = NULL;
   hm_attachment_new(&att, "hm-5", NULL);
-  ck_assert_int_eq(hm_fs_hotplugger_attach(hp, s, att, &err), HM_E_QMP);
+  ck_assert_int_eq(hm_fs_hotplugger_attach(fx.hp, s, att, &err), HM_E_QMP);
   ck_assert_ptr_nonnull(strstr(hm_error_message(err), "chardev-add"));
   hm_error_free(err);
   ck_assert_int_eq(count_virtiofsd(), 0);
   ck_assert_int_eq(count_sockets(), 0);
-  ck_assert_int_eq(hm_fs_hotplugger_free_slots(hp, HM_TYPE_VIRTIOFS, NULL), SLOTS);
+  ck_assert_int_eq(hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_VIRTIOFS, NULL), SLOTS);
   hm_attachment_free(att);
   hm_mount_spec_free(s);
 }
@@ -235,13 +180,13 @@ START_TEST(test_rollback_device_add_fails) {
   hm_mount_spec *s = make_spec();
   hm_attachment *att = NULL;
   hm_attachment_new(&att, "hm-6", NULL);
-  ck_assert_int_eq(hm_fs_hotplugger_attach(hp, s, att, &err), HM_E_QMP);
+  ck_assert_int_eq(hm_fs_hotplugger_attach(fx.hp, s, att, &err), HM_E_QMP);
   ck_assert_ptr_nonnull(strstr(hm_error_message(err), "device_add"));
   hm_error_free(err);
   ck_assert(!has_chardev("hm-6-chr"));
   ck_assert_int_eq(count_virtiofsd(), 0);
   ck_assert_int_eq(count_sockets(), 0);
-  ck_assert_int_eq(hm_fs_hotplugger_free_slots(hp, HM_TYPE_VIRTIOFS, NULL), SLOTS);
+  ck_assert_int_eq(hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_VIRTIOFS, NULL), SLOTS);
   hm_attachment_free(att);
   hm_mount_spec_free(s);
 }

@@ -1,0 +1,376 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * 9p hot-mount, host side, against a real QEMU with no guest (-S): an attach
+ * plugs a virtserialport named after the mount on hm-serial with a live diod
+ * behind it and uses no root port; each mid-attach failure rolls back (no
+ * diod, no chardev, no device, no export link, no fd leaked); a dead diod
+ * shows as broken and is still removed; bad 9p options are refused by
+ * validation. A virtserialport unplug needs no guest, so detach runs here in
+ * full. The guest side is in tests/e2e/test_9p.py.
+ */
+#include "qemu_fixture.h"
+#include "ninep.h"
+#include "virtiofsd.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SLOTS 2
+
+static qemu_fixture fx;
+
+static void start_qemu(void) {
+  qf_start(&fx, SLOTS);
+}
+
+/* diod processes serving something in our directory: pids, and the command
+ * line of the first. */
+static int diods(char *cmdline, size_t size) {
+  DIR *d = opendir("/proc");
+  struct dirent *de;
+  int n = 0;
+  while ((de = readdir(d))) {
+    int pid = atoi(de->d_name);
+    if (pid <= 0)
+      continue;
+    char p[64], buf[4096];
+    snprintf(p, sizeof(p), "/proc/%d/cmdline", pid);
+    FILE *f = fopen(p, "r");
+    if (!f)
+      continue;
+    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < len; i++)
+      if (!buf[i])
+        buf[i] = ' ';
+    buf[len] = '\0';
+    if (strncmp(buf, "/usr/sbin/diod ", 15) != 0 && strncmp(buf, "diod ", 5) != 0 &&
+        !strstr(buf, "/diod "))
+      continue;
+    if (!strstr(buf, fx.dir) || !hm_ninep_diod_alive(pid))
+      continue;
+    if (n++ == 0 && cmdline)
+      snprintf(cmdline, size, "%s", buf);
+  }
+  closedir(d);
+  return n;
+}
+
+static void stop_qemu(void) {
+  hm_fs_hotplugger_free(fx.hp);
+  fx.hp = NULL;
+  DIR *d = opendir("/proc");
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    int pid = atoi(de->d_name);
+    char *m = pid > 1 && hm_ninep_diod_alive(pid) ? hm_proc_getenv(pid, "HOTMOUNT_INSTANCE") : NULL;
+    if (m && strcmp(m, fx.dir) == 0)
+      kill(pid, SIGKILL);
+    free(m);
+  }
+  closedir(d);
+  qf_stop(&fx);
+}
+
+static int count_fds(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  while (readdir(d))
+    n++;
+  closedir(d);
+  return n;
+}
+
+static int link_exists(const char *id) {
+  char p[256];
+  struct stat st;
+  snprintf(p, sizeof(p), "%s/%s-9p", fx.dir, id);
+  return lstat(p, &st) == 0;
+}
+
+static char *qom_str(const char *path, const char *prop) {
+  char args[256];
+  snprintf(args, sizeof(args), "{\"path\":\"%s\",\"property\":\"%s\"}", path, prop);
+  json_object *a = json_tokener_parse(args), *ret = NULL;
+  ck_assert_int_eq(hm_qmp_execute(fx.mon, "qom-get", a, -1, &ret, 5000, NULL), 0);
+  json_object_put(a);
+  char *s = strdup(json_object_get_string(ret));
+  json_object_put(ret);
+  return s;
+}
+
+START_TEST(test_attach_detach) {
+  hm_error *err = NULL;
+  int fds = count_fds();
+  hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P);
+  hm_attachment *att = NULL;
+  hm_attachment_new(&att, "hm-1", NULL);
+  int ports = hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_9P, NULL);
+  ck_assert_int_eq(ports, 128 - 1 - 1); /* port 0 is for a console; the agent's */
+  ck_assert_msg(hm_fs_hotplugger_attach(fx.hp, s, att, &err) == 0, "%s", hm_error_message(err));
+  ck_assert_str_eq(hm_attachment_get_tag(att), "org.hotmount.9p.hm-1");
+  ck_assert_str_eq(hm_attachment_get_data(att, "transport"), "9p");
+  char want[512];
+  snprintf(want, sizeof(want), "version=9p2000.L,msize=65536,cache=fscache,aname=%s/hm-1-9p",
+           fx.dir);
+  ck_assert_str_eq(hm_attachment_get_data(att, "guestOptions"), want);
+  /* The port: a virtserialport named after the mount, on hm-serial. */
+  ck_assert(qf_has_device(&fx, "hm-1-dev"));
+  ck_assert(qf_has_chardev(&fx, "hm-1-chr"));
+  char *name = qom_str("/machine/peripheral/hm-1-dev", "name");
+  ck_assert_str_eq(name, "org.hotmount.9p.hm-1");
+  free(name);
+  char *chr = qom_str("/machine/peripheral/hm-1-dev", "chardev");
+  ck_assert_str_eq(chr, "hm-1-chr");
+  free(chr);
+  /* No root port taken; one serial port less. */
+  ck_assert_int_eq(hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_VIRTIOFS, NULL), SLOTS);
+  ck_assert_int_eq(hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_9P, NULL), ports - 1);
+  /* A live diod, read-only, exporting the link to the share. */
+  char cmd[4096];
+  ck_assert_int_eq(diods(cmd, sizeof(cmd)), 1);
+  ck_assert_msg(strstr(cmd, " -o ro") != NULL, "%s", cmd);
+  ck_assert_msg(strstr(cmd, "-e ") && strstr(cmd, "/hm-1-9p"), "%s", cmd);
+  char target[256] = "", lp[256];
+  snprintf(lp, sizeof(lp), "%s/hm-1-9p", fx.dir);
+  ck_assert_int_gt(readlink(lp, target, sizeof(target) - 1), 0);
+  ck_assert_str_eq(target, fx.share);
+  char *reason = NULL;
+  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, NULL), 1);
+  int wfd = hm_fs_hotplugger_watch_fd(fx.hp, att);
+  ck_assert_int_ge(wfd, 0);
+  close(wfd);
+
+  /* Detach works from the id alone, and again. */
+  hm_attachment *bare = NULL;
+  hm_attachment_new(&bare, "hm-1", NULL);
+  ck_assert_msg(hm_fs_hotplugger_detach(fx.hp, bare, &err) == 0, "%s", hm_error_message(err));
+  ck_assert(!qf_has_device(&fx, "hm-1-dev"));
+  ck_assert(!qf_has_chardev(&fx, "hm-1-chr"));
+  ck_assert_int_eq(diods(NULL, 0), 0);
+  ck_assert(!link_exists("hm-1"));
+  ck_assert_int_eq(hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_9P, NULL), ports);
+  ck_assert_int_eq(hm_fs_hotplugger_detach(fx.hp, att, NULL), 0);
+  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, NULL), 0);
+  ck_assert_ptr_nonnull(strstr(reason, "gone"));
+  free(reason);
+  hm_attachment_free(bare);
+  hm_attachment_free(att);
+
+  /* Writable: no -o ro, cache mmap; options from the spec. */
+  hm_mount_spec_set_writable(s, 1, NULL);
+  hm_mount_spec_set_option(s, "msize", "1048576", NULL);
+  ck_assert_int_eq(hm_mount_spec_validate(s, NULL), 0);
+  hm_attachment_new(&att, "hm-2", NULL);
+  ck_assert_msg(hm_fs_hotplugger_attach(fx.hp, s, att, &err) == 0, "%s", hm_error_message(err));
+  ck_assert_int_eq(diods(cmd, sizeof(cmd)), 1);
+  ck_assert_msg(strstr(cmd, " -o ro") == NULL, "%s", cmd);
+  ck_assert_ptr_nonnull(
+      strstr(hm_attachment_get_data(att, "guestOptions"), "msize=65536,cache=mmap,"));
+  ck_assert_int_eq(hm_fs_hotplugger_detach(fx.hp, att, NULL), 0);
+  ck_assert_int_eq(diods(NULL, 0), 0);
+  hm_attachment_free(att);
+  hm_mount_spec_free(s);
+  ck_assert_int_eq(count_fds(), fds);
+}
+END_TEST
+
+static void check_rolled_back(const char *id, int fds) {
+  char dev[32], chr[32];
+  snprintf(dev, sizeof(dev), "%s-dev", id);
+  snprintf(chr, sizeof(chr), "%s-chr", id);
+  ck_assert_int_eq(diods(NULL, 0), 0);
+  ck_assert(!link_exists(id));
+  ck_assert_int_eq(count_fds(), fds);
+  ck_assert_int_eq(hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_VIRTIOFS, NULL), SLOTS);
+  (void)dev;
+  (void)chr;
+}
+
+START_TEST(test_rollback_chardev_add_fails) {
+  hm_error *err = NULL;
+  /* The chardev id is taken: chardev-add fails after diod started. */
+  qf_exec(&fx, "chardev-add", "{\"id\":\"hm-5-chr\",\"backend\":{\"type\":\"null\",\"data\":{}}}");
+  int fds = count_fds();
+  int ports = hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_9P, NULL);
+  hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P);
+  hm_attachment *att = NULL;
+  hm_attachment_new(&att, "hm-5", NULL);
+  ck_assert_int_eq(hm_fs_hotplugger_attach(fx.hp, s, att, &err), HM_E_QMP);
+  ck_assert_ptr_nonnull(strstr(hm_error_message(err), "chardev-add"));
+  hm_error_free(err);
+  check_rolled_back("hm-5", fds);
+  ck_assert(!qf_has_device(&fx, "hm-5-dev"));
+  ck_assert(qf_has_chardev(&fx, "hm-5-chr")); /* the one that was there stays */
+  ck_assert_int_eq(hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_9P, NULL), ports);
+  hm_attachment_free(att);
+  hm_mount_spec_free(s);
+}
+END_TEST
+
+START_TEST(test_rollback_device_add_fails) {
+  hm_error *err = NULL;
+  /* The device id is taken: device_add fails after chardev-add, so the
+   * chardev and diod go too. */
+  qf_exec(&fx, "device_add",
+          "{\"driver\":\"virtserialport\",\"id\":\"hm-6-dev\",\"bus\":\"hm-serial.0\","
+          "\"name\":\"test.taken\"}");
+  int fds = count_fds();
+  hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P);
+  hm_attachment *att = NULL;
+  hm_attachment_new(&att, "hm-6", NULL);
+  ck_assert_int_eq(hm_fs_hotplugger_attach(fx.hp, s, att, &err), HM_E_QMP);
+  ck_assert_ptr_nonnull(strstr(hm_error_message(err), "device_add"));
+  hm_error_free(err);
+  check_rolled_back("hm-6", fds);
+  ck_assert(!qf_has_chardev(&fx, "hm-6-chr"));
+  char *name = qom_str("/machine/peripheral/hm-6-dev", "name");
+  ck_assert_str_eq(name, "test.taken"); /* the one that was there stays */
+  free(name);
+  hm_attachment_free(att);
+  hm_mount_spec_free(s);
+}
+END_TEST
+
+START_TEST(test_dead_diod) {
+  hm_error *err = NULL;
+  hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P);
+  hm_attachment *att = NULL;
+  hm_attachment_new(&att, "hm-3", NULL);
+  ck_assert_msg(hm_fs_hotplugger_attach(fx.hp, s, att, &err) == 0, "%s", hm_error_message(err));
+  int wfd = hm_fs_hotplugger_watch_fd(fx.hp, att);
+  ck_assert_int_ge(wfd, 0);
+  kill(atoi(hm_attachment_get_data(att, "diod_pid")), SIGKILL);
+  struct pollfd p = {.fd = wfd, .events = POLLIN};
+  ck_assert_int_eq(poll(&p, 1, 5000), 1);
+  close(wfd);
+  char *reason = NULL;
+  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, NULL), 0);
+  ck_assert_msg(strstr(reason, "diod") != NULL, "%s", reason);
+  free(reason);
+  /* Unlike virtiofs, the port is unplugged as usual (not retired). */
+  ck_assert_msg(hm_fs_hotplugger_detach(fx.hp, att, &err) == 0, "%s", hm_error_message(err));
+  ck_assert_ptr_null(hm_attachment_get_data(att, "retired"));
+  ck_assert(!qf_has_device(&fx, "hm-3-dev"));
+  ck_assert(!qf_has_chardev(&fx, "hm-3-chr"));
+  ck_assert(!link_exists("hm-3"));
+  hm_attachment_free(att);
+  hm_mount_spec_free(s);
+}
+END_TEST
+
+START_TEST(test_scan_finds_9p) {
+  hm_error *err = NULL;
+  hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P);
+  hm_attachment *att = NULL;
+  hm_attachment_new(&att, "hm-4", NULL);
+  ck_assert_msg(hm_fs_hotplugger_attach(fx.hp, s, att, &err) == 0, "%s", hm_error_message(err));
+  hm_attachment **v = NULL;
+  size_t n = 0;
+  ck_assert_int_eq(hm_fs_hotplugger_scan(fx.hp, &v, &n, NULL), 0);
+  ck_assert_int_eq(n, 1);
+  ck_assert_str_eq(hm_attachment_get_id(v[0]), "hm-4");
+  ck_assert_str_eq(hm_attachment_get_tag(v[0]), "org.hotmount.9p.hm-4");
+  ck_assert_str_eq(hm_attachment_get_data(v[0], "transport"), "9p");
+  ck_assert_str_eq(hm_attachment_get_data(v[0], "hostPath"), fx.share);
+  ck_assert_str_eq(hm_attachment_get_data(v[0], "writable"), "0");
+  ck_assert_str_eq(hm_attachment_get_data(v[0], "diod_pid"),
+                   hm_attachment_get_data(att, "diod_pid"));
+  ck_assert_int_eq(hm_fs_hotplugger_detach(fx.hp, v[0], NULL), 0);
+  ck_assert_int_eq(diods(NULL, 0), 0);
+  hm_attachment_free(v[0]);
+  free(v);
+  hm_attachment_free(att);
+  hm_mount_spec_free(s);
+}
+END_TEST
+
+static void expect_refused(const char *key, const char *value, const char *needle) {
+  hm_mount_spec *s = NULL;
+  hm_error *err = NULL;
+  hm_mount_spec_new(&s, NULL);
+  hm_mount_spec_set_host_path(s, "/tmp", NULL);
+  hm_mount_spec_set_guest_path(s, "/mnt/x", NULL);
+  hm_mount_spec_set_type(s, HM_TYPE_9P, NULL);
+  hm_mount_spec_set_option(s, key, value, NULL);
+  ck_assert_int_eq(hm_mount_spec_validate(s, &err), HM_E_INVALID);
+  ck_assert_msg(strstr(hm_error_message(err), needle) != NULL, "%s", hm_error_message(err));
+  hm_error_free(err);
+  hm_mount_spec_free(s);
+}
+
+START_TEST(test_options) {
+  expect_refused("version", "9p2000.u", "diod) speaks 9p2000.L only");
+  expect_refused("version", "9p2001", "version=\"9p2001\" is not valid for 9p");
+  expect_refused("securityModel", "mapped-xattr", "passthrough only");
+  expect_refused("securityModel", "none", "passthrough only");
+  expect_refused("msize", "100", "must be a number from 4096");
+  expect_refused("cache", "always", "cache=\"always\" is not valid for 9p");
+  expect_refused("dax", "always", "unknown option \"dax\" for 9p");
+  /* What the guest is told. */
+  hm_mount_spec *s = NULL;
+  char *o = NULL;
+  hm_mount_spec_new(&s, NULL);
+  hm_mount_spec_set_type(s, HM_TYPE_9P, NULL);
+  ck_assert_int_eq(hm_ninep_guest_options(&o, s, "/i/hm-1-9p", NULL), 0);
+  ck_assert_str_eq(o, "version=9p2000.L,msize=65536,cache=fscache,aname=/i/hm-1-9p");
+  free(o);
+  hm_mount_spec_set_writable(s, 1, NULL);
+  hm_mount_spec_set_option(s, "msize", "8192", NULL);
+  hm_mount_spec_set_option(s, "cache", "none", NULL);
+  ck_assert_int_eq(hm_ninep_guest_options(&o, s, "/i/hm-1-9p", NULL), 0);
+  ck_assert_str_eq(o, "version=9p2000.L,msize=8192,cache=none,aname=/i/hm-1-9p");
+  free(o);
+  hm_error *err = NULL;
+  ck_assert_int_eq(hm_ninep_guest_options(&o, s, "/a,b/hm-1-9p", &err), HM_E_INVALID);
+  ck_assert_ptr_nonnull(strstr(hm_error_message(err), "comma"));
+  hm_error_free(err);
+  hm_mount_spec_free(s);
+  /* diod's command line. */
+  char **argv = NULL;
+  ck_assert_int_eq(hm_ninep_diod_argv(&argv, "/usr/sbin/diod", "/d/hm-1-9p", 1, 3, NULL), 0);
+  const char *want[] = {
+      "/usr/sbin/diod", "-f", "-n", "-N", "-c", "/dev/null", "-L", "stderr", "-r3", "-w3", "-e",
+      "/d/hm-1-9p",     "-o", "ro", NULL};
+  for (int i = 0; want[i] || argv[i]; i++) {
+    ck_assert_ptr_nonnull(argv[i]);
+    ck_assert_ptr_nonnull(want[i]);
+    ck_assert_str_eq(argv[i], want[i]);
+  }
+  hm_strv_free(argv);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("ninep");
+  TCase *tc0 = tcase_create("options");
+  tcase_add_test(tc0, test_options);
+  suite_add_tcase(s, tc0);
+  if (system("command -v qemu-system-x86_64 >/dev/null") == 0 &&
+      system("command -v diod >/dev/null || test -x /usr/sbin/diod") == 0) {
+    TCase *tc = tcase_create("real-qemu");
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, start_qemu, stop_qemu);
+    tcase_add_test(tc, test_attach_detach);
+    tcase_add_test(tc, test_rollback_chardev_add_fails);
+    tcase_add_test(tc, test_rollback_device_add_fails);
+    tcase_add_test(tc, test_dead_diod);
+    tcase_add_test(tc, test_scan_finds_9p);
+    suite_add_tcase(s, tc);
+  } else {
+    printf("qemu-system-x86_64 or diod missing: only the option tests run\n");
+  }
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
