@@ -117,8 +117,10 @@ def stop_daemon(inst):
 
 def kill_virtiofsd(work):
     """Only the helpers serving directories of this test's work dir: other
-    tests may be running their own on this host."""
+    tests may be running their own on this host. (diod, 9p's server, too: its
+    export is a link in the instance directory.)"""
     subprocess.run(["pkill", "-f", "virtiofsd.*" + work], capture_output=True)
+    subprocess.run(["pkill", "-f", "diod .*-e " + work], capture_output=True)
 
 
 class Ctx:
@@ -149,12 +151,22 @@ class Ctx:
         return [l for l in pg.stdout.splitlines()
                 if "--help" not in l and "<defunct>" not in l and self.work in l]
 
+    def diod_procs(self):
+        """diod processes (9p) exporting something of this test's work dir."""
+        pg = subprocess.run(["pgrep", "-a", "-x", "diod"], capture_output=True, text=True)
+        return [l for l in pg.stdout.splitlines()
+                if "<defunct>" not in l and self.work in l]
+
     def leftovers(self):
-        """Everything an add could leave behind, read from the host and QEMU."""
+        """Everything an add could leave behind, read from the host and QEMU
+        (virtiofs and 9p: the hm-N-dev devices cover 9p's virtserialports)."""
         left = []
         procs = self.virtiofsd_procs()
         if procs:
             left.append("virtiofsd: %s" % procs)
+        procs = self.diod_procs()
+        if procs:
+            left.append("diod: %s" % procs)
         peri = self.vm.qmp("qom-list", {"path": "/machine/peripheral"})
         devs = [p["name"] for p in peri if p["name"].startswith("hm-")
                 and not p["name"].startswith("hm-rp-") and p["name"] != "hm-serial"
@@ -170,6 +182,9 @@ class Ctx:
         socks = [f for f in os.listdir(self.inst) if f.endswith("-vfs.sock")]
         if socks:
             left.append("sockets: %s" % socks)
+        links = [f for f in os.listdir(self.inst) if f.endswith("-9p")]
+        if links:
+            left.append("9p export links: %s" % links)
         reg = self.list_json()
         if reg:
             left.append("registry: %s" % reg)

@@ -15,12 +15,16 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/mount.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -164,14 +168,18 @@ int hm_ninep_guest_options(char **out, const hm_mount_spec *spec, const char *an
 int hm_ninep_diod_argv(char ***out, const char *diod, const char *export, int readonly, int fd,
                        hm_error **err) {
   hm_strv v = {0};
-  /* -f: stay in the foreground (we supervise it); -n/-N: the guest is
-   * trusted to say who it is, as with virtiofsd (no munge, no host user
-   * database: guest root is root on the share); -c /dev/null: the host's
-   * diod.conf must not change what is exported. */
+  /* -f: stay in the foreground (we supervise it); -n: no munge
+   * authentication (the port is the guest's alone); -S -U root: every
+   * attach acts as root on the share, like a root virtiofsd. The guest
+   * kernel's first attach names no uid ("nobody", -1), which diod's -N
+   * cannot serve, and guest uids need not exist on the host. -c /dev/null:
+   * the host's diod.conf must not change what is exported. */
   int r = hm_strv_push(&v, diod);
   r = r ?: hm_strv_push(&v, "-f");
   r = r ?: hm_strv_push(&v, "-n");
-  r = r ?: hm_strv_push(&v, "-N");
+  r = r ?: hm_strv_push(&v, "-S");
+  r = r ?: hm_strv_push(&v, "-U");
+  r = r ?: hm_strv_push(&v, "root");
   r = r ?: hm_strv_push(&v, "-c");
   r = r ?: hm_strv_push(&v, "/dev/null");
   r = r ?: hm_strv_push(&v, "-L");
@@ -192,9 +200,33 @@ int hm_ninep_diod_argv(char ***out, const char *diod, const char *export, int re
   return 0;
 }
 
+/* In the child, between fork and exec (system calls only): diod's "-o ro"
+ * is not applied to -e exports (seen with diod 1.0.24: a guest write went
+ * through), so read-only is enforced by the kernel instead, as for QEMU's C
+ * virtiofsd: the directory is bound onto itself in a private mount namespace
+ * and made read-only there (recursively where the kernel can). */
+static void child_ro_bind(const char *dir) {
+  if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+      mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
+    _exit(121);
+#ifdef SYS_mount_setattr
+  struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
+  if (syscall(SYS_mount_setattr, AT_FDCWD, dir, AT_RECURSIVE, &attr, sizeof(attr)) == 0)
+    return;
+#endif
+  if (mount(NULL, dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
+    _exit(122);
+}
+
 /* Starts diod on fd in its own session (it outlives the daemon, like
- * virtiofsd); env adds the markers. */
-static int diod_start(pid_t *out, char **argv, int fd, char *const *env, hm_error **err) {
+ * virtiofsd); env adds the markers; ro_dir (or NULL) is made read-only for
+ * it. */
+static int diod_start(pid_t *out, char **argv, int fd, const char *ro_dir, char *const *env,
+                      hm_error **err) {
+  if (ro_dir && geteuid() != 0)
+    return HM_ERR(err, HM_E_UNSUPPORTED,
+                  "cannot enforce read-only for 9p: a read-only bind for diod needs root; use "
+                  "--writable");
   hm_strv envp = {0};
   extern char **environ;
   for (char **e = environ; e && *e; e++)
@@ -203,6 +235,14 @@ static int diod_start(pid_t *out, char **argv, int fd, char *const *env, hm_erro
   for (char *const *e = env; e && *e; e++)
     if (hm_strv_push(&envp, *e) < 0)
       goto nomem;
+  /* A close-on-exec pipe tells when the child has exec'ed (EOF) or failed
+   * to (an errno): diod is then recognizable by its name before we go on. */
+  int ep[2];
+  if (pipe2(ep, O_CLOEXEC) < 0) {
+    int e = errno;
+    hm_strv_clear(&envp);
+    return HM_ERR(err, -e, "pipe: %s", strerror(e));
+  }
   int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   /* As for virtiofsd: the child starts with every signal blocked and resets
    * the handlers before unblocking, so a quick rollback's SIGTERM cannot run
@@ -217,6 +257,8 @@ static int diod_start(pid_t *out, char **argv, int fd, char *const *env, hm_erro
     int e = errno;
     if (devnull >= 0)
       close(devnull);
+    close(ep[0]);
+    close(ep[1]);
     hm_strv_clear(&envp);
     return HM_ERR(err, -e, "fork: %s", strerror(e));
   }
@@ -227,17 +269,32 @@ static int diod_start(pid_t *out, char **argv, int fd, char *const *env, hm_erro
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    if (ro_dir)
+      child_ro_bind(ro_dir);
     if (devnull >= 0)
       dup2(devnull, 0);
     if (dup2(fd, DIOD_FD) < 0)
       _exit(123);
     fcntl(DIOD_FD, F_SETFD, 0);
     execve(argv[0], argv, envp.v);
+    int e = errno;
+    if (write(ep[1], &e, sizeof(e)) < 0)
+      _exit(126);
     _exit(127);
   }
   if (devnull >= 0)
     close(devnull);
+  close(ep[1]);
+  int e = 0;
+  ssize_t n;
+  while ((n = read(ep[0], &e, sizeof(e))) < 0 && errno == EINTR)
+    ;
+  close(ep[0]);
   hm_strv_clear(&envp);
+  if (n == (ssize_t)sizeof(e)) {
+    waitpid(pid, NULL, 0);
+    return HM_ERR(err, HM_E_HELPER, "cannot run %s: %s", argv[0], strerror(e));
+  }
   *out = pid;
   return 0;
 nomem:
@@ -540,7 +597,7 @@ int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attach
     r = HM_ERR(err, -errno, "socketpair: %s", strerror(errno));
     goto fail;
   }
-  if ((r = diod_start(&pid, argv, sv[1], env.v, err)) < 0)
+  if ((r = diod_start(&pid, argv, sv[1], writable ? NULL : host, env.v, err)) < 0)
     goto fail;
   close(sv[1]);
   sv[1] = -1;

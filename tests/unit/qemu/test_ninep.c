@@ -338,8 +338,8 @@ START_TEST(test_options) {
   char **argv = NULL;
   ck_assert_int_eq(hm_ninep_diod_argv(&argv, "/usr/sbin/diod", "/d/hm-1-9p", 1, 3, NULL), 0);
   const char *want[] = {
-      "/usr/sbin/diod", "-f", "-n", "-N", "-c", "/dev/null", "-L", "stderr", "-r3", "-w3", "-e",
-      "/d/hm-1-9p",     "-o", "ro", NULL};
+      "/usr/sbin/diod", "-f",  "-n",  "-S", "-U",         "root", "-c", "/dev/null", "-L",
+      "stderr",         "-r3", "-w3", "-e", "/d/hm-1-9p", "-o",   "ro", NULL};
   for (int i = 0; want[i] || argv[i]; i++) {
     ck_assert_ptr_nonnull(argv[i]);
     ck_assert_ptr_nonnull(want[i]);

@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""e2e-9p: 9p hot-mounts on stock QEMU, end to end, checked from the guest.
+
+QEMU cannot add a 9p device at run time; hotmount plugs a virtserialport per
+mount, serves it with diod on the host, and the guest agent relays between
+the port and a trans=fd 9p mount. One VM; every step goes through the
+`hotmount` CLI; the guest is read through the test channel, QEMU through the
+test's own monitor. Prints TAP. Skips when the agent has no mount.9p.
+
+Environment as for test_virtiofs.py (HOTMOUNT_BIN, HM_AGENT_BIN,
+HM_E2E_IMAGE_DIR, HM_E2E_KEEP).
+"""
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from hmtest import AGENT, hm, run, skip_reason  # noqa: E402
+
+MANY = int(os.environ.get("HM_E2E_9P_MANY", "32"))
+
+
+def serial_ports(c):
+    """Our 9p ports in QEMU: hm-N-dev virtserialports."""
+    return [p["name"] for p in c.vm.qmp("qom-list", {"path": "/machine/peripheral"})
+            if p["type"] == "child<virtserialport>" and p["name"].startswith("hm-")]
+
+
+def backend(c, mount_point):
+    for m in json.load(open(os.path.join(c.inst, "state.json")))["mounts"]:
+        if m.get("mountPoint") == mount_point or m.get("guestPath") == mount_point:
+            return m.get("backend", {})
+    return {}
+
+
+def case_readonly(c):
+    t = c.t
+    host = os.path.join(c.work, "ro")
+    os.makedirs(host)
+    with open(os.path.join(host, "hello.txt"), "w") as f:
+        f.write("hello over 9p\n")
+    t0 = time.monotonic()
+    rc, out = hm("add", c.inst, host, "/mnt/ro", "--type", "9p")
+    t.note("9p add took %.2f s" % (time.monotonic() - t0))
+    t.ok(rc == 0, "add read-only 9p mount", out)
+    rc, out = c.guest("cat /mnt/ro/hello.txt")
+    t.ok(rc == 0 and out.strip() == "hello over 9p", "guest reads the host file", out)
+    rc, out = c.guest("grep ' /mnt/ro ' /proc/mounts")
+    t.ok(rc == 0 and " 9p " in out and "org.hotmount.9p." in out and " ro," in out,
+         "guest sees a ro 9p mount of the port", out)
+    rc, out = c.guest("echo x > /mnt/ro/new.txt")
+    t.ok(rc != 0 and not os.path.exists(os.path.join(host, "new.txt")),
+         "guest write refused", out)
+    # guest root lifts its own flag: diod (-o ro) must still refuse
+    rc1, out1 = c.guest("mount -o remount,rw /mnt/ro; echo tamper > /mnt/ro/hello.txt;"
+                        " echo new > /mnt/ro/new2.txt; touch /mnt/ro/t3")
+    body = open(os.path.join(host, "hello.txt")).read()
+    t.ok(body == "hello over 9p\n" and not os.path.exists(os.path.join(host, "new2.txt"))
+         and not os.path.exists(os.path.join(host, "t3")),
+         "remount,rw in the guest still cannot change the host (diod -o ro)", out1)
+    lst = c.list_json()
+    t.ok(len(lst) == 1 and lst[0]["state"] == "mounted" and lst[0]["type"] == "9p"
+         and not lst[0]["writable"], "list --json shows a mounted 9p entry", lst)
+    t.ok(c.pci_devices_behind_ports() == 0 and len(serial_ports(c)) == 1,
+         "a serial port, no root port, is used", serial_ports(c))
+    t0 = time.monotonic()
+    rc, out = hm("remove", c.inst, "/mnt/ro")
+    t.note("9p remove took %.2f s" % (time.monotonic() - t0))
+    t.ok(rc == 0, "remove", out)
+    t.ok("/mnt/ro" not in c.guest_mounts(), "guest no longer has /mnt/ro")
+    left = c.leftovers()
+    t.ok(not left and not serial_ports(c), "nothing left after remove", left)
+
+
+def case_writable(c):
+    t = c.t
+    host = os.path.join(c.work, "rw")
+    os.makedirs(host)
+    rc, out = hm("add", c.inst, host, "/mnt/rw", "--type", "9p", "--writable")
+    t.ok(rc == 0, "add writable 9p mount", out)
+    rc, out = c.guest("echo from-guest > /mnt/rw/g.txt && mkdir /mnt/rw/d && sync")
+    body = open(os.path.join(host, "g.txt")).read() if rc == 0 else ""
+    t.ok(body == "from-guest\n" and os.path.isdir(os.path.join(host, "d")),
+         "guest writes visible on the host", out)
+    with open(os.path.join(host, "h.txt"), "w") as f:
+        f.write("from-host\n")
+    rc, out = c.guest("cat /mnt/rw/h.txt")
+    t.ok(out.strip() == "from-host", "host write visible in the guest", out)
+    rc, out = c.guest("dd if=/dev/urandom of=/mnt/rw/big bs=64k count=64 2>/dev/null && "
+                      "md5sum /mnt/rw/big")
+    import hashlib
+    hv = hashlib.md5(open(os.path.join(host, "big"), "rb").read()).hexdigest() \
+        if os.path.exists(os.path.join(host, "big")) else ""
+    t.ok(rc == 0 and hv and out.split()[0] == hv, "4 MiB written by the guest arrives whole",
+         out)
+    rc, out = hm("remove", c.inst, "/mnt/rw")
+    left = c.leftovers()
+    t.ok(rc == 0 and not left, "remove writable 9p mount, nothing left", (out, left))
+
+
+def case_space_comma(c):
+    t = c.t
+    host = os.path.join(c.work, "with space, and comma")
+    os.makedirs(host)
+    with open(os.path.join(host, "f"), "w") as f:
+        f.write("odd path\n")
+    rc, out = hm("add", c.inst, host, "/mnt/odd", "--type", "9p", "--writable")
+    t.ok(rc == 0, "add a host path with a space and a comma", out)
+    rc, out = c.guest("cat /mnt/odd/f && echo back > /mnt/odd/g")
+    t.ok(rc == 0 and out.strip() == "odd path" and
+         open(os.path.join(host, "g")).read() == "back\n", "read and write through it", out)
+    rc, out = hm("remove", c.inst, "/mnt/odd")
+    left = c.leftovers()
+    t.ok(rc == 0 and not left, "remove it, nothing left", (out, left))
+
+
+def case_many(c):
+    t = c.t
+    hosts = []
+    t0 = time.monotonic()
+    ok = True
+    for i in range(MANY):
+        h = os.path.join(c.work, "m%02d" % i)
+        os.makedirs(h)
+        with open(os.path.join(h, "id"), "w") as f:
+            f.write("%d\n" % i)
+        rc, out = hm("add", c.inst, h, "/mnt/m%02d" % i, "--type", "9p")
+        if rc != 0:
+            ok = t.ok(False, "add 9p mount %d of %d" % (i + 1, MANY), out)
+            break
+        hosts.append(h)
+    t.note("%d 9p adds took %.1f s" % (len(hosts), time.monotonic() - t0))
+    if ok:
+        t.ok(True, "%d 9p mounts added" % MANY)
+    rc, out = c.guest("for i in $(seq -w 0 %d); do cat /mnt/m$i/id; done" % (MANY - 1))
+    got = [l.strip() for l in out.splitlines()]
+    t.ok(rc == 0 and got == [str(i) for i in range(MANY)], "the guest reads all %d" % MANY,
+         out[-500:])
+    lst = c.list_json()
+    t.ok(len(lst) == MANY and all(m["state"] == "mounted" for m in lst) and
+         len(serial_ports(c)) == MANY and c.pci_devices_behind_ports() == 0,
+         "%d mounted, %d serial ports, no root port used" % (MANY, MANY),
+         [(m["mountPoint"], m["state"]) for m in lst if m["state"] != "mounted"])
+    t0 = time.monotonic()
+    bad = []
+    for i in range(len(hosts)):
+        rc, out = hm("remove", c.inst, "/mnt/m%02d" % i)
+        if rc != 0:
+            bad.append(out)
+    t.note("%d 9p removes took %.1f s" % (len(hosts), time.monotonic() - t0))
+    left = c.leftovers()
+    t.ok(not bad and not left and not serial_ports(c), "all removed, nothing left",
+         (bad, left))
+    for h in hosts:
+        shutil.rmtree(h, ignore_errors=True)
+
+
+def case_dead_diod(c):
+    t = c.t
+    host = os.path.join(c.work, "dead")
+    os.makedirs(host)
+    with open(os.path.join(host, "f"), "w") as f:
+        f.write("still here\n")
+    rc, out = hm("add", c.inst, host, "/mnt/dead", "--type", "9p", "--writable")
+    t.ok(rc == 0, "add a 9p mount whose diod will die", out)
+    rc, out = c.guest("cat /mnt/dead/f")
+    t.ok(rc == 0 and out.strip() == "still here", "it works first", out)
+    pid = int(backend(c, "/mnt/dead").get("diod_pid", "0"))
+    t.ok(pid > 0, "diod pid recorded", backend(c, "/mnt/dead"))
+    if pid <= 0:
+        return
+    os.kill(pid, signal.SIGKILL)
+    state, lst = None, []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lst = c.list_json()
+        state = lst[0]["state"] if lst else None
+        if state == "broken":
+            break
+        time.sleep(0.2)
+    t.ok(state == "broken", "list shows broken", lst)
+    t0 = time.monotonic()
+    rc, out = c.guest("timeout -s KILL 10 cat /mnt/dead/f; echo rc=$?", timeout=30)
+    took = time.monotonic() - t0
+    m = [l for l in out.splitlines() if l.startswith("rc=")]
+    grc = int(m[-1][3:]) if m else -1
+    t.ok(grc not in (0, 137, -1) and took < 10,
+         "a guest read fails (rc %d) instead of hanging (%.1f s)" % (grc, took), out)
+    t0 = time.monotonic()
+    rc, out = hm("remove", c.inst, "/mnt/dead")
+    t.note("remove of the broken mount took %.2f s" % (time.monotonic() - t0))
+    t.ok(rc == 0, "remove still works", out)
+    left = c.leftovers()
+    t.ok(not left and not serial_ports(c) and "/mnt/dead" not in c.guest_mounts(),
+         "nothing left (port unplugged, not retired)", left)
+    # and the next 9p mount works as usual
+    rc, out = hm("add", c.inst, host, "/mnt/dead", "--type", "9p")
+    rc2, out2 = c.guest("cat /mnt/dead/f")
+    rc3, out3 = hm("remove", c.inst, "/mnt/dead")
+    t.ok(rc == 0 and out2.strip() == "still here" and rc3 == 0 and not c.leftovers(),
+         "a new 9p mount after that works", (out, out2, out3))
+
+
+def agent_has_9p():
+    """The agent announces mount.9p in its hello; the string is in the binary."""
+    try:
+        return b"mount.9p" in open(AGENT, "rb").read()
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    if not skip_reason() and not agent_has_9p():
+        print("1..0 # SKIP hotmount-agent has no mount.9p capability")
+        sys.exit(0)
+    sys.exit(run("hm-e2e-9p-", [case_readonly, case_writable, case_space_comma,
+                                case_dead_diod, case_many]))
