@@ -239,6 +239,9 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
         hm_mount_spec_set_host_path(e->spec, host, NULL) == 0 &&
         hm_mount_spec_set_guest_path(e->spec, target, NULL) == 0) {
       e->spec->writable = w && strcmp(w, "1") == 0;
+      const char *transport = hm_attachment_get_data(a, "transport");
+      if (transport && strcmp(transport, "9p") == 0)
+        e->spec->type = HM_TYPE_9P;
       e->att = a;
       e->state = HM_STATE_MOUNTED;
       pthread_mutex_lock(&inst->lock);
