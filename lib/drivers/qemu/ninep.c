@@ -10,6 +10,7 @@
  * INSTANCE/hm-N-9p -> HOST_PATH, as its export; the guest attaches to that.
  */
 #include "ninep.h"
+#include "spawn.h"
 #include "virtiofsd.h"
 
 #include <dirent.h>
@@ -200,106 +201,16 @@ int hm_ninep_diod_argv(char ***out, const char *diod, const char *export, int re
   return 0;
 }
 
-/* In the child, between fork and exec (system calls only): diod's "-o ro"
- * is not applied to -e exports (seen with diod 1.0.24: a guest write went
- * through), so read-only is enforced by the kernel instead, as for QEMU's C
- * virtiofsd: the directory is bound onto itself in a private mount namespace
- * and made read-only there (recursively where the kernel can). */
-static void child_ro_bind(const char *dir) {
-  if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-      mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
-    _exit(121);
-#ifdef SYS_mount_setattr
-  struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
-  if (syscall(SYS_mount_setattr, AT_FDCWD, dir, AT_RECURSIVE, &attr, sizeof(attr)) == 0)
-    return;
-#endif
-  if (mount(NULL, dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
-    _exit(122);
-}
-
-/* Starts diod on fd in its own session (it outlives the daemon, like
- * virtiofsd); env adds the markers; ro_dir (or NULL) is made read-only for
- * it. */
+/* diod's -o ro does not apply to -e exports (a guest write went through),
+ * so read-only is enforced by the kernel instead, as for QEMU's C virtiofsd
+ * (hm_spawn_helper's ro_dir). */
 static int diod_start(pid_t *out, char **argv, int fd, const char *ro_dir, char *const *env,
                       hm_error **err) {
   if (ro_dir && geteuid() != 0)
     return HM_ERR(err, HM_E_UNSUPPORTED,
                   "cannot enforce read-only for 9p: a read-only bind for diod needs root; use "
                   "--writable");
-  hm_strv envp = {0};
-  extern char **environ;
-  for (char **e = environ; e && *e; e++)
-    if (hm_strv_push(&envp, *e) < 0)
-      goto nomem;
-  for (char *const *e = env; e && *e; e++)
-    if (hm_strv_push(&envp, *e) < 0)
-      goto nomem;
-  /* A close-on-exec pipe tells when the child has exec'ed (EOF) or failed
-   * to (an errno): diod is then recognizable by its name before we go on. */
-  int ep[2];
-  if (pipe2(ep, O_CLOEXEC) < 0) {
-    int e = errno;
-    hm_strv_clear(&envp);
-    return HM_ERR(err, -e, "pipe: %s", strerror(e));
-  }
-  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-  /* As for virtiofsd: the child starts with every signal blocked and resets
-   * the handlers before unblocking, so a quick rollback's SIGTERM cannot run
-   * the host program's handler in the not-yet-exec'ed child. */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  pid_t pid = fork();
-  if (pid != 0)
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (pid < 0) {
-    int e = errno;
-    if (devnull >= 0)
-      close(devnull);
-    close(ep[0]);
-    close(ep[1]);
-    hm_strv_clear(&envp);
-    return HM_ERR(err, -e, "fork: %s", strerror(e));
-  }
-  if (pid == 0) {
-    for (int sig = 1; sig < NSIG; sig++)
-      signal(sig, SIG_DFL);
-    setsid();
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    if (ro_dir)
-      child_ro_bind(ro_dir);
-    if (devnull >= 0)
-      dup2(devnull, 0);
-    if (dup2(fd, DIOD_FD) < 0)
-      _exit(123);
-    fcntl(DIOD_FD, F_SETFD, 0);
-    execve(argv[0], argv, envp.v);
-    int e = errno;
-    if (write(ep[1], &e, sizeof(e)) < 0)
-      _exit(126);
-    _exit(127);
-  }
-  if (devnull >= 0)
-    close(devnull);
-  close(ep[1]);
-  int e = 0;
-  ssize_t n;
-  while ((n = read(ep[0], &e, sizeof(e))) < 0 && errno == EINTR)
-    ;
-  close(ep[0]);
-  hm_strv_clear(&envp);
-  if (n == (ssize_t)sizeof(e)) {
-    waitpid(pid, NULL, 0);
-    return HM_ERR(err, HM_E_HELPER, "cannot run %s: %s", argv[0], strerror(e));
-  }
-  *out = pid;
-  return 0;
-nomem:
-  hm_strv_clear(&envp);
-  return HM_ERR_NOMEM(err);
+  return hm_spawn_helper(out, argv, env, fd, DIOD_FD, ro_dir, err);
 }
 
 static int read_small(const char *path, char *buf, size_t size) {
@@ -364,30 +275,11 @@ static int diod_stop(pid_t pid, hm_error **err) {
   }
 }
 
-static char *proc_getenv(pid_t pid, const char *name) {
-  char p[64];
-  snprintf(p, sizeof(p), "/proc/%d/environ", (int)pid);
-  FILE *f = fopen(p, "re");
-  if (!f)
-    return NULL;
-  size_t nlen = strlen(name), cap = 0;
-  char *line = NULL, *found = NULL;
-  while (getdelim(&line, &cap, '\0', f) > 0) {
-    if (strncmp(line, name, nlen) == 0 && line[nlen] == '=') {
-      found = strdup(line + nlen + 1);
-      break;
-    }
-  }
-  free(line);
-  fclose(f);
-  return found;
-}
-
 /* Is pid a diod of this instance (and of mount id, when id is not NULL)? */
 static int diod_ours(const hm_ninep_host *h, pid_t pid, const char *id) {
   if (!hm_ninep_diod_alive(pid))
     return 0;
-  char *inst = proc_getenv(pid, ENV_INSTANCE), *m = id ? proc_getenv(pid, ENV_MOUNT) : NULL;
+  char *inst = hm_proc_getenv(pid, ENV_INSTANCE), *m = id ? hm_proc_getenv(pid, ENV_MOUNT) : NULL;
   int ok = inst && strcmp(inst, h->dir) == 0 && (!id || (m && strcmp(m, id) == 0));
   free(inst);
   free(m);
@@ -421,7 +313,7 @@ struct find_ctx {
 
 static void find_one(pid_t pid, void *ud) {
   struct find_ctx *c = ud;
-  char *m = proc_getenv(pid, ENV_MOUNT);
+  char *m = hm_proc_getenv(pid, ENV_MOUNT);
   if (m && strcmp(m, c->id) == 0)
     c->pid = pid;
   free(m);
@@ -813,8 +705,8 @@ struct scan_ctx {
 
 static void scan_one(pid_t pid, void *ud) {
   struct scan_ctx *c = ud;
-  char *id = proc_getenv(pid, ENV_MOUNT), *host = proc_getenv(pid, ENV_HOST),
-       *w = proc_getenv(pid, ENV_WRITABLE);
+  char *id = hm_proc_getenv(pid, ENV_MOUNT), *host = hm_proc_getenv(pid, ENV_HOST),
+       *w = hm_proc_getenv(pid, ENV_WRITABLE);
   hm_attachment *a = id ? c->get(c->ud, id) : NULL;
   if (a) {
     char buf[24];

@@ -13,6 +13,7 @@
 #include "ninep.h"
 #include "qemu_internal.h"
 #include "qmp.h"
+#include "spawn.h"
 #include "virtiofsd.h"
 
 #include <errno.h>

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "virtiofsd.h"
+#include "spawn.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -187,28 +188,10 @@ static int make_listener(const char *path, hm_error **err) {
   return fd;
 }
 
-/* In the child, between fork and exec: only system calls from here on. The
- * directory is bound onto itself in a private mount namespace and made
- * read-only there (recursively where the kernel can), so virtiofsd, which
- * inherits the namespace, cannot write whatever the guest asks. */
-static void child_ro_bind(const char *dir) {
-  if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-      mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
-    _exit(121);
-#ifdef SYS_mount_setattr
-  struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
-  if (syscall(SYS_mount_setattr, AT_FDCWD, dir, AT_RECURSIVE, &attr, sizeof(attr)) == 0)
-    return;
-#endif
-  if (mount(NULL, dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
-    _exit(122);
-}
-
 int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char *dir, int readonly,
                        const char *cache, const char *socket_path, char *const *env,
                        hm_error **err) {
   char **argv = NULL;
-  hm_strv envp = {0};
   int ro_bind = 0, lfd = -1, r;
   if ((r = hm_virtiofsd_argv(&argv, &ro_bind, info, dir, readonly, cache, VFS_FD, err)) < 0)
     return r;
@@ -219,90 +202,17 @@ int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char
                info->path);
     goto out;
   }
-  /* The environment is built before fork: the child may only make system
-   * calls. */
-  extern char **environ;
-  for (char **e = environ; e && *e; e++)
-    if (hm_strv_push(&envp, *e) < 0) {
-      r = HM_ERR_NOMEM(err);
-      goto out;
-    }
-  for (char *const *e = env; e && *e; e++)
-    if (hm_strv_push(&envp, *e) < 0) {
-      r = HM_ERR_NOMEM(err);
-      goto out;
-    }
   if ((lfd = make_listener(socket_path, err)) < 0) {
     r = lfd;
     goto out;
   }
-  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-  /* The child starts with every signal blocked and resets the handlers it
-   * inherited before unblocking: a SIGTERM from a quick rollback must not
-   * run the host program's handler in the not-yet-exec'ed child (Check's,
-   * for one, signals the whole process group). */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  pid_t pid = fork();
-  if (pid != 0)
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (pid < 0) {
-    r = HM_ERR(err, -errno, "fork: %s", strerror(errno));
-    if (devnull >= 0)
-      close(devnull);
+  if ((r = hm_spawn_helper(out_pid, argv, env, lfd, VFS_FD, ro_bind ? dir : NULL, err)) < 0)
     unlink(socket_path);
-    goto out;
-  }
-  if (pid == 0) {
-    for (int sig = 1; sig < NSIG; sig++)
-      signal(sig, SIG_DFL);
-    setsid();
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    if (ro_bind)
-      child_ro_bind(dir);
-    if (devnull >= 0)
-      dup2(devnull, 0);
-    if (dup2(lfd, VFS_FD) < 0)
-      _exit(123);
-    /* dup2 onto itself keeps CLOEXEC set; clear it either way. */
-    fcntl(VFS_FD, F_SETFD, 0);
-    execve(argv[0], argv, envp.v);
-    _exit(127);
-  }
-  if (devnull >= 0)
-    close(devnull);
-  *out_pid = pid;
-  r = 0;
 out:
   if (lfd >= 0)
     close(lfd);
   hm_strv_free(argv);
-  hm_strv_clear(&envp);
   return r;
-}
-
-char *hm_proc_getenv(pid_t pid, const char *name) {
-  char p[64];
-  snprintf(p, sizeof(p), "/proc/%d/environ", (int)pid);
-  FILE *f = fopen(p, "re");
-  if (!f)
-    return NULL;
-  size_t nlen = strlen(name);
-  char *line = NULL, *found = NULL;
-  size_t cap = 0;
-  ssize_t n;
-  while ((n = getdelim(&line, &cap, '\0', f)) > 0) {
-    if ((size_t)n > nlen && strncmp(line, name, nlen) == 0 && line[nlen] == '=') {
-      found = strdup(line + nlen + 1);
-      break;
-    }
-  }
-  free(line);
-  fclose(f);
-  return found;
 }
 
 static int parent_is_virtiofsd(pid_t pid) {

@@ -45,9 +45,6 @@ HM_PRIVATE int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info,
                                   int readonly, const char *cache, const char *socket_path,
                                   char *const *env, hm_error **err);
 
-/* The environment variable `name` of process pid (malloc'd), or NULL. */
-HM_PRIVATE char *hm_proc_getenv(pid_t pid, const char *name);
-
 /*
  * Calls fn for every running virtiofsd whose environment has `marker`
  * ("NAME=value", matched exactly) and that is not a child of another

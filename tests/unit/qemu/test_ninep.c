@@ -10,6 +10,7 @@
  */
 #include "qemu_fixture.h"
 #include "ninep.h"
+#include "spawn.h"
 #include "virtiofsd.h"
 
 #include <check.h>

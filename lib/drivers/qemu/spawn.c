@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* In the child, between fork and exec: only system calls from here on. The
+ * directory is bound onto itself in a private mount namespace and made
+ * read-only there (recursively where the kernel can), so virtiofsd, which
+ * inherits the namespace, cannot write whatever the guest asks. */
+static void child_ro_bind(const char *dir) {
+  if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+      mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
+    _exit(121);
+#ifdef SYS_mount_setattr
+  struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
+  if (syscall(SYS_mount_setattr, AT_FDCWD, dir, AT_RECURSIVE, &attr, sizeof(attr)) == 0)
+    return;
+#endif
+  if (mount(NULL, dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
+    _exit(122);
+}
+
+int hm_spawn_helper(pid_t *out_pid, char **argv, char *const *extra_env, int pass_fd, int as_fd,
+                    const char *ro_dir, hm_error **err) {
+  if (ro_dir && geteuid() != 0)
+    return HM_ERR(err, HM_E_UNSUPPORTED,
+                  "cannot make %s read-only for %s: a read-only bind needs root", ro_dir, argv[0]);
+  /* Everything the child needs is made before fork: from there on it may
+   * only make system calls. */
+  hm_strv envp = {0};
+  extern char **environ;
+  for (char **e = environ; e && *e; e++)
+    if (hm_strv_push(&envp, *e) < 0)
+      goto nomem;
+  for (char *const *e = extra_env; e && *e; e++)
+    if (hm_strv_push(&envp, *e) < 0)
+      goto nomem;
+  /* A close-on-exec pipe tells when the child has exec'ed (EOF) or failed to
+   * (an errno), so a missing binary is an error here, not a dead helper
+   * found later. */
+  int ep[2];
+  if (pipe2(ep, O_CLOEXEC) < 0) {
+    int e = errno;
+    hm_strv_clear(&envp);
+    return HM_ERR(err, -e, "pipe: %s", strerror(e));
+  }
+  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  /* The child starts with every signal blocked and resets the handlers it
+   * inherited before unblocking: a SIGTERM from a quick rollback must not run
+   * the host program's handler in the not-yet-exec'ed child (Check's, for
+   * one, signals the whole process group). */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t pid = fork();
+  if (pid == 0) {
+    for (int sig = 1; sig < NSIG; sig++)
+      signal(sig, SIG_DFL);
+    setsid();
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (ro_dir)
+      child_ro_bind(ro_dir);
+    if (devnull >= 0)
+      dup2(devnull, 0);
+    if (dup2(pass_fd, as_fd) < 0)
+      _exit(123);
+    /* dup2 onto itself keeps CLOEXEC set; clear it either way. */
+    fcntl(as_fd, F_SETFD, 0);
+    execve(argv[0], argv, envp.v);
+    int e = errno;
+    if (write(ep[1], &e, sizeof(e)) < 0)
+      _exit(126);
+    _exit(127);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (devnull >= 0)
+    close(devnull);
+  close(ep[1]);
+  hm_strv_clear(&envp);
+  if (pid < 0) {
+    int e = errno;
+    close(ep[0]);
+    return HM_ERR(err, -e, "fork: %s", strerror(e));
+  }
+  int e = 0;
+  ssize_t n;
+  while ((n = read(ep[0], &e, sizeof(e))) < 0 && errno == EINTR)
+    ;
+  close(ep[0]);
+  if (n == (ssize_t)sizeof(e)) {
+    waitpid(pid, NULL, 0);
+    return HM_ERR(err, HM_E_HELPER, "cannot run %s: %s", argv[0], strerror(e));
+  }
+  *out_pid = pid;
+  return 0;
+nomem:
+  hm_strv_clear(&envp);
+  return HM_ERR_NOMEM(err);
+}
+
+char *hm_proc_getenv(pid_t pid, const char *name) {
+  char p[64];
+  snprintf(p, sizeof(p), "/proc/%d/environ", (int)pid);
+  FILE *f = fopen(p, "re");
+  if (!f)
+    return NULL;
+  size_t nlen = strlen(name);
+  char *line = NULL, *found = NULL;
+  size_t cap = 0;
+  ssize_t n;
+  while ((n = getdelim(&line, &cap, '\0', f)) > 0) {
+    if ((size_t)n > nlen && strncmp(line, name, nlen) == 0 && line[nlen] == '=') {
+      found = strdup(line + nlen + 1);
+      break;
+    }
+  }
+  free(line);
+  fclose(f);
+  return found;
+}

@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Starting the host-side file servers (virtiofsd, diod): one way for both. */
+#ifndef HM_SPAWN_H
+#define HM_SPAWN_H
+
+#include "private.h"
+#include <sys/types.h>
+
+/*
+ * hm_spawn_helper: starts argv[0] with argv in its own session (it outlives
+ * us on purpose: mounts survive a daemon restart), stdin on /dev/null, the
+ * caller's environment plus `extra_env` (NULL-terminated "NAME=value" list,
+ * may be NULL), and `pass_fd` as file descriptor `as_fd` (inherited). When
+ * ro_dir is set, ro_dir is made read-only in the child's own mount namespace
+ * first (a bind onto itself, recursively read-only where the kernel can),
+ * which needs root. Signals are reset in the child before they are unblocked,
+ * so the host program's handlers never run there. Returns once the exec
+ * succeeded; an exec failure is HM_E_HELPER naming the program and errno.
+ */
+HM_PRIVATE int hm_spawn_helper(pid_t *out_pid, char **argv, char *const *extra_env, int pass_fd,
+                               int as_fd, const char *ro_dir, hm_error **err);
+
+/* The environment variable `name` of process pid (malloc'd), or NULL. */
+HM_PRIVATE char *hm_proc_getenv(pid_t pid, const char *name);
+
+#endif
