@@ -87,6 +87,8 @@ void hm_inst_save_locked(hm_instance *inst) {
 
 void hm_inst_set_state_locked(hm_instance *inst, hm_entry *e, int state, const char *reason) {
   char *copy = reason ? strdup(reason) : NULL; /* reason may be e->reason */
+  if (state == HM_STATE_MOUNTED && e->state != HM_STATE_MOUNTED)
+    e->mounted_at = hm_now_ms();
   e->state = state;
   free(e->reason);
   e->reason = copy;

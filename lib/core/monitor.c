@@ -220,6 +220,9 @@ static void check_guest(hm_instance *inst) {
     return;
   hm_agent_mount_info *v = NULL;
   size_t n = 0;
+  /* The list is a snapshot: a mount that became mounted after it was asked
+   * for is not in it, and must not be judged by it. */
+  int64_t asked = hm_now_ms();
   int ok = inst->agent && hm_agent_is_connected(inst->agent) &&
            hm_agent_list(inst->agent, &v, &n, NULL) == 0;
   char *boot = ok ? hm_agent_boot_id(inst->agent) : NULL;
@@ -244,7 +247,7 @@ static void check_guest(hm_instance *inst) {
   }
   for (size_t i = 0; i < inst->n_entries; i++) {
     hm_entry *e = inst->entries[i];
-    if (!watched(e))
+    if (!watched(e) || e->mounted_at >= asked)
       continue;
     int found = 0;
     for (size_t k = 0; k < n && !found; k++)

@@ -12,8 +12,9 @@ typedef struct hm_entry {
   hm_attachment *att; /* NULL until the backend attached */
   int state;
   char *reason;
-  int busy;    /* an add or remove of this process is working on it (not persisted) */
-  int retired; /* removed, but its device could not be unplugged (see remove) */
+  int busy;           /* an add or remove of this process is working on it (not persisted) */
+  int retired;        /* removed, but its device could not be unplugged (see remove) */
+  int64_t mounted_at; /* hm_now_ms() when it last became mounted (not persisted) */
 } hm_entry;
 
 /*
