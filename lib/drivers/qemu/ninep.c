@@ -244,35 +244,8 @@ int hm_ninep_diod_alive(pid_t pid) {
   return strcmp(comm, "diod\n") == 0;
 }
 
-/* SIGTERM, then SIGKILL; reaped when it is our child. 0 when gone. */
 static int diod_stop(pid_t pid, hm_error **err) {
-  if (pid <= 1)
-    return 0;
-  int st;
-  pid_t w = waitpid(pid, &st, WNOHANG);
-  if (w == pid)
-    return 0;
-  int child = !(w < 0 && errno == ECHILD);
-  /* Our own child is ours to kill even before it has exec'ed; a pid known
-   * only from the state file must still be a diod. */
-  if (!child && !hm_ninep_diod_alive(pid))
-    return 0;
-  kill(pid, SIGTERM);
-  int64_t deadline = hm_now_ms() + DIOD_STOP_MS;
-  int killed = 0;
-  for (;;) {
-    if (child ? waitpid(pid, &st, WNOHANG) == pid : !hm_ninep_diod_alive(pid))
-      return 0;
-    if (hm_now_ms() >= deadline) {
-      if (killed)
-        return HM_ERR(err, HM_E_HELPER, "diod %d did not exit after SIGKILL", (int)pid);
-      kill(pid, SIGKILL);
-      killed = 1;
-      deadline = hm_now_ms() + 2000;
-    }
-    struct timespec ts = {0, 10 * 1000000};
-    nanosleep(&ts, NULL);
-  }
+  return hm_helper_stop(pid, hm_ninep_diod_alive, "diod", DIOD_STOP_MS, err);
 }
 
 /* Is pid a diod of this instance (and of mount id, when id is not NULL)? */
@@ -331,13 +304,6 @@ static pid_t attachment_pid(const hm_ninep_host *h, hm_attachment *att) {
   return c.pid;
 }
 
-static int match_device(json_object *data, void *ud) {
-  json_object *dev;
-  return json_object_object_get_ex(data, "device", &dev) &&
-         json_object_is_type(dev, json_type_string) &&
-         strcmp(json_object_get_string(dev), (const char *)ud) == 0;
-}
-
 /* device_del and wait for DEVICE_DELETED. A virtserialport leaves at once
  * (no guest cooperation: the guest sees the port go, its relay gets EOF). */
 static int device_unplug(const hm_ninep_host *h, const char *dev, hm_error **err) {
@@ -345,27 +311,7 @@ static int device_unplug(const hm_ninep_host *h, const char *dev, hm_error **err
   int r = h->qmp_get(h->ud, &c, err);
   if (r < 0)
     return r;
-  uint64_t since = hm_qmp_event_seq(c);
-  json_object *args = json_object_new_object();
-  json_object_object_add(args, "id", json_object_new_string(dev));
-  hm_error *e = NULL;
-  r = hm_qmp_execute(c, "device_del", args, -1, NULL, QMP_TIMEOUT_MS, &e);
-  json_object_put(args);
-  if (r == HM_E_QMP && strstr(hm_error_message(e), "not found")) {
-    hm_error_free(e);
-    h->qmp_put(h->ud);
-    return 0;
-  }
-  if (r < 0) {
-    if (err && !*err)
-      *err = e;
-    else
-      hm_error_free(e);
-    h->qmp_put(h->ud);
-    return r;
-  }
-  r = hm_qmp_wait_event(c, "DEVICE_DELETED", since, match_device, (void *)dev, NULL,
-                        UNPLUG_TIMEOUT_MS, err);
+  r = hm_qmp_device_del(c, dev, UNPLUG_TIMEOUT_MS, err);
   h->qmp_put(h->ud);
   if (r == HM_E_TIMEOUT)
     return hm_error_prefix(err, r, "hm_qemu", "QEMU did not remove port %s", dev);
@@ -601,26 +547,14 @@ int hm_ninep_detach(const hm_ninep_host *h, hm_attachment *att, hm_error **err) 
   return r;
 }
 
-/* Does QEMU's reply to cmd list name under key? */
 static int qemu_has(const hm_ninep_host *h, const char *cmd, const char *key, const char *name,
                     hm_error **err) {
-  json_object *args = NULL, *ret = NULL;
-  if (strcmp(cmd, "qom-list") == 0) {
-    args = json_object_new_object();
-    json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
-  }
-  int r = exec_fd(h, cmd, args, -1, &ret, err);
-  json_object_put(args);
+  hm_qmp *c;
+  int r = h->qmp_get(h->ud, &c, err);
   if (r < 0)
     return r;
-  r = 0;
-  size_t len = json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
-  for (size_t i = 0; i < len && !r; i++) {
-    json_object *v;
-    r = json_object_object_get_ex(json_object_array_get_idx(ret, i), key, &v) &&
-        strcmp(json_object_get_string(v), name) == 0;
-  }
-  json_object_put(ret);
+  r = hm_qmp_has(c, cmd, key, name, err);
+  h->qmp_put(h->ud);
   return r;
 }
 

@@ -281,41 +281,13 @@ static int chardev_remove(qemu_impl *q, const char *id, hm_error **err) {
   return r;
 }
 
-static int match_device(json_object *data, void *ud) {
-  json_object *dev;
-  return json_object_object_get_ex(data, "device", &dev) &&
-         json_object_is_type(dev, json_type_string) &&
-         strcmp(json_object_get_string(dev), (const char *)ud) == 0;
-}
-
 /* device_del and wait for the guest to let go (ACPI hot-unplug). */
 static int device_unplug(qemu_impl *q, const char *dev, hm_error **err) {
   hm_qmp *c;
   int r = qmp_get(q, &c, err);
   if (r < 0)
     return r;
-  uint64_t since = hm_qmp_event_seq(c);
-  json_object *args = json_object_new_object();
-  json_object_object_add(args, "id", json_object_new_string(dev));
-  hm_error *e = NULL;
-  r = hm_qmp_execute(c, "device_del", args, -1, NULL, QMP_TIMEOUT_MS, &e);
-  json_object_put(args);
-  if (r == HM_E_QMP && strstr(hm_error_message(e), "not found")) {
-    /* Already gone: nothing to wait for. */
-    hm_error_free(e);
-    qmp_put(q);
-    return 0;
-  }
-  if (r < 0) {
-    if (err && !*err)
-      *err = e;
-    else
-      hm_error_free(e);
-    qmp_put(q);
-    return r;
-  }
-  r = hm_qmp_wait_event(c, "DEVICE_DELETED", since, match_device, (void *)dev, NULL,
-                        UNPLUG_TIMEOUT_MS, err);
+  r = hm_qmp_device_del(c, dev, UNPLUG_TIMEOUT_MS, err);
   qmp_put(q);
   if (r == HM_E_TIMEOUT)
     return hm_error_prefix(err, r, "hm_qemu", "the guest did not release device %s", dev);
@@ -495,33 +467,14 @@ fail:
   return r;
 }
 
-/* True when any object in QEMU's reply array has member key == value. */
-static int reply_has(json_object *arr, const char *key, const char *value) {
-  size_t n = json_object_is_type(arr, json_type_array) ? json_object_array_length(arr) : 0;
-  for (size_t i = 0; i < n; i++) {
-    json_object *v;
-    if (json_object_object_get_ex(json_object_array_get_idx(arr, i), key, &v) &&
-        strcmp(json_object_get_string(v), value) == 0)
-      return 1;
-  }
-  return 0;
-}
-
-/* Names of QOM children of /machine/peripheral, or of chardevs: does the
- * reply list `name` under `key`? */
 static int qemu_has(qemu_impl *q, const char *cmd, const char *key, const char *name,
                     hm_error **err) {
-  json_object *args = NULL, *ret = NULL;
-  if (strcmp(cmd, "qom-list") == 0) {
-    args = json_object_new_object();
-    json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
-  }
-  int r = qmp_exec(q, cmd, args, &ret, err);
-  json_object_put(args);
+  hm_qmp *c;
+  int r = qmp_get(q, &c, err);
   if (r < 0)
     return r;
-  r = reply_has(ret, key, name);
-  json_object_put(ret);
+  r = hm_qmp_has(c, cmd, key, name, err);
+  qmp_put(q);
   return r;
 }
 
@@ -822,7 +775,8 @@ static int qemu_describe(void *impl, hm_status *st, hm_error **err) {
   json_object_put(ret);
   ret = NULL;
   if (qmp_exec(q, "query-chardev", NULL, &ret, NULL) == 0) {
-    hm_status_set(st, "agentChannel", reply_has(ret, "label", "hm-agent") ? "true" : "false", NULL);
+    hm_status_set(st, "agentChannel", hm_qmp_reply_has(ret, "label", "hm-agent") ? "true" : "false",
+                  NULL);
     json_object_put(ret);
   }
   hm_virtiofsd_info vfs = {0};

@@ -64,4 +64,15 @@ HM_PRIVATE void hm_qmp_set_event_callback(hm_qmp *q, hm_qmp_event_fn fn, void *u
 /* Non-zero while the connection is up. */
 HM_PRIVATE int hm_qmp_is_connected(hm_qmp *q);
 
+/* qmp_util.c: idioms on a connected client. */
+/* 1 when an object of the reply array has member key == value, else 0. */
+HM_PRIVATE int hm_qmp_reply_has(json_object *arr, const char *key, const char *value);
+/* Does QEMU list name under key in cmd's reply ("qom-list" of
+ * /machine/peripheral by "name", "query-chardev" by "label")? 1/0, or <0. */
+HM_PRIVATE int hm_qmp_has(hm_qmp *c, const char *cmd, const char *key, const char *name,
+                          hm_error **err);
+/* device_del dev and wait for its DEVICE_DELETED; 0 when it was not there.
+ * HM_E_TIMEOUT when the guest (or QEMU) did not let go in timeout_ms. */
+HM_PRIVATE int hm_qmp_device_del(hm_qmp *c, const char *dev, int timeout_ms, hm_error **err);
+
 #endif

@@ -13,6 +13,7 @@
 #include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* In the child, between fork and exec: only system calls from here on. The
@@ -131,4 +132,36 @@ char *hm_proc_getenv(pid_t pid, const char *name) {
   free(line);
   fclose(f);
   return found;
+}
+
+int hm_helper_stop(pid_t pid, int (*alive)(pid_t pid), const char *name, int timeout_ms,
+                   hm_error **err) {
+  if (pid <= 1)
+    return 0;
+  int st;
+  pid_t w = waitpid(pid, &st, WNOHANG);
+  if (w == pid)
+    return 0;
+  int child = !(w < 0 && errno == ECHILD);
+  /* Our own child is ours to kill even before it has exec'ed; a pid known
+   * only from the state file must still be the program we think it is. */
+  if (!child && !alive(pid))
+    return 0;
+  kill(pid, SIGTERM);
+  int64_t deadline = hm_now_ms() + timeout_ms;
+  int killed = 0;
+  for (;;) {
+    if (child ? waitpid(pid, &st, WNOHANG) == pid : !alive(pid))
+      return 0;
+    if (hm_now_ms() >= deadline) {
+      if (killed)
+        return HM_ERR(err, HM_E_HELPER, "%s %d did not exit after SIGKILL", name, (int)pid);
+      kill(pid, SIGKILL);
+      killed = 1;
+      deadline = hm_now_ms() + 2000;
+    }
+    /* 10 ms steps keep stop latency low without a pidfd per helper. */
+    struct timespec ts = {0, 10 * 1000000};
+    nanosleep(&ts, NULL);
+  }
 }

@@ -20,6 +20,15 @@
 HM_PRIVATE int hm_spawn_helper(pid_t *out_pid, char **argv, char *const *extra_env, int pass_fd,
                                int as_fd, const char *ro_dir, hm_error **err);
 
+/*
+ * hm_helper_stop: SIGTERM, then SIGKILL after timeout_ms; reaps pid when it
+ * is our child. A pid that is not our child (a restarted daemon) is only
+ * signalled while alive(pid) says it still is that helper (so a recycled pid
+ * is left alone); `name` is for the error. 0 when it is gone.
+ */
+HM_PRIVATE int hm_helper_stop(pid_t pid, int (*alive)(pid_t pid), const char *name, int timeout_ms,
+                              hm_error **err);
+
 /* The environment variable `name` of process pid (malloc'd), or NULL. */
 HM_PRIVATE char *hm_proc_getenv(pid_t pid, const char *name);
 

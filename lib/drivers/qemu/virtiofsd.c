@@ -279,16 +279,6 @@ int hm_virtiofsd_alive(pid_t pid) {
   return ok && strncmp(comm, "virtiofsd", 9) == 0;
 }
 
-static int reap_or_gone(pid_t pid) {
-  int st;
-  pid_t w = waitpid(pid, &st, WNOHANG);
-  if (w == pid)
-    return 1;
-  if (w < 0 && errno == ECHILD) /* not our child (daemon restarted): poll existence */
-    return kill(pid, 0) < 0 && errno == ESRCH;
-  return 0;
-}
-
 /* Children of pid (C virtiofsd forks into its sandbox and the child dies
  * only after the parent, by PR_SET_PDEATHSIG): at most `max`. */
 static size_t children_of(pid_t pid, pid_t *out, size_t max) {
@@ -337,31 +327,9 @@ int hm_virtiofsd_stop(pid_t pid, int timeout_ms, hm_error **err) {
     return 0;
   pid_t kids[16];
   size_t nkids = children_of(pid, kids, 16);
-  int st;
-  pid_t w = waitpid(pid, &st, WNOHANG);
-  if (w == pid)
-    return 0;
-  /* Our own child is ours to kill even before it has exec'ed; a process we
-   * only know by a pid from the state file must still be a virtiofsd. */
-  if (w < 0 && errno == ECHILD && !hm_virtiofsd_alive(pid))
-    return 0;
-  kill(pid, SIGTERM);
-  int64_t deadline = hm_now_ms() + timeout_ms;
-  int sig_killed = 0;
-  for (;;) {
-    if (reap_or_gone(pid))
-      break;
-    if (hm_now_ms() >= deadline) {
-      if (sig_killed)
-        return HM_ERR(err, HM_E_HELPER, "virtiofsd %d did not exit after SIGKILL", (int)pid);
-      kill(pid, SIGKILL);
-      sig_killed = 1;
-      deadline = hm_now_ms() + 2000;
-    }
-    /* 10 ms steps keep stop latency low without a pidfd per helper. */
-    struct timespec ts = {0, 10 * 1000000};
-    nanosleep(&ts, NULL);
-  }
+  int r = hm_helper_stop(pid, hm_virtiofsd_alive, "virtiofsd", timeout_ms, err);
+  if (r < 0)
+    return r;
   if (nkids && wait_dead(kids, nkids, hm_now_ms() + timeout_ms) < 0) {
     for (size_t i = 0; i < nkids; i++)
       kill(kids[i], SIGKILL);
