@@ -112,7 +112,31 @@ typedef struct hm_fs_hotplugger_ops {
    * library adopt a mount it has no record of.
    */
   int (*scan)(void *impl, hm_attachment ***out, size_t *n, hm_error **err);
+  /** Optional (since 0.1): HM_HOTPLUGGER_* flags. */
+  unsigned flags;
+  /**
+   * Optional (since 0.1), for HM_HOTPLUGGER_GUEST_MOUNTS backends: unmount
+   * the attachment in the guest (flags: HM_REMOVE_LAZY from instance.h).
+   * Called before detach; succeeding when nothing is mounted there.
+   */
+  int (*guest_umount)(void *impl, hm_attachment *att, unsigned flags, hm_error **err);
+  /**
+   * Optional (since 0.1): bring a broken attachment back in place (same
+   * tag), e.g. after its connection came back. The library calls it for
+   * broken --persist mounts (retrying every few seconds) and, after a daemon
+   * restart, for mounts whose transport lived in the dead process. Like
+   * attach, it undoes its own partial work on failure.
+   */
+  int (*reattach)(void *impl, const hm_mount_spec *spec, hm_attachment *att, hm_error **err);
 } hm_fs_hotplugger_ops;
+
+/**
+ * HM_HOTPLUGGER_GUEST_MOUNTS: the backend itself mounts in the guest (attach
+ * returns with the guest mounted) and unmounts there (guest_umount), so the
+ * library does not need the guest agent for its mounts (reverse-sshfs: the
+ * mount is made over SSH).
+ */
+#define HM_HOTPLUGGER_GUEST_MOUNTS 1u
 
 /** Sets key to value (both copied) in a status being built. Since 0.1. */
 HM_API int hm_status_set(hm_status *st, const char *key, const char *value, hm_error **err);

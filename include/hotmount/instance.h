@@ -47,6 +47,17 @@ HM_API void hm_instance_free(hm_instance *inst);
  */
 HM_API int hm_instance_reconcile(hm_instance *inst, hm_error **err);
 
+/**
+ * hm_instance_add_backend: one more backend for the instance, for the mount
+ * types the main backend (given to hm_instance_new) does not serve; a
+ * mount's type picks the first backend that supports it. Takes ownership of
+ * hp (freed with the instance, also on failure). Call it right after
+ * hm_instance_new, before hm_instance_reconcile and before any other thread
+ * uses the instance. hotmountd adds the reverse-sshfs backend this way. Since
+ * 0.1.
+ */
+HM_API int hm_instance_add_backend(hm_instance *inst, hm_fs_hotplugger *hp, hm_error **err);
+
 /** How long an add waits for the guest to see the device, in ms (default 20000). */
 HM_API int hm_instance_set_mount_timeout(hm_instance *inst, int timeout_ms, hm_error **err);
 

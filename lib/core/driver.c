@@ -152,3 +152,25 @@ int hm_fs_hotplugger_scan(hm_fs_hotplugger *hp, hm_attachment ***out, size_t *n,
     return HM_ERR(err, HM_E_UNSUPPORTED, "backend %s cannot scan", hp->ops.name);
   return hp->ops.scan(hp->impl, out, n, err);
 }
+
+int hm_fs_hotplugger_guest_mounts(const hm_fs_hotplugger *hp) {
+  return hp && (hp->ops.flags & HM_HOTPLUGGER_GUEST_MOUNTS);
+}
+
+int hm_fs_hotplugger_guest_umount(hm_fs_hotplugger *hp, hm_attachment *att, unsigned flags,
+                                  hm_error **err) {
+  if (!hp->ops.guest_umount)
+    return HM_ERR(err, HM_E_UNSUPPORTED, "backend %s does not unmount in the guest", hp->ops.name);
+  return hp->ops.guest_umount(hp->impl, att, flags, err);
+}
+
+int hm_fs_hotplugger_can_reattach(const hm_fs_hotplugger *hp) {
+  return hp && hp->ops.reattach != NULL;
+}
+
+int hm_fs_hotplugger_reattach(hm_fs_hotplugger *hp, const hm_mount_spec *spec, hm_attachment *att,
+                              hm_error **err) {
+  if (!hp->ops.reattach)
+    return HM_ERR(err, HM_E_UNSUPPORTED, "backend %s cannot re-attach", hp->ops.name);
+  return hp->ops.reattach(hp->impl, spec, att, err);
+}

@@ -22,5 +22,12 @@ HM_PRIVATE int hm_fs_hotplugger_watch_fd(hm_fs_hotplugger *hp, hm_attachment *at
 /* HM_E_UNSUPPORTED when the backend cannot scan. */
 HM_PRIVATE int hm_fs_hotplugger_scan(hm_fs_hotplugger *hp, hm_attachment ***out, size_t *n,
                                      hm_error **err);
+/* Backends that mount in the guest themselves (HM_HOTPLUGGER_GUEST_MOUNTS). */
+HM_PRIVATE int hm_fs_hotplugger_guest_mounts(const hm_fs_hotplugger *hp);
+HM_PRIVATE int hm_fs_hotplugger_guest_umount(hm_fs_hotplugger *hp, hm_attachment *att,
+                                             unsigned flags, hm_error **err);
+HM_PRIVATE int hm_fs_hotplugger_can_reattach(const hm_fs_hotplugger *hp);
+HM_PRIVATE int hm_fs_hotplugger_reattach(hm_fs_hotplugger *hp, const hm_mount_spec *spec,
+                                         hm_attachment *att, hm_error **err);
 
 #endif

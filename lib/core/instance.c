@@ -33,6 +33,13 @@ void hm_inst_entry_free(hm_entry *e) {
   free(e);
 }
 
+hm_fs_hotplugger *hm_inst_backend(hm_instance *inst, int type) {
+  for (size_t i = 0; i < inst->n_backends; i++)
+    if (hm_fs_hotplugger_supports(inst->backends[i], type))
+      return inst->backends[i];
+  return inst->hp;
+}
+
 hm_entry *hm_inst_find_entry(hm_instance *inst, const char *guest_path) {
   for (size_t i = 0; i < inst->n_entries; i++)
     if (!inst->entries[i]->retired && strcmp(inst->entries[i]->spec->guest_path, guest_path) == 0)
@@ -87,6 +94,7 @@ void hm_inst_save_locked(hm_instance *inst) {
 
 void hm_inst_set_state_locked(hm_instance *inst, hm_entry *e, int state, const char *reason) {
   char *copy = reason ? strdup(reason) : NULL; /* reason may be e->reason */
+  int old_state = e->state;
   if (state == HM_STATE_MOUNTED && e->state != HM_STATE_MOUNTED)
     e->mounted_at = hm_now_ms();
   e->state = state;
@@ -107,6 +115,7 @@ int hm_instance_new(hm_instance **out, const char *dir, hm_fs_hotplugger *hp, hm
     goto fail;
   }
   inst->hp = hp;
+  inst->backends[inst->n_backends++] = hp;
   hp = NULL;
   inst->mount_timeout_ms = 20000;
   inst->next_id = 1;
@@ -144,7 +153,8 @@ void hm_instance_free(hm_instance *inst) {
   for (size_t i = 0; i < inst->n_entries; i++)
     hm_inst_entry_free(inst->entries[i]);
   free(inst->entries);
-  hm_fs_hotplugger_free(inst->hp);
+  for (size_t i = 0; i < inst->n_backends; i++)
+    hm_fs_hotplugger_free(inst->backends[i]);
   pthread_mutex_destroy(&inst->lock);
   pthread_rwlock_destroy(&inst->agent_lock);
   free(inst->guest_boot_id);
@@ -152,6 +162,19 @@ void hm_instance_free(hm_instance *inst) {
   free(inst->agent_path);
   free(inst->state_path);
   free(inst);
+}
+
+int hm_instance_add_backend(hm_instance *inst, hm_fs_hotplugger *hp, hm_error **err) {
+  if (!inst || !hp) {
+    hm_fs_hotplugger_free(hp);
+    return HM_ERR(err, HM_E_INVALID, "inst and hp must not be NULL");
+  }
+  if (inst->n_backends == HM_INST_MAX_BACKENDS) {
+    hm_fs_hotplugger_free(hp);
+    return HM_ERR(err, HM_E_INVALID, "an instance takes at most %d backends", HM_INST_MAX_BACKENDS);
+  }
+  inst->backends[inst->n_backends++] = hp;
+  return 0;
 }
 
 int hm_instance_set_mount_timeout(hm_instance *inst, int timeout_ms, hm_error **err) {
@@ -219,11 +242,17 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
     return r;
   if ((r = hm_mount_spec_validate(spec, err)) < 0)
     goto fail_spec;
-  if (!hm_fs_hotplugger_supports(inst->hp, spec->type)) {
-    r = HM_ERR(err, HM_E_UNSUPPORTED, "the %s backend cannot hot-mount %s",
-               hm_fs_hotplugger_get_name(inst->hp), hm_mount_type_name(spec->type));
+  hm_fs_hotplugger *hp = hm_inst_backend(inst, spec->type);
+  if (!hm_fs_hotplugger_supports(hp, spec->type)) {
+    r = HM_ERR(err, HM_E_UNSUPPORTED, "the %s backend cannot hot-mount %s%s",
+               hm_fs_hotplugger_get_name(hp), hm_mount_type_name(spec->type),
+               spec->type == HM_TYPE_REVERSE_SSHFS
+                   ? " (reverse-sshfs needs the instance's SSH settings: hotmountd --ssh-host ...)"
+                   : "");
     goto fail_spec;
   }
+  /* Backends that mount in the guest themselves need no agent. */
+  int own_mount = hm_fs_hotplugger_guest_mounts(hp);
 
   /* 1. Reserve the mount point. */
   pthread_mutex_lock(&inst->lock);
@@ -259,7 +288,7 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
   hm_fault("add:reserved");
 
   /* 2. The guest must be able to answer before we plug anything in. */
-  if ((r = hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, err)) < 0)
+  if (!own_mount && (r = hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, err)) < 0)
     goto fail_entry;
 
   /* 3. Backend attach (rolls itself back on failure). */
@@ -267,7 +296,7 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
     r = HM_ERR_NOMEM(err);
     goto fail_agent;
   }
-  if ((r = hm_fs_hotplugger_attach(inst->hp, e->spec, att, err)) < 0)
+  if ((r = hm_fs_hotplugger_attach(hp, e->spec, att, err)) < 0)
     goto fail_agent;
   pthread_mutex_lock(&inst->lock);
   e->att = att;
@@ -275,7 +304,9 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
   pthread_mutex_unlock(&inst->lock);
   hm_fault("add:attached");
 
-  /* 4. Guest mount. */
+  /* 4. Guest mount (already made by a backend that mounts itself). */
+  if (own_mount)
+    goto mounted;
   /* The backend knows the transport's guest-side options (9p: version,
    * msize, cache); virtiofs needs none. */
   r = hm_agent_mount(inst->agent, e->spec->type, att->tag, e->spec->guest_path, !e->spec->writable,
@@ -295,6 +326,7 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
   if (r < 0)
     goto fail_attached;
 
+mounted:
   hm_fault("add:guest-mounted");
 
   /* 5. Done. */
@@ -312,7 +344,7 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
 
 fail_attached : {
   hm_error *derr = NULL;
-  if (hm_fs_hotplugger_detach(inst->hp, att, &derr) < 0) {
+  if (hm_fs_hotplugger_detach(hp, att, &derr) < 0) {
     /* Keep the entry so that remove can retry the cleanup later. */
     hm_warn("rollback of %s failed: %s", e->id, hm_error_message(derr));
     pthread_mutex_lock(&inst->lock);
@@ -325,7 +357,8 @@ fail_attached : {
   goto fail_entry;
 }
 fail_agent:
-  hm_inst_agent_release(inst);
+  if (!own_mount)
+    hm_inst_agent_release(inst);
 fail_entry:
   pthread_mutex_lock(&inst->lock);
   if (e->att != att)
@@ -386,9 +419,12 @@ int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags
 
   /* 1. The guest lets go first: pulling the device from under a mounted
    * file system hangs guest processes. */
+  hm_fs_hotplugger *hp = hm_inst_backend(inst, e->spec->type);
   hm_error *uerr = NULL;
-  r = hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, &uerr);
-  if (r == 0) {
+  if (hm_fs_hotplugger_guest_mounts(hp)) {
+    /* The backend mounted it, the backend unmounts it (no agent needed). */
+    r = e->att ? hm_fs_hotplugger_guest_umount(hp, e->att, flags, &uerr) : 0;
+  } else if ((r = hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, &uerr)) == 0) {
     r = hm_agent_umount(inst->agent, e->spec->guest_path, flags, HM_AGENT_UMOUNT_TIMEOUT_MS, &uerr);
     /* Not mounted in the guest (an add cut short, a guest that unmounted it
      * itself, a rebooted guest) is what we want: go on with the host side. */
@@ -423,7 +459,7 @@ int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags
   hm_attachment *att = e->att;
   if (!att && (r = hm_attachment_new(&tmp, e->id, err)) < 0)
     goto broken;
-  r = hm_fs_hotplugger_detach(inst->hp, att ? att : tmp, err);
+  r = hm_fs_hotplugger_detach(hp, att ? att : tmp, err);
   const char *retired = hm_attachment_get_data(att ? att : tmp, "retired");
   if (r == 0 && retired && att) {
     /* The backend could not unplug it without hanging the guest: the mount
@@ -555,10 +591,21 @@ int hm_instance_status(hm_instance *inst, hm_status **out, hm_error **err) {
     hm_status_free(st);
     return HM_ERR_NOMEM(err);
   }
-  hm_error *derr = NULL;
-  if (hm_fs_hotplugger_describe(inst->hp, st, &derr) < 0)
-    hm_status_setf(st, "backendError", "%s", hm_error_message(derr));
-  hm_error_free(derr);
+  char names[256] = "";
+  for (size_t i = 0; i < inst->n_backends; i++) {
+    size_t l = strlen(names);
+    snprintf(names + l, sizeof(names) - l, "%s%s", i ? "," : "",
+             hm_fs_hotplugger_get_name(inst->backends[i]));
+    hm_error *derr = NULL;
+    if (hm_fs_hotplugger_describe(inst->backends[i], st, &derr) < 0) {
+      char key[96] = "backendError";
+      if (i)
+        snprintf(key, sizeof(key), "backendError.%s", hm_fs_hotplugger_get_name(inst->backends[i]));
+      hm_status_setf(st, key, "%s", hm_error_message(derr));
+    }
+    hm_error_free(derr);
+  }
+  hm_status_setf(st, "backends", "%s", names);
   *out = st;
   return 0;
 }

@@ -11,12 +11,19 @@
 
 #define HM_AGENT_CONNECT_TIMEOUT_MS 5000
 #define HM_AGENT_UMOUNT_TIMEOUT_MS 15000
+#define HM_INST_MAX_BACKENDS 4
+/* How often broken --persist mounts of a re-attaching backend are retried. */
+#define HM_REATTACH_INTERVAL_MS 2000
 
 struct hm_instance {
   char *dir;
   char *agent_path;
   char *state_path;
-  hm_fs_hotplugger *hp;
+  hm_fs_hotplugger *hp; /* the main backend (QEMU, VZ): backends[0] */
+  /* Every backend; a mount's type picks the first that supports it. Set up
+   * before the instance serves requests, then read-only. */
+  hm_fs_hotplugger *backends[HM_INST_MAX_BACKENDS];
+  size_t n_backends;
   int mount_timeout_ms;
 
   pthread_rwlock_t agent_lock;

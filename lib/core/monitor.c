@@ -77,6 +77,7 @@ static void refresh(hm_instance *inst, watch **w, size_t *nw) {
   }
   /* Copies of the attachments that need a watch, to open outside the lock. */
   hm_attachment **todo = NULL;
+  hm_fs_hotplugger **todo_hp = NULL;
   size_t ntodo = 0;
   for (size_t i = 0; i < inst->n_entries; i++) {
     hm_entry *e = inst->entries[i];
@@ -86,9 +87,13 @@ static void refresh(hm_instance *inst, watch **w, size_t *nw) {
     if (have || !watched(e))
       continue;
     hm_attachment **t = realloc(todo, (ntodo + 1) * sizeof(*t));
-    if (!t)
+    if (t)
+      todo = t;
+    hm_fs_hotplugger **th = t ? realloc(todo_hp, (ntodo + 1) * sizeof(*th)) : NULL;
+    if (!th)
       break;
-    todo = t;
+    todo_hp = th;
+    todo_hp[ntodo] = hm_inst_backend(inst, e->spec->type);
     if ((todo[ntodo] = att_copy(e->att)))
       ntodo++;
   }
@@ -98,7 +103,7 @@ static void refresh(hm_instance *inst, watch **w, size_t *nw) {
     if (nwv) {
       *w = nwv;
       /* fd -1 (no helper to watch) still records that we looked. */
-      (*w)[*nw].fd = hm_fs_hotplugger_watch_fd(inst->hp, todo[i]);
+      (*w)[*nw].fd = hm_fs_hotplugger_watch_fd(todo_hp[i], todo[i]);
       (*w)[*nw].id = strdup(todo[i]->id);
       if ((*w)[*nw].id)
         ++*nw;
@@ -108,20 +113,24 @@ static void refresh(hm_instance *inst, watch **w, size_t *nw) {
     hm_attachment_free(todo[i]);
   }
   free(todo);
+  free(todo_hp);
 }
 
 /* A watched fd fired: ask the backend what broke, outside the lock. */
 static void fired(hm_instance *inst, const char *id) {
   hm_attachment *copy = NULL;
+  hm_fs_hotplugger *hp = NULL;
   pthread_mutex_lock(&inst->lock);
   hm_entry *e = hm_inst_find_id(inst, id);
-  if (e && watched(e))
+  if (e && watched(e)) {
     copy = att_copy(e->att);
+    hp = hm_inst_backend(inst, e->spec->type);
+  }
   pthread_mutex_unlock(&inst->lock);
   if (!copy)
     return;
   char *reason = NULL;
-  int r = hm_fs_hotplugger_check(inst->hp, copy, &reason, NULL);
+  int r = hm_fs_hotplugger_check(hp, copy, &reason, NULL);
   if (r != 1)
     mark_broken(inst, id, reason ? reason : "its helper process exited");
   free(reason);
@@ -141,8 +150,9 @@ static void after_reboot(hm_instance *inst, const hm_agent_mount_info *v, size_t
   for (size_t i = 0; i < inst->n_entries; i++) {
     hm_entry *e = inst->entries[i];
     if (e->busy || e->retired || !e->att ||
-        (e->state != HM_STATE_MOUNTED && e->state != HM_STATE_BROKEN))
-      continue;
+        (e->state != HM_STATE_MOUNTED && e->state != HM_STATE_BROKEN) ||
+        hm_fs_hotplugger_guest_mounts(hm_inst_backend(inst, e->spec->type)))
+      continue; /* (a backend mounting over its own connection sees the reboot itself) */
     /* Already mounted in the new boot (added after it started): fine. */
     int fresh = 0;
     for (size_t k = 0; k < nv && !fresh; k++)
@@ -178,7 +188,7 @@ static void after_reboot(hm_instance *inst, const hm_agent_mount_info *v, size_t
         hm_inst_agent_release(inst);
       }
     } else if (r == 0) {
-      r = hm_fs_hotplugger_detach(inst->hp, copy, &err);
+      r = hm_fs_hotplugger_detach(hm_inst_backend(inst, type), copy, &err);
     }
     pthread_mutex_lock(&inst->lock);
     e = hm_inst_find_id(inst, ids[k]);
@@ -214,7 +224,8 @@ static void check_guest(hm_instance *inst) {
   pthread_mutex_lock(&inst->lock);
   int any = 0;
   for (size_t i = 0; i < inst->n_entries; i++)
-    any |= !inst->entries[i]->busy && !inst->entries[i]->retired && inst->entries[i]->att;
+    any |= !inst->entries[i]->busy && !inst->entries[i]->retired && inst->entries[i]->att &&
+           !hm_fs_hotplugger_guest_mounts(hm_inst_backend(inst, inst->entries[i]->spec->type));
   pthread_mutex_unlock(&inst->lock);
   if (!any || pthread_rwlock_tryrdlock(&inst->agent_lock) != 0)
     return;
@@ -247,7 +258,8 @@ static void check_guest(hm_instance *inst) {
   }
   for (size_t i = 0; i < inst->n_entries; i++) {
     hm_entry *e = inst->entries[i];
-    if (!watched(e) || e->mounted_at >= asked)
+    if (!watched(e) || e->mounted_at >= asked ||
+        hm_fs_hotplugger_guest_mounts(hm_inst_backend(inst, e->spec->type)))
       continue;
     int found = 0;
     for (size_t k = 0; k < n && !found; k++)
@@ -262,6 +274,58 @@ static void check_guest(hm_instance *inst) {
   pthread_mutex_unlock(&inst->lock);
   hm_agent_list_free(v, n);
   free(boot);
+}
+
+/*
+ * Broken --persist mounts of a backend that can re-attach in place
+ * (reverse-sshfs: the SSH connection came back) are brought back, one try
+ * per entry per round, outside the lock.
+ */
+static void reattach_persistent(hm_instance *inst) {
+  for (;;) {
+    pthread_mutex_lock(&inst->lock);
+    hm_entry *e = NULL;
+    int64_t now = hm_now_ms();
+    for (size_t i = 0; i < inst->n_entries && !e; i++) {
+      hm_entry *c = inst->entries[i];
+      if (c->state == HM_STATE_BROKEN && c->spec->persist && !c->busy && !c->retired && c->att &&
+          c->retry_at <= now && hm_fs_hotplugger_can_reattach(hm_inst_backend(inst, c->spec->type)))
+        e = c;
+    }
+    if (!e) {
+      pthread_mutex_unlock(&inst->lock);
+      return;
+    }
+    e->busy = 1;
+    e->retry_at = now + HM_REATTACH_INTERVAL_MS;
+    hm_fs_hotplugger *hp = hm_inst_backend(inst, e->spec->type);
+    hm_attachment *copy = att_copy(e->att);
+    hm_mount_spec *spec = NULL;
+    hm_mount_spec_copy(&spec, e->spec, NULL);
+    char *id = strdup(e->id);
+    pthread_mutex_unlock(&inst->lock);
+    hm_error *err = NULL;
+    int r = copy && spec && id ? hm_fs_hotplugger_reattach(hp, spec, copy, &err) : HM_E_NOMEM;
+    pthread_mutex_lock(&inst->lock);
+    e = id ? hm_inst_find_id(inst, id) : NULL;
+    if (e) {
+      e->busy = 0;
+      if (r == 0) {
+        hm_attachment_free(e->att);
+        e->att = copy;
+        copy = NULL;
+        hm_info("%s at %s is back (re-attached)", e->id, e->spec->guest_path);
+        hm_inst_set_state_locked(inst, e, HM_STATE_MOUNTED, NULL);
+      } else {
+        hm_debug("re-attach of %s failed: %s", e->id, hm_error_message(err));
+      }
+    }
+    pthread_mutex_unlock(&inst->lock);
+    hm_error_free(err);
+    hm_attachment_free(copy);
+    hm_mount_spec_free(spec);
+    free(id);
+  }
 }
 
 static void *monitor_main(void *arg) {
@@ -303,6 +367,7 @@ static void *monitor_main(void *arg) {
     free(pfd);
     if (hm_now_ms() >= next_guest) {
       check_guest(inst);
+      reattach_persistent(inst);
       next_guest = hm_now_ms() + GUEST_CHECK_MS;
     }
   }

@@ -86,6 +86,54 @@ static int roll_back(hm_instance *inst, hm_attachment *att, const char *target, 
   return r;
 }
 
+/*
+ * Mounts of a backend that mounts over its own connection (reverse-sshfs):
+ * their transport lived in the process that died, so there is nothing to
+ * adopt. An interrupted add or remove is finished (guest unmount, detach);
+ * a mount the registry says is mounted is re-established in place.
+ */
+static void settle_own(hm_fs_hotplugger *hp, hm_entry *e, int state, int *drop, int *new_state,
+                       char **new_reason, hm_attachment **new_att) {
+  hm_error *err = NULL;
+  int r;
+  if (state == HM_STATE_ATTACHING || state == HM_STATE_DETACHING) {
+    r = hm_fs_hotplugger_guest_umount(hp, e->att, HM_REMOVE_LAZY, &err);
+    if (r == 0)
+      r = hm_fs_hotplugger_detach(hp, e->att, &err);
+    if (r == 0) {
+      hm_info("reconcile: %s (%s, interrupted) rolled back", e->id,
+              state == HM_STATE_ATTACHING ? "add" : "remove");
+      *drop = 1;
+    } else {
+      *new_state = HM_STATE_BROKEN;
+      if (asprintf(new_reason, "interrupted %s could not be finished: %s",
+                   state == HM_STATE_ATTACHING ? "add" : "remove", hm_error_message(err)) < 0)
+        *new_reason = NULL;
+    }
+  } else if (state == HM_STATE_MOUNTED) {
+    hm_attachment *a = NULL;
+    r = hm_attachment_new(&a, e->id, &err);
+    if (r == 0 && e->att->tag)
+      r = hm_attachment_set_tag(a, e->att->tag, &err);
+    if (r == 0 && hm_kv_copy(&a->data, &e->att->data) < 0)
+      r = HM_ERR_NOMEM(&err);
+    if (r == 0)
+      r = hm_fs_hotplugger_reattach(hp, e->spec, a, &err);
+    if (r == 0) {
+      hm_info("reconcile: %s at %s re-established", e->id, e->spec->guest_path);
+      *new_att = a;
+      a = NULL;
+    } else {
+      *new_state = HM_STATE_BROKEN;
+      if (asprintf(new_reason, "could not be re-established after a restart: %s",
+                   hm_error_message(err)) < 0)
+        *new_reason = NULL;
+    }
+    hm_attachment_free(a);
+  }
+  hm_error_free(err);
+}
+
 static unsigned id_number(const char *id) {
   return strncmp(id, "hm-", 3) == 0 ? (unsigned)strtoul(id + 3, NULL, 10) : 0;
 }
@@ -163,12 +211,18 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
     int state = e->state;
     pthread_mutex_unlock(&inst->lock);
 
+    int drop = 0, new_state = state;
+    char *new_reason = NULL;
+    hm_attachment *new_att = NULL;
+    hm_fs_hotplugger *own = hm_inst_backend(inst, e->spec->type);
+    if (hm_fs_hotplugger_guest_mounts(own)) {
+      settle_own(own, e, state, &drop, &new_state, &new_reason, &new_att);
+      goto settled;
+    }
     char *reason = NULL, *why = NULL;
     int whole = hm_fs_hotplugger_check(inst->hp, e->att, &reason, NULL);
     const char *target = guest_target(&g, e->att->tag);
     int in_guest = target && strcmp(target, e->spec->guest_path) == 0;
-    int drop = 0, new_state = state;
-    char *new_reason = NULL;
     if ((state == HM_STATE_ATTACHING || state == HM_STATE_MOUNTED || state == HM_STATE_BROKEN) &&
         whole == 1 && in_guest) {
       new_state = HM_STATE_MOUNTED;
@@ -198,8 +252,13 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
     free(reason);
     free(why);
 
+  settled:
     pthread_mutex_lock(&inst->lock);
     e->busy = 0;
+    if (new_att) {
+      hm_attachment_free(e->att);
+      e->att = new_att;
+    }
     if (drop) {
       hm_inst_drop_entry(inst, e);
       i--;

@@ -15,6 +15,7 @@ typedef struct hm_entry {
   int busy;           /* an add or remove of this process is working on it (not persisted) */
   int retired;        /* removed, but its device could not be unplugged (see remove) */
   int64_t mounted_at; /* hm_now_ms() when it last became mounted (not persisted) */
+  int64_t retry_at;   /* broken persist mounts: next re-attach try (not persisted) */
 } hm_entry;
 
 /*
