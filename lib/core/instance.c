@@ -76,6 +76,8 @@ void hm_inst_drop_entry(hm_instance *inst, hm_entry *e) {
       memmove(&inst->entries[i], &inst->entries[i + 1],
               (inst->n_entries - i - 1) * sizeof(hm_entry *));
       inst->n_entries--;
+      if (!e->retired)
+        hm_inst_event_locked(inst, e, e->state, HM_STATE_REMOVED);
       hm_inst_entry_free(e);
       return;
     }
@@ -101,6 +103,7 @@ void hm_inst_set_state_locked(hm_instance *inst, hm_entry *e, int state, const c
   free(e->reason);
   e->reason = copy;
   hm_inst_save_locked(inst);
+  hm_inst_event_locked(inst, e, old_state, state);
 }
 
 int hm_instance_new(hm_instance **out, const char *dir, hm_fs_hotplugger *hp, hm_error **err) {
@@ -148,6 +151,7 @@ fail:
 void hm_instance_free(hm_instance *inst) {
   if (!inst)
     return;
+  hm_inst_events_free(inst); /* waits for async work: before anything goes */
   hm_inst_monitor_stop(inst);
   hm_agent_free(inst->agent);
   for (size_t i = 0; i < inst->n_entries; i++)
@@ -284,6 +288,7 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
   e->busy = 1;
   inst->entries[inst->n_entries++] = e;
   hm_inst_save_locked(inst);
+  hm_inst_event_locked(inst, e, HM_STATE_REMOVED, HM_STATE_ATTACHING);
   pthread_mutex_unlock(&inst->lock);
   hm_fault("add:reserved");
 

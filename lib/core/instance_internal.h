@@ -40,7 +40,15 @@ struct hm_instance {
   int monitor_running;
   int wake_fd; /* eventfd: registry changed, or stop */
   int stopping;
+
+  struct hm_events *events; /* main-loop integration (events.c); NULL until used */
 };
+
+/* events.c: state-change hook (inst->lock held; HM_STATE_REMOVED = 0: leaves
+ * the registry), and teardown, first thing in hm_instance_free. */
+HM_PRIVATE void hm_inst_event_locked(hm_instance *inst, const hm_entry *e, int old_state,
+                                     int new_state);
+HM_PRIVATE void hm_inst_events_free(hm_instance *inst);
 
 HM_PRIVATE void hm_inst_entry_free(hm_entry *e);
 HM_PRIVATE hm_entry *hm_inst_find_entry(hm_instance *inst, const char *guest_path);

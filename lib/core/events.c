@@ -1,0 +1,501 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Main-loop integration (include/hotmount/loop.h): a queue of registry state
+ * changes and async completions, an eventfd that is readable while the queue
+ * is not empty, and hm_instance_dispatch that runs the callbacks on the
+ * embedder's thread.
+ *
+ * Locking: the queue has its own mutex (ev->mu). Producers hold inst->lock
+ * (state changes, see hm_inst_event_locked) or nothing (workers); the order is
+ * always inst->lock then ev->mu, and no user code runs under either. The
+ * queue is made on first use, so an instance that never uses this API
+ * (hotmountd) queues nothing.
+ *
+ * Async operations run the synchronous ones, one detached worker thread per
+ * call; hm_instance_free waits for them (ev->inflight) before anything they
+ * use goes away.
+ */
+#include "driver_internal.h"
+#include "instance_internal.h"
+#include "mount_internal.h"
+#include "state.h"
+
+#include <hotmount/loop.h>
+
+#include <errno.h>
+#include <glib-unix.h>
+#include <glib.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+enum { ITEM_EVENT, ITEM_OVERFLOW, ITEM_ADD_DONE, ITEM_REMOVE_DONE };
+
+typedef struct item {
+  struct item *next;
+  int kind;
+  hm_mount *m; /* EVENT, ADD_DONE (success) */
+  int old_state, new_state;
+  unsigned long dropped; /* OVERFLOW */
+  int result;            /* *_DONE */
+  hm_error *err;         /* *_DONE (failure) */
+  char *guest_path;      /* REMOVE_DONE */
+  hm_add_done_fn add_done;
+  hm_remove_done_fn remove_done;
+  void *user_data;
+  void (*destroy)(void *);
+} item;
+
+typedef struct hm_events hm_events;
+
+struct hm_events {
+  pthread_mutex_t mu;
+  pthread_cond_t idle; /* inflight dropped to 0 */
+  int fd;              /* eventfd: readable while head != NULL */
+  item *head, *tail;
+  size_t n_events; /* EVENT items queued (completions do not count) */
+  hm_event_fn fn;
+  void *fn_data;
+  void (*fn_destroy)(void *);
+  unsigned inflight; /* async workers not yet finished */
+  int closing;
+  GSource *source;
+};
+
+/* ---- queue ---- */
+
+/* ev->mu held. */
+static void push_locked(hm_events *ev, item *it) {
+  int was_empty = !ev->head;
+  it->next = NULL;
+  if (ev->tail)
+    ev->tail->next = it;
+  else
+    ev->head = it;
+  ev->tail = it;
+  if (was_empty) {
+    uint64_t one = 1;
+    /* Cannot fail short of a counter overflow, which one write per empty
+     * queue never reaches. */
+    if (write(ev->fd, &one, sizeof(one)) < 0)
+      hm_warn("event queue: eventfd write failed: %s", strerror(errno));
+  }
+}
+
+static void item_free(item *it, int call_destroy) {
+  if (call_destroy && it->destroy)
+    it->destroy(it->user_data);
+  hm_mount_free(it->m);
+  hm_error_free(it->err);
+  free(it->guest_path);
+  free(it);
+}
+
+/* Made on first use, under inst->lock so that two threads agree. */
+static int events_get(hm_instance *inst, hm_events **out, hm_error **err) {
+  pthread_mutex_lock(&inst->lock);
+  hm_events *ev = inst->events;
+  if (!ev) {
+    if (!(ev = calloc(1, sizeof(*ev)))) {
+      pthread_mutex_unlock(&inst->lock);
+      return HM_ERR_NOMEM(err);
+    }
+    ev->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (ev->fd < 0) {
+      int e = errno;
+      free(ev);
+      pthread_mutex_unlock(&inst->lock);
+      return HM_ERR(err, e == ENOMEM ? HM_E_NOMEM : HM_E_IO, "cannot make an eventfd: %s",
+                    strerror(e));
+    }
+    pthread_mutex_init(&ev->mu, NULL);
+    pthread_cond_init(&ev->idle, NULL);
+    inst->events = ev;
+  }
+  pthread_mutex_unlock(&inst->lock);
+  *out = ev;
+  return 0;
+}
+
+/*
+ * Hook: e changed from old_state to new_state (HM_STATE_REMOVED: it is about
+ * to leave the registry). Called with inst->lock held, by instance.c's
+ * set_state/drop_entry/add, which the monitor and reconcile use too.
+ */
+void hm_inst_event_locked(hm_instance *inst, const hm_entry *e, int old_state, int new_state) {
+  hm_events *ev = inst->events;
+  if (!ev || old_state == new_state)
+    return;
+  /* A retired entry (its device could not be unplugged) left the list when
+   * its remove ended; later changes to its hidden record are not the
+   * embedder's business. */
+  if (e->retired) {
+    if (old_state != HM_STATE_DETACHING)
+      return;
+    new_state = HM_STATE_REMOVED;
+  }
+  pthread_mutex_lock(&ev->mu);
+  if (!ev->fn || ev->closing) {
+    pthread_mutex_unlock(&ev->mu);
+    return;
+  }
+  item *it = NULL;
+  if (ev->n_events < HM_EVENT_QUEUE_MAX && (it = calloc(1, sizeof(*it)))) {
+    /* The snapshot shows the mount as it is; a removed one as it was last. */
+    int shown = new_state == HM_STATE_REMOVED ? e->state : new_state;
+    if (hm_mount_build(&it->m, e->id, e->spec, e->att ? e->att->tag : NULL, shown, e->reason) ==
+        0) {
+      it->kind = ITEM_EVENT;
+      it->old_state = old_state;
+      it->new_state = new_state;
+      ev->n_events++;
+      push_locked(ev, it);
+      pthread_mutex_unlock(&ev->mu);
+      return;
+    }
+    free(it);
+  }
+  /* Full (or out of memory): one overflow marker stands for the run of lost
+   * events, so the queue stays bounded however long nobody dispatches. */
+  if (ev->tail && ev->tail->kind == ITEM_OVERFLOW) {
+    ev->tail->dropped++;
+  } else if ((it = calloc(1, sizeof(*it)))) {
+    it->kind = ITEM_OVERFLOW;
+    it->dropped = 1;
+    push_locked(ev, it);
+  }
+  pthread_mutex_unlock(&ev->mu);
+}
+
+/* ---- public: events and dispatch ---- */
+
+int hm_instance_set_event_callback(hm_instance *inst, hm_event_fn fn, void *user_data,
+                                   void (*destroy)(void *user_data), hm_error **err) {
+  hm_events *ev = NULL;
+  int r;
+  if (!inst)
+    r = HM_ERR(err, HM_E_INVALID, "inst is NULL");
+  else
+    r = events_get(inst, &ev, err);
+  if (r < 0) {
+    if (destroy)
+      destroy(user_data);
+    return r;
+  }
+  pthread_mutex_lock(&ev->mu);
+  void (*old_destroy)(void *) = ev->fn_destroy;
+  void *old_data = ev->fn_data;
+  ev->fn = fn;
+  ev->fn_data = user_data;
+  ev->fn_destroy = destroy;
+  item *dropped = NULL;
+  if (!fn) {
+    /* Nobody to tell: undelivered events go, completions stay. */
+    item **pp = &ev->head, *last = NULL;
+    while (*pp) {
+      item *it = *pp;
+      if (it->kind == ITEM_EVENT || it->kind == ITEM_OVERFLOW) {
+        *pp = it->next;
+        it->next = dropped;
+        dropped = it;
+      } else {
+        last = it;
+        pp = &it->next;
+      }
+    }
+    ev->tail = last;
+    ev->n_events = 0;
+    if (!ev->head) {
+      uint64_t v;
+      if (read(ev->fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        hm_warn("event queue: eventfd read failed: %s", strerror(errno));
+    }
+  }
+  pthread_mutex_unlock(&ev->mu);
+  while (dropped) {
+    item *next = dropped->next;
+    item_free(dropped, 0);
+    dropped = next;
+  }
+  if (old_destroy)
+    old_destroy(old_data);
+  return 0;
+}
+
+int hm_instance_get_fd(hm_instance *inst) {
+  hm_events *ev = NULL;
+  if (!inst)
+    return HM_E_INVALID;
+  int r = events_get(inst, &ev, NULL);
+  return r < 0 ? r : ev->fd;
+}
+
+int hm_instance_dispatch(hm_instance *inst, hm_error **err) {
+  if (!inst)
+    return HM_ERR(err, HM_E_INVALID, "inst is NULL");
+  pthread_mutex_lock(&inst->lock);
+  hm_events *ev = inst->events;
+  pthread_mutex_unlock(&inst->lock);
+  if (!ev)
+    return 0;
+  /* Take the whole batch: callbacks run with no lock held, and whatever
+   * they cause (or other threads add) waits for the next dispatch. */
+  pthread_mutex_lock(&ev->mu);
+  item *batch = ev->head;
+  ev->head = ev->tail = NULL;
+  ev->n_events = 0;
+  uint64_t v;
+  if (read(ev->fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+    hm_warn("event queue: eventfd read failed: %s", strerror(errno));
+  hm_event_fn fn = ev->fn;
+  void *fn_data = ev->fn_data;
+  pthread_mutex_unlock(&ev->mu);
+
+  int n = 0;
+  while (batch) {
+    item *it = batch;
+    batch = it->next;
+    switch (it->kind) {
+    case ITEM_EVENT:
+      if (fn) {
+        fn(inst, it->m, it->old_state, it->new_state, fn_data);
+        n++;
+      }
+      break;
+    case ITEM_OVERFLOW:
+      hm_warn("event queue full: %lu state-change events were dropped", it->dropped);
+      if (fn) {
+        fn(inst, NULL, HM_STATE_REMOVED, HM_STATE_REMOVED, fn_data);
+        n++;
+      }
+      break;
+    case ITEM_ADD_DONE:
+      if (it->add_done) {
+        it->add_done(inst, it->result, it->m, it->err, it->user_data);
+        n++;
+      }
+      break;
+    case ITEM_REMOVE_DONE:
+      if (it->remove_done) {
+        it->remove_done(inst, it->result, it->guest_path, it->err, it->user_data);
+        n++;
+      }
+      break;
+    }
+    item_free(it, 1);
+  }
+  return n;
+}
+
+/* ---- async add/remove ---- */
+
+typedef struct job {
+  hm_instance *inst;
+  hm_events *ev;
+  item *it;            /* the completion, filled in and queued when done */
+  hm_mount_spec *spec; /* add */
+  unsigned flags;      /* remove */
+} job;
+
+static void *job_main(void *arg) {
+  job *j = arg;
+  item *it = j->it;
+  if (it->kind == ITEM_ADD_DONE) {
+    it->result = hm_instance_add(j->inst, &it->m, j->spec, &it->err);
+    hm_mount_spec_free(j->spec);
+  } else {
+    it->result = hm_instance_remove(j->inst, it->guest_path, j->flags, &it->err);
+  }
+  if (it->result < 0 && !it->err)
+    hm_error_set(&it->err, it->result,
+                 it->kind == ITEM_ADD_DONE ? "hm_instance_add_async" : "hm_instance_remove_async",
+                 "%s", hm_strerror(it->result));
+  hm_events *ev = j->ev;
+  free(j);
+  pthread_mutex_lock(&ev->mu);
+  push_locked(ev, it);
+  /* Last touch of ev: hm_instance_free may free it once it sees 0. */
+  if (--ev->inflight == 0)
+    pthread_cond_broadcast(&ev->idle);
+  pthread_mutex_unlock(&ev->mu);
+  return NULL;
+}
+
+static int start_job(hm_instance *inst, job *j, const char *func, hm_error **err) {
+  hm_events *ev = NULL;
+  int r = events_get(inst, &ev, err);
+  if (r < 0)
+    return r;
+  j->inst = inst;
+  j->ev = ev;
+  pthread_mutex_lock(&ev->mu);
+  if (ev->closing) {
+    pthread_mutex_unlock(&ev->mu);
+    return hm_error_set(err, HM_E_BUSY, func, "the instance is being freed");
+  }
+  ev->inflight++;
+  pthread_mutex_unlock(&ev->mu);
+
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  /* Workers must not take signals meant for the host program. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t t;
+  int e = pthread_create(&t, &attr, job_main, j);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (e != 0) {
+    pthread_mutex_lock(&ev->mu);
+    if (--ev->inflight == 0)
+      pthread_cond_broadcast(&ev->idle);
+    pthread_mutex_unlock(&ev->mu);
+    return hm_error_set(err, e == EAGAIN ? HM_E_IO : HM_E_INTERNAL, func,
+                        "cannot start a worker thread: %s", strerror(e));
+  }
+  return 0;
+}
+
+int hm_instance_add_async(hm_instance *inst, const hm_mount_spec *spec, hm_add_done_fn done,
+                          void *user_data, void (*destroy)(void *user_data), hm_error **err) {
+  job *j = NULL;
+  item *it = NULL;
+  int r;
+  if (!inst || !spec) {
+    r = HM_ERR(err, HM_E_INVALID, "inst and spec must not be NULL");
+    goto fail;
+  }
+  if (!(j = calloc(1, sizeof(*j))) || !(it = calloc(1, sizeof(*it)))) {
+    r = HM_ERR_NOMEM(err);
+    goto fail;
+  }
+  if ((r = hm_mount_spec_copy(&j->spec, spec, err)) < 0)
+    goto fail;
+  it->kind = ITEM_ADD_DONE;
+  it->add_done = done;
+  it->user_data = user_data;
+  it->destroy = destroy;
+  j->it = it;
+  if ((r = start_job(inst, j, __func__, err)) < 0)
+    goto fail;
+  return 0;
+fail:
+  if (j)
+    hm_mount_spec_free(j->spec);
+  free(j);
+  free(it);
+  if (destroy)
+    destroy(user_data);
+  return r;
+}
+
+int hm_instance_remove_async(hm_instance *inst, const char *guest_path, unsigned flags,
+                             hm_remove_done_fn done, void *user_data,
+                             void (*destroy)(void *user_data), hm_error **err) {
+  job *j = NULL;
+  item *it = NULL;
+  int r;
+  if (!inst || !guest_path) {
+    r = HM_ERR(err, HM_E_INVALID, "inst and guest_path must not be NULL");
+    goto fail;
+  }
+  if (flags & ~(HM_REMOVE_LAZY | HM_REMOVE_FORCE)) {
+    r = HM_ERR(err, HM_E_INVALID, "unknown flags 0x%x",
+               flags & ~(HM_REMOVE_LAZY | HM_REMOVE_FORCE));
+    goto fail;
+  }
+  if (!(j = calloc(1, sizeof(*j))) || !(it = calloc(1, sizeof(*it))) ||
+      !(it->guest_path = strdup(guest_path))) {
+    r = HM_ERR_NOMEM(err);
+    goto fail;
+  }
+  it->kind = ITEM_REMOVE_DONE;
+  it->remove_done = done;
+  it->user_data = user_data;
+  it->destroy = destroy;
+  j->flags = flags;
+  j->it = it;
+  if ((r = start_job(inst, j, __func__, err)) < 0)
+    goto fail;
+  return 0;
+fail:
+  if (it)
+    free(it->guest_path);
+  free(j);
+  free(it);
+  if (destroy)
+    destroy(user_data);
+  return r;
+}
+
+/* ---- GLib ---- */
+
+static gboolean on_fd(gint fd, GIOCondition cond, gpointer data) {
+  hm_instance_dispatch(data, NULL);
+  return G_SOURCE_CONTINUE;
+}
+
+int hm_instance_attach_gmain(hm_instance *inst, struct _GMainContext *ctx, hm_error **err) {
+  hm_events *ev = NULL;
+  if (!inst)
+    return HM_ERR(err, HM_E_INVALID, "inst is NULL");
+  int r = events_get(inst, &ev, err);
+  if (r < 0)
+    return r;
+  if (ev->source)
+    return HM_ERR(err, HM_E_EXISTS, "the instance is already attached to a GMainContext");
+  GSource *s = g_unix_fd_source_new(ev->fd, G_IO_IN);
+  g_source_set_callback(s, (GSourceFunc)(void (*)(void))on_fd, inst, NULL);
+  g_source_set_name(s, "hotmount instance");
+  g_source_attach(s, ctx);
+  ev->source = s;
+  return 0;
+}
+
+void hm_instance_detach_gmain(hm_instance *inst) {
+  if (!inst)
+    return;
+  pthread_mutex_lock(&inst->lock);
+  hm_events *ev = inst->events;
+  pthread_mutex_unlock(&inst->lock);
+  if (!ev || !ev->source)
+    return;
+  g_source_destroy(ev->source);
+  g_source_unref(ev->source);
+  ev->source = NULL;
+}
+
+/* ---- teardown ---- */
+
+/* Hook for hm_instance_free, before anything else goes: waits for async
+ * workers, detaches from GLib, then drops what was never dispatched. */
+void hm_inst_events_free(hm_instance *inst) {
+  hm_events *ev = inst->events;
+  if (!ev)
+    return;
+  pthread_mutex_lock(&ev->mu);
+  ev->closing = 1;
+  while (ev->inflight)
+    pthread_cond_wait(&ev->idle, &ev->mu);
+  pthread_mutex_unlock(&ev->mu);
+  hm_instance_detach_gmain(inst);
+  /* The monitor may still be raising events; after this it sees none. */
+  pthread_mutex_lock(&inst->lock);
+  inst->events = NULL;
+  pthread_mutex_unlock(&inst->lock);
+  for (item *it = ev->head, *next; it; it = next) {
+    next = it->next;
+    item_free(it, 1);
+  }
+  if (ev->fn_destroy)
+    ev->fn_destroy(ev->fn_data);
+  close(ev->fd);
+  pthread_cond_destroy(&ev->idle);
+  pthread_mutex_destroy(&ev->mu);
+  free(ev);
+}
