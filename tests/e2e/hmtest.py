@@ -292,3 +292,43 @@ def run(prefix, cases, daemon=True):
     t.note("whole test %.0f s" % (time.monotonic() - t_start))
     t.done()
     return 1 if t.failed else 0
+
+
+# --- SSH into the guest (reverse-sshfs) ------------------------------------------
+# build-image.sh makes these once per image dir and bakes the host key and the
+# authorized client key into the image; vm.VM(..., ssh_port=P) forwards
+# 127.0.0.1:P to the guest's dropbear.
+
+def ssh_material(image_dir):
+    """The image's SSH test material: client_key (path of the OpenSSH private
+    key root may log in with), host_key_line ("ssh-ed25519 AAAA..." of the
+    guest's host key), wrong_host_key_line (another key's line, for bad host
+    key tests), wrong_client_key (path of a key the guest does not accept)."""
+    d = os.path.join(image_dir, "ssh")
+
+    def line(name):
+        with open(os.path.join(d, name)) as f:
+            return " ".join(f.read().split()[:2])
+
+    return {
+        "client_key": os.path.join(d, "id_ed25519"),
+        "host_key_line": line("host_ed25519.pub"),
+        "wrong_host_key_line": line("wrong_host_ed25519.pub"),
+        "wrong_client_key": os.path.join(d, "wrong_id_ed25519"),
+    }
+
+
+def write_known_hosts(path, port, key_line):
+    """An OpenSSH known_hosts file naming key_line for 127.0.0.1:port."""
+    with open(path, "w") as f:
+        f.write("[127.0.0.1]:%d %s\n" % (port, key_line))
+    return path
+
+
+def ssh_argv(port, key, known_hosts, timeout=30):
+    """OpenSSH client argv (command to be appended) for root@127.0.0.1:port,
+    key only, strict host key checking against known_hosts, no prompts."""
+    return ["ssh", "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", "UserKnownHostsFile=" + known_hosts, "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=%d" % timeout,
+            "-o", "LogLevel=ERROR", "-p", str(port), "root@127.0.0.1"]

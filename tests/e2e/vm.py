@@ -6,6 +6,10 @@
         vm.qmp("query-pci")
         vm.wait_event("DEVICE_DELETED", lambda d: d.get("device") == "vfs0")
 
+    port = free_tcp_port()
+    with VM(workdir, image_dir, ssh_port=port, append_extra="hm.noagent") as vm:
+        ...                                 # guest sshd on 127.0.0.1:port
+
 The guest image comes from tests/e2e/guest/build-image.sh. Commands reach the
 guest through a test channel of its own (a busybox shell loop on ttyS1, a
 second ISA UART on a unix-socket chardev), so tests check from inside the guest
@@ -16,6 +20,15 @@ Environment:
   HOTMOUNT_BIN  path of the `hotmount` CLI; if it runs, `hotmount qemu-args DIR`
                 gives the hot-mount readiness args, else a built-in equivalent
   HM_QEMU       QEMU binary (default qemu-system-x86_64)
+
+With ssh_port, the guest gets a virtio-net NIC on QEMU's user network
+(restrict=on: the guest reaches nothing outside) with one forward,
+127.0.0.1:ssh_port on the host -> the guest's sshd on port 22, plus a
+virtio-rng (see ssh_net_args). They sit at pcie.0 slots 0x1e (NIC_ADDR) and
+0x1d (RNG_ADDR), clear of the root ports libhotmount puts at 0x10-0x17 and
+of the devices QEMU places itself from slot 1 up; their ids do not start
+with "hm-" so the tests' leftover checks and the library's reconcile do not
+take them for theirs.
 """
 
 import base64
@@ -36,8 +49,37 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD_IMAGE = os.path.join(HERE, "guest", "build-image.sh")
 
 
+NIC_ADDR = "0x1e"
+RNG_ADDR = "0x1d"
+
+
 class VMError(Exception):
     pass
+
+
+def free_tcp_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel
+    picks it; another process could still take it before QEMU binds it)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def ssh_net_args(port):
+    """QEMU args for a NIC whose guest port 22 is 127.0.0.1:port on the host,
+    and a virtio-rng fed from the host's /dev/urandom: without it the guest's
+    CRNG took ~30 s of TCG boot to initialise and dropbear waits for it before
+    it takes connections."""
+    return [
+        "-netdev", "user,id=test-net0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22" % int(port),
+        "-device", "virtio-net-pci,netdev=test-net0,id=test-nic0,bus=pcie.0,addr=%s,romfile="
+        % NIC_ADDR,
+        "-object", "rng-random,id=test-rng0,filename=/dev/urandom",
+        "-device", "virtio-rng-pci,rng=test-rng0,id=test-rng0-dev,bus=pcie.0,addr=%s" % RNG_ADDR,
+    ]
 
 
 def build_image(image_dir, agent=None):
@@ -259,16 +301,22 @@ class Channel:
 class VM:
     """One guest. Files in workdir: qemu.log (serial console), qemu.stderr,
     test.sock, test-qmp.sock, plus the instance files (qmp.sock, agent.sock)
-    in instance_dir (default: workdir)."""
+    in instance_dir (default: workdir).
+
+    ssh_port: forward 127.0.0.1:ssh_port to the guest's sshd (see above).
+    append_extra: more words for the kernel command line (e.g. "hm.noagent":
+    the guest does not start hotmount-agent)."""
 
     def __init__(self, workdir, image_dir, instance_dir=None, memory="1G", smp=2,
-                 append="", extra_args=None, boot_timeout=180, qemu=None):
+                 append="", extra_args=None, boot_timeout=180, qemu=None,
+                 ssh_port=None, append_extra=""):
         self.workdir = os.path.abspath(workdir)
         self.image_dir = os.path.abspath(image_dir)
         self.instance_dir = os.path.abspath(instance_dir or workdir)
         self.memory = memory
         self.smp = smp
-        self.append = append
+        self.append = (append + " " + append_extra).strip()
+        self.ssh_port = ssh_port
         self.extra_args = list(extra_args or [])
         self.boot_timeout = boot_timeout
         self.qemu = qemu or os.environ.get("HM_QEMU", "qemu-system-x86_64")
@@ -301,7 +349,7 @@ class VM:
             # a QMP monitor for the tests alone
             "-chardev", "socket,id=hm-test-qmp,path=%s,server=on,wait=off" % test_qmp,
             "-mon", "chardev=hm-test-qmp,mode=control",
-        ] + self.extra_args
+        ] + (ssh_net_args(self.ssh_port) if self.ssh_port else []) + self.extra_args
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self):

@@ -6,11 +6,21 @@
 # The kernel comes from Debian's linux-image-amd64 (the 6.1 generic flavour:
 # the cloud one has no 9p), fetched with `apt-get download` and unpacked with
 # `dpkg -x`; nothing is installed on the host except the tools below when they
-# are missing. Userspace is busybox-static plus an optional hotmount-agent.
+# are missing. Userspace is busybox-static, an optional hotmount-agent, and
+# for the reverse-sshfs transport dropbear (sshd on port 22, key logins only),
+# sshfs and fusermount3, each with the shared libraries it needs.
 #
-# Cache: OUTDIR/image.key holds a hash of this script, the agent binary and the
-# package versions. When it matches, the image is reused; the kernel .deb is
-# kept in OUTDIR too. Set HM_IMAGE_FORCE=1 to rebuild anyway.
+# SSH test keys, made once per OUTDIR and kept across rebuilds (OUTDIR/ssh/):
+#   id_ed25519, id_ed25519.pub   client key (OpenSSH), authorized for root
+#   host_ed25519.dropbear        the guest's host key (baked into the image)
+#   host_ed25519.pub             its public line, "ssh-ed25519 AAAA..."
+#   wrong_host_ed25519.pub       another host key's line, for bad-key tests
+#   wrong_id_ed25519(.pub)       a client key the guest does NOT authorize
+#
+# Cache: OUTDIR/image.key holds a hash of this script, the agent binary, the
+# package versions, every host file copied into the image (binaries and their
+# libraries) and the SSH keys. When it matches, the image is reused; the kernel
+# .deb is kept in OUTDIR too. Set HM_IMAGE_FORCE=1 to rebuild anyway.
 #
 # The guest's /init and its test channel are described in tests/e2e/README.md.
 set -euo pipefail
@@ -32,7 +42,7 @@ SELF=$(readlink -f "$0")
 # Kernel modules to ship; their dependencies are added from modules.dep.
 MODULES="virtio_pci virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev
 fuse virtiofs netfs fscache 9pnet 9pnet_fd 9p virtio_console
-virtio_net net_failover failover"
+virtio_net net_failover failover virtio_rng"
 
 SUDO=
 [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -66,6 +76,25 @@ if ! file_is_static /bin/busybox; then
 fi
 need_pkg kmod /sbin/depmod
 need_pkg cpio /usr/bin/cpio
+# reverse-sshfs: the guest runs dropbear + sshfs; ssh-keygen makes the client key
+need_pkg dropbear-bin /usr/sbin/dropbear /usr/bin/dropbearkey
+need_pkg sshfs /usr/bin/sshfs
+need_pkg fuse3 /usr/bin/fusermount3
+need_pkg openssh-client /usr/bin/ssh-keygen
+
+# Host programs copied into the guest, with the shared libraries ldd lists.
+GUEST_BINS="/usr/sbin/dropbear /usr/bin/sshfs /usr/bin/fusermount3"
+# glibc dlopens libgcc_s for pthread_cancel (libfuse's threads at sshfs's exit;
+# without it sshfs aborts after the unmount), and ldd does not list it.
+DLOPEN_LIBS=$(ls /lib/x86_64-linux-gnu/libgcc_s.so.1 /usr/lib/x86_64-linux-gnu/libgcc_s.so.1 \
+              2>/dev/null | head -n1)
+[ -n "$DLOPEN_LIBS" ] || die "no libgcc_s.so.1 on this host"
+shared_libs() { # shared_libs FILE...: the libraries (and loader) they load
+    local f
+    for f in "$@"; do
+        file_is_static "$f" || ldd "$f" 2>/dev/null | grep -oE '/[^ ]+'
+    done | sort -u
+}
 
 # --- resolve the kernel package -------------------------------------------
 resolve_kernel() {
@@ -91,12 +120,55 @@ else
 fi
 KREL=${KPKG#linux-image-}            # e.g. 6.1.0-56-amd64
 BB_VER=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || busybox 2>&1 | head -n1)
+PKG_VERS=$(dpkg-query -W -f='${Package}=${Version} ' dropbear-bin sshfs fuse3 2>/dev/null || true)
+
+# --- SSH test keys (made once per OUTDIR, kept across rebuilds) --------------------
+SSHDIR="$OUTDIR/ssh"
+mkdir -p "$SSHDIR"
+chmod 0700 "$SSHDIR"
+make_client_key() { # make_client_key NAME: OpenSSH ed25519 key pair SSHDIR/NAME(.pub)
+    [ -s "$SSHDIR/$1" ] && [ -s "$SSHDIR/$1.pub" ] && return 0
+    rm -f "$SSHDIR/$1" "$SSHDIR/$1.pub" "$SSHDIR/.$1.tmp" "$SSHDIR/.$1.tmp.pub"
+    ssh-keygen -q -t ed25519 -N '' -C "hotmount-e2e-$1" -f "$SSHDIR/.$1.tmp" >&2 ||
+        die "ssh-keygen failed"
+    mv "$SSHDIR/.$1.tmp.pub" "$SSHDIR/$1.pub"
+    mv "$SSHDIR/.$1.tmp" "$SSHDIR/$1"
+    log "made client key $SSHDIR/$1"
+}
+make_host_key() { # make_host_key NAME: dropbear key SSHDIR/NAME.dropbear + NAME.pub
+    local pub
+    if [ ! -s "$SSHDIR/$1.dropbear" ]; then
+        rm -f "$SSHDIR/.$1.tmp"
+        dropbearkey -t ed25519 -f "$SSHDIR/.$1.tmp" >/dev/null 2>&1 ||
+            die "dropbearkey -t ed25519 failed"
+        mv "$SSHDIR/.$1.tmp" "$SSHDIR/$1.dropbear"
+        rm -f "$SSHDIR/$1.pub"
+        log "made host key $SSHDIR/$1.dropbear"
+    fi
+    if [ ! -s "$SSHDIR/$1.pub" ]; then
+        # dropbearkey -y prints "ssh-ed25519 AAAA... user@host" among other lines
+        pub=$(dropbearkey -y -f "$SSHDIR/$1.dropbear" 2>/dev/null |
+              awk '$1 == "ssh-ed25519" { print $1, $2; exit }')
+        [ -n "$pub" ] || die "cannot read the public key of $SSHDIR/$1.dropbear"
+        echo "$pub" > "$SSHDIR/$1.pub"
+    fi
+}
+make_client_key id_ed25519
+make_client_key wrong_id_ed25519
+make_host_key host_ed25519
+make_host_key wrong_host_ed25519
+cmp -s "$SSHDIR/host_ed25519.pub" "$SSHDIR/wrong_host_ed25519.pub" &&
+    die "host_ed25519 and wrong_host_ed25519 are the same key"
 
 # --- cache check ---------------------------------------------------------------
 agent_sum=none
 [ -n "$AGENT" ] && agent_sum=$(sha256sum "$AGENT" | cut -d' ' -f1)
+# shellcheck disable=SC2046,SC2086
 KEY=$( { sha256sum "$SELF" | cut -d' ' -f1; echo "agent=$agent_sum";
-         echo "kernel=$(basename "$KDEB")"; echo "busybox=$BB_VER"; } | sha256sum | cut -d' ' -f1)
+         echo "kernel=$(basename "$KDEB")"; echo "busybox=$BB_VER"; echo "pkgs=$PKG_VERS";
+         sha256sum $GUEST_BINS $(shared_libs $GUEST_BINS) $DLOPEN_LIBS | cut -d' ' -f1;
+         sha256sum "$SSHDIR/host_ed25519.dropbear" "$SSHDIR/id_ed25519.pub" | cut -d' ' -f1;
+       } | sha256sum | cut -d' ' -f1)
 if [ -z "${HM_IMAGE_FORCE:-}" ] && [ -f "$OUTDIR/image.key" ] &&
    [ "$(cat "$OUTDIR/image.key")" = "$KEY" ] &&
    [ -s "$OUTDIR/vmlinuz" ] && [ -s "$OUTDIR/initramfs.cpio.gz" ]; then
@@ -175,25 +247,52 @@ cp "$KMOD"/modules.builtin* "$KMOD"/modules.order "$R/lib/modules/$KREL/"
 depmod -b "$R" "$KREL"
 log "modules: $(sed 's,.*/,,; s,\.ko$,,' "$R/etc/hm-modules" | tr '\n' ' ')"
 
+copy_libs() { # copy_libs FILE...: the shared libraries of FILEs, at the same paths
+    local lib
+    for lib in $(shared_libs "$@"); do
+        [ -e "$R$lib" ] && continue
+        mkdir -p "$R$(dirname "$lib")"
+        cp -L "$lib" "$R$lib"
+    done
+    # the loader is found through the path in PT_INTERP (/lib64/...)
+    [ -e "$R/lib64" ] || { [ -d "$R/usr/lib64" ] && ln -s usr/lib64 "$R/lib64"; } || true
+}
+
 # agent (+ its shared libraries if it is not static)
 if [ -n "$AGENT" ]; then
     install -m 0755 "$AGENT" "$R/usr/sbin/hotmount-agent"
-    if ! file_is_static "$AGENT"; then
-        for lib in $(ldd "$AGENT" 2>/dev/null | grep -oE '/[^ ]+' | sort -u); do
-            mkdir -p "$R$(dirname "$lib")"
-            cp -L "$lib" "$R$lib"
-        done
-        # the loader is found through the path in PT_INTERP (/lib64/...)
-        [ -e "$R/lib64" ] || { [ -d "$R/usr/lib64" ] && ln -s usr/lib64 "$R/lib64"; } || true
-    fi
+    copy_libs "$AGENT"
     log "agent: $AGENT"
 fi
+
+# reverse-sshfs: sshd (dropbear), sshfs, fusermount3; busybox has none of them
+install -m 0755 /usr/sbin/dropbear "$R/usr/sbin/dropbear"
+install -m 0755 /usr/bin/sshfs "$R/usr/bin/sshfs"
+install -m 4755 /usr/bin/fusermount3 "$R/usr/bin/fusermount3"
+ln -sfn fusermount3 "$R/usr/bin/fusermount"
+# shellcheck disable=SC2086
+copy_libs $GUEST_BINS
+mkdir -p "$R$(dirname "$DLOPEN_LIBS")"
+cp -L "$DLOPEN_LIBS" "$R$DLOPEN_LIBS"
+# fusermount3 keeps no mtab of its own when /etc/mtab is this link
+ln -sfn /proc/self/mounts "$R/etc/mtab"
+mkdir -p "$R/etc/dropbear" "$R/var/log" "$R/root/.ssh"
+install -m 0600 "$SSHDIR/host_ed25519.dropbear" "$R/etc/dropbear/dropbear_ed25519_host_key"
+install -m 0600 "$SSHDIR/id_ed25519.pub" "$R/root/.ssh/authorized_keys"
+chmod 0700 "$R/root" "$R/root/.ssh"
+# dropbear looks the user up in /etc/passwd and its shell in /etc/shells
+printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' \
+    'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' > "$R/etc/passwd"
+printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' > "$R/etc/group"
+printf '%s\n' /bin/sh /bin/ash > "$R/etc/shells"
+log "sshd: dropbear, sshfs, fusermount3 ($PKG_VERS)"
 
 cat > "$R/etc/inittab" <<'EOF'
 # busybox init: reaps orphans and respawns the services below
 ::sysinit:/etc/hm-rc
 ttyS1::respawn:/bin/hm-testd
 ::respawn:/etc/hm-agent-run
+::respawn:/etc/hm-sshd-run
 ::shutdown:/bin/sync
 ::shutdown:/bin/umount -a -r
 EOF
@@ -225,6 +324,14 @@ done < /etc/hm-modules
 mdev -d
 mdev -s
 echo "hm-init: modules loaded at ${t0}s..$(cut -d' ' -f1 /proc/uptime)s"
+# network: lo, and eth0 when the VM has a NIC (QEMU user net: 10.0.2.0/24)
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+    ip addr add 10.0.2.15/24 dev eth0
+    ip link set eth0 up
+    ip route add default via 10.0.2.2
+    echo "hm-init: eth0 up, 10.0.2.15/24"
+fi
 EOF
 
 cat > "$R/etc/mdev.conf" <<'EOF'
@@ -250,6 +357,11 @@ EOF
 cat > "$R/etc/hm-agent-run" <<'EOF'
 #!/bin/sh
 # Start the agent if the image has one; keep it running, log to the console.
+# The word hm.noagent on the kernel command line keeps it from starting.
+if grep -qw 'hm\.noagent' /proc/cmdline; then
+    echo "hm-init: hm.noagent: not starting hotmount-agent"
+    exec sleep 2147483647
+fi
 if [ ! -x /usr/sbin/hotmount-agent ]; then
     echo "hm-init: no /usr/sbin/hotmount-agent in this image"
     exec sleep 2147483647
@@ -263,6 +375,19 @@ while :; do
     echo "hm-init: hotmount-agent exited with status $?; restarting in 1s"
     sleep 1
 done
+EOF
+
+# sshd for reverse-sshfs: root by key only (-s: no password logins), logs to
+# the console (-E), stays in the foreground (-F) so init respawns it; no
+# forwarding (-j -k), no motd (-m); a 1 MiB receive window (-W) instead of
+# 24 KiB, for what the host sends (file reads over sshfs).
+cat > "$R/etc/hm-sshd-run" <<'EOF'
+#!/bin/sh
+echo "hm-init: starting dropbear on port 22"
+/usr/sbin/dropbear -F -E -s -m -j -k -W 1048576 -p 22 -P /run/dropbear.pid \
+    -r /etc/dropbear/dropbear_ed25519_host_key </dev/null >/dev/console 2>&1
+echo "hm-init: dropbear exited with status $?; restarting in 1s"
+sleep 1
 EOF
 
 # The test command channel on ttyS1 (see tests/e2e/README.md):
@@ -286,7 +411,8 @@ while read -r tag id tmo b64; do
     rm -f "$f" "$f.out"
 done
 EOF
-chmod 0755 "$R/init" "$R/etc/hm-rc" "$R/etc/hm-vport-link" "$R/etc/hm-agent-run" "$R/bin/hm-testd"
+chmod 0755 "$R/init" "$R/etc/hm-rc" "$R/etc/hm-vport-link" "$R/etc/hm-agent-run" \
+    "$R/etc/hm-sshd-run" "$R/bin/hm-testd"
 
 # --- pack ---------------------------------------------------------------------------
 log "packing initramfs"
