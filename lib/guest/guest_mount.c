@@ -76,9 +76,9 @@ static int check_options(const char *options, hm_error **err) {
 /*
  * 9p options. The agent builds trans=fd,rfdno=,wfdno= itself, so the host may
  * only choose the protocol and client behaviour: nothing that names another
- * transport or file descriptor (trans, rfdno, wfdno, port, privport), another
- * user or export (uname, aname/remotename, afid, dfltuid, dfltgid), a cache
- * path (cachetag) or debug output, and none of the generic flags (rw, suid,
+ * transport or file descriptor (trans, rfdno, wfdno, port, privport), a
+ * client-side identity (afid, dfltuid, dfltgid) or another export
+ * (remotename), a cache path (cachetag) or debug output, and none of the generic flags (rw, suid,
  * dev, ...) that would undo the mount flags. Values are matched exactly or are
  * bounded decimal numbers, so no value can smuggle a ',' or a control byte.
  */
@@ -95,6 +95,7 @@ enum {
   P9_NOXATTR,
   P9_LOCKTIMEOUT,
   P9_ANAME,
+  P9_UNAME,
   P9_N
 };
 #define P9_ANAME_MAX 1024
@@ -113,11 +114,12 @@ static const struct p9_key {
     [P9_NOXATTR] = {"noxattr", NULL, 0, 0},
     [P9_LOCKTIMEOUT] = {"locktimeout", NULL, 1, 3600},
     [P9_ANAME] = {"aname", NULL, 0, 0}, /* checked by aname_ok */
+    [P9_UNAME] = {"uname", NULL, 0, 0}, /* checked by uname_ok */
 };
 
 #define P9_ALLOWED                                                                                 \
   "version=9p2000.L|9p2000.u|9p2000, msize=4096..16777216, cache=none|loose|fscache|mmap, "        \
-  "access=user|any|client, posixacl, noxattr, locktimeout=1..3600, aname=/PATH"
+  "access=user|any|client, posixacl, noxattr, locktimeout=1..3600, aname=/PATH, uname=NAME"
 
 /* Parses a decimal in [min, max] (no sign, no leading zero, at most 9 digits). */
 static int p9_number(const char *v, size_t len, unsigned long min, unsigned long max,
@@ -144,6 +146,20 @@ static int aname_ok(const char *v, size_t len) {
     return 0;
   for (size_t i = 0; i < len; i++)
     if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+      return 0;
+  return 1;
+}
+
+/* The user name of the mount's first attach; with access=user|client each
+ * guest user then attaches by its own uid (diod -N serves only "root" by
+ * name). It names a user to the server, not to this kernel: 1..32 of
+ * [A-Za-z0-9._-], not starting with '-'. */
+static int uname_ok(const char *v, size_t len) {
+  if (len == 0 || len > 32 || v[0] == '-')
+    return 0;
+  for (size_t i = 0; i < len; i++)
+    if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') ||
+          (v[i] >= '0' && v[i] <= '9') || v[i] == '.' || v[i] == '_' || v[i] == '-'))
       return 0;
   return 1;
 }
@@ -176,6 +192,8 @@ int hm_guest_9p_options(char **out, unsigned *msize, const char *options, hm_err
     int ok;
     if (k == P9_ANAME) {
       ok = eq && aname_ok(eq + 1, len - klen - 1);
+    } else if (k == P9_UNAME) {
+      ok = eq && uname_ok(eq + 1, len - klen - 1);
     } else if (key->values) {
       ok = 0;
       for (const char *const *v = key->values; eq && *v; v++)

@@ -34,9 +34,10 @@ HM_PRIVATE int hm_guest_port_validate(const char *port, hm_error **err);
  * the allowlist: version=9p2000.L|9p2000.u|9p2000, msize=4096..16777216,
  * cache=none|loose|fscache|mmap, access=user|any|client, posixacl, noxattr,
  * locktimeout=1..3600, aname=/PATH (the server's export, e.g. diod's -e path;
- * no control characters), each at most once. Everything else is refused
- * (HM_E_INVALID naming the option): the transport (trans, rfdno, wfdno, port),
- * identities (uname, afid, dfltuid, dfltgid) and the generic flags.
+ * no control characters), uname=NAME (the first attach's user name, 1..32 of
+ * [A-Za-z0-9._-]), each at most once. Everything else is refused (HM_E_INVALID
+ * naming the option): the transport (trans, rfdno, wfdno, port), client-side
+ * identities (afid, dfltuid, dfltgid) and the generic flags.
  * *out = the options with version=9p2000.L and msize=262144 put in front when
  * absent; *msize (may be NULL) = the msize asked for.
  */

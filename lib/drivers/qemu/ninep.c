@@ -159,7 +159,11 @@ int hm_ninep_guest_options(char **out, const hm_mount_spec *spec, const char *an
     cache = hm_mount_spec_get_writable(spec) ? "mmap" : "fscache";
   if (strchr(aname, ','))
     return HM_ERR(err, HM_E_INVALID, "9p export path \"%s\" contains a comma", aname);
-  if (asprintf(out, "version=9p2000.L,msize=%lu,cache=%s,aname=%s", m, cache, aname) < 0) {
+  /* uname=root: the kernel's first attach names a user by name only (no
+   * uid), and diod -N knows no name but root; every later attach names the
+   * guest user's uid (see hm_ninep_diod_argv). */
+  if (asprintf(out, "version=9p2000.L,msize=%lu,cache=%s,aname=%s,uname=root", m, cache, aname) <
+      0) {
     *out = NULL;
     return HM_ERR_NOMEM(err);
   }
@@ -170,17 +174,21 @@ int hm_ninep_diod_argv(char ***out, const char *diod, const char *export, int re
                        hm_error **err) {
   hm_strv v = {0};
   /* -f: stay in the foreground (we supervise it); -n: no munge
-   * authentication (the port is the guest's alone); -S -U root: every
-   * attach acts as root on the share, like a root virtiofsd. The guest
-   * kernel's first attach names no uid ("nobody", -1), which diod's -N
-   * cannot serve, and guest uids need not exist on the host. -c /dev/null:
-   * the host's diod.conf must not change what is exported. */
+   * authentication (the port is the guest's alone); -N: guest uids pass
+   * through as they are, like virtiofs: the guest kernel (access=client, its
+   * 9p2000.L default) attaches once per guest user naming its uid, and diod
+   * acts as that uid (setfsuid; gid = uid and no supplementary groups, as
+   * -N has no group database; creates carry the caller's gid). Without
+   * auth no attach is trusted to skip the host's permission checks, so a
+   * guest user can do on the share what the same uid can do on the host,
+   * and guest root what root can. -N knows users by uid only, and by name
+   * only "root": the guest's mount-time attach names uname=root
+   * (hm_ninep_guest_options). -c /dev/null: the host's diod.conf must not
+   * change what is exported. */
   int r = hm_strv_push(&v, diod);
   r = r ?: hm_strv_push(&v, "-f");
   r = r ?: hm_strv_push(&v, "-n");
-  r = r ?: hm_strv_push(&v, "-S");
-  r = r ?: hm_strv_push(&v, "-U");
-  r = r ?: hm_strv_push(&v, "root");
+  r = r ?: hm_strv_push(&v, "-N");
   r = r ?: hm_strv_push(&v, "-c");
   r = r ?: hm_strv_push(&v, "/dev/null");
   r = r ?: hm_strv_push(&v, "-L");

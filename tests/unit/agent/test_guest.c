@@ -207,7 +207,10 @@ START_TEST(options_9p) {
       {"wfdno=1", "9p option 'wfdno=1' is not allowed"},
       {"cache=mmap,rfdno=3,wfdno=3", "9p option 'rfdno=3' is not allowed"},
       {"port=564", "'port=564' is not allowed"},
-      {"uname=root", "'uname=root' is not allowed"},
+      {"uname=", "'uname=' has a value"},
+      {"uname=a b", "'uname=a b' has a value"},
+      {"uname=-x", "'uname=-x' has a value"},
+      {"uname=root,uname=x", "9p option 'uname' is given twice"},
       {"aname=etc", "'aname=etc' has a value"},
       {"aname=", "'aname=' has a value"},
       {"aname=/a\tb", "'aname=/a?b' has a value"},
@@ -265,6 +268,7 @@ START_TEST(options_9p) {
       {"cache=fscache,access=user", "version=9p2000.L,msize=262144,cache=fscache,access=user",
        262144},
       {"aname=/srv/my dir/ü=1", "version=9p2000.L,msize=262144,aname=/srv/my dir/ü=1", 262144},
+      {"uname=root", "version=9p2000.L,msize=262144,uname=root", 262144},
   };
   for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
     char *out = NULL;

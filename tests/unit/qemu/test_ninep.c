@@ -120,8 +120,8 @@ START_TEST(test_attach_detach) {
   ck_assert_str_eq(hm_attachment_get_tag(att), "org.hotmount.9p.hm-1");
   ck_assert_str_eq(hm_attachment_get_data(att, "transport"), "9p");
   char want[512];
-  snprintf(want, sizeof(want), "version=9p2000.L,msize=65536,cache=fscache,aname=%s/hm-1-9p",
-           fx.dir);
+  snprintf(want, sizeof(want),
+           "version=9p2000.L,msize=65536,cache=fscache,aname=%s/hm-1-9p,uname=root", fx.dir);
   ck_assert_str_eq(hm_attachment_get_data(att, "guestOptions"), want);
   /* The port: a virtserialport named after the mount, on hm-serial. */
   ck_assert(qf_has_device(&fx, "hm-1-dev"));
@@ -322,13 +322,13 @@ START_TEST(test_options) {
   hm_mount_spec_new(&s, NULL);
   hm_mount_spec_set_type(s, HM_TYPE_9P, NULL);
   ck_assert_int_eq(hm_ninep_guest_options(&o, s, "/i/hm-1-9p", NULL), 0);
-  ck_assert_str_eq(o, "version=9p2000.L,msize=65536,cache=fscache,aname=/i/hm-1-9p");
+  ck_assert_str_eq(o, "version=9p2000.L,msize=65536,cache=fscache,aname=/i/hm-1-9p,uname=root");
   free(o);
   hm_mount_spec_set_writable(s, 1, NULL);
   hm_mount_spec_set_option(s, "msize", "8192", NULL);
   hm_mount_spec_set_option(s, "cache", "none", NULL);
   ck_assert_int_eq(hm_ninep_guest_options(&o, s, "/i/hm-1-9p", NULL), 0);
-  ck_assert_str_eq(o, "version=9p2000.L,msize=8192,cache=none,aname=/i/hm-1-9p");
+  ck_assert_str_eq(o, "version=9p2000.L,msize=8192,cache=none,aname=/i/hm-1-9p,uname=root");
   free(o);
   hm_error *err = NULL;
   ck_assert_int_eq(hm_ninep_guest_options(&o, s, "/a,b/hm-1-9p", &err), HM_E_INVALID);
@@ -339,8 +339,8 @@ START_TEST(test_options) {
   char **argv = NULL;
   ck_assert_int_eq(hm_ninep_diod_argv(&argv, "/usr/sbin/diod", "/d/hm-1-9p", 1, 3, NULL), 0);
   const char *want[] = {
-      "/usr/sbin/diod", "-f",  "-n",  "-S", "-U",         "root", "-c", "/dev/null", "-L",
-      "stderr",         "-r3", "-w3", "-e", "/d/hm-1-9p", "-o",   "ro", NULL};
+      "/usr/sbin/diod", "-f", "-n", "-N", "-c", "/dev/null", "-L", "stderr", "-r3", "-w3", "-e",
+      "/d/hm-1-9p",     "-o", "ro", NULL};
   for (int i = 0; want[i] || argv[i]; i++) {
     ck_assert_ptr_nonnull(argv[i]);
     ck_assert_ptr_nonnull(want[i]);
