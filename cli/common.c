@@ -21,7 +21,8 @@ int cli_exit_code(int code) {
   case HM_E_NOT_FOUND: return EXIT_NOT_FOUND;
   case HM_E_EXISTS:
   case HM_E_BUSY: return EXIT_CONFLICT;
-  case HM_E_NOT_READY: return EXIT_NOT_READY;
+  case HM_E_NOT_READY:
+  case HM_E_AUTH: return EXIT_NOT_READY;
   case HM_E_NO_SLOT: return EXIT_NO_SLOT;
   case HM_E_TIMEOUT: return EXIT_TIMEOUT;
   default: return EXIT_FAIL;
@@ -63,6 +64,12 @@ static void hint(const hm_error *err) {
     break;
   case HM_E_PERM:
     fprintf(stderr, "hint: run hotmount as the user that runs hotmountd (or as root)\n");
+    break;
+  case HM_E_AUTH:
+    fprintf(stderr,
+            "hint: check the SSH settings given to hotmountd (--ssh-known-hosts or "
+            "--ssh-fingerprint, --ssh-identity); they are kept in %s's ssh.json\n",
+            name);
     break;
   default: break;
   }

@@ -43,8 +43,61 @@ static gboolean on_signal(gpointer loop) {
 static void usage(FILE *f) {
   fprintf(f, "Usage: hotmountd INSTANCE [--foreground] [--virtiofsd PATH] [--debug] "
              "[--wait SECONDS]\n"
+             "                [--ssh-host HOST] [--ssh-port PORT] [--ssh-user USER]\n"
+             "                [--ssh-identity KEYFILE] [--ssh-known-hosts FILE | "
+             "--ssh-fingerprint SHA256:...]\n"
              "Serves the hot-mount API of one VM on INSTANCE/hotmountd.sock.\n"
-             "The VM must run with the arguments of 'hotmount qemu-args INSTANCE'.\n");
+             "The VM must run with the arguments of 'hotmount qemu-args INSTANCE'.\n"
+             "--ssh-* settings (for reverse-sshfs mounts) are stored in INSTANCE/ssh.json and\n"
+             "used by later starts too.\n");
+}
+
+/* --ssh-* options: merged into INSTANCE/ssh.json (validated, then saved);
+ * with that file, the reverse-sshfs backend joins the instance. */
+static int ssh_backend(hm_instance *inst, const char *dir, char **set, hm_error **err) {
+  static const char *const keys[] = {"host",     "port",       "user",
+                                     "identity", "knownHosts", "fingerprint"};
+  char *path = NULL;
+  hm_ssh_config *cfg = NULL;
+  hm_fs_hotplugger *hp = NULL;
+  int any = 0, r;
+  for (size_t i = 0; i < 6; i++)
+    any |= set[i] != NULL;
+  if (asprintf(&path, "%s/ssh.json", dir) < 0)
+    return HM_E_NOMEM;
+  r = hm_ssh_config_load(&cfg, path, err);
+  if (r == HM_E_NOT_FOUND && !any) {
+    hm_error_free(*err);
+    *err = NULL;
+    free(path);
+    return 0; /* no reverse-sshfs for this instance */
+  }
+  if (r == HM_E_NOT_FOUND) {
+    hm_error_free(*err);
+    *err = NULL;
+    r = hm_ssh_config_new(&cfg, err);
+  }
+  for (size_t i = 0; r == 0 && i < 6; i++) {
+    if (!set[i])
+      continue;
+    r = hm_ssh_config_set(cfg, keys[i], set[i], err);
+    /* A pinned fingerprint replaces a known_hosts file and the reverse. */
+    if (r == 0 && i == 4)
+      r = hm_ssh_config_set(cfg, "fingerprint", NULL, err);
+    if (r == 0 && i == 5 && !set[4])
+      r = hm_ssh_config_set(cfg, "knownHosts", NULL, err);
+  }
+  if (r == 0)
+    r = hm_ssh_config_validate(cfg, err);
+  if (r == 0 && any)
+    r = hm_ssh_config_save(cfg, path, err);
+  if (r == 0)
+    r = hm_sshfs_hotplugger_new(&hp, cfg, dir, err);
+  if (r == 0)
+    r = hm_instance_add_backend(inst, hp, err);
+  hm_ssh_config_free(cfg);
+  free(path);
+  return r;
 }
 
 /* Tells the parent (which waits in the foreground) how start-up went. */
@@ -70,13 +123,33 @@ static char *failure_message(const hm_error *err, const char *instance) {
 }
 
 int main(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"foreground", no_argument, NULL, 'f'}, {"virtiofsd", required_argument, NULL, 'v'},
-      {"debug", no_argument, NULL, 'd'},      {"wait", required_argument, NULL, 'w'},
-      {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {{"foreground", no_argument, NULL, 'f'},
+                                       {"virtiofsd", required_argument, NULL, 'v'},
+                                       {"debug", no_argument, NULL, 'd'},
+                                       {"wait", required_argument, NULL, 'w'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {"ssh-host", required_argument, NULL, 1000},
+                                       {"ssh-port", required_argument, NULL, 1001},
+                                       {"ssh-user", required_argument, NULL, 1002},
+                                       {"ssh-identity", required_argument, NULL, 1003},
+                                       {"ssh-known-hosts", required_argument, NULL, 1004},
+                                       {"ssh-fingerprint", required_argument, NULL, 1005},
+                                       {NULL, 0, NULL, 0}};
   int foreground = 0, debug = 0, wait_s = 10, c;
   const char *virtiofsd = NULL;
+  char *ssh_set[6] = {NULL};
   while ((c = getopt_long(argc, argv, "fv:dw:h", opts, NULL)) != -1) {
+    if (c >= 1000 && c <= 1005) {
+      /* Files are stored as absolute paths: the daemon runs from /. */
+      free(ssh_set[c - 1000]);
+      ssh_set[c - 1000] =
+          (c == 1003 || c == 1004) && optarg[0] != '/' ? realpath(optarg, NULL) : strdup(optarg);
+      if (!ssh_set[c - 1000]) {
+        fprintf(stderr, "hotmountd: %s: %s\n", optarg, strerror(errno));
+        return 2;
+      }
+      continue;
+    }
     switch (c) {
     case 'f': foreground = 1; break;
     case 'v': virtiofsd = optarg; break;
@@ -184,6 +257,8 @@ int main(int argc, char **argv) {
   if (hm_instance_new(&inst, dir, hp, &err) < 0)
     goto fail;
   hp = NULL;
+  if (ssh_backend(inst, dir, ssh_set, &err) < 0)
+    goto fail;
   /* Settle what an earlier daemon left behind before taking requests. */
   if (hm_instance_reconcile(inst, &err) < 0)
     goto fail;
@@ -221,5 +296,7 @@ out:
   free(sock);
   free(lock);
   free(logpath);
+  for (size_t i = 0; i < 6; i++)
+    free(ssh_set[i]);
   return rc;
 }

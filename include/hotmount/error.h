@@ -34,6 +34,7 @@ HM_BEGIN_DECLS
 #define HM_E_AGENT (-4003)     /* the guest agent reported a failure */
 #define HM_E_HELPER (-4004)    /* a helper process (virtiofsd, ...) failed */
 #define HM_E_INTERNAL (-4005)  /* a bug; please report */
+#define HM_E_AUTH (-4006)      /* SSH: the guest's host key is not trusted, or our login was refused */
 
 typedef struct hm_error hm_error;
 

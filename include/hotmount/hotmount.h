@@ -12,6 +12,7 @@
 #include <hotmount/status.h>
 #include <hotmount/qemu.h>
 #include <hotmount/vz.h>
+#include <hotmount/sshfs.h>
 #include <hotmount/instance.h>
 #include <hotmount/loop.h>
 #include <hotmount/server.h>

@@ -106,6 +106,7 @@ const char *hm_strerror(int code) {
   case HM_E_AGENT: return "guest agent reported a failure";
   case HM_E_HELPER: return "helper process failed";
   case HM_E_INTERNAL: return "internal error";
+  case HM_E_AUTH: return "authentication failed";
   default: return code < 0 && code > -4096 ? strerror(-code) : "unknown error";
   }
 }

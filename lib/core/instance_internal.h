@@ -51,6 +51,8 @@ HM_PRIVATE void hm_inst_event_locked(hm_instance *inst, const hm_entry *e, int o
 HM_PRIVATE void hm_inst_events_free(hm_instance *inst);
 
 HM_PRIVATE void hm_inst_entry_free(hm_entry *e);
+/* The backend that serves mounts of type (the main one when none does). */
+HM_PRIVATE hm_fs_hotplugger *hm_inst_backend(hm_instance *inst, int type);
 HM_PRIVATE hm_entry *hm_inst_find_entry(hm_instance *inst, const char *guest_path);
 HM_PRIVATE hm_entry *hm_inst_find_id(hm_instance *inst, const char *id);
 /* The following need inst->lock. */

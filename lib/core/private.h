@@ -37,6 +37,10 @@ HM_PRIVATE void hm_log(int level, const char *fmt, ...) HM_PRINTF(2, 3);
  */
 HM_PRIVATE void hm_fault(const char *point);
 
+/* Writes text plus a newline to path atomically (temporary file in the
+ * same directory, fsync, rename, fsync of the directory); mode 0600. */
+HM_PRIVATE int hm_write_file_atomic(const char *path, const char *text, hm_error **err);
+
 /* Monotonic clock in milliseconds. */
 HM_PRIVATE int64_t hm_now_ms(void);
 

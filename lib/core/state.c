@@ -39,24 +39,10 @@ static json_object *entry_to_json(const hm_entry *e) {
   return o;
 }
 
-static int write_all(int fd, const char *s, size_t n) {
-  while (n) {
-    ssize_t w = write(fd, s, n);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w < 0)
-      return -errno;
-    s += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 int hm_state_save(const char *path, unsigned next_id, const char *boot_id, hm_entry *const *entries,
                   size_t n, hm_error **err) {
   json_object *root = json_object_new_object(), *arr = json_object_new_array();
-  char *tmp = NULL;
-  int fd = -1, r = 0;
+  int r = 0;
   if (!root || !arr) {
     json_object_put(arr);
     r = HM_ERR_NOMEM(err);
@@ -77,46 +63,8 @@ int hm_state_save(const char *path, unsigned next_id, const char *boot_id, hm_en
   }
   const char *text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY |
                                                               JSON_C_TO_STRING_NOSLASHESCAPE);
-  if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0) {
-    tmp = NULL;
-    r = HM_ERR_NOMEM(err);
-    goto out;
-  }
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    r = HM_ERR(err, -errno, "cannot write %s: %s", tmp, strerror(errno));
-    goto out;
-  }
-  if ((r = write_all(fd, text, strlen(text))) < 0 || (r = write_all(fd, "\n", 1)) < 0 ||
-      (fsync(fd) < 0 && (r = -errno))) {
-    r = HM_ERR(err, r, "cannot write %s: %s", tmp, strerror(-r));
-    goto out;
-  }
-  close(fd);
-  fd = -1;
-  if (rename(tmp, path) < 0) {
-    r = HM_ERR(err, -errno, "cannot rename %s: %s", tmp, strerror(errno));
-    goto out;
-  }
-  free(tmp);
-  tmp = NULL;
-  /* The rename itself must reach the disk too. */
-  char *dup = strdup(path);
-  if (dup) {
-    int dfd = open(dirname(dup), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      fsync(dfd);
-      close(dfd);
-    }
-    free(dup);
-  }
+  r = hm_write_file_atomic(path, text, err);
 out:
-  if (fd >= 0)
-    close(fd);
-  if (tmp) {
-    unlink(tmp);
-    free(tmp);
-  }
   json_object_put(root);
   return r;
 }

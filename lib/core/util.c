@@ -4,6 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <unistd.h>
 
 int hm_kv_set(hm_kv *kv, const char *key, const char *value) {
   for (size_t i = 0; i < kv->n; i++) {
@@ -127,4 +131,63 @@ void hm_strv_free(char **strv) {
   for (char **p = strv; *p; p++)
     free(*p);
   free(strv);
+}
+
+static int write_all(int fd, const char *s, size_t n) {
+  while (n) {
+    ssize_t w = write(fd, s, n);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w < 0)
+      return -errno;
+    s += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+int hm_write_file_atomic(const char *path, const char *text, hm_error **err) {
+  char *tmp = NULL;
+  int fd = -1, r = 0;
+  if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0) {
+    tmp = NULL;
+    r = HM_ERR_NOMEM(err);
+    goto out;
+  }
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    r = HM_ERR(err, -errno, "cannot write %s: %s", tmp, strerror(errno));
+    goto out;
+  }
+  if ((r = write_all(fd, text, strlen(text))) < 0 || (r = write_all(fd, "\n", 1)) < 0 ||
+      (fsync(fd) < 0 && (r = -errno))) {
+    r = HM_ERR(err, r, "cannot write %s: %s", tmp, strerror(-r));
+    goto out;
+  }
+  close(fd);
+  fd = -1;
+  if (rename(tmp, path) < 0) {
+    r = HM_ERR(err, -errno, "cannot rename %s: %s", tmp, strerror(errno));
+    goto out;
+  }
+  free(tmp);
+  tmp = NULL;
+  /* The rename itself must reach the disk too. */
+  char *dup = strdup(path);
+  if (dup) {
+    int dfd = open(dirname(dup), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      fsync(dfd);
+      close(dfd);
+    }
+    free(dup);
+  }
+out:
+  if (fd >= 0)
+    close(fd);
+  if (tmp) {
+    unlink(tmp);
+    free(tmp);
+  }
+  return r;
 }

@@ -75,6 +75,7 @@ static int status_for_code(int code) {
   case HM_E_NOT_READY: return 503;
   case HM_E_TIMEOUT: return 504;
   case HM_E_NO_SLOT: return 507;
+  case HM_E_AUTH: return 502;
   default: return 500;
   }
 }

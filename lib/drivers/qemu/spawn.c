@@ -35,6 +35,20 @@ static void child_ro_bind(const char *dir) {
 
 int hm_spawn_helper(pid_t *out_pid, char **argv, char *const *extra_env, int pass_fd, int as_fd,
                     const char *ro_dir, hm_error **err) {
+  hm_spawn_opts o = {.argv = argv,
+                     .extra_env = extra_env,
+                     .pass_fd = pass_fd,
+                     .as_fd = as_fd,
+                     .stdio_fd = -1,
+                     .new_session = 1,
+                     .ro_dir = ro_dir};
+  return hm_spawn(out_pid, &o, err);
+}
+
+int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
+  char **argv = o->argv;
+  const char *ro_dir = o->ro_dir;
+  int pass_fd = o->pass_fd, as_fd = o->as_fd, stdio_fd = o->stdio_fd;
   if (ro_dir && geteuid() != 0)
     return HM_ERR(err, HM_E_UNSUPPORTED,
                   "cannot make %s read-only for %s: a read-only bind needs root", ro_dir, argv[0]);
@@ -45,7 +59,7 @@ int hm_spawn_helper(pid_t *out_pid, char **argv, char *const *extra_env, int pas
   for (char **e = environ; e && *e; e++)
     if (hm_strv_push(&envp, *e) < 0)
       goto nomem;
-  for (char *const *e = extra_env; e && *e; e++)
+  for (char *const *e = o->extra_env; e && *e; e++)
     if (hm_strv_push(&envp, *e) < 0)
       goto nomem;
   /* A close-on-exec pipe tells when the child has exec'ed (EOF) or failed to
@@ -69,20 +83,37 @@ int hm_spawn_helper(pid_t *out_pid, char **argv, char *const *extra_env, int pas
   if (pid == 0) {
     for (int sig = 1; sig < NSIG; sig++)
       signal(sig, SIG_DFL);
-    setsid();
+    if (o->new_session)
+      setsid();
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     if (ro_dir)
       child_ro_bind(ro_dir);
-    if (devnull >= 0)
+    int e = 0;
+    if (o->setup && o->setup(o->setup_arg) != 0) {
+      e = errno ? errno : EPERM;
+      goto child_fail;
+    }
+    if (stdio_fd >= 0) {
+      if (dup2(stdio_fd, 0) < 0 || dup2(stdio_fd, 1) < 0)
+        _exit(124);
+      fcntl(0, F_SETFD, 0);
+      fcntl(1, F_SETFD, 0);
+      if (devnull >= 0)
+        dup2(devnull, 2);
+    } else if (devnull >= 0) {
       dup2(devnull, 0);
-    if (dup2(pass_fd, as_fd) < 0)
-      _exit(123);
-    /* dup2 onto itself keeps CLOEXEC set; clear it either way. */
-    fcntl(as_fd, F_SETFD, 0);
+    }
+    if (pass_fd >= 0) {
+      if (dup2(pass_fd, as_fd) < 0)
+        _exit(123);
+      /* dup2 onto itself keeps CLOEXEC set; clear it either way. */
+      fcntl(as_fd, F_SETFD, 0);
+    }
     execve(argv[0], argv, envp.v);
-    int e = errno;
+    e = errno;
+  child_fail:
     if (write(ep[1], &e, sizeof(e)) < 0)
       _exit(126);
     _exit(127);

@@ -21,6 +21,25 @@ HM_PRIVATE int hm_spawn_helper(pid_t *out_pid, char **argv, char *const *extra_e
                                int as_fd, const char *ro_dir, hm_error **err);
 
 /*
+ * hm_spawn_opts: hm_spawn_helper with more to say. setup, when set, runs in
+ * the child after the read-only bind and before the file descriptors are
+ * placed and exec: only async-signal-safe calls there; a non-zero return
+ * makes the child exit with that status (an exec-time failure for the
+ * caller, reported as "setup failed" with the errno the hook left).
+ */
+typedef struct hm_spawn_opts {
+  char **argv;
+  char *const *extra_env;
+  int pass_fd, as_fd; /* pass_fd becomes as_fd; -1: none */
+  int stdio_fd;       /* becomes stdin and stdout when >= 0 (else stdin is /dev/null) */
+  int new_session;    /* setsid(): outlives the caller's process group */
+  const char *ro_dir;
+  int (*setup)(void *arg);
+  void *setup_arg;
+} hm_spawn_opts;
+HM_PRIVATE int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err);
+
+/*
  * hm_helper_stop: SIGTERM, then SIGKILL after timeout_ms; reaps pid when it
  * is our child. A pid that is not our child (a restarted daemon) is only
  * signalled while alive(pid) says it still is that helper (so a recycled pid

@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#ifndef HOTMOUNT_SSHFS_H
+#define HOTMOUNT_SSHFS_H
+
+/*
+ * The reverse-sshfs backend: for guests without virtiofs/9p and hosts
+ * without virtiofsd. The host opens SSH to the guest (libssh), runs
+ * `sshfs -o passive` there, and pipes that channel to a local OpenSSH
+ * sftp-server confined to the shared directory. The host never listens on a
+ * TCP port, and the guest needs sshd, sshfs and FUSE, but no hotmount-agent.
+ *
+ * Add it to an instance next to its main backend:
+ *
+ *   hm_ssh_config *cfg; hm_fs_hotplugger *hp;
+ *   hm_ssh_config_new(&cfg, &err);
+ *   hm_ssh_config_set(cfg, "host", "127.0.0.1", &err);
+ *   hm_ssh_config_set(cfg, "port", "2222", &err);
+ *   hm_ssh_config_set(cfg, "identity", "/path/id_ed25519", &err);
+ *   hm_ssh_config_set(cfg, "knownHosts", "/path/known_hosts", &err);
+ *   hm_sshfs_hotplugger_new(&hp, cfg, instance_dir, &err);
+ *   hm_instance_add_backend(inst, hp, &err);
+ */
+
+#include <hotmount/common.h>
+#include <hotmount/driver.h>
+#include <hotmount/error.h>
+
+HM_BEGIN_DECLS
+
+/**
+ * hm_ssh_config: how to reach one guest over SSH. Keys (all strings):
+ *   host            guest address (required)
+ *   port            "22" by default
+ *   user            "root" by default
+ *   identity        private key file (required; OpenSSH format)
+ *   knownHosts      known_hosts file holding the guest's host key
+ *   fingerprint     the host key pinned instead: "SHA256:..." (as ssh-keygen -l prints)
+ *   keepaliveInterval  ms between keepalive probes ("1000")
+ *   keepaliveCount  probes without an answer before the connection counts as dead ("3")
+ *   connectTimeout  ms ("5000")
+ *   sftpServer      host sftp-server path (found in the usual places when unset)
+ * One of knownHosts and fingerprint is required: an unknown or changed host
+ * key is refused, never accepted silently. Since 0.1.
+ */
+typedef struct hm_ssh_config hm_ssh_config;
+
+/** A new, empty configuration. Since 0.1. */
+HM_API int hm_ssh_config_new(hm_ssh_config **out, hm_error **err);
+/** Frees cfg; accepts NULL. Since 0.1. */
+HM_API void hm_ssh_config_free(hm_ssh_config *cfg);
+/**
+ * Sets key (see above) to value (copied; NULL unsets). HM_E_INVALID names
+ * an unknown key or a bad value. Since 0.1.
+ */
+HM_API int hm_ssh_config_set(hm_ssh_config *cfg, const char *key, const char *value,
+                             hm_error **err);
+/** The value of key, or NULL (owned by cfg). Since 0.1. */
+HM_API const char *hm_ssh_config_get(const hm_ssh_config *cfg, const char *key);
+/** Checks the configuration is complete (host, identity, a host key source). Since 0.1. */
+HM_API int hm_ssh_config_validate(const hm_ssh_config *cfg, hm_error **err);
+/**
+ * Loads a configuration saved by hm_ssh_config_save (JSON). HM_E_NOT_FOUND
+ * when the file does not exist. Since 0.1.
+ */
+HM_API int hm_ssh_config_load(hm_ssh_config **out, const char *path, hm_error **err);
+/** Saves cfg as JSON (mode 0600, written atomically). Since 0.1. */
+HM_API int hm_ssh_config_save(const hm_ssh_config *cfg, const char *path, hm_error **err);
+
+/**
+ * hm_sshfs_hotplugger_new: the reverse-sshfs backend for one guest (cfg is
+ * copied; it must validate). instance_dir holds its working files. The
+ * backend mounts in the guest itself (HM_HOTPLUGGER_GUEST_MOUNTS). Needs
+ * root on the host (sftp-server is confined to the shared directory in a
+ * private mount namespace). Threads: one data pump thread per mount, which
+ * owns that mount's SSH session. Since 0.1.
+ */
+HM_API int hm_sshfs_hotplugger_new(hm_fs_hotplugger **out, const hm_ssh_config *cfg,
+                                   const char *instance_dir, hm_error **err);
+
+HM_END_DECLS
+
+#endif
