@@ -391,6 +391,8 @@ class Mount:
 
     @classmethod
     def _from_c(cls, m: "_P(_Mount)") -> "Mount":
+        if not m:
+            raise ProtocolError("libhotmount returned no mount", ProtocolError.code)
         lib = _L()
         t = lib.hm_mount_get_type(m)
         s = lib.hm_mount_get_state(m)
@@ -502,15 +504,16 @@ class Client:
                 call(lib.hm_mount_spec_set_option, _enc(k), _enc(str(v)))
             out = _P(_Mount)()
             err = _ErrP()
-            with self._call_lock:
-                rc = lib.hm_client_add(self._handle(), ctypes.byref(out), spec, ctypes.byref(err))
-            _check(rc, err)
+            try:
+                with self._call_lock:
+                    rc = lib.hm_client_add(self._handle(), ctypes.byref(out), spec,
+                                           ctypes.byref(err))
+                _check(rc, err)
+                return Mount._from_c(out)
+            finally:
+                lib.hm_mount_free(out)  # NULL when the add failed
         finally:
             lib.hm_mount_spec_free(spec)
-        try:
-            return Mount._from_c(out)
-        finally:
-            lib.hm_mount_free(out)
 
     def remove(self, guest: PathArg, lazy: bool = False, force: bool = False) -> None:
         """Unmounts `guest` in the VM and takes the host side down. lazy:
@@ -529,10 +532,10 @@ class Client:
         lib = _L()
         lst = _P(_MountList)()
         err = _ErrP()
-        with self._call_lock:
-            rc = lib.hm_client_list(self._handle(), ctypes.byref(lst), ctypes.byref(err))
-        _check(rc, err)
         try:
+            with self._call_lock:
+                rc = lib.hm_client_list(self._handle(), ctypes.byref(lst), ctypes.byref(err))
+            _check(rc, err)
             return [Mount._from_c(lib.hm_mount_list_get(lst, i))
                     for i in range(lib.hm_mount_list_count(lst))]
         finally:
@@ -545,10 +548,10 @@ class Client:
         lib = _L()
         st = _P(_Status)()
         err = _ErrP()
-        with self._call_lock:
-            rc = lib.hm_client_status(self._handle(), ctypes.byref(st), ctypes.byref(err))
-        _check(rc, err)
         try:
+            with self._call_lock:
+                rc = lib.hm_client_status(self._handle(), ctypes.byref(st), ctypes.byref(err))
+            _check(rc, err)
             if raw:
                 return {_dec(lib.hm_status_key(st, i)): _dec(lib.hm_status_value(st, i))
                         for i in range(lib.hm_status_count(st))}
