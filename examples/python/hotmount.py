@@ -32,7 +32,7 @@ import threading
 from typing import Dict, List, Optional, Union
 
 __all__ = [
-    "AgentError", "BusyError", "Client", "ExistsError", "HelperError", "HotmountError",
+    "AgentError", "AuthError", "BusyError", "Client", "ExistsError", "HelperError", "HotmountError",
     "HotmountIOError", "HotmountOSError", "InternalError", "InvalidError", "Mount",
     "NoMemoryError", "NoSlotError", "NotFoundError", "NotReadyError", "PermError",
     "ProtocolError", "QMPError", "TimedOutError", "UnsupportedError", "instance_dir", "load",
@@ -155,10 +155,16 @@ class InternalError(HotmountError):
     code = -4005
 
 
+class AuthError(HotmountError):
+    """HM_E_AUTH: SSH: the guest's host key is not trusted, or the login was
+    refused (reverse-sshfs)."""
+    code = -4006
+
+
 _ERRORS = {cls.code: cls for cls in (
     InvalidError, NoMemoryError, ExistsError, NotFoundError, NoSlotError, NotReadyError,
     TimedOutError, HotmountIOError, PermError, UnsupportedError, BusyError, ProtocolError,
-    QMPError, AgentError, HelperError, InternalError)}
+    QMPError, AgentError, HelperError, InternalError, AuthError)}
 
 
 def _error_for(code: int, message: str) -> HotmountError:

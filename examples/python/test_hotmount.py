@@ -112,7 +112,7 @@ class Errors(unittest.TestCase):
         with open(os.path.join(INCLUDE, "hotmount", "error.h")) as f:
             codes = dict((n, int(v)) for n, v in
                          re.findall(r"#define (HM_E_\w+) \((-\d+)\)", f.read()))
-        self.assertEqual(len(codes), 16)
+        self.assertGreaterEqual(len(codes), 16, "error.h parse found too little")
         classes = set()
         for name, code in codes.items():
             e = hotmount._error_for(code, "msg for %s" % name)
@@ -121,7 +121,7 @@ class Errors(unittest.TestCase):
             self.assertEqual(e.errno, -code if code > -4000 else None, name)
             self.assertEqual(type(e).__doc__.split(":")[0].rstrip("."), name, name)
             classes.add(type(e))
-        self.assertEqual(len(classes), 16)
+        self.assertEqual(len(classes), len(codes), "two codes share a class")
 
     def test_python_hierarchy(self):
         self.assertIsInstance(hotmount._error_for(-22, "x"), ValueError)
