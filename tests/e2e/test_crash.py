@@ -23,6 +23,13 @@ ADD_POINTS = ["add:reserved", "add:virtiofsd-started", "add:chardev-added",
               "add:device-added", "add:attached", "add:guest-mounted"]
 REMOVE_POINTS = ["remove:detaching", "remove:guest-unmounted", "remove:device-deleted",
                  "remove:chardev-removed"]
+# 9p (lib/drivers/qemu/ninep.c): export link, diod, getfd, chardev, port; the
+# generic points of lib/core/instance.c around them.
+ADD_POINTS_9P = ["add:reserved", "add:9p-link-created", "add:9p-server-started",
+                 "add:9p-fd-passed", "add:9p-chardev-added", "add:9p-device-added",
+                 "add:attached", "add:guest-mounted"]
+REMOVE_POINTS_9P = ["remove:detaching", "remove:guest-unmounted", "remove:device-deleted",
+                    "remove:chardev-removed", "remove:9p-server-stopped"]
 
 
 def daemon_pid(inst):
@@ -70,15 +77,43 @@ def wait_dead(inst, timeout=10):
     return pid is None
 
 
-def settled(c, host, mp):
-    """After a restart: whole and listed, or fully gone. Returns (ok, detail)."""
+def qemu_anon_sockets(c):
+    """Unix sockets QEMU holds that are bound to no path: socketpair ends (9p's
+    getfd'd fd, kept by QEMU's monitor or a chardev) and client connections
+    (virtiofs); the listeners' accepted connections show their path."""
+    pid = c.vm.proc.pid
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    anon = 0
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            cols = line.split()
+            if len(cols) >= 7 and cols[6] in inodes and len(cols) == 7:
+                anon += 1
+    return anon
+
+
+def settled(c, host, mp, kind="virtiofs", anon=None):
+    """After a restart: whole and listed, or fully gone. Returns (ok, detail).
+    anon: QEMU's path-less sockets before the add (9p: none may be left)."""
     lst = c.list_json()
     if not lst:
         in_guest = mp in c.guest_mounts()
         left = c.leftovers()
+        if anon is not None and qemu_anon_sockets(c) != anon:
+            left.append("QEMU holds %d path-less sockets, %d before the add" %
+                        (qemu_anon_sockets(c), anon))
         return (not in_guest and not left and c.pci_devices_behind_ports() == 0,
                 "gone; guest has it: %s; leftovers: %s" % (in_guest, left))
-    if len(lst) != 1 or lst[0]["mountPoint"] != mp or lst[0]["state"] != "mounted":
+    if len(lst) != 1 or lst[0]["mountPoint"] != mp or lst[0]["state"] != "mounted" or \
+            lst[0]["type"] != kind:
         return False, "registry: %s" % lst
     rc, out = c.guest("cat %s/probe" % mp)
     return out.strip() == "probe", "listed as mounted; guest read: %r" % out
@@ -101,6 +136,86 @@ def case_add_kills(c, host):
         left = c.leftovers()
         t.ok(not left and "/mnt/crash" not in c.guest_mounts(),
              "clean after %s (remove if it was kept)" % point, left)
+
+
+def case_add_kills_9p(c, host):
+    """Every step of a 9p add, then restart: whole and listed, or gone with
+    no diod, port, chardev, export link, or fd left in QEMU."""
+    t = c.t
+    stop_daemon(c.inst)
+    start_daemon(c.inst)
+    anon = qemu_anon_sockets(c)
+    for point in ADD_POINTS_9P:
+        stop_daemon(c.inst)
+        d = start_daemon(c.inst, point)
+        rc, out = hm("add", c.inst, host, "/mnt/crash9", "--type", "9p")
+        died = wait_dead(c.inst)
+        t.ok(rc != 0 and died, "9p: daemon killed at %s during add" % point, out + d.stderr)
+        d = start_daemon(c.inst)
+        ok, detail = settled(c, host, "/mnt/crash9", "9p", anon)
+        t.ok(d.returncode == 0 and ok, "9p: after restart (%s): whole or gone" % point,
+             detail + d.stderr)
+        if c.list_json():
+            rc, out = hm("remove", c.inst, "/mnt/crash9")
+        left = c.leftovers()
+        if qemu_anon_sockets(c) != anon:
+            left.append("QEMU holds %d path-less sockets, %d before" %
+                        (qemu_anon_sockets(c), anon))
+        t.ok(not left and "/mnt/crash9" not in c.guest_mounts(),
+             "9p: clean after %s (remove if it was kept)" % point, left)
+
+
+def case_remove_kills_9p(c, host):
+    t = c.t
+    anon = qemu_anon_sockets(c)
+    for point in REMOVE_POINTS_9P:
+        stop_daemon(c.inst)
+        start_daemon(c.inst)
+        rc, out = hm("add", c.inst, host, "/mnt/crash9", "--type", "9p")
+        if not t.ok(rc == 0, "9p: add before the kill at %s" % point, out):
+            continue
+        stop_daemon(c.inst)
+        start_daemon(c.inst, point)
+        rc, out = hm("remove", c.inst, "/mnt/crash9")
+        died = wait_dead(c.inst)
+        t.ok(rc != 0 and died, "9p: daemon killed at %s during remove" % point, out)
+        d = start_daemon(c.inst)
+        lst = c.list_json()
+        left = c.leftovers()
+        if qemu_anon_sockets(c) != anon:
+            left.append("QEMU holds %d path-less sockets, %d before" %
+                        (qemu_anon_sockets(c), anon))
+        t.ok(d.returncode == 0 and not lst and not left and
+             "/mnt/crash9" not in c.guest_mounts(),
+             "9p: after restart (%s): the remove was finished, nothing left" % point,
+             "registry %s leftovers %s %s" % (lst, left, d.stderr))
+
+
+def case_diod_killed_while_down(c, host):
+    """diod dies while hotmountd is not running: the restarted daemon lists
+    the mount broken with a reason, and remove cleans everything up."""
+    t = c.t
+    stop_daemon(c.inst)
+    start_daemon(c.inst)
+    anon = qemu_anon_sockets(c)
+    rc, out = hm("add", c.inst, host, "/mnt/crash9", "--type", "9p")
+    t.ok(rc == 0, "9p: add before diod is killed", out)
+    stop_daemon(c.inst)
+    procs = c.diod_procs()
+    for line in procs:
+        os.kill(int(line.split()[0]), signal.SIGKILL)
+    d = start_daemon(c.inst)
+    lst = c.list_json()
+    t.ok(len(procs) == 1 and d.returncode == 0 and len(lst) == 1 and
+         lst[0]["state"] == "broken" and "diod" in lst[0].get("reason", ""),
+         "9p: diod killed while the daemon was down: broken after restart, reason names diod",
+         "%s %s %s" % (procs, lst, d.stderr))
+    rc, out = hm("remove", c.inst, "/mnt/crash9")
+    left = c.leftovers()
+    if qemu_anon_sockets(c) != anon:
+        left.append("QEMU holds %d path-less sockets, %d before" % (qemu_anon_sockets(c), anon))
+    t.ok(rc == 0 and not left and "/mnt/crash9" not in c.guest_mounts(),
+         "9p: remove cleans it up (port, chardev, export link, guest mount)", (out, left))
 
 
 def case_remove_kills(c, host):
@@ -254,8 +369,9 @@ def probe_host(c):
 
 
 CASES = [lambda c, f=f: f(c, probe_host(c)) for f in (
-    case_add_kills, case_remove_kills, case_guest_unmount, case_corrupt_state,
-    case_guest_reboot, case_helper_killed)]
+    case_add_kills, case_remove_kills, case_add_kills_9p, case_remove_kills_9p,
+    case_diod_killed_while_down, case_guest_unmount, case_corrupt_state, case_guest_reboot,
+    case_helper_killed)]
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@
  * escape, so a host path with a comma cannot be an aname. diod is therefore
  * given a comma-free symbolic link in the instance directory,
  * INSTANCE/hm-N-9p -> HOST_PATH, as its export; the guest attaches to that.
+ *
+ * The link is made first by attach and removed last by detach and by every
+ * rollback, so while anything of a 9p mount may exist (diod, the fd QEMU got
+ * by getfd, chardev, port), its link does: a restarted daemon knows an entry
+ * cut short at any step is 9p, and scan finds what a lost registry forgot.
  */
 #include "ninep.h"
 #include "spawn.h"
@@ -335,11 +340,14 @@ static int teardown(const hm_ninep_host *h, const names *n, pid_t pid, hm_error 
   if ((r = exec_id(h, "chardev-remove", "id", n->chr, 1, err)) < 0)
     return r;
   hm_fault("remove:chardev-removed");
-  /* Only left when chardev-add failed after getfd; per QMP connection, so
-   * a reconnect has dropped it anyway. */
+  /* Left when the daemon died between getfd and chardev-add. QEMU keeps
+   * getfd's fds per monitor, not per connection: they outlive our QMP
+   * connection (QEMU 7.2; e2e-crash's add:9p-fd-passed sees the socket stay
+   * in QEMU without this), so a restarted daemon closes it by name. */
   exec_id(h, "closefd", "fdname", n->fd, 1, NULL);
   if (pid > 0 && (r = diod_stop(pid, err)) < 0)
     return r;
+  hm_fault("remove:9p-server-stopped");
   if (unlink(n->link) < 0 && errno != ENOENT)
     return HM_ERR(err, -errno, "cannot remove %s: %s", n->link, strerror(errno));
   return 0;
@@ -439,6 +447,7 @@ int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attach
     goto out;
   }
   stage = 1;
+  hm_fault("add:9p-link-created");
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
     r = HM_ERR(err, -errno, "socketpair: %s", strerror(errno));
     goto fail;
@@ -459,6 +468,8 @@ int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attach
   json_object_object_add(args, "fdname", json_object_new_string(n.fd));
   r = hm_qmp_execute(c, "getfd", args, sv[0], NULL, QMP_TIMEOUT_MS, err);
   json_object_put(args);
+  if (r == 0)
+    hm_fault("add:9p-fd-passed");
   if (r == 0) {
     json_object *str = json_object_new_object(), *addr = json_object_new_object(),
                 *data = json_object_new_object(), *backend = json_object_new_object();
@@ -606,12 +617,23 @@ int hm_ninep_mark(hm_attachment *att, hm_error **err) {
   return r ?: hm_attachment_set_data(att, "transport", "9p", err);
 }
 
+/* Does INSTANCE/ID-9p exist (see the top of this file)? */
+static int link_exists(const hm_ninep_host *h, const char *id) {
+  char p[4096];
+  struct stat st;
+  if (snprintf(p, sizeof(p), "%s/%s-9p", h->dir, id) >= (int)sizeof(p))
+    return 0;
+  return lstat(p, &st) == 0 && S_ISLNK(st.st_mode);
+}
+
 int hm_ninep_is(const hm_ninep_host *h, hm_attachment *att) {
   const char *t = hm_attachment_get_data(att, "transport");
   if (t)
     return strcmp(t, "9p") == 0;
   const char *tag = hm_attachment_get_tag(att);
   if (tag && strncmp(tag, HM_NINEP_PORT_PREFIX, strlen(HM_NINEP_PORT_PREFIX)) == 0)
+    return 1;
+  if (link_exists(h, hm_attachment_get_id(att)))
     return 1;
   /* What a virtiofs attach records. */
   if (hm_attachment_get_data(att, "virtiofsd_pid") || hm_attachment_get_data(att, "slot"))
@@ -669,4 +691,28 @@ void hm_ninep_scan(const hm_ninep_host *h, hm_attachment *(*get)(void *ud, const
                    void *ud) {
   struct scan_ctx c = {get, ud};
   diod_each(h, scan_one, &c);
+  /* Export links: an attach cut short before diod ran, or a remove after
+   * diod stopped, leaves nothing else. */
+  DIR *d = opendir(h->dir);
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    size_t len = strlen(de->d_name);
+    if (len <= 6 || strncmp(de->d_name, "hm-", 3) != 0 || strcmp(de->d_name + len - 3, "-9p") != 0)
+      continue;
+    int digits = 1;
+    for (size_t i = 3; i < len - 3; i++)
+      digits = digits && de->d_name[i] >= '0' && de->d_name[i] <= '9';
+    char id[64];
+    if (!digits || len - 3 >= sizeof(id))
+      continue;
+    memcpy(id, de->d_name, len - 3);
+    id[len - 3] = '\0';
+    if (!link_exists(h, id))
+      continue;
+    hm_attachment *a = get(ud, id);
+    if (a)
+      hm_ninep_mark(a, NULL);
+  }
+  if (d)
+    closedir(d);
 }
