@@ -15,6 +15,7 @@ with the OpenSSH client and sftp-server of this host and no libhotmount code:
   cwd in the mount), sftp-server ends, sshd still serves;
 - sshfs killed with SIGKILL in the guest: ssh and sftp-server end, the guest
   keeps a dead mount (ENOTCONN at once, no hang) until fusermount3 -u;
+- sftp-server -R (read-only on the host side) with -o allow_other;
 - a second boot with hm.noagent: no hotmount-agent runs, ssh and sshfs work.
 What the guest sees is read through the test channel (vm.sh). Prints TAP;
 timings as comments.
@@ -97,16 +98,18 @@ class ReverseSshfs:
     """sshfs -o passive in the guest, its stdin/stdout piped over ssh to a host
     sftp-server: the transport the library is to set up with libssh."""
 
-    def __init__(self, g, host_dir, guest_dir, tag):
+    def __init__(self, g, host_dir, guest_dir, tag, opts="", sftp_args=()):
         self.g = g
-        cmd = "mkdir -p %s && exec sshfs -o passive %s %s" % (
-            shlex.quote(guest_dir), shlex.quote(":" + host_dir), shlex.quote(guest_dir))
+        cmd = "mkdir -p %s && exec sshfs -o passive%s %s %s" % (
+            shlex.quote(guest_dir), opts and "," + opts, shlex.quote(":" + host_dir),
+            shlex.quote(guest_dir))
         self.ssh_err = open(os.path.join(g.work, "ssh-%s.err" % tag), "w+")
         self.sftp_err = open(os.path.join(g.work, "sftp-%s.err" % tag), "w+")
         to_ssh_r, to_ssh_w = os.pipe()    # sftp-server stdout -> ssh stdin
         to_sftp_r, to_sftp_w = os.pipe()  # ssh stdout -> sftp-server stdin
         try:
-            self.sftp = subprocess.Popen([SFTP_SERVER, "-e", "-l", "INFO"], stdin=to_sftp_r,
+            self.sftp = subprocess.Popen([SFTP_SERVER, "-e", "-l", "INFO"] + list(sftp_args),
+                                         stdin=to_sftp_r,
                                          stdout=to_ssh_w, stderr=self.sftp_err)
             argv = ssh_argv(g.port, g.mat["client_key"], g.kh) + [cmd]
             self.ssh = subprocess.Popen(argv, stdin=to_ssh_r, stdout=to_sftp_w,
@@ -294,6 +297,31 @@ def killed_sshfs(g, t):
         rs.kill()
 
 
+def readonly_allow_other(g, t):
+    """What the transport will want: sftp-server -R refuses every write on the
+    host side; allow_other lets other guest users in (a FUSE mount is the
+    mounting user's alone by default)."""
+    host_dir = os.path.join(g.work, "share-ro")
+    os.makedirs(host_dir, exist_ok=True)
+    open(os.path.join(host_dir, "f"), "w").write("ro\n")
+    rs = ReverseSshfs(g, host_dir, "/mnt/ro", "ro", opts="allow_other", sftp_args=["-R"])
+    try:
+        up, _ = rs.wait_mounted("/mnt/ro")
+        if not t.ok(up, "ro: mounted with allow_other, sftp-server -R", rs.logs()):
+            return
+        rc, out = g.vm.sh("su -s /bin/sh nobody -c 'cat /mnt/ro/f'")
+        t.ok(rc == 0 and out == "ro\n", "ro: another guest user reads (allow_other)", out)
+        rc, out = g.vm.sh("echo x > /mnt/ro/new; echo x >> /mnt/ro/f; rm /mnt/ro/f; "
+                          "mkdir /mnt/ro/d; true")
+        t.ok(out.count("Permission denied") == 4 and os.listdir(host_dir) == ["f"] and
+             open(os.path.join(host_dir, "f")).read() == "ro\n",
+             "ro: create, append, unlink, mkdir refused by sftp-server -R, host unchanged", out)
+        rc, out = g.vm.sh("fusermount3 -u /mnt/ro")
+        t.ok(rc == 0 and rs.wait_ended(), "ro: unmounted, host side ended", out)
+    finally:
+        rs.kill()
+
+
 def main():
     t = TAP()
     missing = [p for p in (SFTP_SERVER, shutil.which("ssh") or "ssh") if not os.access(p, os.X_OK)]
@@ -318,6 +346,7 @@ def main():
             sshfs_cycle(g, t, "odd")
             killed_connection(g, t)
             killed_sshfs(g, t)
+            readonly_allow_other(g, t)
             sshfs_cycle(g, t, "again", odd=False)
             if t.failed:
                 for line in vm.serial_output().splitlines()[-30:]:
