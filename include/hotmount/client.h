@@ -16,12 +16,40 @@ HM_BEGIN_DECLS
  */
 typedef struct hm_client hm_client;
 
+/**
+ * hm_client_new: a client of the daemon listening on socket_path (copied; usually
+ * INSTANCE/hotmountd.sock). Does not connect: requests do (and keep the connection for the next
+ * one), so a daemon that is not running shows up as HM_E_NOT_READY on the first request. *out:
+ * free with hm_client_free. Returns 0, HM_E_INVALID (NULL or empty argument, path too long),
+ * HM_E_NOMEM or HM_E_INTERNAL (libcurl failed to initialize). Any thread. Since 0.1.
+ */
 HM_API int hm_client_new(hm_client **out, const char *socket_path, hm_error **err);
+/** hm_client_free: frees c; accepts NULL. Not while another thread uses c. Since 0.1. */
 HM_API void hm_client_free(hm_client *c);
-/** Request timeout in ms (default 120000). */
+/**
+ * hm_client_set_timeout: how long each request may take, in ms, 1 or more (default 120000: an add
+ * waits on the guest). Returns 0 or HM_E_INVALID. One thread at a time per client. Since 0.1.
+ */
 HM_API int hm_client_set_timeout(hm_client *c, int timeout_ms, hm_error **err);
+/**
+ * hm_client_add: POST /v1/mounts: asks the daemon to hot-mount spec (read, not kept). *out (may be
+ * NULL) receives a snapshot of the new mount; free with hm_mount_free. Returns 0, or the daemon's
+ * error (the codes of hm_instance_add, with its message), HM_E_NOT_READY (no daemon),
+ * HM_E_TIMEOUT, HM_E_PROTOCOL (a malformed answer). One thread at a time per client. Since 0.1.
+ */
 HM_API int hm_client_add(hm_client *c, hm_mount **out, const hm_mount_spec *spec, hm_error **err);
+/**
+ * hm_client_remove: DELETE /v1/mounts: asks the daemon to remove the mount at guest_path; flags:
+ * HM_REMOVE_LAZY, HM_REMOVE_FORCE. Returns 0, or the daemon's error (the codes of
+ * hm_instance_remove), HM_E_INVALID (unknown flags), HM_E_NOT_READY, HM_E_TIMEOUT, HM_E_PROTOCOL.
+ * One thread at a time per client. Since 0.1.
+ */
 HM_API int hm_client_remove(hm_client *c, const char *guest_path, unsigned flags, hm_error **err);
+/**
+ * hm_client_list: GET /v1/mounts: the daemon's registry. *out: free with hm_mount_list_free.
+ * Returns 0, HM_E_NOT_READY, HM_E_TIMEOUT or HM_E_PROTOCOL. One thread at a time per client.
+ * Since 0.1.
+ */
 HM_API int hm_client_list(hm_client *c, hm_mount_list **out, hm_error **err);
 
 /**

@@ -32,21 +32,44 @@ HM_BEGIN_DECLS
 typedef struct hm_attachment hm_attachment;
 
 /**
- * hm_attachment_new: a new, empty attachment for mount id (copied). The
- * library makes them for attach; backends make them in scan. Since 0.1.
+ * hm_attachment_new: a new, empty attachment for mount id (copied). The library makes them for
+ * attach; backends make them in scan. *out: free with hm_attachment_free (or hand it over as
+ * scan's result). Returns 0, HM_E_INVALID (NULL or empty id) or HM_E_NOMEM. Any thread; an
+ * attachment is used by one thread at a time. Since 0.1.
  */
 HM_API int hm_attachment_new(hm_attachment **out, const char *id, hm_error **err);
-/** Frees att; accepts NULL. Since 0.1. */
+/**
+ * hm_attachment_free: frees att; accepts NULL. Backends never free the attachments the library
+ * passes them. Not while another thread uses att. Since 0.1.
+ */
 HM_API void hm_attachment_free(hm_attachment *att);
-/** The mount's id ("hm-3"): unique within the instance; usable in device ids. */
+/**
+ * hm_attachment_get_id: the mount's id ("hm-3"), unique within the instance and usable in device
+ * ids; borrowed from att. Same thread rule as att. Since 0.1.
+ */
 HM_API const char *hm_attachment_get_id(const hm_attachment *att);
-/** The tag the guest must mount (virtiofs tag, or 9p port name). Copied. */
+/**
+ * hm_attachment_set_tag: sets the tag the guest must mount (virtiofs tag, or 9p port name);
+ * copied. Returns 0, HM_E_INVALID or HM_E_NOMEM. Called by the backend inside attach, on its
+ * thread. Since 0.1.
+ */
 HM_API int hm_attachment_set_tag(hm_attachment *att, const char *tag, hm_error **err);
+/**
+ * hm_attachment_get_tag: the tag, or NULL before one was set; borrowed from att. Same thread rule
+ * as att. Since 0.1.
+ */
 HM_API const char *hm_attachment_get_tag(const hm_attachment *att);
-/** Backend-private data (copied); value NULL removes the key. */
+/**
+ * hm_attachment_set_data: backend-private data key = value (both copied; value NULL removes key),
+ * persisted in the state file so that detach works after a daemon restart. Returns 0, HM_E_INVALID
+ * (att or key NULL) or HM_E_NOMEM. The backend's thread inside an op. Since 0.1.
+ */
 HM_API int hm_attachment_set_data(hm_attachment *att, const char *key, const char *value,
                                   hm_error **err);
-/** Backend-private data, or NULL. */
+/**
+ * hm_attachment_get_data: backend-private data for key, or NULL; borrowed from att. Same thread
+ * rule as att. Since 0.1.
+ */
 HM_API const char *hm_attachment_get_data(const hm_attachment *att, const char *key);
 
 /**
@@ -138,22 +161,35 @@ typedef struct hm_fs_hotplugger_ops {
  */
 #define HM_HOTPLUGGER_GUEST_MOUNTS 1u
 
-/** Sets key to value (both copied) in a status being built. Since 0.1. */
+/**
+ * hm_status_set: sets key to value (both copied; an existing key is replaced) in a status being
+ * built, from a backend's describe op. Returns 0, HM_E_INVALID (NULL or empty argument) or
+ * HM_E_NOMEM. The thread running describe. Since 0.1.
+ */
 HM_API int hm_status_set(hm_status *st, const char *key, const char *value, hm_error **err);
 
 typedef struct hm_fs_hotplugger hm_fs_hotplugger;
 
 /**
- * hm_fs_hotplugger_new: wraps a backend. ops is copied (see struct_size);
- * impl is passed to every op and handed to ops->destroy when the hotplugger
- * is freed (also when this call fails). Since 0.1.
+ * hm_fs_hotplugger_new: wraps a backend. ops is copied (see struct_size; it must reach at least
+ * free_slots, and name, attach and detach are required); impl is passed to every op and handed to
+ * ops->destroy when the hotplugger is freed, also when this call fails. *out: hand it to
+ * hm_instance_new or hm_instance_add_backend (which take it over), or free it with
+ * hm_fs_hotplugger_free. Returns 0, HM_E_INVALID or HM_E_NOMEM. Any thread. Since 0.1.
  */
 HM_API int hm_fs_hotplugger_new(hm_fs_hotplugger **out, const hm_fs_hotplugger_ops *ops, void *impl,
                                 hm_error **err);
+/**
+ * hm_fs_hotplugger_free: calls ops->destroy(impl) and frees hp; accepts NULL. Only for a
+ * hotplugger no instance took over. Not while another thread uses hp. Since 0.1.
+ */
 HM_API void hm_fs_hotplugger_free(hm_fs_hotplugger *hp);
-/** The backend's name. */
+/** hm_fs_hotplugger_get_name: the backend's name (ops->name, borrowed). Any thread. Since 0.1. */
 HM_API const char *hm_fs_hotplugger_get_name(const hm_fs_hotplugger *hp);
-/** Non-zero when the backend can attach mounts of type. */
+/**
+ * hm_fs_hotplugger_supports: non-zero when the backend attaches mounts of type (an HM_TYPE_*). Any
+ * thread. Since 0.1.
+ */
 HM_API int hm_fs_hotplugger_supports(const hm_fs_hotplugger *hp, int type);
 
 HM_END_DECLS

@@ -34,17 +34,27 @@ HM_BEGIN_DECLS
 #define HM_E_AGENT (-4003)     /* the guest agent reported a failure */
 #define HM_E_HELPER (-4004)    /* a helper process (virtiofsd, ...) failed */
 #define HM_E_INTERNAL (-4005)  /* a bug; please report */
-#define HM_E_AUTH (-4006)      /* SSH: the guest's host key is not trusted, or our login was refused */
+#define HM_E_AUTH (-4006) /* SSH: the guest's host key is not trusted, or our login was refused */
 
 typedef struct hm_error hm_error;
 
-/** The error's code (one of the negative values above). 0 for NULL. Since 0.1. */
+/**
+ * hm_error_code: the error's code, one of the negative HM_E_* values (equal to what the failing
+ * call returned); 0 for NULL. err: borrowed. Any thread. Since 0.1.
+ */
 HM_API int hm_error_code(const hm_error *err);
 
-/** The error's message, owned by err. "" for NULL. Since 0.1. */
+/**
+ * hm_error_message: the error's message, starting with the name of the function that failed
+ * ("hm_instance_add: ..."); "" for NULL. The string is owned by err and lives until hm_error_free.
+ * Any thread. Since 0.1.
+ */
 HM_API const char *hm_error_message(const hm_error *err);
 
-/** Frees err. Accepts NULL. Since 0.1. */
+/**
+ * hm_error_free: frees err (an error a call stored in *err); accepts NULL. Any thread, once per
+ * error. Since 0.1.
+ */
 HM_API void hm_error_free(hm_error *err);
 
 /**

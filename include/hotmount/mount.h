@@ -13,10 +13,16 @@ HM_BEGIN_DECLS
 #define HM_TYPE_9P 2
 #define HM_TYPE_REVERSE_SSHFS 3
 
-/** "virtiofs", "9p", "reverse-sshfs"; NULL for an unknown type. Since 0.1. */
+/**
+ * hm_mount_type_name: "virtiofs", "9p" or "reverse-sshfs" for an HM_TYPE_*; NULL for an unknown
+ * type. Static string. Any thread. Since 0.1.
+ */
 HM_API const char *hm_mount_type_name(int type);
 
-/** Parses a type name (as above); returns the HM_TYPE_* or HM_E_INVALID. Since 0.1. */
+/**
+ * hm_mount_type_parse: parses a type name (as above); returns the HM_TYPE_* (positive), or
+ * HM_E_INVALID naming the bad value. Any thread. Since 0.1.
+ */
 HM_API int hm_mount_type_parse(const char *name, hm_error **err);
 
 /* ---------------------------------------------------------------------------
@@ -25,51 +31,93 @@ HM_API int hm_mount_type_parse(const char *name, hm_error **err);
  */
 typedef struct hm_mount_spec hm_mount_spec;
 
-/** New spec with defaults: type virtiofs, read-only. Since 0.1. */
+/**
+ * hm_mount_spec_new: a new spec with defaults: type virtiofs, read-only, not persistent, no paths,
+ * no options. *out: free with hm_mount_spec_free. Returns 0 or HM_E_NOMEM. Any thread. Since 0.1.
+ */
 HM_API int hm_mount_spec_new(hm_mount_spec **out, hm_error **err);
-/** Deep copy. Since 0.1. */
+/**
+ * hm_mount_spec_copy: a deep copy of spec in *out (free with hm_mount_spec_free). Returns 0,
+ * HM_E_INVALID or HM_E_NOMEM. Reads spec: not while another thread changes it. Since 0.1.
+ */
 HM_API int hm_mount_spec_copy(hm_mount_spec **out, const hm_mount_spec *spec, hm_error **err);
-/** Frees spec; accepts NULL. Since 0.1. */
+/** hm_mount_spec_free: frees spec; accepts NULL. Not while another thread uses spec. Since 0.1. */
 HM_API void hm_mount_spec_free(hm_mount_spec *spec);
 
-/** Host directory to share (copied). Validated by hm_mount_spec_validate. Since 0.1. */
+/**
+ * hm_mount_spec_set_host_path: the host directory to share (copied). Checked by
+ * hm_mount_spec_validate, not here. Returns 0, HM_E_INVALID (NULL argument) or HM_E_NOMEM. One
+ * thread at a time per spec (all setters). Since 0.1.
+ */
 HM_API int hm_mount_spec_set_host_path(hm_mount_spec *spec, const char *path, hm_error **err);
-/** Absolute guest mount point (copied). Since 0.1. */
+/**
+ * hm_mount_spec_set_guest_path: the absolute mount point in the guest (copied; checked by
+ * validation). Returns 0, HM_E_INVALID or HM_E_NOMEM. One thread at a time per spec. Since 0.1.
+ */
 HM_API int hm_mount_spec_set_guest_path(hm_mount_spec *spec, const char *path, hm_error **err);
-/** One of HM_TYPE_*. Since 0.1. */
+/**
+ * hm_mount_spec_set_type: one of HM_TYPE_*. Returns 0, or HM_E_INVALID for another value. One
+ * thread at a time per spec. Since 0.1.
+ */
 HM_API int hm_mount_spec_set_type(hm_mount_spec *spec, int type, hm_error **err);
-/** Non-zero: guest may write (enforced on the host). Default 0. Since 0.1. */
+/**
+ * hm_mount_spec_set_writable: non-zero lets the guest write (default 0: read-only, enforced on the
+ * host). Returns 0 or HM_E_INVALID (spec NULL). One thread at a time per spec. Since 0.1.
+ */
 HM_API int hm_mount_spec_set_writable(hm_mount_spec *spec, int writable, hm_error **err);
 /**
- * Non-zero: mount it again when the guest reboots (the device stays plugged);
- * otherwise a guest reboot ends the mount and the host side is cleaned up.
- * Default 0. Since 0.1.
+ * hm_mount_spec_set_persist: non-zero: mount it again when the guest reboots (the device stays
+ * plugged); otherwise a guest reboot ends the mount and the host side is cleaned up. Default 0.
+ * Returns 0 or HM_E_INVALID. One thread at a time per spec. Since 0.1.
  */
 HM_API int hm_mount_spec_set_persist(hm_mount_spec *spec, int persist, hm_error **err);
 /**
- * Transport option "key" = "value" (copied), e.g. ("msize", "262144") for 9p.
- * Unknown keys for the spec's type are rejected by validation, not here.
- * Since 0.1.
+ * hm_mount_spec_set_option: transport option key = value (both copied; value NULL removes key),
+ * e.g. ("msize", "262144") for 9p. Unknown keys for the spec's type are rejected by validation,
+ * not here. Returns 0, HM_E_INVALID or HM_E_NOMEM. One thread at a time per spec. Since 0.1.
  */
 HM_API int hm_mount_spec_set_option(hm_mount_spec *spec, const char *key, const char *value,
                                     hm_error **err);
 
+/**
+ * hm_mount_spec_get_host_path: the host path, or NULL if unset; borrowed from spec (valid until it
+ * changes or is freed). Not while another thread changes spec. Since 0.1.
+ */
 HM_API const char *hm_mount_spec_get_host_path(const hm_mount_spec *spec);
+/**
+ * hm_mount_spec_get_guest_path: the guest path, or NULL if unset; borrowed from spec. Not while
+ * another thread changes spec. Since 0.1.
+ */
 HM_API const char *hm_mount_spec_get_guest_path(const hm_mount_spec *spec);
+/**
+ * hm_mount_spec_get_type: the HM_TYPE_* (0 for NULL). Not while another thread changes spec.
+ * Since 0.1.
+ */
 HM_API int hm_mount_spec_get_type(const hm_mount_spec *spec);
+/**
+ * hm_mount_spec_get_writable: 1 when writable, else 0. Not while another thread changes spec.
+ * Since 0.1.
+ */
 HM_API int hm_mount_spec_get_writable(const hm_mount_spec *spec);
+/**
+ * hm_mount_spec_get_persist: 1 when persistent, else 0. Not while another thread changes spec.
+ * Since 0.1.
+ */
 HM_API int hm_mount_spec_get_persist(const hm_mount_spec *spec);
-/** Value of option key, or NULL. Since 0.1. */
+/**
+ * hm_mount_spec_get_option: the value of option key, or NULL; borrowed from spec. Not while
+ * another thread changes spec. Since 0.1.
+ */
 HM_API const char *hm_mount_spec_get_option(const hm_mount_spec *spec, const char *key);
 
 /**
- * hm_mount_spec_validate: checks the spec and normalizes it in place. The host
- * path must exist and be a directory; it is replaced by its canonical path
- * (symlinks resolved). The guest path must be absolute, is normalized (no
- * "//", "." or ".." components; "..": rejected), and must not be a system
- * path ("/", "/proc", "/etc", ...). Paths must be valid UTF-8, contain no
- * control characters, and fit PATH_MAX. Options must be known for the type.
- * Returns 0 or HM_E_INVALID with a message naming the problem. Since 0.1.
+ * hm_mount_spec_validate: checks the spec and normalizes it in place. The host path must exist and
+ * be a directory; it is replaced by its canonical path (symlinks resolved). The guest path must be
+ * absolute, is normalized (no "//", "." or ".." components; "..": rejected), and must not be a
+ * system path ("/", "/proc", "/etc", ...). Paths must be valid UTF-8, contain no control
+ * characters, and fit PATH_MAX. Options must be known for the type. Returns 0 or HM_E_INVALID with
+ * a message naming the problem (HM_E_NOMEM). hm_instance_add validates a copy itself; call this to
+ * check input early. One thread at a time per spec. Since 0.1.
  */
 HM_API int hm_mount_spec_validate(hm_mount_spec *spec, hm_error **err);
 
@@ -84,38 +132,80 @@ typedef struct hm_mount hm_mount;
 #define HM_STATE_DETACHING 3
 #define HM_STATE_BROKEN 4
 
+/**
+ * hm_mount_free: frees a snapshot the caller owns (from add, hm_mount_copy, an out parameter);
+ * accepts NULL. Never for a mount borrowed from a list or a callback. Any thread, once no other
+ * thread reads m. Since 0.1.
+ */
 HM_API void hm_mount_free(hm_mount *m);
+/**
+ * hm_mount_copy: a copy of m in *out (free with hm_mount_free), e.g. to keep a mount a callback or
+ * list lends. Returns 0, HM_E_INVALID or HM_E_NOMEM. Any thread: snapshots are immutable.
+ * Since 0.1.
+ */
 HM_API int hm_mount_copy(hm_mount **out, const hm_mount *m, hm_error **err);
-/** Stable identifier, e.g. "hm-3". Since 0.1. */
+/**
+ * hm_mount_get_id: stable identifier within the instance, e.g. "hm-3"; borrowed from m. All
+ * hm_mount_get_* accept only a valid m, return strings borrowed from it (valid until it is freed),
+ * and may be called from any thread. Since 0.1.
+ */
 HM_API const char *hm_mount_get_id(const hm_mount *m);
+/** hm_mount_get_host_path: the canonical host directory; borrowed. Any thread. Since 0.1. */
 HM_API const char *hm_mount_get_host_path(const hm_mount *m);
+/** hm_mount_get_guest_path: the normalized guest mount point; borrowed. Any thread. Since 0.1. */
 HM_API const char *hm_mount_get_guest_path(const hm_mount *m);
+/** hm_mount_get_type: the HM_TYPE_*. Any thread. Since 0.1. */
 HM_API int hm_mount_get_type(const hm_mount *m);
+/** hm_mount_get_writable: 1 when the guest may write, else 0. Any thread. Since 0.1. */
 HM_API int hm_mount_get_writable(const hm_mount *m);
-/** Non-zero when the mount survives guest reboots (see hm_mount_spec_set_persist). Since 0.1. */
+/**
+ * hm_mount_get_persist: 1 when the mount survives guest reboots (see hm_mount_spec_set_persist),
+ * else 0. Any thread. Since 0.1.
+ */
 HM_API int hm_mount_get_persist(const hm_mount *m);
-/** One of HM_STATE_*. Since 0.1. */
+/** hm_mount_get_state: one of HM_STATE_* when the snapshot was taken. Any thread. Since 0.1. */
 HM_API int hm_mount_get_state(const hm_mount *m);
-/** "attaching", "mounted", "detaching", "broken"; NULL if unknown. Since 0.1. */
+/**
+ * hm_mount_state_name: "attaching", "mounted", "detaching", "broken"; NULL for another value
+ * (HM_STATE_REMOVED included). Static string. Any thread. Since 0.1.
+ */
 HM_API const char *hm_mount_state_name(int state);
-/** The tag (virtiofs) or port (9p) the guest uses; may be NULL. Since 0.1. */
+/**
+ * hm_mount_get_tag: the tag (virtiofs) or port (9p) the guest mounts; NULL before the backend
+ * attached. Borrowed. Any thread. Since 0.1.
+ */
 HM_API const char *hm_mount_get_tag(const hm_mount *m);
-/** Why the mount is broken, or NULL. Since 0.1. */
+/** hm_mount_get_reason: why the mount is broken, or NULL; borrowed. Any thread. Since 0.1. */
 HM_API const char *hm_mount_get_reason(const hm_mount *m);
 
 /** A list of mounts; owns its elements. Since 0.1. */
 typedef struct hm_mount_list hm_mount_list;
+/**
+ * hm_mount_list_count: number of mounts in l (0 for NULL). Any thread: lists are immutable.
+ * Since 0.1.
+ */
 HM_API size_t hm_mount_list_count(const hm_mount_list *l);
-/** Element i (borrowed from l), or NULL when out of range. Since 0.1. */
+/**
+ * hm_mount_list_get: element i, borrowed from l (valid until hm_mount_list_free; hm_mount_copy to
+ * keep it), or NULL when out of range. Any thread. Since 0.1.
+ */
 HM_API const hm_mount *hm_mount_list_get(const hm_mount_list *l, size_t i);
+/**
+ * hm_mount_list_free: frees l and its elements; accepts NULL. Any thread, once no other thread
+ * reads l. Since 0.1.
+ */
 HM_API void hm_mount_list_free(hm_mount_list *l);
 
 /**
- * hm_mount_list_to_json / hm_mount_to_json: the HTTP API's JSON form
- * ({id, hostPath, mountPoint, type, writable, persist, state, tag, reason}). *out is
- * malloc'd; free with free(). Since 0.1.
+ * hm_mount_list_to_json: the HTTP API's JSON array of l ({id, hostPath, mountPoint, type,
+ * writable, persist, state, tag, reason} each). *out is malloc'd; free with free(). Returns 0,
+ * HM_E_INVALID or HM_E_NOMEM. Any thread. Since 0.1.
  */
 HM_API int hm_mount_list_to_json(char **out, const hm_mount_list *l, hm_error **err);
+/**
+ * hm_mount_to_json: the same JSON object for one mount. *out is malloc'd; free with free().
+ * Returns 0, HM_E_INVALID or HM_E_NOMEM. Any thread. Since 0.1.
+ */
 HM_API int hm_mount_to_json(char **out, const hm_mount *m, hm_error **err);
 
 HM_END_DECLS

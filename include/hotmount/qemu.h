@@ -21,30 +21,58 @@ HM_BEGIN_DECLS
 
 typedef struct hm_qemu_config hm_qemu_config;
 
-/** New config for the instance directory dir (copied). 32 slots, 1 GiB. */
+/**
+ * hm_qemu_config_new: a config for the instance directory instance_dir (copied; it will hold
+ * qmp.sock and agent.sock): 32 slots, 1 GiB, virtiofsd searched for. *out: free with
+ * hm_qemu_config_free. Returns 0, HM_E_INVALID (NULL or empty argument, a line break in the path)
+ * or HM_E_NOMEM. Any thread; a config is used by one thread at a time. Since 0.1.
+ */
 HM_API int hm_qemu_config_new(hm_qemu_config **out, const char *instance_dir, hm_error **err);
+/**
+ * hm_qemu_config_free: frees cfg; accepts NULL. Objects made from it keep their own copy. Not
+ * while another thread uses cfg. Since 0.1.
+ */
 HM_API void hm_qemu_config_free(hm_qemu_config *cfg);
-/** Number of reserved hot-plug root ports, 1..256. */
+/**
+ * hm_qemu_config_set_slots: number of reserved hot-plug root ports, 1..256 (one per concurrent
+ * mount). Returns 0, or HM_E_INVALID out of range. One thread at a time per config. Since 0.1.
+ */
 HM_API int hm_qemu_config_set_slots(hm_qemu_config *cfg, unsigned slots, hm_error **err);
-/** Guest memory, as QEMU's -m takes it ("1G", "512M", "2048"). Must match -m. */
+/**
+ * hm_qemu_config_set_memory: guest memory, as QEMU's -m takes it ("1G", "512M", "2048"); copied.
+ * It must equal the -m QEMU gets (the shared memory backend replaces guest RAM). Returns 0,
+ * HM_E_INVALID (NULL, not a size) or HM_E_NOMEM. One thread at a time per config. Since 0.1.
+ */
 HM_API int hm_qemu_config_set_memory(hm_qemu_config *cfg, const char *size, hm_error **err);
-/** virtiofsd binary to use; default: search PATH, /usr/libexec, /usr/lib/qemu. */
+/**
+ * hm_qemu_config_set_virtiofsd: the virtiofsd binary to use (copied); default: search PATH,
+ * /usr/libexec, /usr/lib/qemu. Returns 0, HM_E_INVALID or HM_E_NOMEM. One thread at a time per
+ * config. Since 0.1.
+ */
 HM_API int hm_qemu_config_set_virtiofsd(hm_qemu_config *cfg, const char *path, hm_error **err);
 
 /**
- * hm_qemu_config_build_args: the QEMU arguments, one argv element each,
- * NULL-terminated; *out is freed with hm_strv_free. Since 0.1.
+ * hm_qemu_config_build_args: the QEMU arguments that make a VM hot-mount ready, one argv element
+ * each (no shell quoting needed), NULL-terminated; append them to QEMU's own. *out: free with
+ * hm_strv_free. Returns 0, HM_E_INVALID or HM_E_NOMEM. Reads cfg: not while another thread changes
+ * it. Since 0.1.
  */
 HM_API int hm_qemu_config_build_args(char ***out, const hm_qemu_config *cfg, hm_error **err);
 
-/** Frees a NULL-terminated string vector from the library. Accepts NULL. */
+/**
+ * hm_strv_free: frees a NULL-terminated string vector the library returned, strings included.
+ * Accepts NULL. Any thread. Since 0.1.
+ */
 HM_API void hm_strv_free(char **strv);
 
 /**
- * hm_qemu_hotplugger_new: the QEMU backend for a running VM started with the
- * arguments above. Connects to INSTANCE/qmp.sock, negotiates capabilities and
- * learns the reserved slots and which are in use from QEMU itself. The config
- * is copied. Since 0.1.
+ * hm_qemu_hotplugger_new: the QEMU backend (virtiofs and 9p) for a running VM started with the
+ * arguments above. Connects to INSTANCE/qmp.sock, negotiates capabilities and learns the reserved
+ * slots and which are in use from QEMU itself; cfg is copied. QMP serves one client: while this
+ * backend lives, nothing else (hotmountd, hm_qemu_probe) can use that socket. *out: hand it to
+ * hm_instance_new (which takes it over) or free it with hm_fs_hotplugger_free. Returns 0,
+ * HM_E_INVALID, HM_E_NOMEM, HM_E_NOT_READY (QEMU not listening yet: retry while it starts),
+ * HM_E_PROTOCOL, HM_E_QMP. Blocks for the QMP handshake; any thread. Since 0.1.
  */
 HM_API int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *cfg,
                                   hm_error **err);

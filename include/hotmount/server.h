@@ -16,14 +16,19 @@ HM_BEGIN_DECLS
 typedef struct hm_server hm_server;
 
 /**
- * hm_server_new: creates socket_path (mode 0600; an existing stale socket is
- * replaced, a live one is HM_E_EXISTS), accepts connections only from the
- * process's own uid (SO_PEERCRED), and serves inst, which must outlive the
- * server. Since 0.1.
+ * hm_server_new: creates socket_path (mode 0600; an existing stale socket is replaced, a live one,
+ * or a path that is not a socket, is HM_E_EXISTS), accepts connections only from the process's own
+ * uid (SO_PEERCRED), and serves inst from the library's own threads; inst is borrowed and must
+ * outlive the server. *out: free with hm_server_free. Returns 0, HM_E_INVALID, HM_E_EXISTS,
+ * HM_E_NOMEM, or -errno when the socket cannot be made. Any thread. Since 0.1.
  */
 HM_API int hm_server_new(hm_server **out, hm_instance *inst, const char *socket_path,
                          hm_error **err);
-/** Stops serving, waits for requests in flight, removes the socket file. */
+/**
+ * hm_server_free: stops serving, waits for requests in flight, removes the socket file. Accepts
+ * NULL. Call it before freeing the instance it serves; any thread except the server's own (not
+ * from a callback the server runs). Since 0.1.
+ */
 HM_API void hm_server_free(hm_server *srv);
 
 HM_END_DECLS

@@ -15,18 +15,33 @@ HM_BEGIN_DECLS
  */
 typedef struct hm_status hm_status;
 
-/** Number of entries. Since 0.1. */
+/**
+ * hm_status_count: number of entries of st (0 for NULL). Any thread: a returned status is
+ * immutable. Since 0.1.
+ */
 HM_API size_t hm_status_count(const hm_status *st);
-/** Key of entry i, or NULL when out of range (borrowed). Since 0.1. */
+/**
+ * hm_status_key: key of entry i, or NULL when i is out of range; borrowed from st (valid until
+ * hm_status_free). Any thread. Since 0.1.
+ */
 HM_API const char *hm_status_key(const hm_status *st, size_t i);
-/** Value of entry i, or NULL when out of range (borrowed). Since 0.1. */
+/**
+ * hm_status_value: value of entry i, or NULL when i is out of range; borrowed from st. Any thread.
+ * Since 0.1.
+ */
 HM_API const char *hm_status_value(const hm_status *st, size_t i);
-/** Value for key, or NULL (borrowed). Since 0.1. */
+/**
+ * hm_status_get: value for key, or NULL when st has no such key; borrowed from st. Any thread.
+ * Since 0.1.
+ */
 HM_API const char *hm_status_get(const hm_status *st, const char *key);
-/** JSON object of the entries (values that are decimal integers become numbers,
- * "true"/"false" booleans). *out is malloc'd. Since 0.1. */
+/**
+ * hm_status_to_json: a JSON object of the entries (values that are decimal integers become
+ * numbers, "true"/"false" booleans). *out is malloc'd: free it with free(). Returns 0,
+ * HM_E_INVALID (NULL argument) or HM_E_NOMEM. Any thread. Since 0.1.
+ */
 HM_API int hm_status_to_json(char **out, const hm_status *st, hm_error **err);
-/** Frees st; accepts NULL. Since 0.1. */
+/** hm_status_free: frees st; accepts NULL. Any thread, once. Since 0.1. */
 HM_API void hm_status_free(hm_status *st);
 
 HM_END_DECLS
