@@ -86,8 +86,10 @@ need_pkg openssh-client /usr/bin/ssh-keygen
 GUEST_BINS="/usr/sbin/dropbear /usr/bin/sshfs /usr/bin/fusermount3"
 # glibc dlopens libgcc_s for pthread_cancel (libfuse's threads at sshfs's exit;
 # without it sshfs aborts after the unmount), and ldd does not list it.
-DLOPEN_LIBS=$(ls /lib/x86_64-linux-gnu/libgcc_s.so.1 /usr/lib/x86_64-linux-gnu/libgcc_s.so.1 \
-              2>/dev/null | head -n1)
+DLOPEN_LIBS=
+for f in /lib/x86_64-linux-gnu/libgcc_s.so.1 /usr/lib/x86_64-linux-gnu/libgcc_s.so.1; do
+    [ -e "$f" ] && { DLOPEN_LIBS=$f; break; }
+done
 [ -n "$DLOPEN_LIBS" ] || die "no libgcc_s.so.1 on this host"
 shared_libs() { # shared_libs FILE...: the libraries (and loader) they load
     local f
