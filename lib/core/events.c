@@ -11,9 +11,9 @@
  * queue is made on first use, so an instance that never uses this API
  * (hotmountd) queues nothing.
  *
- * Async operations run the synchronous ones, one detached worker thread per
- * call; hm_instance_free waits for them (ev->inflight) before anything they
- * use goes away.
+ * Async operations run the synchronous ones, one worker thread per call;
+ * finished workers are joined by the next async call, and hm_instance_free
+ * waits for and joins all of them before anything they use goes away.
  */
 #include "driver_internal.h"
 #include "instance_internal.h"
@@ -50,6 +50,7 @@ typedef struct item {
 } item;
 
 typedef struct hm_events hm_events;
+typedef struct job job;
 
 struct hm_events {
   pthread_mutex_t mu;
@@ -61,6 +62,7 @@ struct hm_events {
   void *fn_data;
   void (*fn_destroy)(void *);
   unsigned inflight; /* async workers not yet finished */
+  job *jobs;         /* started workers, finished or not, to be joined */
   int closing;
   GSource *source;
 };
@@ -292,13 +294,42 @@ int hm_instance_dispatch(hm_instance *inst, hm_error **err) {
 
 /* ---- async add/remove ---- */
 
-typedef struct job {
+struct job {
   hm_instance *inst;
   hm_events *ev;
   item *it;            /* the completion, filled in and queued when done */
   hm_mount_spec *spec; /* add */
   unsigned flags;      /* remove */
-} job;
+  pthread_t thread;
+  int finished; /* ev->mu */
+  job *next;    /* ev->jobs */
+};
+
+/* ev->mu held: unlinks the finished jobs (all of them: every one, which the
+ * caller knows have finished) for reap() to join outside the lock. */
+static job *take_jobs_locked(hm_events *ev, int all) {
+  job *done = NULL;
+  for (job **pp = &ev->jobs; *pp;) {
+    job *j = *pp;
+    if (all || j->finished) {
+      *pp = j->next;
+      j->next = done;
+      done = j;
+    } else {
+      pp = &j->next;
+    }
+  }
+  return done;
+}
+
+static void reap(job *list) {
+  while (list) {
+    job *next = list->next;
+    pthread_join(list->thread, NULL);
+    free(list);
+    list = next;
+  }
+}
 
 static void *job_main(void *arg) {
   job *j = arg;
@@ -313,11 +344,11 @@ static void *job_main(void *arg) {
     hm_error_set(&it->err, it->result,
                  it->kind == ITEM_ADD_DONE ? "hm_instance_add_async" : "hm_instance_remove_async",
                  "%s", hm_strerror(it->result));
+  j->spec = NULL;
   hm_events *ev = j->ev;
-  free(j);
   pthread_mutex_lock(&ev->mu);
   push_locked(ev, it);
-  /* Last touch of ev: hm_instance_free may free it once it sees 0. */
+  j->finished = 1;
   if (--ev->inflight == 0)
     pthread_cond_broadcast(&ev->idle);
   pthread_mutex_unlock(&ev->mu);
@@ -339,22 +370,25 @@ static int start_job(hm_instance *inst, job *j, const char *func, hm_error **err
   ev->inflight++;
   pthread_mutex_unlock(&ev->mu);
 
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   /* Workers must not take signals meant for the host program. */
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   pthread_t t;
-  int e = pthread_create(&t, &attr, job_main, j);
+  int e = pthread_create(&t, NULL, job_main, j);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&attr);
+  pthread_mutex_lock(&ev->mu);
+  if (e == 0) {
+    j->thread = t;
+    j->next = ev->jobs;
+    ev->jobs = j;
+  } else if (--ev->inflight == 0) {
+    pthread_cond_broadcast(&ev->idle);
+  }
+  job *done = take_jobs_locked(ev, 0);
+  pthread_mutex_unlock(&ev->mu);
+  reap(done);
   if (e != 0) {
-    pthread_mutex_lock(&ev->mu);
-    if (--ev->inflight == 0)
-      pthread_cond_broadcast(&ev->idle);
-    pthread_mutex_unlock(&ev->mu);
     return hm_error_set(err, e == EAGAIN ? HM_E_IO : HM_E_INTERNAL, func,
                         "cannot start a worker thread: %s", strerror(e));
   }
@@ -482,13 +516,19 @@ void hm_inst_events_free(hm_instance *inst) {
   ev->closing = 1;
   while (ev->inflight)
     pthread_cond_wait(&ev->idle, &ev->mu);
+  job *jobs = take_jobs_locked(ev, 1);
   pthread_mutex_unlock(&ev->mu);
+  reap(jobs);
   hm_instance_detach_gmain(inst);
   /* The monitor may still be raising events; after this it sees none. */
   pthread_mutex_lock(&inst->lock);
   inst->events = NULL;
   pthread_mutex_unlock(&inst->lock);
-  for (item *it = ev->head, *next; it; it = next) {
+  pthread_mutex_lock(&ev->mu); /* the last producer's items, seen through the queue's lock */
+  item *left = ev->head;
+  ev->head = ev->tail = NULL;
+  pthread_mutex_unlock(&ev->mu);
+  for (item *it = left, *next; it; it = next) {
     next = it->next;
     item_free(it, 1);
   }

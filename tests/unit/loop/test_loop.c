@@ -64,7 +64,7 @@ static int bb_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att, 
   if (!b->mounts)
     return hm_attachment_set_tag(att, tag, err);
   mkdir(guest, 0755);
-  if (mount(hm_mount_spec_get_host_path(spec), guest, NULL, MS_BIND, NULL) < 0) {
+  if (mount(hm_mount_spec_get_host_path(spec), guest, "none", MS_BIND, NULL) < 0) {
     int e = errno;
     (void)err;
     return -e;
