@@ -99,11 +99,11 @@ def api(inst, method, path, body=None, timeout=120):
         conn.close()
 
 
-def start_daemon(inst):
-    """Starts hotmountd for inst; it daemonizes, so this returns when it is
-    serving (or failed)."""
-    return subprocess.run([HOTMOUNTD, inst, "--debug"], capture_output=True, text=True,
-                          timeout=60)
+def start_daemon(inst, *args):
+    """Starts hotmountd for inst (with more options args); it daemonizes, so
+    this returns when it is serving (or failed)."""
+    return subprocess.run([HOTMOUNTD, inst, "--debug"] + list(args), capture_output=True,
+                          text=True, timeout=60)
 
 
 def stop_daemon(inst):
@@ -157,6 +157,22 @@ class Ctx:
         return [l for l in pg.stdout.splitlines()
                 if "<defunct>" not in l and self.work in l]
 
+    def sftp_procs(self):
+        """sftp-server processes (reverse-sshfs) of this test's instance, found
+        by the markers hotmount puts in their environment."""
+        found = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                env = open("/proc/%s/environ" % pid, "rb").read().split(b"\0")
+                comm = open("/proc/%s/comm" % pid).read().strip()
+            except OSError:
+                continue
+            if comm == "sftp-server" and ("HOTMOUNT_INSTANCE=" + self.inst).encode() in env:
+                found.append(int(pid))
+        return found
+
     def leftovers(self):
         """Everything an add could leave behind, read from the host and QEMU
         (virtiofs and 9p: the hm-N-dev devices cover 9p's virtserialports)."""
@@ -167,6 +183,9 @@ class Ctx:
         procs = self.diod_procs()
         if procs:
             left.append("diod: %s" % procs)
+        procs = self.sftp_procs()
+        if procs:
+            left.append("sftp-server: %s" % procs)
         peri = self.vm.qmp("qom-list", {"path": "/machine/peripheral"})
         devs = [p["name"] for p in peri if p["name"].startswith("hm-")
                 and not p["name"].startswith("hm-rp-") and p["name"] != "hm-serial"
@@ -245,7 +264,7 @@ class Ctx:
             self.t.note("  " + line)
 
 
-def run(prefix, cases, daemon=True):
+def run(prefix, cases, daemon=True, vm_kwargs=None, daemon_args=None):
     """The body of every product e2e test: skip when this machine cannot run
     it, build the guest image (cached), boot one VM with `hotmount
     qemu-args`, start hotmountd (unless daemon=False), run each case(c) with
@@ -264,11 +283,14 @@ def run(prefix, cases, daemon=True):
     os.environ["HOTMOUNT_HOME"] = work
     t_start = time.monotonic()
     try:
-        with VM(work, images, instance_dir=inst) as vm:
+        kw = vm_kwargs(images) if callable(vm_kwargs) else dict(vm_kwargs or {})
+        with VM(work, images, instance_dir=inst, **kw) as vm:
             t.note("boot %.1f s, args from %s" % (vm.boot_time, vm.args_source))
             c = Ctx(t, vm, inst, work)
+            c.images = images
             if daemon:
-                d = start_daemon(inst)
+                extra = daemon_args(c) if callable(daemon_args) else list(daemon_args or [])
+                d = start_daemon(inst, *extra)
                 t.ok(d.returncode == 0 and
                      oct(os.stat(os.path.join(inst, "hotmountd.sock")).st_mode & 0o777) ==
                      "0o600", "hotmountd started, socket 0600", d.stdout + d.stderr)

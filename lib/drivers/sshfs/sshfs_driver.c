@@ -378,20 +378,29 @@ out:
 
 /* ---- guest-side scripts --------------------------------------------------- */
 
+/* A shell function for guest scripts: `mnt TYPE` succeeds when /proc/mounts
+ * lists a mount at "$p" (of that type, or any with "") — decoding its octal
+ * escapes; unlike mountpoint(1), which is not everywhere (busybox lacks it)
+ * and cannot stat a dead FUSE mount. */
+#define MNT_FN                                                                                     \
+  "mnt() { T=$1 awk '{ t = $2; gsub(/\\\\040/, \" \", t); gsub(/\\\\011/, \"\\t\", t);"            \
+  " gsub(/\\\\012/, \"\\n\", t); gsub(/\\\\134/, \"\\\\\", t);"                                    \
+  " if (t == ENVIRON[\"p\"] && (ENVIRON[\"T\"] == \"\" || $3 == ENVIRON[\"T\"])) f = 1 }"          \
+  " END { exit !f }' /proc/mounts; }\n"
+
 /* The beat channel: preflight, "ready", wait for the mount, "mounted", echo. */
 static char *beat_script(const char *qpath) {
   char *s = NULL;
   if (asprintf(&s,
-               "p=%s\n"
-               "for c in sshfs mountpoint; do command -v $c >/dev/null 2>&1 || "
-               "{ echo \"hotmount: $c is not installed in the guest\" >&2; exit 92; }; done\n"
+               "p=%s; export p\n" MNT_FN "command -v sshfs >/dev/null 2>&1 || "
+               "{ echo 'hotmount: sshfs is not installed in the guest' >&2; exit 92; }\n"
                "[ -e /dev/fuse ] || { echo 'hotmount: /dev/fuse is missing in the guest (FUSE "
                "module not loaded?)' >&2; exit 93; }\n"
                "mkdir -p -- \"$p\" || exit 90\n"
-               "if mountpoint -q -- \"$p\"; then echo \"hotmount: $p is already a mount point "
-               "in the guest\" >&2; exit 91; fi\n"
+               "if mnt ''; then echo \"hotmount: $p is already a mount point in the guest\" >&2; "
+               "exit 91; fi\n"
                "echo ready\n"
-               "i=0; while ! mountpoint -q -- \"$p\"; do i=$((i+1)); [ $i -gt 600 ] && exit 94; "
+               "i=0; while ! mnt fuse.sshfs; do i=$((i+1)); [ $i -gt 600 ] && exit 94; "
                "sleep 0.05 2>/dev/null || sleep 1; done\n"
                "echo mounted\n"
                "exec cat\n",
@@ -456,15 +465,10 @@ static int ctl_run(sshfs_hp *hp, const char *cmd, int *status, char **out, hm_er
 /* Unmount the guest path: fusermount, lazily when busy (or asked to). */
 static int guest_unmount(sshfs_hp *hp, const char *guest_path, int lazy, hm_error **err) {
   char *q = hm_sh_quote(guest_path), *cmd = NULL, *out = NULL;
-  /* Only an sshfs mount at exactly that path (decoding /proc/mounts'
-   * octal escapes); a dead one (ENOTCONN) counts too, which mountpoint(1)
-   * cannot stat. */
+  /* Only an sshfs mount at exactly that path; a dead one (ENOTCONN)
+   * counts too. */
   if (!q || asprintf(&cmd,
-                     "p=%s; export p\n"
-                     "awk '{ t = $2; gsub(/\\\\040/, \" \", t); gsub(/\\\\011/, \"\\t\", t);"
-                     " gsub(/\\\\134/, \"\\\\\", t);"
-                     " if (t == ENVIRON[\"p\"] && $3 == \"fuse.sshfs\") f = 1 } END { exit !f }' "
-                     "/proc/mounts || exit 0\n"
+                     "p=%s; export p\n" MNT_FN "mnt fuse.sshfs || exit 0\n"
                      "u() { fusermount3 \"$@\" -- \"$p\" 2>&1 || fusermount \"$@\" \"$p\" 2>&1; }\n"
                      "%s",
                      q, lazy ? "u -uz" : "u -u || u -uz") < 0) {
@@ -719,7 +723,25 @@ static int sshfs_guest_umount(void *impl, hm_attachment *att, unsigned flags, hm
   const char *gp = m ? m->guest_path : hm_attachment_get_data(att, "guestPath");
   if (!gp)
     return 0;
-  return guest_unmount(hp, gp, (flags & 1u) != 0, err);
+  int r = guest_unmount(hp, gp, (flags & 1u) != 0, err);
+  if (r < 0 || !m)
+    return r;
+  /* fusermount returns before sshfs has noticed: wait (bounded) until it
+   * ended, which the pump sees as its channel closing, so that nothing of
+   * the mount runs in the guest when remove returns. (m stays valid: the
+   * library does not detach while this call runs.) */
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 5;
+  pthread_mutex_lock(&m->lock);
+  while (m->phase != DEAD)
+    if (pthread_cond_timedwait(&m->cond, &m->lock, &until) == ETIMEDOUT)
+      break;
+  int ended = m->phase == DEAD;
+  pthread_mutex_unlock(&m->lock);
+  if (!ended)
+    hm_warn("sshfs for %s was still running in the guest 5 s after the unmount", gp);
+  return 0;
 }
 
 static int sshfs_reattach(void *impl, const hm_mount_spec *spec, hm_attachment *att,
