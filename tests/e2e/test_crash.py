@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """e2e-crash: hotmountd killed with SIGKILL at every step of add and remove,
-restarted, and checked from inside the guest and from QEMU: each mount is
-either whole and listed, or fully gone, with nothing leaked. Also: a helper
-(virtiofsd) killed under a live mount shows `broken`; a guest unmount behind
-our back shows `broken`; a corrupt state file is survived and the registry
-rebuilt from what QEMU, the host and the guest hold. Prints TAP.
+virtiofs and 9p, restarted, and checked from inside the guest and from QEMU:
+each mount is either whole and listed, or fully gone, with nothing leaked
+(9p: no diod, port, chardev, export link, or socket QEMU got by getfd). Also:
+a helper (virtiofsd) killed under a live mount shows `broken`; diod killed
+while the daemon is down shows `broken` after the restart; a guest unmount
+behind our back shows `broken`; a corrupt state file is survived and the
+registry rebuilt from what QEMU, the host and the guest hold (virtiofs and
+9p). Prints TAP.
 
 The kill points are the library's HOTMOUNT_FAULT hooks (lib/core/private.h).
 """
@@ -145,6 +148,7 @@ def case_add_kills_9p(c, host):
     stop_daemon(c.inst)
     start_daemon(c.inst)
     anon = qemu_anon_sockets(c)
+    t0 = time.monotonic()
     for point in ADD_POINTS_9P:
         stop_daemon(c.inst)
         d = start_daemon(c.inst, point)
@@ -163,11 +167,13 @@ def case_add_kills_9p(c, host):
                         (qemu_anon_sockets(c), anon))
         t.ok(not left and "/mnt/crash9" not in c.guest_mounts(),
              "9p: clean after %s (remove if it was kept)" % point, left)
+    t.note("9p: %d add kill points took %.0f s" % (len(ADD_POINTS_9P), time.monotonic() - t0))
 
 
 def case_remove_kills_9p(c, host):
     t = c.t
     anon = qemu_anon_sockets(c)
+    t0 = time.monotonic()
     for point in REMOVE_POINTS_9P:
         stop_daemon(c.inst)
         start_daemon(c.inst)
@@ -189,6 +195,8 @@ def case_remove_kills_9p(c, host):
              "/mnt/crash9" not in c.guest_mounts(),
              "9p: after restart (%s): the remove was finished, nothing left" % point,
              "registry %s leftovers %s %s" % (lst, left, d.stderr))
+    t.note("9p: %d remove kill points took %.0f s" %
+           (len(REMOVE_POINTS_9P), time.monotonic() - t0))
 
 
 def case_diod_killed_while_down(c, host):
@@ -216,6 +224,38 @@ def case_diod_killed_while_down(c, host):
         left.append("QEMU holds %d path-less sockets, %d before" % (qemu_anon_sockets(c), anon))
     t.ok(rc == 0 and not left and "/mnt/crash9" not in c.guest_mounts(),
          "9p: remove cleans it up (port, chardev, export link, guest mount)", (out, left))
+
+
+def case_corrupt_state_9p(c, host):
+    """A lost state file with a 9p mount: rebuilt from the port in QEMU,
+    diod's markers and the guest's list, as a 9p mount that still works."""
+    t = c.t
+    stop_daemon(c.inst)
+    start_daemon(c.inst)
+    rc, out = hm("add", c.inst, host, "/mnt/lost9", "--type", "9p", "--writable")
+    t.ok(rc == 0, "9p: add before the state file is lost", out)
+    stop_daemon(c.inst)
+    with open(os.path.join(c.inst, "state.json"), "w") as f:
+        f.write("not json")
+    d = start_daemon(c.inst)
+    lst = c.list_json()
+    rc, out = c.guest("echo back > /mnt/lost9/from-guest && cat /mnt/lost9/probe")
+    t.ok(d.returncode == 0 and len(lst) == 1 and lst[0]["mountPoint"] == "/mnt/lost9" and
+         lst[0]["type"] == "9p" and lst[0]["hostPath"] == host and lst[0]["writable"] and
+         lst[0]["state"] == "mounted" and out.strip() == "probe",
+         "9p: corrupt state file: the mount is rebuilt as 9p (type, hostPath, writable) and "
+         "still works", "%s %s %s" % (lst, out, d.stderr))
+    for f in os.listdir(c.inst):
+        if f.startswith("state.json.corrupt-"):
+            os.unlink(os.path.join(c.inst, f))
+    rc, out = hm("remove", c.inst, "/mnt/lost9")
+    try:
+        os.unlink(os.path.join(host, "from-guest"))
+    except OSError:
+        pass
+    left = c.leftovers()
+    t.ok(rc == 0 and not left and "/mnt/lost9" not in c.guest_mounts(),
+         "9p: remove after the rebuild, nothing left", (out, left))
 
 
 def case_remove_kills(c, host):
@@ -370,8 +410,8 @@ def probe_host(c):
 
 CASES = [lambda c, f=f: f(c, probe_host(c)) for f in (
     case_add_kills, case_remove_kills, case_add_kills_9p, case_remove_kills_9p,
-    case_diod_killed_while_down, case_guest_unmount, case_corrupt_state, case_guest_reboot,
-    case_helper_killed)]
+    case_diod_killed_while_down, case_corrupt_state_9p, case_guest_unmount, case_corrupt_state,
+    case_guest_reboot, case_helper_killed)]
 
 
 if __name__ == "__main__":
