@@ -252,14 +252,18 @@ int hm_instance_dispatch(hm_instance *inst, hm_error **err) {
   uint64_t v;
   if (read(ev->fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
     hm_warn("event queue: eventfd read failed: %s", strerror(errno));
-  hm_event_fn fn = ev->fn;
-  void *fn_data = ev->fn_data;
   pthread_mutex_unlock(&ev->mu);
 
   int n = 0;
   while (batch) {
     item *it = batch;
     batch = it->next;
+    /* Read per item: a callback may have replaced the callback (and
+     * destroyed the old user data) earlier in this batch. */
+    pthread_mutex_lock(&ev->mu);
+    hm_event_fn fn = ev->fn;
+    void *fn_data = ev->fn_data;
+    pthread_mutex_unlock(&ev->mu);
     switch (it->kind) {
     case ITEM_EVENT:
       if (fn) {

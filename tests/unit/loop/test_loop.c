@@ -755,6 +755,36 @@ START_TEST(test_overflow) {
 }
 END_TEST
 
+static void on_event_then_stop(hm_instance *inst, const hm_mount *m, int old_state, int new_state,
+                               void *ud) {
+  on_event(inst, m, old_state, new_state, ud);
+  ck_assert_int_eq(hm_instance_set_event_callback(inst, NULL, NULL, NULL, NULL), 0);
+}
+
+/* A callback that removes the callback: the rest of the batch is not
+ * delivered to the old one (whose user data its destroy just released). */
+START_TEST(test_replace_in_callback) {
+  env e;
+  env_up(&e, 1);
+  cblog *l = calloc(1, sizeof(*l));
+  char ga[160];
+  guest_path(&e, ga, sizeof(ga), "a");
+  ck_assert_int_eq(hm_instance_set_event_callback(e.inst, on_event_then_stop, l, on_destroy, NULL),
+                   0);
+  hm_mount_spec *s = spec_of(e.share, ga);
+  ck_assert_int_eq(hm_instance_add(e.inst, NULL, s, NULL), 0); /* two events queued */
+  hm_mount_spec_free(s);
+  ck_assert_int_eq(hm_instance_dispatch(e.inst, NULL), 1);
+  ck_assert_int_eq(l->n, 1);
+  expect_event(l, 0, ga, HM_STATE_REMOVED, HM_STATE_ATTACHING);
+  ck_assert_int_eq(l->destroyed, 1);
+  ck_assert(!fd_readable(hm_instance_get_fd(e.inst), 0));
+  env_down(&e);
+  ck_assert_int_eq(l->destroyed, 1);
+  free(l);
+}
+END_TEST
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   Suite *s = suite_create("loop");
@@ -766,6 +796,7 @@ int main(void) {
   tcase_add_test(tc, test_free_waits);
   tcase_add_test(tc, test_agent_failure);
   tcase_add_test(tc, test_overflow);
+  tcase_add_test(tc, test_replace_in_callback);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
