@@ -44,26 +44,43 @@ HM_BEGIN_DECLS
  */
 typedef struct hm_ssh_config hm_ssh_config;
 
-/** A new, empty configuration. Since 0.1. */
+/**
+ * hm_ssh_config_new: a new, empty configuration in *out (free with hm_ssh_config_free). Returns 0,
+ * HM_E_INVALID (out NULL) or HM_E_NOMEM. Any thread; a configuration is used by one thread at a
+ * time. Since 0.1.
+ */
 HM_API int hm_ssh_config_new(hm_ssh_config **out, hm_error **err);
-/** Frees cfg; accepts NULL. Since 0.1. */
+/** hm_ssh_config_free: frees cfg; accepts NULL. Not while another thread uses cfg. Since 0.1. */
 HM_API void hm_ssh_config_free(hm_ssh_config *cfg);
 /**
- * Sets key (see above) to value (copied; NULL unsets). HM_E_INVALID names
- * an unknown key or a bad value. Since 0.1.
+ * hm_ssh_config_set: sets key (see above) to value (copied; NULL unsets). Returns 0, HM_E_INVALID
+ * naming an unknown key or a bad value, or HM_E_NOMEM. One thread at a time per configuration.
+ * Since 0.1.
  */
 HM_API int hm_ssh_config_set(hm_ssh_config *cfg, const char *key, const char *value,
                              hm_error **err);
-/** The value of key, or NULL (owned by cfg). Since 0.1. */
+/**
+ * hm_ssh_config_get: the value of key, or NULL; borrowed from cfg (valid until it changes or is
+ * freed). Not while another thread changes cfg. Since 0.1.
+ */
 HM_API const char *hm_ssh_config_get(const hm_ssh_config *cfg, const char *key);
-/** Checks the configuration is complete (host, identity, a host key source). Since 0.1. */
+/**
+ * hm_ssh_config_validate: checks the configuration is complete (host, identity, a host key
+ * source). Returns 0 or HM_E_INVALID naming what is missing. Not while another thread changes cfg.
+ * Since 0.1.
+ */
 HM_API int hm_ssh_config_validate(const hm_ssh_config *cfg, hm_error **err);
 /**
- * Loads a configuration saved by hm_ssh_config_save (JSON). HM_E_NOT_FOUND
- * when the file does not exist. Since 0.1.
+ * hm_ssh_config_load: loads a configuration saved by hm_ssh_config_save (JSON) into a new *out
+ * (free with hm_ssh_config_free). Returns 0, HM_E_NOT_FOUND when the file does not exist,
+ * HM_E_INVALID for a file that is not such a configuration, or -errno. Any thread. Since 0.1.
  */
 HM_API int hm_ssh_config_load(hm_ssh_config **out, const char *path, hm_error **err);
-/** Saves cfg as JSON (mode 0600, written atomically). Since 0.1. */
+/**
+ * hm_ssh_config_save: saves cfg as JSON at path (mode 0600, written atomically). Returns 0,
+ * HM_E_INVALID (NULL argument), HM_E_NOMEM or -errno. Not while another thread changes cfg.
+ * Since 0.1.
+ */
 HM_API int hm_ssh_config_save(const hm_ssh_config *cfg, const char *path, hm_error **err);
 
 /**
