@@ -292,6 +292,74 @@ def case_daemon_restart(c):
     nothing_left(c, "remove after a daemon restart")
 
 
+ADD_POINTS = ["add:reserved", "add:sftp-server-started", "add:attached", "add:guest-mounted"]
+REMOVE_POINTS = ["remove:detaching", "remove:guest-unmounted", "remove:sftp-server-stopped"]
+
+
+def daemon_with_fault(c, fault):
+    """Restarts hotmountd with HOTMOUNT_FAULT=fault (it kills itself there)."""
+    stop_daemon(c.inst)
+    env = dict(os.environ, HOTMOUNT_FAULT=fault)
+    return subprocess.run([os.path.join(os.path.dirname(os.environ.get("HOTMOUNT_BIN", "")),
+                                        "hotmountd"), c.inst, "--debug"],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def wait_gone(pidfile, timeout=10):
+    try:
+        pid = int(open(pidfile).read())
+    except (OSError, ValueError):
+        return
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def case_crash_points(c):
+    """hotmountd killed at each step of an add and a remove: after a restart
+    the mount is either whole (listed mounted, readable in the guest) or
+    fully gone; nothing leaks."""
+    t = c.t
+    host = os.path.join(c.work, "crash")
+    os.makedirs(host)
+    with open(os.path.join(host, "f"), "w") as f:
+        f.write("crash\n")
+    pidfile = os.path.join(c.inst, "hotmountd.pid")
+    for point in ADD_POINTS + REMOVE_POINTS:
+        if point.startswith("remove:"):
+            d = start_daemon(c.inst)
+            rc, out = hm("add", c.inst, host, "/mnt/crash", *T)
+            if rc != 0:
+                t.ok(False, "%s: setup add" % point, out)
+                continue
+        d = daemon_with_fault(c, point)
+        if point.startswith("add:"):
+            rc, out = hm("add", c.inst, host, "/mnt/crash", *T)
+        else:
+            rc, out = hm("remove", c.inst, "/mnt/crash")
+        wait_gone(pidfile)
+        died = rc != 0
+        d = start_daemon(c.inst)
+        st, why = state_of(c, "/mnt/crash")
+        grc, gout = c.guest("cat /mnt/crash/f 2>&1")
+        whole = st == "mounted" and gout.strip() == "crash" and len(c.sftp_procs()) == 1
+        gone = st is None and not c.leftovers() and not guest_sshfs(c) and \
+            "fuse.sshfs" not in c.guest("cat /proc/mounts")[1]
+        t.ok(died and d.returncode == 0 and (whole or gone),
+             "killed at %s, restarted: %s" % (point, "whole" if whole else "gone" if gone else
+                                              "NEITHER (state %s: %s)" % (st, why)),
+             (out, gout, c.leftovers()))
+        if st is not None:
+            rc, out = hm("remove", c.inst, "/mnt/crash")
+            if rc != 0:
+                t.ok(False, "%s: cleanup remove" % point, out)
+    nothing_left(c, "the crash points")
+
+
 def vm_kwargs(images):
     return {"ssh_port": PORT, "append_extra": "hm.noagent"}
 
@@ -305,5 +373,5 @@ if __name__ == "__main__":
         sys.exit(0)
     sys.exit(run("hm-e2e-sshfs-", [case_agentless, case_readonly, case_writable, case_odd_path,
                                    case_options, case_bad_host_key, case_connection_killed,
-                                   case_link_down, case_daemon_restart],
+                                   case_link_down, case_daemon_restart, case_crash_points],
                  vm_kwargs=vm_kwargs, daemon_args=daemon_args))

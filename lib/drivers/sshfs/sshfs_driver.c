@@ -463,15 +463,22 @@ static int ctl_run(sshfs_hp *hp, const char *cmd, int *status, char **out, hm_er
 }
 
 /* Unmount the guest path: fusermount, lazily when busy (or asked to). */
-static int guest_unmount(sshfs_hp *hp, const char *guest_path, int lazy, hm_error **err) {
+static int guest_unmount(sshfs_hp *hp, const char *id, const char *guest_path, int lazy,
+                         hm_error **err) {
   char *q = hm_sh_quote(guest_path), *cmd = NULL, *out = NULL;
-  /* Only an sshfs mount at exactly that path; a dead one (ENOTCONN)
-   * counts too. */
+  /* Only an sshfs mount at exactly that path (a dead one, ENOTCONN, counts
+   * too). Then the sshfs that served it must be gone as well: found by the
+   * fsname its options carry (the [,] keeps the pattern from matching the
+   * shell's and grep's own command lines); killed after 5 s. */
   if (!q || asprintf(&cmd,
-                     "p=%s; export p\n" MNT_FN "mnt fuse.sshfs || exit 0\n"
+                     "p=%s; export p\n" MNT_FN
                      "u() { fusermount3 \"$@\" -- \"$p\" 2>&1 || fusermount \"$@\" \"$p\" 2>&1; }\n"
-                     "%s",
-                     q, lazy ? "u -uz" : "u -u || u -uz") < 0) {
+                     "if mnt fuse.sshfs; then { %s; } || exit 1; fi\n"
+                     "w() { grep -ls 'fsname=hotmount-%s[,]' /proc/[0-9]*/cmdline; }\n"
+                     "i=0; while [ -n \"$(w)\" ]; do i=$((i+1)); if [ $i -gt 100 ]; then "
+                     "for f in $(w); do f=${f%%/cmdline}; kill -9 ${f#/proc/}; done; break; fi; "
+                     "sleep 0.05 2>/dev/null || sleep 1; done\n",
+                     q, lazy ? "u -uz" : "u -u || u -uz", id) < 0) {
     free(q);
     return HM_ERR_NOMEM(err);
   }
@@ -638,7 +645,7 @@ fail:
   if (had_data) {
     /* sshfs may have mounted just as we gave up. */
     hm_error *e = NULL;
-    if (guest_unmount(hp, m->guest_path, 1, &e) < 0)
+    if (guest_unmount(hp, m->id, m->guest_path, 1, &e) < 0)
       hm_warn("rollback of %s: %s", id, hm_error_message(e));
     hm_error_free(e);
   }
@@ -675,7 +682,7 @@ static int sshfs_attach(void *impl, const hm_mount_spec *spec, hm_attachment *at
     return r;
   if ((r = set_att(hp, spec, att, m, err)) < 0) {
     smount_stop(m);
-    guest_unmount(hp, m->guest_path, 1, NULL);
+    guest_unmount(hp, m->id, m->guest_path, 1, NULL);
     smount_free(m);
     return r;
   }
@@ -723,7 +730,7 @@ static int sshfs_guest_umount(void *impl, hm_attachment *att, unsigned flags, hm
   const char *gp = m ? m->guest_path : hm_attachment_get_data(att, "guestPath");
   if (!gp)
     return 0;
-  int r = guest_unmount(hp, gp, (flags & 1u) != 0, err);
+  int r = guest_unmount(hp, att->id, gp, (flags & 1u) != 0, err);
   if (r < 0 || !m)
     return r;
   /* fusermount returns before sshfs has noticed: wait (bounded) until it
@@ -755,7 +762,7 @@ static int sshfs_reattach(void *impl, const hm_mount_spec *spec, hm_attachment *
     stop_orphan(hp, att);
   }
   /* The guest may still hold the dead mount (ENOTCONN): let it go first. */
-  int r = guest_unmount(hp, hm_mount_spec_get_guest_path(spec), 1, err);
+  int r = guest_unmount(hp, att->id, hm_mount_spec_get_guest_path(spec), 1, err);
   if (r < 0)
     return r;
   return sshfs_attach(impl, spec, att, err);
