@@ -47,8 +47,9 @@ HM_BEGIN_DECLS
  * BROKEN) or HM_STATE_REMOVED. A new mount arrives as REMOVED -> ATTACHING;
  * a successful add then ATTACHING -> MOUNTED, a failed one ATTACHING ->
  * REMOVED; remove gives MOUNTED -> DETACHING -> REMOVED; the health monitor
- * reports MOUNTED -> BROKEN (a helper died, the guest unmounted it). Mounts
- * taken over by hm_instance_reconcile raise no event: list after it.
+ * reports MOUNTED -> BROKEN (a helper died, the guest unmounted it); a mount
+ * hm_instance_reconcile adopts without a record arrives as REMOVED ->
+ * MOUNTED, and its other verdicts as the state changes they are.
  *
  * Overflow: when more than HM_EVENT_QUEUE_MAX events wait undispatched, newer
  * ones are dropped (and counted in the library's log); in their place comes

@@ -308,6 +308,7 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
       if (v) {
         inst->entries = v;
         inst->entries[inst->n_entries++] = e;
+        hm_inst_event_locked(inst, e, HM_STATE_REMOVED, HM_STATE_MOUNTED);
         hm_inst_save_locked(inst);
         e = NULL;
         hm_info("reconcile: adopted %s (%s at %s), which the registry had lost", a->id, host,

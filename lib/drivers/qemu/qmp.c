@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -634,7 +635,12 @@ int hm_qmp_connect_fd(hm_qmp **out, int fd, int timeout_ms, hm_error **err) {
     hm_qmp_free(q);
     return HM_ERR(err, HM_E_INVALID, "not a usable fd: %s", strerror(e));
   }
+  /* The reader must not take signals meant for the host program. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
   int r = pthread_create(&q->reader, NULL, reader_main, q);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (r != 0) {
     hm_qmp_free(q);
     return HM_ERR(err, r == EAGAIN ? HM_E_NOMEM : -r, "cannot start the reader thread");
