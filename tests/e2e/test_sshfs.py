@@ -191,6 +191,40 @@ def case_options(c):
     t.ok(rc == 0, "remove", out)
 
 
+def case_busy(c):
+    """A guest process keeps the mount busy: remove falls back to a lazy
+    unmount and still leaves nothing."""
+    t = c.t
+    host = os.path.join(c.work, "busy")
+    os.makedirs(host)
+    rc, out = hm("add", c.inst, host, "/mnt/busy", *T)
+    t.ok(rc == 0, "add", out)
+    c.guest("(cd /mnt/busy && exec sleep 60) >/dev/null 2>&1 &")
+    rc, out = c.guest("umount /mnt/busy 2>&1; echo rc=$?")
+    t.ok("rc=0" not in out, "the mount is busy (a plain guest umount fails)", out)
+    t0 = time.monotonic()
+    rc, out = hm("remove", c.inst, "/mnt/busy")
+    t.ok(rc == 0, "remove of a busy mount succeeds (lazy) in %.1f s" % (time.monotonic() - t0),
+         out)
+    nothing_left(c, "removing a busy mount")
+    c.guest("killall sleep; true")
+
+
+def case_no_ssh_settings(c):
+    """Without SSH settings the daemon has no reverse-sshfs backend: a clear
+    refusal, nothing left."""
+    t = c.t
+    os.rename(os.path.join(c.inst, "ssh.json"), os.path.join(c.work, "ssh.json.saved"))
+    rc0, out0 = restart(c)
+    rc, out = hm("add", c.inst, c.work, "/mnt/nossh", *T)
+    t.ok(rc0 == 0 and rc == 3 and "--ssh-host" in out,
+         "reverse-sshfs without SSH settings is refused, saying what to give (exit 3)", out)
+    nothing_left(c, "a refused reverse-sshfs add")
+    os.rename(os.path.join(c.work, "ssh.json.saved"), os.path.join(c.inst, "ssh.json"))
+    rc, out = restart(c)
+    t.ok(rc == 0, "the daemon takes the stored settings again", out)
+
+
 def case_bad_host_key(c):
     t = c.t
     host = os.path.join(c.work, "hk")
@@ -372,6 +406,7 @@ if __name__ == "__main__":
         print("1..0 # SKIP " + why)
         sys.exit(0)
     sys.exit(run("hm-e2e-sshfs-", [case_agentless, case_readonly, case_writable, case_odd_path,
-                                   case_options, case_bad_host_key, case_connection_killed,
+                                   case_options, case_busy, case_no_ssh_settings,
+                                   case_bad_host_key, case_connection_killed,
                                    case_link_down, case_daemon_restart, case_crash_points],
                  vm_kwargs=vm_kwargs, daemon_args=daemon_args))

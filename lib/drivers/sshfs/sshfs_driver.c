@@ -469,16 +469,18 @@ static int guest_unmount(sshfs_hp *hp, const char *id, const char *guest_path, i
   /* Only an sshfs mount at exactly that path (a dead one, ENOTCONN, counts
    * too). Then the sshfs that served it must be gone as well: found by the
    * fsname its options carry (the [,] keeps the pattern from matching the
-   * shell's and grep's own command lines); killed after 5 s. */
+   * shell's and grep's own command lines); killed after 5 s, or after 1 s
+   * when the unmount was lazy (a busy mount: sshfs would serve its last
+   * users until they let go, and we are about to close its channel). */
   if (!q || asprintf(&cmd,
                      "p=%s; export p\n" MNT_FN
                      "u() { fusermount3 \"$@\" -- \"$p\" 2>&1 || fusermount \"$@\" \"$p\" 2>&1; }\n"
-                     "if mnt fuse.sshfs; then { %s; } || exit 1; fi\n"
+                     "n=100; if mnt fuse.sshfs; then { %s; } || exit 1; fi\n"
                      "w() { grep -ls 'fsname=hotmount-%s[,]' /proc/[0-9]*/cmdline; }\n"
-                     "i=0; while [ -n \"$(w)\" ]; do i=$((i+1)); if [ $i -gt 100 ]; then "
+                     "i=0; while [ -n \"$(w)\" ]; do i=$((i+1)); if [ $i -gt $n ]; then "
                      "for f in $(w); do f=${f%%/cmdline}; kill -9 ${f#/proc/}; done; break; fi; "
                      "sleep 0.05 2>/dev/null || sleep 1; done\n",
-                     q, lazy ? "u -uz" : "u -u || u -uz", id) < 0) {
+                     q, lazy ? "n=20; u -uz" : "u -u || { n=20; u -uz; }", id) < 0) {
     free(q);
     return HM_ERR_NOMEM(err);
   }
