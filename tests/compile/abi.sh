@@ -26,4 +26,20 @@ soname=$(objdump -p "$lib" | awk '/SONAME/ {print $2}')
 case "$soname" in libhotmount.so.[0-9]*) echo "ok - SONAME $soname";; *) echo "not ok - SONAME '$soname'"; status=1;; esac
 got=$(python3 -c 'import ctypes,sys; l=ctypes.CDLL(sys.argv[1]); l.hm_version.restype=ctypes.c_char_p; print(l.hm_version().decode())' "$lib")
 if [ "$got" = "$version" ]; then echo "ok - dlopen + hm_version() = $got"; else echo "not ok - hm_version() = '$got', want $version"; status=1; fi
+# ABI shapes (house style): no off_t (its size follows _FILE_OFFSET_BITS), no
+# enums anywhere in the public headers (their size is the compiler's choice;
+# codes are #defines), and complete structs only behind pointers in HM_API
+# declarations (never passed or returned by value).
+hdrs="$incdir"/hotmount/*.h
+if grep -n '\boff_t\b' $hdrs >/dev/null; then echo "not ok - off_t in public headers: $(grep -ln '\boff_t\b' $hdrs)"; status=1; else echo "ok - no off_t in the public headers"; fi
+if grep -nE '^[^/*]*\benum\b' $hdrs >/dev/null; then echo "not ok - enum in public headers: $(grep -nE '^[^/*]*\benum\b' $hdrs | head -3)"; status=1; else echo "ok - no enums in the public headers"; fi
+complete=$(cat $hdrs | tr '\n' ' ' | grep -oE 'typedef struct [A-Za-z0-9_]* *\{[^}]*\} *[A-Za-z0-9_]+ *;' |
+  sed -E 's/.*\} *([A-Za-z0-9_]+) *;/\1/' | sort -u)
+byval=""
+for t in $complete; do
+  if cat $hdrs | tr '\n' ' ' | grep -oE 'HM_API[^;]*;' | grep -E "(\(|,| )(const )?$t( +[A-Za-z_]|[,)])" >/dev/null; then
+    byval="$byval $t"
+  fi
+done
+if [ -n "$byval" ]; then echo "not ok - structs passed by value in HM_API declarations:$byval"; status=1; else echo "ok - complete structs ($(echo $complete | tr '\n' ' ')) only behind pointers"; fi
 exit $status
