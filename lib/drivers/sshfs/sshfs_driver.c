@@ -497,11 +497,17 @@ static int guest_unmount(sshfs_hp *hp, const char *id, const char *guest_path, i
 
 /* ---- the vtable ----------------------------------------------------------- */
 
-static smount *find_mount(sshfs_hp *hp, const char *id, int unlink) {
-  pthread_mutex_lock(&hp->lock);
+/* The link that points at mount id (or at the list's end); hp->lock held. */
+static smount **lookup_locked(sshfs_hp *hp, const char *id) {
   smount **pp = &hp->mounts;
   while (*pp && strcmp((*pp)->id, id) != 0)
     pp = &(*pp)->next;
+  return pp;
+}
+
+static smount *find_mount(sshfs_hp *hp, const char *id, int unlink) {
+  pthread_mutex_lock(&hp->lock);
+  smount **pp = lookup_locked(hp, id);
   smount *m = *pp;
   if (m && unlink)
     *pp = m->next;
@@ -774,9 +780,7 @@ static int sshfs_check(void *impl, hm_attachment *att, char **reason, hm_error *
   (void)err;
   sshfs_hp *hp = impl;
   pthread_mutex_lock(&hp->lock);
-  smount *m = hp->mounts;
-  while (m && strcmp(m->id, att->id) != 0)
-    m = m->next;
+  smount *m = *lookup_locked(hp, att->id);
   int whole = 0;
   if (!m) {
     *reason = strdup("its SSH connection belonged to an earlier hotmountd process");
@@ -794,9 +798,7 @@ static int sshfs_check(void *impl, hm_attachment *att, char **reason, hm_error *
 static int sshfs_watch_fd(void *impl, hm_attachment *att) {
   sshfs_hp *hp = impl;
   pthread_mutex_lock(&hp->lock);
-  smount *m = hp->mounts;
-  while (m && strcmp(m->id, att->id) != 0)
-    m = m->next;
+  smount *m = *lookup_locked(hp, att->id);
   int fd = m && m->dead_fd >= 0 ? fcntl(m->dead_fd, F_DUPFD_CLOEXEC, 3) : -1;
   pthread_mutex_unlock(&hp->lock);
   return fd;
