@@ -147,8 +147,9 @@ static void do_hello(agent_conn *c, const hm_agent_request *req) {
     return;
   }
   /* What this agent can do; the host checks these rather than versions. */
-  static char *caps[] = {"mount.virtiofs", "mount.9p", "umount", "umount.lazy",
-                         "umount.force",   "list",     NULL};
+  /* mount.9p.uname: takes the uname= option (diod -N identity, 0.1+). */
+  static char *caps[] = {"mount.virtiofs", "mount.9p",     "mount.9p.uname", "umount",
+                         "umount.lazy",    "umount.force", "list",           NULL};
   hm_agent_response resp = {.id = req->id,
                             .ok = 1,
                             .major = HM_AGENT_PROTO_MAJOR,

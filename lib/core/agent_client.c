@@ -570,6 +570,13 @@ int hm_agent_mount(hm_agent *a, int type, const char *tag, const char *target, i
                   HM_AGENT_MAX_TIMEOUT_MS);
   if (type != HM_TYPE_VIRTIOFS && type != HM_TYPE_9P)
     return HM_ERR(err, HM_E_INVALID, "type %d cannot be mounted by the guest agent", type);
+  /* An agent from before 9p identity passing refuses uname=; say why. */
+  if (type == HM_TYPE_9P && options && strstr(options, "uname=") &&
+      !hm_agent_has_capability(a, "mount.9p.uname"))
+    return HM_ERR(err, HM_E_AGENT,
+                  "the guest's hotmount-agent %s is too old for 9p mounts (it lacks "
+                  "mount.9p.uname, which passes guest uids through); update it in the guest",
+                  a->agent_version ? a->agent_version : "(unknown version)");
   hm_agent_request req = {
       .op = HM_AGENT_OP_MOUNT,
       .type = type,
