@@ -16,26 +16,11 @@ Environment as for tests/e2e (HOTMOUNT_BIN, HM_AGENT_BIN, HM_E2E_IMAGE_DIR).
 
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
-from vm import VM, build_image  # noqa: E402
-
-HOTMOUNT = os.environ.get("HOTMOUNT_BIN", os.path.join(HERE, "..", "build", "cli", "hotmount"))
-HOTMOUNTD = os.path.join(os.path.dirname(HOTMOUNT), "hotmountd")
-AGENT = os.environ.get("HM_AGENT_BIN",
-                       os.path.join(os.path.dirname(HOTMOUNT), "agent", "hotmount-agent"))
-N = int(os.environ.get("HM_BENCH_N", "10"))
-
-
-def hm(*args):
-    p = subprocess.run([HOTMOUNT] + list(args), capture_output=True, text=True)
-    if p.returncode:
-        raise RuntimeError("hotmount %s: %s" % (args, p.stdout + p.stderr))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import bench_vm, hm, reps, restart_agent  # noqa: E402
 
 
 def ours(vm, inst, host):
@@ -50,44 +35,30 @@ def ours(vm, inst, host):
     return t_add, time.monotonic() - t0
 
 
-def restart_agent(vm, inst, args):
-    """Restart the guest agent with extra options; the daemon reconnects on
-    its next request."""
-    vm.check("echo '%s' > /etc/hm-agent-args; killall hotmount-agent; true" % args)
-    time.sleep(1.5)  # the guest's respawn loop waits 1 s
-
-
 def main():
     if os.geteuid() != 0:
         print("bench_virtiofs: run as root (QEMU's C virtiofsd)")
         return 77
-    image = os.environ.get("HM_E2E_IMAGE_DIR") or os.path.join(HERE, "..", "build",
-                                                                "guest-image")
-    build_image(image, AGENT)
-    work = tempfile.mkdtemp(prefix="hm-bench-")
-    inst = os.path.join(work, "inst")
-    host = os.path.join(work, "host")
-    os.makedirs(host)
-    with open(os.path.join(host, "probe"), "w") as f:
-        f.write("probe\n")
+    n = reps(10)
     adds, removes, refs = [], [], []
-    with VM(work, image, instance_dir=inst) as vm:
-        subprocess.run([HOTMOUNTD, inst], check=True)
-        try:
-            ours(vm, inst, host)  # warm-up: first-time module and cache effects
-            for i in range(N):
-                a, r = ours(vm, inst, host)
-                adds.append(a)
-                removes.append(r)
-            # The same pipeline, only the guest's wait for the device differs.
-            restart_agent(vm, inst, "--retry-interval 500")
-            for i in range(N):
-                refs.append(ours(vm, inst, host)[0])
-            restart_agent(vm, inst, "")
-        finally:
-            subprocess.run(["pkill", "-f", "hotmountd " + inst])
+    with bench_vm("hm-bench-") as b:
+        vm, inst = b.vm, b.inst
+        host = os.path.join(b.work, "host")
+        os.makedirs(host)
+        with open(os.path.join(host, "probe"), "w") as f:
+            f.write("probe\n")
+        ours(vm, inst, host)  # warm-up: first-time module and cache effects
+        for i in range(n):
+            a, r = ours(vm, inst, host)
+            adds.append(a)
+            removes.append(r)
+        # The same pipeline, only the guest's wait for the device differs.
+        restart_agent(vm, "--retry-interval 500")
+        for i in range(n):
+            refs.append(ours(vm, inst, host)[0])
+        restart_agent(vm, "")
     med = statistics.median
-    print("virtiofs hot-mount under TCG, median of %d (one run, same VM):" % N)
+    print("virtiofs hot-mount under TCG, median of %d (one run, same VM):" % n)
     print("  add    (hotmount add -> guest reads)        %6.3f s  (min %.3f, max %.3f)"
           % (med(adds), min(adds), max(adds)))
     print("  remove (hotmount remove returns)            %6.3f s  (min %.3f, max %.3f)"
