@@ -38,7 +38,10 @@ struct hm_instance {
   /* Health monitor (monitor.c). */
   pthread_t monitor;
   int monitor_running;
-  int wake_fd; /* eventfd: registry changed, or stop */
+  pthread_t reattacher; /* broken --persist mounts of re-attaching backends */
+  int reattacher_running;
+  pthread_cond_t reattach_cond; /* signalled to stop it */
+  int wake_fd;                  /* eventfd: registry changed, or stop */
   int stopping;
 
   struct hm_events *events; /* main-loop integration (events.c); NULL until used */

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #define GUEST_CHECK_MS 1000
@@ -367,7 +368,6 @@ static void *monitor_main(void *arg) {
     free(pfd);
     if (hm_now_ms() >= next_guest) {
       check_guest(inst);
-      reattach_persistent(inst);
       next_guest = hm_now_ms() + GUEST_CHECK_MS;
     }
   }
@@ -377,6 +377,28 @@ static void *monitor_main(void *arg) {
     free(w[i].id);
   }
   free(w);
+  return NULL;
+}
+
+/* Re-attaching waits on the network (an SSH connect to a guest whose link
+ * is down takes its whole timeout), so it runs on a thread of its own: the
+ * monitor's verdicts on other mounts never wait behind it. It looks once a
+ * second; stopping waits for at most the attempt in flight. */
+static void *reattach_main(void *arg) {
+  hm_instance *inst = arg;
+  pthread_mutex_lock(&inst->lock);
+  while (!inst->stopping) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 1;
+    pthread_cond_timedwait(&inst->reattach_cond, &inst->lock, &until);
+    if (inst->stopping)
+      break;
+    pthread_mutex_unlock(&inst->lock);
+    reattach_persistent(inst);
+    pthread_mutex_lock(&inst->lock);
+  }
+  pthread_mutex_unlock(&inst->lock);
   return NULL;
 }
 
@@ -394,26 +416,36 @@ int hm_inst_monitor_start(hm_instance *inst, hm_error **err) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_cond_init(&inst->reattach_cond, NULL);
   int r = pthread_create(&inst->monitor, NULL, monitor_main, inst);
+  int r2 = r == 0 ? pthread_create(&inst->reattacher, NULL, reattach_main, inst) : r;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (r != 0) {
-    close(inst->wake_fd);
-    inst->wake_fd = -1;
-    return HM_ERR(err, -r, "cannot start the monitor thread: %s", strerror(r));
+  if (r == 0)
+    inst->monitor_running = 1;
+  if (r2 == 0)
+    inst->reattacher_running = 1;
+  if (r != 0 || r2 != 0) {
+    hm_inst_monitor_stop(inst);
+    return HM_ERR(err, -(r ? r : r2), "cannot start the monitor threads: %s", strerror(r ? r : r2));
   }
-  inst->monitor_running = 1;
   return 0;
 }
 
 void hm_inst_monitor_stop(hm_instance *inst) {
+  pthread_mutex_lock(&inst->lock);
+  inst->stopping = 1;
+  pthread_cond_broadcast(&inst->reattach_cond);
+  pthread_mutex_unlock(&inst->lock);
   if (inst->monitor_running) {
-    pthread_mutex_lock(&inst->lock);
-    inst->stopping = 1;
-    pthread_mutex_unlock(&inst->lock);
     hm_inst_monitor_wake(inst);
     pthread_join(inst->monitor, NULL);
     inst->monitor_running = 0;
   }
+  if (inst->reattacher_running) {
+    pthread_join(inst->reattacher, NULL);
+    inst->reattacher_running = 0;
+  }
+  pthread_cond_destroy(&inst->reattach_cond);
   if (inst->wake_fd >= 0)
     close(inst->wake_fd);
   inst->wake_fd = -1;

@@ -69,9 +69,19 @@ def wait_state(c, guest_path, want, timeout):
     return None, state_of(c, guest_path)
 
 
-def guest_sshfs(c):
-    rc, out = c.guest("pidof sshfs || true")
-    return [l for l in out.split() if l.strip()]
+def guest_sshfs(c, settle=3.0):
+    """sshfs processes in the guest (pid, state, command line), zombies
+    (exited, waiting for init to reap them) left out; one that is still
+    exiting gets up to `settle` seconds."""
+    end = time.monotonic() + settle
+    while True:
+        rc, out = c.guest("for p in $(pidof sshfs); do s=$(sed -n 's/^State:\\s*//p' "
+                          "/proc/$p/status 2>/dev/null); case $s in Z*|'') ;; *) echo \"$p $s "
+                          "$(tr '\\0' ' ' < /proc/$p/cmdline)\";; esac; done")
+        procs = [l for l in out.splitlines() if l.strip()]
+        if not procs or time.monotonic() >= end:
+            return procs
+        time.sleep(0.2)
 
 
 def nothing_left(c, what):
