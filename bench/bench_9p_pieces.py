@@ -18,8 +18,8 @@ default 3), under TCG:
   ro      read-only hot 9p mounts (the default is cache=fscache) next to
           cache=mmap and none: a cold read (guest caches dropped) and a warm
           re-read of a 64 MiB host file, rounds interleaved.
-  relay   the hot 9p mount with the relay splicing (default) and copying
-          (hotmount-agent --relay-copy).
+  relay   the hot 9p mount with the relay splicing and copying
+          (hotmount-agent --relay-copy or --relay-splice, whichever it has).
   agents  A/B of guest agents (HM_BENCH_AGENTS="label=PATH,..."; the built
           one is "this"): each agent binary, splicing and copying, is put in
           the running guest in turn and measured once per round, rounds
@@ -41,7 +41,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import AGENT, bench_vm, hm, measure_rw, mount_boot_9p, reps, restart_agent, timed  # noqa: E402
+from common import (AGENT, bench_vm, hm, measure_rw, mount_boot_9p, reps,  # noqa: E402
+                    restart_agent, timed, timed_cpu)
 import p9client  # noqa: E402
 
 MIB = 64
@@ -201,24 +202,6 @@ def hot_9p(b, share, mnt, n, *opts):
         hm("remove", b.inst, mnt)
 
 
-def timed_cpu(vm, cmd):
-    """(seconds, guest CPU seconds busy over all vCPUs) of cmd, by the
-    guest's clock and /proc/stat."""
-    rc, out = vm.sh("s0=$(head -1 /proc/stat); a=$(cat /proc/uptime); %s >/dev/null 2>&1; r=$?; "
-                    "b=$(cat /proc/uptime); s1=$(head -1 /proc/stat); "
-                    "echo \"$r ${a%%%% *} ${b%%%% *} | $s0 | $s1\"" % cmd, timeout=600)
-    head, s0, s1 = out.strip().splitlines()[-1].split(" | ")
-    r, a, b = head.split()
-    if rc != 0 or r != "0":
-        raise RuntimeError("guest: %s: %s" % (cmd, out))
-
-    def busy(line):
-        v = [int(x) for x in line.split()[1:]]
-        return sum(v) - v[3] - v[4]
-
-    return float(b) - float(a), (busy(s1) - busy(s0)) / 100.0
-
-
 def hot_9p_cpu(b, share, mnt, *opts):
     """Write then read (caches dropped) of the hot 9p mount: (write MiB/s,
     read MiB/s, guest CPU s for the write, for the read)."""
@@ -275,6 +258,16 @@ def readonly_ab(b, rounds):
     return [(c,) + best[c] + (opts[c],) for c in modes]
 
 
+def relay_mode_args(path):
+    """{"splice": args, "copy": args} for the agent binary at path: older
+    agents splice by default and copy with --relay-copy, newer ones the other
+    way round (--relay-splice); its --help says which."""
+    h = subprocess.run([path, "--help"], capture_output=True, text=True).stdout
+    if "--relay-splice" in h:
+        return {"splice": "--relay-splice", "copy": ""}
+    return {"splice": "", "copy": "--relay-copy"}
+
+
 def use_agent(vm, share, path, args):
     """Puts the agent binary path in the guest (through the boot-time 9p
     share) and restarts the agent with args."""
@@ -297,7 +290,7 @@ def agents_ab(b, share, rounds):
     best = {}
     for _ in range(rounds):
         for label, path, mode in variants:
-            use_agent(b.vm, share, path, "--relay-copy" if mode == "copy" else "")
+            use_agent(b.vm, share, path, relay_mode_args(path)[mode])
             w, r, cw, cr = hot_9p_cpu(b, bins, "/mnt/hot")
             old = best.get((label, mode), (0, 0, 1e9, 1e9))
             best[(label, mode)] = (max(old[0], w), max(old[1], r), min(old[2], cw),
@@ -361,7 +354,8 @@ def main():
                                    "  cold read %7.1f MiB/s  warm re-read %7.1f MiB/s\n      %s"
                                    % (cache, rounds, cold, warm, o))
                 if "relay" in want:
-                    for label, args in (("splice", ""), ("copy", "--relay-copy")):
+                    modes = relay_mode_args(AGENT)
+                    for label, args in (("splice", modes["splice"]), ("copy", modes["copy"])):
                         restart_agent(b.vm, args)
                         w, r, o = hot_9p(b, share, "/mnt/hot", n)
                         out.append("hot 9p, relay %s (agent '%s'), %s:\n    write %7.1f MiB/s  "

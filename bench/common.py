@@ -40,31 +40,46 @@ def hm(*args):
     return out
 
 
-def timed(vm, cmd, timeout=600):
-    """Seconds the guest took for cmd (its own clock, so the test channel's
-    latency is not counted)."""
-    rc, out = vm.sh("a=$(cat /proc/uptime); %s >/dev/null 2>&1; r=$?; b=$(cat /proc/uptime); "
-                    "echo $r ${a%%%% *} ${b%%%% *}" % cmd, timeout=timeout)
-    m = re.search(r"(\d+) ([\d.]+) ([\d.]+)\s*$", out)
+def timed_cpu(vm, cmd, timeout=600):
+    """(seconds, guest CPU seconds) of cmd: the guest's own clock (the test
+    channel's latency is not counted) and its /proc/stat, busy time summed
+    over the vCPUs (user, system, interrupts)."""
+    rc, out = vm.sh("s0=$(head -1 /proc/stat); a=$(cat /proc/uptime); %s >/dev/null 2>&1; r=$?; "
+                    "b=$(cat /proc/uptime); s1=$(head -1 /proc/stat); "
+                    "echo \"$r ${a%%%% *} ${b%%%% *} | $s0 | $s1\"" % cmd, timeout=timeout)
+    m = re.search(r"(\d+) ([\d.]+) ([\d.]+) \| (cpu .*) \| (cpu .*)$", out.strip())
     if rc != 0 or not m or m.group(1) != "0":
         raise RuntimeError("guest: %s: %s" % (cmd, out))
-    return float(m.group(3)) - float(m.group(2))
+
+    def busy(line):
+        v = [int(x) for x in line.split()[1:]]
+        return sum(v) - v[3] - v[4]  # all but idle and iowait, in USER_HZ (100)
+
+    return (float(m.group(3)) - float(m.group(2)),
+            (busy(m.group(5)) - busy(m.group(4))) / 100.0)
 
 
-def measure_rw(vm, mnt, mib=64, n=3):
+def timed(vm, cmd, timeout=600):
+    """Seconds the guest took for cmd (its own clock)."""
+    return timed_cpu(vm, cmd, timeout)[0]
+
+
+def measure_rw(vm, mnt, mib=64, n=3, cpu=False):
     """Best-of-n sequential write and read of a mib MiB file in the guest
     directory mnt, in MiB/s:
       write = dd if=/dev/zero of=MNT/f bs=1M count=MIB conv=fsync
       read  = dd if=MNT/f of=/dev/null bs=1M, after dropping the guest's caches
-    The file is removed afterwards."""
-    w = min(timed(vm, "dd if=/dev/zero of=%s/f bs=1M count=%d conv=fsync" % (mnt, mib))
+    The file is removed afterwards. cpu: also the guest CPU seconds of the
+    fastest write and read."""
+    w = min(timed_cpu(vm, "dd if=/dev/zero of=%s/f bs=1M count=%d conv=fsync" % (mnt, mib))
             for _ in range(n))
     r = []
     for _ in range(n):
         vm.sh("sync; echo 3 > /proc/sys/vm/drop_caches")
-        r.append(timed(vm, "dd if=%s/f of=/dev/null bs=1M" % mnt))
+        r.append(timed_cpu(vm, "dd if=%s/f of=/dev/null bs=1M" % mnt))
     vm.sh("rm -f %s/f" % mnt)
-    return mib / w, mib / min(r)
+    r = min(r)
+    return (mib / w[0], mib / r[0], w[1], r[1]) if cpu else (mib / w[0], mib / r[0])
 
 
 def image_with_virtio_9p(image, work):

@@ -47,8 +47,8 @@ class Client:
         size, rtype, rtag = struct.unpack_from("<IBH", self.buf, 0)
         self._recv_exact(mv[7:size])
         if rtype == RLERROR:
-            raise P9Error("Rlerror errno %d for type %d" % (struct.unpack_from("<I", self.buf, 7)[0],
-                                                            mtype))
+            errno = struct.unpack_from("<I", self.buf, 7)[0]
+            raise P9Error("Rlerror errno %d for type %d" % (errno, mtype))
         if rtype != mtype + 1 or rtag != tag:
             raise P9Error("unexpected reply type %d tag %d to %d" % (rtype, rtag, mtype))
         return mv[7:size]
