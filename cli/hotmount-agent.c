@@ -34,7 +34,7 @@ static void usage(FILE *f) {
              "  --log-level LEVEL  error, warning, info (default) or debug\n"
              "  --retry-interval MS  wait for devices by retrying every MS instead of on\n"
              "                     uevents (for comparison benchmarks only)\n"
-             "  --relay-copy       9p relays copy with read/write instead of splice\n"
+             "  --relay-splice     9p relays splice to the port instead of copying\n"
              "                     (for comparison benchmarks only)\n"
              "  --delay-mount MS   wait MS before carrying out each valid mount request\n"
              "                     (for tests only: plays a slow guest)\n"
@@ -61,7 +61,7 @@ int main(int argc, char **argv) {
     OPT_LOG_LEVEL,
     OPT_RETRY,
     OPT_DELAY_MOUNT,
-    OPT_RELAY_COPY,
+    OPT_RELAY_SPLICE,
     OPT_VERSION,
     OPT_HELP
   };
@@ -71,7 +71,7 @@ int main(int argc, char **argv) {
       {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
       {"retry-interval", required_argument, NULL, OPT_RETRY},
       {"delay-mount", required_argument, NULL, OPT_DELAY_MOUNT},
-      {"relay-copy", no_argument, NULL, OPT_RELAY_COPY},
+      {"relay-splice", no_argument, NULL, OPT_RELAY_SPLICE},
       {"version", no_argument, NULL, OPT_VERSION},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
@@ -108,7 +108,7 @@ int main(int argc, char **argv) {
       agent_delay_mount_ms = (int)ms;
       break;
     }
-    case OPT_RELAY_COPY: agent_relay_copy = 1; break;
+    case OPT_RELAY_SPLICE: agent_relay_splice = 1; break;
     case OPT_VERSION:
       printf("%s %s (protocol %d.%d)\n", HM_AGENT_NAME, HM_VERSION_STRING, HM_AGENT_PROTO_MAJOR,
              HM_AGENT_PROTO_MINOR);

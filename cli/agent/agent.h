@@ -15,8 +15,9 @@
 
 extern int agent_retry_interval_ms;
 extern int agent_delay_mount_ms;
-/* 1: the 9p relay copies with read/write, never splice (--relay-copy). */
-extern int agent_relay_copy;
+/* 1: the 9p relay splices from the client to the port (--relay-splice);
+ * by default it copies with read/write. */
+extern int agent_relay_splice;
 
 typedef struct agent_conn agent_conn;
 

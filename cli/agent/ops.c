@@ -70,8 +70,10 @@ static int umount_bounded(const char *target, int flags) {
 int agent_retry_interval_ms;
 /* 0: answer mounts as fast as they happen. See --delay-mount (tests only). */
 int agent_delay_mount_ms;
-/* 1: 9p relays copy with read/write (--relay-copy, for comparisons). */
-int agent_relay_copy;
+/* 1: 9p relays splice from the client to the port (--relay-splice, for
+ * comparisons; bench/bench_9p_pieces.py measured it slower, with more guest
+ * CPU: splicing from a socket moves no pages). */
+int agent_relay_splice;
 
 /*
  * Directories this agent created for a mount point, so that umount removes
@@ -454,7 +456,7 @@ static int mount_9p(const hm_agent_request *req, const hm_guest_mount_call *call
   int64_t mdl = hm_now_ms() + P9_MOUNT_MIN_MS;
   agent_relay_opts o = {.name = port,
                         .buf_size = call->msize,
-                        .no_splice = agent_relay_copy || !agent_port_has_indirect(dev),
+                        .no_splice = !agent_relay_splice || !agent_port_has_indirect(dev),
                         .deadline = deadline > mdl ? deadline : mdl};
   agent_relay *relay = agent_relay_start(sv[1], pfd, &o); /* owns sv[1] and pfd */
   if (!relay) {
