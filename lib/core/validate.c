@@ -13,28 +13,20 @@
 /* Host paths cross JSON, QEMU option strings and logs: they must be UTF-8 with
  * no control characters (a newline would split a log line or a QEMU option). */
 static int check_text(const char *what, const char *p, hm_error **err) {
-  const unsigned char *s = (const unsigned char *)p;
   size_t len = strlen(p);
   if (len == 0)
     return HM_ERR(err, HM_E_INVALID, "%s is empty", what);
   if (len >= PATH_MAX)
     return HM_ERR(err, HM_E_INVALID, "%s is too long (%zu bytes, limit %d)", what, len,
                   PATH_MAX - 1);
-  for (size_t i = 0; i < len;) {
-    unsigned c = s[i];
-    size_t n = c < 0x80             ? 1
-               : (c & 0xe0) == 0xc0 ? 2
-               : (c & 0xf0) == 0xe0 ? 3
-               : (c & 0xf8) == 0xf0 ? 4
-                                    : 0;
-    if (c < 0x20 || c == 0x7f)
-      return HM_ERR(err, HM_E_INVALID, "%s contains a control character (byte %zu)", what, i);
-    if (n == 0 || i + n > len || (n == 2 && c < 0xc2))
-      return HM_ERR(err, HM_E_INVALID, "%s is not valid UTF-8 (byte %zu)", what, i);
-    for (size_t k = 1; k < n; k++)
-      if ((s[i + k] & 0xc0) != 0x80)
-        return HM_ERR(err, HM_E_INVALID, "%s is not valid UTF-8 (byte %zu)", what, i);
-    i += n;
+  size_t at;
+  unsigned cp;
+  switch (hm_text_scan(p, len, &at, &cp)) {
+  case HM_TEXT_CONTROL:
+    return HM_ERR(err, HM_E_INVALID, "%s contains a control character (byte %zu)", what, at);
+  case HM_TEXT_BAD_UTF8:
+    return HM_ERR(err, HM_E_INVALID, "%s is not valid UTF-8 (byte %zu)", what, at);
+  default: break;
   }
   return 0;
 }

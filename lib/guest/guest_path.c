@@ -43,6 +43,23 @@ static int is_control(unsigned cp) {
   return cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f);
 }
 
+int hm_text_scan(const char *s, size_t len, size_t *at, unsigned *cp) {
+  const unsigned char *u = (const unsigned char *)s;
+  for (size_t i = 0; i < len;) {
+    size_t n = utf8_seq(u + i, cp);
+    if (n == 0 || i + n > len) {
+      *at = i;
+      return HM_TEXT_BAD_UTF8;
+    }
+    if (is_control(*cp)) {
+      *at = i;
+      return HM_TEXT_CONTROL;
+    }
+    i += n;
+  }
+  return 0;
+}
+
 char *hm_guest_path_quote(const char *s) {
   size_t n = strlen(s);
   /* Worst case: every byte becomes \xNN. */
@@ -91,15 +108,13 @@ int hm_guest_path_normalize(char **out, const char *path, hm_error **err) {
                         "guest path is too long (%zu bytes, the limit is %d)", n, PATH_MAX - 1);
   if (path[0] != '/')
     PATH_ERR(err, path, "is not absolute");
-  const unsigned char *u = (const unsigned char *)path;
-  for (size_t i = 0; i < n;) {
-    unsigned cp;
-    size_t len = utf8_seq(u + i, &cp);
-    if (len == 0)
-      PATH_ERR(err, path, "is not valid UTF-8 (at byte %zu)", i);
-    if (is_control(cp))
-      PATH_ERR(err, path, "contains a control character (U+%04X at byte %zu)", cp, i);
-    i += len;
+  size_t at;
+  unsigned cp;
+  switch (hm_text_scan(path, n, &at, &cp)) {
+  case HM_TEXT_BAD_UTF8: PATH_ERR(err, path, "is not valid UTF-8 (at byte %zu)", at);
+  case HM_TEXT_CONTROL:
+    PATH_ERR(err, path, "contains a control character (U+%04X at byte %zu)", cp, at);
+  default: break;
   }
 
   char *res = malloc(n + 2);

@@ -34,4 +34,16 @@ HM_PRIVATE int hm_guest_path_check(const char *normalized, hm_error **err);
  */
 HM_PRIVATE char *hm_guest_path_quote(const char *s);
 
+/*
+ * hm_text_scan: checks that the len bytes at s are UTF-8 (no overlong forms,
+ * surrogates or code points above U+10FFFF: each would let another byte
+ * string pass a comparison) without control characters (C0, DEL, C1).
+ * 0 when they are; else HM_TEXT_BAD_UTF8 or HM_TEXT_CONTROL, with *at the
+ * offending byte offset and, for a control character, *cp its code point.
+ * Host paths, guest paths and option values all pass through it.
+ */
+#define HM_TEXT_BAD_UTF8 1
+#define HM_TEXT_CONTROL 2
+HM_PRIVATE int hm_text_scan(const char *s, size_t len, size_t *at, unsigned *cp);
+
 #endif

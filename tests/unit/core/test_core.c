@@ -157,6 +157,17 @@ START_TEST(test_validate_host_paths) {
   ck_assert_int_eq(validate("/tmp/\xff\xfe", "/mnt/x", &msg, NULL), HM_E_INVALID);
   ck_assert_ptr_nonnull(strstr(msg, "not valid UTF-8"));
   free(msg);
+  /* The same rules as guest paths: an overlong '/' and a surrogate are not
+   * UTF-8; a C1 control (U+0085, NEL) is a control character. */
+  ck_assert_int_eq(validate("/tmp/a\xc0\xafb", "/mnt/x", &msg, NULL), HM_E_INVALID);
+  ck_assert_ptr_nonnull(strstr(msg, "not valid UTF-8 (byte 6)"));
+  free(msg);
+  ck_assert_int_eq(validate("/tmp/\xed\xa0\x80", "/mnt/x", &msg, NULL), HM_E_INVALID);
+  ck_assert_ptr_nonnull(strstr(msg, "not valid UTF-8"));
+  free(msg);
+  ck_assert_int_eq(validate("/tmp/a\xc2\x85", "/mnt/x", &msg, NULL), HM_E_INVALID);
+  ck_assert_ptr_nonnull(strstr(msg, "control character (byte 6)"));
+  free(msg);
 
   /* A symlink is followed to the real directory; a link to "/" is refused. */
   char *real = path_in_tmp("real"), *link = path_in_tmp("link"), *rootlink = path_in_tmp("rl");
