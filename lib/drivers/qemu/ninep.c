@@ -226,35 +226,8 @@ static int diod_start(pid_t *out, char **argv, int fd, const char *ro_dir, char 
   return hm_spawn_helper(out, argv, env, fd, DIOD_FD, ro_dir, err);
 }
 
-static int read_small(const char *path, char *buf, size_t size) {
-  FILE *f = fopen(path, "re");
-  if (!f)
-    return -1;
-  size_t n = fread(buf, 1, size - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  return 0;
-}
-
 int hm_ninep_diod_alive(pid_t pid) {
-  if (pid <= 1)
-    return 0;
-  char p[64], comm[64];
-  snprintf(p, sizeof(p), "/proc/%d/comm", (int)pid);
-  if (read_small(p, comm, sizeof(comm)) < 0)
-    return 0;
-  /* A zombie child still has /proc/PID: reap it and say it is gone. */
-  int st;
-  if (waitpid(pid, &st, WNOHANG) == pid)
-    return 0;
-  snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
-  char stat[256];
-  if (read_small(p, stat, sizeof(stat)) == 0) {
-    char *rp = strrchr(stat, ')');
-    if (rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'))
-      return 0;
-  }
-  return strcmp(comm, "diod\n") == 0;
+  return hm_helper_alive(pid, "diod");
 }
 
 static int diod_stop(pid_t pid, hm_error **err) {
@@ -274,22 +247,7 @@ static int diod_ours(const hm_ninep_host *h, pid_t pid, const char *id) {
 
 /* Calls fn for each diod of this instance. */
 static void diod_each(const hm_ninep_host *h, void (*fn)(pid_t pid, void *ud), void *ud) {
-  DIR *d = opendir("/proc");
-  struct dirent *de;
-  while (d && (de = readdir(d))) {
-    char *end;
-    long pid = strtol(de->d_name, &end, 10);
-    if (*end || pid <= 1)
-      continue;
-    char p[64], comm[64];
-    snprintf(p, sizeof(p), "/proc/%ld/comm", pid);
-    if (read_small(p, comm, sizeof(comm)) < 0 || strcmp(comm, "diod\n") != 0)
-      continue;
-    if (diod_ours(h, (pid_t)pid, NULL))
-      fn((pid_t)pid, ud);
-  }
-  if (d)
-    closedir(d);
+  hm_proc_each("diod", ENV_INSTANCE, h->dir, fn, ud);
 }
 
 struct find_ctx {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "spawn.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
@@ -195,4 +196,54 @@ int hm_helper_stop(pid_t pid, int (*alive)(pid_t pid), const char *name, int tim
     struct timespec ts = {0, 10 * 1000000};
     nanosleep(&ts, NULL);
   }
+}
+
+static int read_small(const char *path, char *buf, size_t size) {
+  FILE *f = fopen(path, "re");
+  if (!f)
+    return -1;
+  size_t n = fread(buf, 1, size - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  return 0;
+}
+
+int hm_helper_alive(pid_t pid, const char *comm) {
+  if (pid <= 1)
+    return 0;
+  char p[64], name[64], stat[256];
+  snprintf(p, sizeof(p), "/proc/%d/comm", (int)pid);
+  if (read_small(p, name, sizeof(name)) < 0)
+    return 0;
+  name[strcspn(name, "\n")] = 0;
+  if (strcmp(name, comm) != 0)
+    return 0;
+  int st;
+  if (waitpid(pid, &st, WNOHANG) == pid)
+    return 0;
+  snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+  if (read_small(p, stat, sizeof(stat)) == 0) {
+    char *rp = strrchr(stat, ')');
+    if (rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'))
+      return 0;
+  }
+  return 1;
+}
+
+void hm_proc_each(const char *comm, const char *name, const char *value,
+                  void (*fn)(pid_t pid, void *ud), void *ud) {
+  DIR *d = opendir("/proc");
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    char *end;
+    long pid = strtol(de->d_name, &end, 10);
+    if (*end || pid <= 1 || !hm_helper_alive((pid_t)pid, comm))
+      continue;
+    char *v = name ? hm_proc_getenv((pid_t)pid, name) : NULL;
+    if (!name || (v && strcmp(v, value) == 0))
+      fn((pid_t)pid, ud);
+    free(v);
+  }
+  if (d)
+    closedir(d);
 }

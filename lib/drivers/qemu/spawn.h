@@ -51,4 +51,21 @@ HM_PRIVATE int hm_helper_stop(pid_t pid, int (*alive)(pid_t pid), const char *na
 /* The environment variable `name` of process pid (malloc'd), or NULL. */
 HM_PRIVATE char *hm_proc_getenv(pid_t pid, const char *name);
 
+/*
+ * hm_helper_alive: pid runs a program named comm (its /proc comm) and has
+ * not exited. A zombie that is our child is reaped on the way (it holds
+ * nothing, and a later kill must not hit a recycled pid); another zombie
+ * counts as gone.
+ */
+HM_PRIVATE int hm_helper_alive(pid_t pid, const char *comm);
+
+/*
+ * hm_proc_each: calls fn for every live process named comm whose
+ * environment holds name=value (the markers the backends give their
+ * helpers: HOTMOUNT_INSTANCE, HOTMOUNT_MOUNT), or, with name NULL, every
+ * live process named comm.
+ */
+HM_PRIVATE void hm_proc_each(const char *comm, const char *name, const char *value,
+                             void (*fn)(pid_t pid, void *ud), void *ud);
+
 #endif

@@ -231,25 +231,24 @@ static int parent_is_virtiofsd(pid_t pid) {
   return hm_virtiofsd_alive(ppid);
 }
 
+struct find_ctx {
+  void (*fn)(pid_t pid, void *ud);
+  void *ud;
+};
+
+static void found_one(pid_t pid, void *ud) {
+  struct find_ctx *c = ud;
+  /* C virtiofsd's sandbox child carries the same environment. */
+  if (!parent_is_virtiofsd(pid))
+    c->fn(pid, c->ud);
+}
+
 void hm_virtiofsd_find(const char *marker, void (*fn)(pid_t pid, void *ud), void *ud) {
   const char *eq = strchr(marker, '=');
-  if (!eq)
-    return;
-  char *name = strndup(marker, (size_t)(eq - marker));
-  DIR *d = name ? opendir("/proc") : NULL;
-  struct dirent *de;
-  while (d && (de = readdir(d))) {
-    char *end;
-    long pid = strtol(de->d_name, &end, 10);
-    if (*end || pid <= 1 || !hm_virtiofsd_alive((pid_t)pid) || parent_is_virtiofsd((pid_t)pid))
-      continue;
-    char *v = hm_proc_getenv((pid_t)pid, name);
-    if (v && strcmp(v, eq + 1) == 0)
-      fn((pid_t)pid, ud);
-    free(v);
-  }
-  if (d)
-    closedir(d);
+  char *name = eq ? strndup(marker, (size_t)(eq - marker)) : NULL;
+  struct find_ctx c = {fn, ud};
+  if (name)
+    hm_proc_each("virtiofsd", name, eq + 1, found_one, &c);
   free(name);
 }
 
@@ -263,20 +262,7 @@ int hm_pidfd_open(pid_t pid) {
 }
 
 int hm_virtiofsd_alive(pid_t pid) {
-  if (pid <= 1)
-    return 0;
-  char p[64], comm[64] = "";
-  snprintf(p, sizeof(p), "/proc/%d/comm", (int)pid);
-  FILE *f = fopen(p, "re");
-  if (!f)
-    return 0;
-  int ok = fgets(comm, sizeof(comm), f) != NULL;
-  fclose(f);
-  /* A zombie child still has /proc/PID: reap it and say it is gone. */
-  int st;
-  if (waitpid(pid, &st, WNOHANG) == pid)
-    return 0;
-  return ok && strncmp(comm, "virtiofsd", 9) == 0;
+  return hm_helper_alive(pid, "virtiofsd");
 }
 
 /* Children of pid (C virtiofsd forks into its sandbox and the child dies

@@ -162,6 +162,8 @@ static void smount_free(smount *m) {
 }
 
 static int sftp_alive_as(pid_t pid, const char *id) {
+  if (!hm_helper_alive(pid, "sftp-server"))
+    return 0;
   char *v = hm_proc_getenv(pid, "HOTMOUNT_MOUNT");
   int ok = v && strcmp(v, id) == 0;
   free(v);
