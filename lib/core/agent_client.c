@@ -496,11 +496,7 @@ int hm_agent_connect(hm_agent **out, const char *socket_path, int timeout_ms, hm
     goto fail;
   }
   /* The reader must not take the application's signals. */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int tr = pthread_create(&a->reader, NULL, reader_main, a);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  int tr = hm_thread_create(&a->reader, reader_main, a);
   if (tr != 0) {
     rc = HM_ERR(err, -tr, "cannot start the reader thread: %s", strerror(tr));
     goto fail;

@@ -375,12 +375,8 @@ static int start_job(hm_instance *inst, job *j, const char *func, hm_error **err
   pthread_mutex_unlock(&ev->mu);
 
   /* Workers must not take signals meant for the host program. */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
   pthread_t t;
-  int e = pthread_create(&t, NULL, job_main, j);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  int e = hm_thread_create(&t, job_main, j);
   pthread_mutex_lock(&ev->mu);
   if (e == 0) {
     j->thread = t;

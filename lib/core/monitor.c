@@ -413,13 +413,9 @@ int hm_inst_monitor_start(hm_instance *inst, hm_error **err) {
   if (inst->wake_fd < 0)
     return HM_ERR(err, -errno, "eventfd: %s", strerror(errno));
   /* The monitor must not take signals meant for the host program. */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
   pthread_cond_init(&inst->reattach_cond, NULL);
-  int r = pthread_create(&inst->monitor, NULL, monitor_main, inst);
-  int r2 = r == 0 ? pthread_create(&inst->reattacher, NULL, reattach_main, inst) : r;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  int r = hm_thread_create(&inst->monitor, monitor_main, inst);
+  int r2 = r == 0 ? hm_thread_create(&inst->reattacher, reattach_main, inst) : r;
   if (r == 0)
     inst->monitor_running = 1;
   if (r2 == 0)

@@ -37,6 +37,12 @@ HM_PRIVATE void hm_log(int level, const char *fmt, ...) HM_PRINTF(2, 3);
  */
 HM_PRIVATE void hm_fault(const char *point);
 
+/* pthread_create for the library's own threads: they start with every
+ * signal blocked, so signals meant for the host program never land on
+ * them. Returns pthread_create's result. */
+#include <pthread.h>
+HM_PRIVATE int hm_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
+
 /* Writes text plus a newline to path atomically (temporary file in the
  * same directory, fsync, rename, fsync of the directory); mode 0600. */
 HM_PRIVATE int hm_write_file_atomic(const char *path, const char *text, hm_error **err);

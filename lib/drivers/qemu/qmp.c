@@ -636,11 +636,7 @@ int hm_qmp_connect_fd(hm_qmp **out, int fd, int timeout_ms, hm_error **err) {
     return HM_ERR(err, HM_E_INVALID, "not a usable fd: %s", strerror(e));
   }
   /* The reader must not take signals meant for the host program. */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int r = pthread_create(&q->reader, NULL, reader_main, q);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  int r = hm_thread_create(&q->reader, reader_main, q);
   if (r != 0) {
     hm_qmp_free(q);
     return HM_ERR(err, r == EAGAIN ? HM_E_NOMEM : -r, "cannot start the reader thread");

@@ -611,11 +611,7 @@ static int start_mount(sshfs_hp *hp, const hm_mount_spec *spec, hm_attachment *a
     goto fail;
   }
   /* 4. The pump; wait for the guest to show the mount. */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int pr = pthread_create(&m->thread, NULL, pump_main, m);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  int pr = hm_thread_create(&m->thread, pump_main, m);
   if (pr != 0) {
     r = HM_ERR(err, -pr, "cannot start the pump thread: %s", strerror(pr));
     goto fail;
