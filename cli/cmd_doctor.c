@@ -214,6 +214,43 @@ static void run_checks(doctor *d, const hm_status *st, const char *dir, int from
     add_fix(c, "or name it: hotmountd %s --virtiofsd PATH (or HOTMOUNT_VIRTIOFSD=PATH)", name);
     add_check(d, "readonly", "read-only", CHECK_SKIP, "needs virtiofsd");
   }
+
+  /* reverse-sshfs: only when the instance has SSH settings. */
+  char *sshcfg = NULL;
+  hm_ssh_config *cfg = NULL;
+  hm_error *err = NULL;
+  if (asprintf(&sshcfg, "%s/ssh.json", dir) < 0)
+    return;
+  int r = hm_ssh_config_load(&cfg, sshcfg, &err);
+  if (r == HM_E_NOT_FOUND) {
+    add_check(d, "sshfs", "reverse-sshfs", CHECK_SKIP,
+              "no SSH settings (hotmountd %s --ssh-host ... enables it)", name);
+  } else if (r < 0) {
+    add_fix(add_check(d, "sshfs", "reverse-sshfs", CHECK_FAIL, "%s", hm_error_message(err)),
+            "give the settings again: hotmountd %s --ssh-host ... (rewrites %s)", name, sshcfg);
+  } else if ((r = hm_ssh_config_check(cfg, &err)) < 0) {
+    c = add_check(d, "sshfs", "reverse-sshfs", CHECK_FAIL, "%s", hm_error_message(err));
+    if (r == HM_E_AUTH)
+      add_fix(c,
+              "check the guest's host key and the login key: hotmountd %s --ssh-known-hosts "
+              "FILE | --ssh-fingerprint SHA256:... --ssh-identity KEY",
+              name);
+    else if (r == HM_E_UNSUPPORTED)
+      add_fix(c, "install sshfs and FUSE in the guest (Debian: apt install sshfs fuse3)");
+    else
+      add_fix(c,
+              "is sshd running in the guest, and does %s:%s reach it (a hostfwd for QEMU "
+              "user networking)?",
+              hm_ssh_config_get(cfg, "host"), hm_ssh_config_get(cfg, "port") ?: "22");
+  } else {
+    add_check(d, "sshfs", "reverse-sshfs", CHECK_OK,
+              "%s@%s:%s: host key trusted, login works, the guest has sshfs and FUSE",
+              hm_ssh_config_get(cfg, "user") ?: "root", hm_ssh_config_get(cfg, "host"),
+              hm_ssh_config_get(cfg, "port") ?: "22");
+  }
+  hm_error_free(err);
+  hm_ssh_config_free(cfg);
+  free(sshcfg);
 }
 
 static void print_json(const doctor *d, const char *dir, int from_daemon, int ready,

@@ -84,6 +84,16 @@ HM_API int hm_ssh_config_load(hm_ssh_config **out, const char *path, hm_error **
 HM_API int hm_ssh_config_save(const hm_ssh_config *cfg, const char *path, hm_error **err);
 
 /**
+ * hm_ssh_config_check: can reverse-sshfs mount with cfg? Connects (host key
+ * verified, login), then checks the guest has sshfs, fusermount and
+ * /dev/fuse. 0 when it can; else HM_E_NOT_READY (sshd not reachable),
+ * HM_E_AUTH (host key refused, or login), HM_E_UNSUPPORTED (the guest lacks
+ * something: the message names it), with *err set. Waits on the network
+ * (up to the connect timeout). Thread-safe. Since 0.1.
+ */
+HM_API int hm_ssh_config_check(const hm_ssh_config *cfg, hm_error **err);
+
+/**
  * hm_sshfs_hotplugger_new: the reverse-sshfs backend for one guest (cfg is
  * copied; it must validate). instance_dir holds its working files. The
  * backend mounts in the guest itself (HM_HOTPLUGGER_GUEST_MOUNTS). Needs

@@ -92,6 +92,18 @@ def nothing_left(c, what):
            " registry empty; guest: no sshfs, no mount)" % what, (left, procs, mounts))
 
 
+def doctor_sshfs(c):
+    """The reverse-sshfs check of `hotmount doctor --json` (status, detail, fix)."""
+    rc, out = hm("doctor", c.inst, "--json")
+    try:
+        for ch in json.loads(out)["checks"]:
+            if ch["name"] == "sshfs":
+                return ch["status"], ch["detail"], ch["fix"]
+    except (ValueError, KeyError):
+        pass
+    return None, out, []
+
+
 def case_agentless(c):
     rc, out = c.guest("pidof hotmount-agent; echo rc=$?")
     c.t.ok("rc=1" in out, "the guest runs no hotmount-agent (hm.noagent)", out)
@@ -103,6 +115,9 @@ def case_agentless(c):
     mode = os.stat(os.path.join(c.inst, "ssh.json")).st_mode & 0o777
     c.t.ok(cfg.get("port") == str(PORT) and mode == 0o600,
            "SSH settings stored in INSTANCE/ssh.json (0600)", (cfg, oct(mode)))
+    st, detail, fix = doctor_sshfs(c)
+    c.t.ok(st == "ok" and "host key trusted" in detail,
+           "doctor: reverse-sshfs ok (host key, login, sshfs and FUSE in the guest)", detail)
 
 
 def case_readonly(c):
@@ -229,6 +244,9 @@ def case_no_ssh_settings(c):
     rc, out = hm("add", c.inst, c.work, "/mnt/nossh", *T)
     t.ok(rc0 == 0 and rc == 3 and "--ssh-host" in out,
          "reverse-sshfs without SSH settings is refused, saying what to give (exit 3)", out)
+    st, detail, fix = doctor_sshfs(c)
+    t.ok(st == "skip" and "--ssh-host" in detail, "doctor skips reverse-sshfs, saying how to "
+         "enable it", detail)
     nothing_left(c, "a refused reverse-sshfs add")
     os.rename(os.path.join(c.work, "ssh.json.saved"), os.path.join(c.inst, "ssh.json"))
     rc, out = restart(c)
@@ -244,6 +262,10 @@ def case_bad_host_key(c):
     rc, out = hm("add", c.inst, host, "/mnt/hk", *T)
     t.ok(rc == 6 and "host key" in out and "refusing" in out,
          "add refused: the guest's key does not match (exit 6, says so)", out)
+    st, detail, fix = doctor_sshfs(c)
+    t.ok(st == "fail" and "CHANGED" in detail and any("--ssh-known-hosts" in f for f in fix),
+         "doctor: reverse-sshfs fails naming the changed key, and says what to give", (detail,
+                                                                                      fix))
     nothing_left(c, "a refused host key")
     wrong_fp = fingerprint(c.ssh["wrong_host_key_line"])
     rc, out = restart(c, "--ssh-fingerprint", wrong_fp)

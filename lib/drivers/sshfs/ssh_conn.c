@@ -142,6 +142,29 @@ int hm_ssh_open(ssh_session *out, const hm_ssh_config *cfg, hm_error **err) {
   return 0;
 }
 
+int hm_ssh_config_check(const hm_ssh_config *cfg, hm_error **err) {
+  int r = hm_ssh_config_validate(cfg, err);
+  ssh_session s = NULL;
+  if (r < 0 || (r = hm_ssh_open(&s, cfg, err)) < 0)
+    return r;
+  int status = -1;
+  char *out = NULL;
+  r = hm_ssh_run(s,
+                 "for c in sshfs fusermount3:fusermount; do ok=; for p in $(echo $c | tr : ' '); "
+                 "do command -v $p >/dev/null 2>&1 && ok=1; done; [ -n \"$ok\" ] || "
+                 "echo \"${c%%:*} is not installed in the guest\"; done; "
+                 "[ -e /dev/fuse ] || echo '/dev/fuse is missing in the guest (FUSE module not "
+                 "loaded?)'",
+                 10000, &status, &out, err);
+  hm_ssh_close(s);
+  if (r == 0 && out && *out) {
+    out[strcspn(out, "\n")] = 0;
+    r = HM_ERR(err, HM_E_UNSUPPORTED, "%s", out);
+  }
+  free(out);
+  return r;
+}
+
 char *hm_sh_quote(const char *s) {
   size_t n = 3;
   for (const char *p = s; *p; p++)
