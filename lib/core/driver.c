@@ -31,6 +31,18 @@ void hm_attachment_free(hm_attachment *att) {
   free(att);
 }
 
+hm_attachment *hm_attachment_copy(const hm_attachment *a) {
+  hm_attachment *c = NULL;
+  if (hm_attachment_new(&c, a->id, NULL) < 0)
+    return NULL;
+  if ((a->tag && hm_attachment_set_tag(c, a->tag, NULL) < 0) ||
+      hm_kv_copy(&c->data, &a->data) < 0) {
+    hm_attachment_free(c);
+    return NULL;
+  }
+  return c;
+}
+
 const char *hm_attachment_get_id(const hm_attachment *att) {
   return att ? att->id : NULL;
 }

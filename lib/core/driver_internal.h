@@ -10,6 +10,9 @@ struct hm_attachment {
   hm_kv data;
 };
 
+/* A deep copy (id, tag, data), or NULL when out of memory. */
+HM_PRIVATE hm_attachment *hm_attachment_copy(const hm_attachment *a);
+
 HM_PRIVATE int hm_fs_hotplugger_attach(hm_fs_hotplugger *hp, const hm_mount_spec *spec,
                                        hm_attachment *att, hm_error **err);
 HM_PRIVATE int hm_fs_hotplugger_detach(hm_fs_hotplugger *hp, hm_attachment *att, hm_error **err);

@@ -34,18 +34,6 @@ typedef struct watch {
   int fd;
 } watch;
 
-static hm_attachment *att_copy(const hm_attachment *a) {
-  hm_attachment *c = NULL;
-  if (hm_attachment_new(&c, a->id, NULL) < 0)
-    return NULL;
-  if ((a->tag && hm_attachment_set_tag(c, a->tag, NULL) < 0) ||
-      hm_kv_copy(&c->data, &a->data) < 0) {
-    hm_attachment_free(c);
-    return NULL;
-  }
-  return c;
-}
-
 static int watched(const hm_entry *e) {
   return e->state == HM_STATE_MOUNTED && !e->busy && e->att;
 }
@@ -95,7 +83,7 @@ static void refresh(hm_instance *inst, watch **w, size_t *nw) {
       break;
     todo_hp = th;
     todo_hp[ntodo] = hm_inst_backend(inst, e->spec->type);
-    if ((todo[ntodo] = att_copy(e->att)))
+    if ((todo[ntodo] = hm_attachment_copy(e->att)))
       ntodo++;
   }
   pthread_mutex_unlock(&inst->lock);
@@ -124,7 +112,7 @@ static void fired(hm_instance *inst, const char *id) {
   pthread_mutex_lock(&inst->lock);
   hm_entry *e = hm_inst_find_id(inst, id);
   if (e && watched(e)) {
-    copy = att_copy(e->att);
+    copy = hm_attachment_copy(e->att);
     hp = hm_inst_backend(inst, e->spec->type);
   }
   pthread_mutex_unlock(&inst->lock);
@@ -173,7 +161,7 @@ static void after_reboot(hm_instance *inst, const hm_agent_mount_info *v, size_t
   for (size_t k = 0; k < n; k++) {
     pthread_mutex_lock(&inst->lock);
     hm_entry *e = hm_inst_find_id(inst, ids[k]);
-    hm_attachment *copy = e ? att_copy(e->att) : NULL;
+    hm_attachment *copy = e ? hm_attachment_copy(e->att) : NULL;
     int persist = e && e->spec->persist;
     char *target = e ? strdup(e->spec->guest_path) : NULL;
     int type = e ? e->spec->type : 0, ro = e ? !e->spec->writable : 1;
@@ -300,7 +288,7 @@ static void reattach_persistent(hm_instance *inst) {
     e->busy = 1;
     e->retry_at = now + HM_REATTACH_INTERVAL_MS;
     hm_fs_hotplugger *hp = hm_inst_backend(inst, e->spec->type);
-    hm_attachment *copy = att_copy(e->att);
+    hm_attachment *copy = hm_attachment_copy(e->att);
     hm_mount_spec *spec = NULL;
     hm_mount_spec_copy(&spec, e->spec, NULL);
     char *id = strdup(e->id);

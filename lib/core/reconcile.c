@@ -111,14 +111,8 @@ static void settle_own(hm_fs_hotplugger *hp, hm_entry *e, int state, int *drop, 
         *new_reason = NULL;
     }
   } else if (state == HM_STATE_MOUNTED) {
-    hm_attachment *a = NULL;
-    r = hm_attachment_new(&a, e->id, &err);
-    if (r == 0 && e->att->tag)
-      r = hm_attachment_set_tag(a, e->att->tag, &err);
-    if (r == 0 && hm_kv_copy(&a->data, &e->att->data) < 0)
-      r = HM_ERR_NOMEM(&err);
-    if (r == 0)
-      r = hm_fs_hotplugger_reattach(hp, e->spec, a, &err);
+    hm_attachment *a = hm_attachment_copy(e->att);
+    r = a ? hm_fs_hotplugger_reattach(hp, e->spec, a, &err) : HM_ERR_NOMEM(&err);
     if (r == 0) {
       hm_info("reconcile: %s at %s re-established", e->id, e->spec->guest_path);
       *new_att = a;
