@@ -43,10 +43,6 @@
 
 /* Markers in diod's environment, as for virtiofsd (qemu_driver.c), plus the
  * transport, so that a restarted daemon knows what it found. */
-#define ENV_INSTANCE "HOTMOUNT_INSTANCE"
-#define ENV_MOUNT "HOTMOUNT_MOUNT"
-#define ENV_HOST "HOTMOUNT_HOST"
-#define ENV_WRITABLE "HOTMOUNT_WRITABLE"
 #define ENV_TRANSPORT "HOTMOUNT_TRANSPORT"
 
 /* Per-mount names, all derived from the id. */
@@ -238,7 +234,8 @@ static int diod_stop(pid_t pid, hm_error **err) {
 static int diod_ours(const hm_ninep_host *h, pid_t pid, const char *id) {
   if (!hm_ninep_diod_alive(pid))
     return 0;
-  char *inst = hm_proc_getenv(pid, ENV_INSTANCE), *m = id ? hm_proc_getenv(pid, ENV_MOUNT) : NULL;
+  char *inst = hm_proc_getenv(pid, HM_ENV_INSTANCE),
+       *m = id ? hm_proc_getenv(pid, HM_ENV_MOUNT) : NULL;
   int ok = inst && strcmp(inst, h->dir) == 0 && (!id || (m && strcmp(m, id) == 0));
   free(inst);
   free(m);
@@ -247,7 +244,7 @@ static int diod_ours(const hm_ninep_host *h, pid_t pid, const char *id) {
 
 /* Calls fn for each diod of this instance. */
 static void diod_each(const hm_ninep_host *h, void (*fn)(pid_t pid, void *ud), void *ud) {
-  hm_proc_each("diod", ENV_INSTANCE, h->dir, fn, ud);
+  hm_proc_each("diod", HM_ENV_INSTANCE, h->dir, fn, ud);
 }
 
 struct find_ctx {
@@ -257,7 +254,7 @@ struct find_ctx {
 
 static void find_one(pid_t pid, void *ud) {
   struct find_ctx *c = ud;
-  char *m = hm_proc_getenv(pid, ENV_MOUNT);
+  char *m = hm_proc_getenv(pid, HM_ENV_MOUNT);
   if (m && strcmp(m, c->id) == 0)
     c->pid = pid;
   free(m);
@@ -389,10 +386,7 @@ int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attach
   }
   if ((r = hm_ninep_diod_argv(&argv, diod, n.link, !writable, DIOD_FD, err)) < 0)
     goto out;
-  r = hm_strv_pushf(&env, ENV_INSTANCE "=%s", h->dir);
-  r = r ?: hm_strv_pushf(&env, ENV_MOUNT "=%s", id);
-  r = r ?: hm_strv_pushf(&env, ENV_HOST "=%s", host);
-  r = r ?: hm_strv_pushf(&env, ENV_WRITABLE "=%d", writable);
+  r = hm_helper_markers(&env, h->dir, id, host, writable);
   r = r ?: hm_strv_push(&env, ENV_TRANSPORT "=9p");
   if (r < 0) {
     r = HM_ERR_NOMEM(err);
@@ -627,22 +621,9 @@ struct scan_ctx {
 
 static void scan_one(pid_t pid, void *ud) {
   struct scan_ctx *c = ud;
-  char *id = hm_proc_getenv(pid, ENV_MOUNT), *host = hm_proc_getenv(pid, ENV_HOST),
-       *w = hm_proc_getenv(pid, ENV_WRITABLE);
-  hm_attachment *a = id ? c->get(c->ud, id) : NULL;
-  if (a) {
-    char buf[24];
-    snprintf(buf, sizeof(buf), "%d", (int)pid);
+  hm_attachment *a = hm_helper_adopt(pid, "diod_pid", c->get, c->ud);
+  if (a)
     hm_ninep_mark(a, NULL);
-    hm_attachment_set_data(a, "diod_pid", buf, NULL);
-    if (host)
-      hm_attachment_set_data(a, "hostPath", host, NULL);
-    if (w)
-      hm_attachment_set_data(a, "writable", w, NULL);
-  }
-  free(id);
-  free(host);
-  free(w);
 }
 
 void hm_ninep_scan(const hm_ninep_host *h, hm_attachment *(*get)(void *ud, const char *id),

@@ -308,19 +308,13 @@ static void cleanup_parts(qemu_impl *q, const char *dev, const char *chr, pid_t 
 
 /* Markers in virtiofsd's environment: how a restarted daemon (whose child it
  * no longer is) finds it, and what it needs to adopt it. */
-#define ENV_INSTANCE "HOTMOUNT_INSTANCE"
-#define ENV_MOUNT "HOTMOUNT_MOUNT"
-#define ENV_HOST "HOTMOUNT_HOST"
-#define ENV_WRITABLE "HOTMOUNT_WRITABLE"
 
 static int start_virtiofsd(qemu_impl *q, pid_t *pid, const hm_virtiofsd_info *vfs,
                            const hm_mount_spec *spec, const char *id, const char *sock,
                            hm_error **err) {
   hm_strv env = {0};
-  int r = hm_strv_pushf(&env, ENV_INSTANCE "=%s", q->dir);
-  r = r ?: hm_strv_pushf(&env, ENV_MOUNT "=%s", id);
-  r = r ?: hm_strv_pushf(&env, ENV_HOST "=%s", hm_mount_spec_get_host_path(spec));
-  r = r ?: hm_strv_pushf(&env, ENV_WRITABLE "=%d", hm_mount_spec_get_writable(spec));
+  int r = hm_helper_markers(&env, q->dir, id, hm_mount_spec_get_host_path(spec),
+                            hm_mount_spec_get_writable(spec));
   if (r < 0) {
     hm_strv_clear(&env);
     return HM_ERR_NOMEM(err);
@@ -345,12 +339,12 @@ static void found_pid(pid_t pid, void *ud) {
 static pid_t find_virtiofsd(qemu_impl *q, const char *id) {
   char *marker = NULL;
   struct find_ctx ctx = {id, -1};
-  if (asprintf(&marker, ENV_MOUNT "=%s", id) < 0)
+  if (asprintf(&marker, HM_ENV_MOUNT "=%s", id) < 0)
     return -1;
   hm_virtiofsd_find(marker, found_pid, &ctx);
   free(marker);
   if (ctx.pid > 0) {
-    char *inst = hm_proc_getenv(ctx.pid, ENV_INSTANCE);
+    char *inst = hm_proc_getenv(ctx.pid, HM_ENV_INSTANCE);
     int same = inst && strcmp(inst, q->dir) == 0;
     free(inst);
     if (!same)
@@ -364,7 +358,7 @@ static pid_t attachment_pid(qemu_impl *q, hm_attachment *att) {
   const char *p = hm_attachment_get_data(att, "virtiofsd_pid");
   pid_t pid = p ? (pid_t)atoi(p) : -1;
   if (pid > 1 && hm_virtiofsd_alive(pid)) {
-    char *m = hm_proc_getenv(pid, ENV_MOUNT);
+    char *m = hm_proc_getenv(pid, HM_ENV_MOUNT);
     int ours = m && strcmp(m, hm_attachment_get_id(att)) == 0;
     free(m);
     if (ours)
@@ -626,28 +620,12 @@ static void scan_names(scan_acc *acc, json_object *ret, const char *key, const c
   }
 }
 
-struct scan_pid_ctx {
-  qemu_impl *q;
-  scan_acc *acc;
-};
+static hm_attachment *scan_get_cb(void *ud, const char *id) {
+  return scan_get(ud, id);
+}
 
 static void scan_pid(pid_t pid, void *ud) {
-  struct scan_pid_ctx *c = ud;
-  char *id = hm_proc_getenv(pid, ENV_MOUNT), *host = hm_proc_getenv(pid, ENV_HOST),
-       *w = hm_proc_getenv(pid, ENV_WRITABLE);
-  hm_attachment *a = id ? scan_get(c->acc, id) : NULL;
-  if (a) {
-    char buf[24];
-    snprintf(buf, sizeof(buf), "%d", (int)pid);
-    hm_attachment_set_data(a, "virtiofsd_pid", buf, NULL);
-    if (host)
-      hm_attachment_set_data(a, "hostPath", host, NULL);
-    if (w)
-      hm_attachment_set_data(a, "writable", w, NULL);
-  }
-  free(id);
-  free(host);
-  free(w);
+  hm_helper_adopt(pid, "virtiofsd_pid", scan_get_cb, ud);
 }
 
 /* 9p ports ("hm-N-dev" virtserialports) get the 9p transport and tag. */
@@ -665,10 +643,6 @@ static void scan_9p_ports(scan_acc *acc, json_object *ret) {
       acc->oom = 1;
     free(id);
   }
-}
-
-static hm_attachment *scan_get_cb(void *ud, const char *id) {
-  return scan_get(ud, id);
 }
 
 /* Everything of this instance's making that QEMU and the host hold: devices
@@ -691,11 +665,10 @@ static int qemu_scan(void *impl, hm_attachment ***out, size_t *n, hm_error **err
   scan_names(&acc, ret, "label", "-chr", "chardev");
   json_object_put(ret);
   char *marker = NULL;
-  if (asprintf(&marker, ENV_INSTANCE "=%s", q->dir) < 0) {
+  if (asprintf(&marker, HM_ENV_INSTANCE "=%s", q->dir) < 0) {
     acc.oom = 1;
   } else {
-    struct scan_pid_ctx c = {q, &acc};
-    hm_virtiofsd_find(marker, scan_pid, &c);
+    hm_virtiofsd_find(marker, scan_pid, &acc);
     free(marker);
     hm_ninep_scan(&q->ninep, scan_get_cb, &acc);
   }

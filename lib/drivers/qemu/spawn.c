@@ -25,13 +25,17 @@ static void child_ro_bind(const char *dir) {
   if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
       mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
     _exit(121);
+  if (hm_ro_remount(dir) < 0)
+    _exit(122);
+}
+
+int hm_ro_remount(const char *dir) {
 #ifdef SYS_mount_setattr
   struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
   if (syscall(SYS_mount_setattr, AT_FDCWD, dir, AT_RECURSIVE, &attr, sizeof(attr)) == 0)
-    return;
+    return 0;
 #endif
-  if (mount(NULL, dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
-    _exit(122);
+  return mount(NULL, dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL);
 }
 
 int hm_spawn_helper(pid_t *out_pid, char **argv, char *const *extra_env, int pass_fd, int as_fd,
@@ -246,4 +250,33 @@ void hm_proc_each(const char *comm, const char *name, const char *value,
   }
   if (d)
     closedir(d);
+}
+
+int hm_helper_markers(hm_strv *env, const char *instance, const char *id, const char *host,
+                      int writable) {
+  int r = hm_strv_pushf(env, HM_ENV_INSTANCE "=%s", instance);
+  r = r ?: hm_strv_pushf(env, HM_ENV_MOUNT "=%s", id);
+  r = r ?: hm_strv_pushf(env, HM_ENV_HOST "=%s", host);
+  r = r ?: hm_strv_pushf(env, HM_ENV_WRITABLE "=%d", writable != 0);
+  return r < 0 ? HM_E_NOMEM : 0;
+}
+
+hm_attachment *hm_helper_adopt(pid_t pid, const char *pid_key,
+                               hm_attachment *(*get)(void *ud, const char *id), void *ud) {
+  char *id = hm_proc_getenv(pid, HM_ENV_MOUNT), *host = hm_proc_getenv(pid, HM_ENV_HOST),
+       *w = hm_proc_getenv(pid, HM_ENV_WRITABLE);
+  hm_attachment *a = id ? get(ud, id) : NULL;
+  if (a) {
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%d", (int)pid);
+    hm_attachment_set_data(a, pid_key, buf, NULL);
+    if (host)
+      hm_attachment_set_data(a, "hostPath", host, NULL);
+    if (w)
+      hm_attachment_set_data(a, "writable", w, NULL);
+  }
+  free(id);
+  free(host);
+  free(w);
+  return a;
 }

@@ -21,6 +21,13 @@ HM_PRIVATE int hm_spawn_helper(pid_t *out_pid, char **argv, char *const *extra_e
                                int as_fd, const char *ro_dir, hm_error **err);
 
 /*
+ * hm_ro_remount: makes the bind mount at dir read-only, recursively where
+ * the kernel can (mount_setattr), else the top one. Async-signal-safe (for
+ * children between fork and exec). 0, or -1 with errno.
+ */
+HM_PRIVATE int hm_ro_remount(const char *dir);
+
+/*
  * hm_spawn_opts: hm_spawn_helper with more to say. setup, when set, runs in
  * the child after the read-only bind and before the file descriptors are
  * placed and exec: only async-signal-safe calls there; a non-zero return
@@ -47,6 +54,27 @@ HM_PRIVATE int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err);
  */
 HM_PRIVATE int hm_helper_stop(pid_t pid, int (*alive)(pid_t pid), const char *name, int timeout_ms,
                               hm_error **err);
+
+/*
+ * Markers: every helper a backend starts (virtiofsd, diod, sftp-server)
+ * carries these in its environment, so a restarted daemon finds it in /proc
+ * and knows what it serves.
+ */
+#define HM_ENV_INSTANCE "HOTMOUNT_INSTANCE" /* the instance directory */
+#define HM_ENV_MOUNT "HOTMOUNT_MOUNT"       /* the mount id, hm-N */
+#define HM_ENV_HOST "HOTMOUNT_HOST"         /* the host path */
+#define HM_ENV_WRITABLE "HOTMOUNT_WRITABLE" /* 0 or 1 */
+/* Appends the four markers to env. HM_E_NOMEM on failure. */
+HM_PRIVATE int hm_helper_markers(hm_strv *env, const char *instance, const char *id,
+                                 const char *host, int writable);
+/*
+ * hm_helper_adopt: the attachment helper pid serves, found by its mount
+ * marker through get(ud, id), with pid_key=pid and the hostPath/writable
+ * markers set on it (reconciliation's scan); NULL when get has none.
+ */
+HM_PRIVATE hm_attachment *hm_helper_adopt(pid_t pid, const char *pid_key,
+                                          hm_attachment *(*get)(void *ud, const char *id),
+                                          void *ud);
 
 /* The environment variable `name` of process pid (malloc'd), or NULL. */
 HM_PRIVATE char *hm_proc_getenv(pid_t pid, const char *name);

@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/mount.h>
 #include <pwd.h>
 #include <sched.h>
 #include <stdio.h>
@@ -26,7 +25,6 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #define SHARE "/share"
@@ -42,15 +40,6 @@ typedef struct jail {
 } jail;
 
 enum { P_USR, P_SHARE, P_ETC, P_DEV, P_NULL, P_PASSWD, P_GROUP, P_NSS };
-
-static int ro_remount(const char *dir) {
-#ifdef SYS_mount_setattr
-  struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
-  if (syscall(SYS_mount_setattr, AT_FDCWD, dir, AT_RECURSIVE, &attr, sizeof(attr)) == 0)
-    return 0;
-#endif
-  return mount(NULL, dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL);
-}
 
 static int put(const char *path, const char *text) {
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -75,10 +64,10 @@ static int jail_setup(void *arg) {
       put(j->path[P_GROUP], j->group) < 0 ||
       put(j->path[P_NSS], "passwd: files\ngroup: files\n") < 0 ||
       mount("/usr", j->path[P_USR], NULL, MS_BIND | MS_REC, NULL) < 0 ||
-      ro_remount(j->path[P_USR]) < 0 ||
+      hm_ro_remount(j->path[P_USR]) < 0 ||
       mount("/dev/null", j->path[P_NULL], NULL, MS_BIND, NULL) < 0 ||
       mount(j->host, j->path[P_SHARE], NULL, MS_BIND | MS_REC, NULL) < 0 ||
-      (!j->writable && ro_remount(j->path[P_SHARE]) < 0) || chdir(j->root) < 0)
+      (!j->writable && hm_ro_remount(j->path[P_SHARE]) < 0) || chdir(j->root) < 0)
     return -1;
   if (j->usr_links)
     for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)

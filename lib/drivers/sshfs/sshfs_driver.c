@@ -164,7 +164,7 @@ static void smount_free(smount *m) {
 static int sftp_alive_as(pid_t pid, const char *id) {
   if (!hm_helper_alive(pid, "sftp-server"))
     return 0;
-  char *v = hm_proc_getenv(pid, "HOTMOUNT_MOUNT");
+  char *v = hm_proc_getenv(pid, HM_ENV_MOUNT);
   int ok = v && strcmp(v, id) == 0;
   free(v);
   return ok;
@@ -592,12 +592,17 @@ static int start_mount(sshfs_hp *hp, const hm_mount_spec *spec, hm_attachment *a
     r = HM_ERR(err, -errno, "socketpair: %s", strerror(errno));
     goto fail;
   }
-  char env_inst[4200], env_mount[128];
-  snprintf(env_inst, sizeof(env_inst), "HOTMOUNT_INSTANCE=%s", hp->dir);
-  snprintf(env_mount, sizeof(env_mount), "HOTMOUNT_MOUNT=%s", id);
-  char *env[] = {env_inst, env_mount, NULL};
-  if ((r = hm_sftp_spawn(&m->sftp_pid, sftp, hm_mount_spec_get_host_path(spec),
-                         hm_mount_spec_get_writable(spec), sv[1], hp->jail, env, err)) < 0)
+  hm_strv env = {0};
+  if (hm_helper_markers(&env, hp->dir, id, hm_mount_spec_get_host_path(spec),
+                        hm_mount_spec_get_writable(spec)) < 0) {
+    hm_strv_clear(&env);
+    r = HM_ERR_NOMEM(err);
+    goto fail;
+  }
+  r = hm_sftp_spawn(&m->sftp_pid, sftp, hm_mount_spec_get_host_path(spec),
+                    hm_mount_spec_get_writable(spec), sv[1], hp->jail, env.v, err);
+  hm_strv_clear(&env);
+  if (r < 0)
     goto fail;
   close(sv[1]);
   sv[1] = -1;
@@ -705,7 +710,7 @@ static void stop_orphan(sshfs_hp *hp, hm_attachment *att) {
   pid_t pid = p ? (pid_t)atoi(p) : 0;
   if (pid <= 1 || !sftp_alive_as(pid, att->id))
     return;
-  char *inst = hm_proc_getenv(pid, "HOTMOUNT_INSTANCE");
+  char *inst = hm_proc_getenv(pid, HM_ENV_INSTANCE);
   if (inst && strcmp(inst, hp->dir) == 0) {
     kill(pid, SIGTERM);
     for (int i = 0; i < 200 && sftp_alive_as(pid, att->id); i++)
