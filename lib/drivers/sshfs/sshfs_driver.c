@@ -741,25 +741,8 @@ static int sshfs_guest_umount(void *impl, hm_attachment *att, unsigned flags, hm
   const char *gp = m ? m->guest_path : hm_attachment_get_data(att, "guestPath");
   if (!gp)
     return 0;
-  int r = guest_unmount(hp, att->id, gp, (flags & 1u) != 0, err);
-  if (r < 0 || !m)
-    return r;
-  /* fusermount returns before sshfs has noticed: wait (bounded) until it
-   * ended, which the pump sees as its channel closing, so that nothing of
-   * the mount runs in the guest when remove returns. (m stays valid: the
-   * library does not detach while this call runs.) */
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += 5;
-  pthread_mutex_lock(&m->lock);
-  while (m->phase != DEAD)
-    if (pthread_cond_timedwait(&m->cond, &m->lock, &until) == ETIMEDOUT)
-      break;
-  int ended = m->phase == DEAD;
-  pthread_mutex_unlock(&m->lock);
-  if (!ended)
-    hm_warn("sshfs for %s was still running in the guest 5 s after the unmount", gp);
-  return 0;
+  /* The guest script also waits until the sshfs serving it has ended. */
+  return guest_unmount(hp, att->id, gp, (flags & 1u) != 0, err);
 }
 
 static int sshfs_reattach(void *impl, const hm_mount_spec *spec, hm_attachment *att,
