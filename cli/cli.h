@@ -30,6 +30,7 @@ int cmd_list(int argc, char **argv);
 int cmd_qemu_args(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
+int cmd_accel(int argc, char **argv);
 int cmd_help(int argc, char **argv);
 
 /* Prints "hotmount: MESSAGE" and a hint on what to do next (naming the

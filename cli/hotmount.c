@@ -22,6 +22,10 @@ static const cli_command commands[] = {
      cmd_doctor},
     {"qemu-args", "qemu-args INSTANCE [--slots N] [--memory SIZE]",
      "print the QEMU arguments that make a VM hot-mount ready, one per line", cmd_qemu_args},
+    {"accel", "accel [--kernel KERNEL] [--qemu QEMU] [--timeout S] [--json]",
+     "print the accelerator for QEMU here, kvm only when KVM booted KERNEL (else tcg); "
+     "HOTMOUNT_ACCEL=kvm|tcg overrides",
+     cmd_accel},
     {"help", "help [COMMAND]", "show the commands, or one command's usage", cmd_help},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -99,6 +99,24 @@ HM_API int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *
  */
 HM_API int hm_qemu_probe(hm_status **out, const hm_qemu_config *cfg, hm_error **err);
 
+/**
+ * hm_qemu_accel_choose: which accelerator to give QEMU on this host, "kvm" or "tcg", chosen by
+ * proof rather than by /dev/kvm being there (a nested VM's /dev/kvm may open and still not run a
+ * guest). KVM is chosen only when QEMU with `-accel kvm` booted `kernel` (any kernel QEMU's
+ * -kernel takes: use your guest's) far enough to print its banner on the serial console within
+ * timeout_ms (0: 8 s); otherwise TCG, and the call returns by that deadline. Without a kernel KVM
+ * is not proven and TCG is chosen. The environment variable HOTMOUNT_ACCEL=kvm|tcg overrides the
+ * probe ("auto" or empty: probe). qemu: the QEMU binary (NULL: qemu-system-x86_64 from PATH).
+ * *out gets facts (free with hm_status_free): accel ("kvm" or "tcg"), source ("probe" or
+ * "HOTMOUNT_ACCEL") and reason (one line, for logs). Pass accel to QEMU as `-accel VALUE`, with
+ * the same CPU model the probe used (QEMU's default for q35). Returns 0, HM_E_INVALID (out NULL,
+ * kernel unreadable, timeout over 600 s, a bad HOTMOUNT_ACCEL) or HM_E_NOMEM; an errno code when
+ * the probe process cannot be started. Starts and reaps one child process of its own (only that
+ * pid); blocks up to timeout_ms; any thread. Since 0.1.
+ */
+HM_API int hm_qemu_accel_choose(hm_status **out, const char *qemu, const char *kernel,
+                                unsigned timeout_ms, hm_error **err);
+
 HM_END_DECLS
 
 #endif
