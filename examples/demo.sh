@@ -104,8 +104,14 @@ else
     warn "hotmount qemu-args is not available: using the equivalent args from tests/e2e/vm.py"
     mapfile -t HM_ARGS < <(python3 "$VMPY" qemu-args "$INST")
 fi
-accel=tcg
-[ -w /dev/kvm ] && accel=kvm
+# KVM only where it was seen to boot this kernel (a /dev/kvm that opens may
+# still not run a guest); HOTMOUNT_ACCEL=kvm|tcg overrides. Says which, and why.
+if [ -n "$have_cli" ]; then
+    accel=$("$HOTMOUNT" accel --kernel "$IMAGE/vmlinuz") || die "hotmount accel failed"
+else
+    accel=$(python3 "$VMPY" accel "$IMAGE/vmlinuz")
+fi
+echo "demo: accelerator $accel"
 QEMU=(qemu-system-x86_64 -M q35 -accel "$accel" -m 1G -smp 2 -nographic -nodefaults -no-reboot
       -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initramfs.cpio.gz"
       -append "console=ttyS0 panic=-1 loglevel=4"

@@ -175,7 +175,7 @@ static void on_log(int level, const char *message, void *user_data) {
 /* QEMU's command line: the machine, the kernel, the library's readiness
  * arguments (shared memory, reserved PCIe root ports, agent channel, QMP),
  * then the caller's own. */
-static char **qemu_argv(const char *qemu, const char *memory, const char *kernel,
+static char **qemu_argv(const char *qemu, const char *accel, const char *memory, const char *kernel,
                         const char *initrd, const char *append, char **hm_args, char **extra,
                         int n_extra) {
   size_t n_hm = 0;
@@ -189,7 +189,7 @@ static char **qemu_argv(const char *qemu, const char *memory, const char *kernel
   argv[i++] = "-machine";
   argv[i++] = "q35";
   argv[i++] = "-accel";
-  argv[i++] = access("/dev/kvm", R_OK | W_OK) == 0 ? "kvm" : "tcg";
+  argv[i++] = (char *)accel;
   argv[i++] = "-m";
   argv[i++] = (char *)memory; /* must equal hm_qemu_config_set_memory's */
   argv[i++] = "-nodefaults";
@@ -314,6 +314,7 @@ int main(int argc, char **argv) {
   hm_fs_hotplugger *hp = NULL;
   hm_mount_spec *spec = NULL;
   char **hm_args = NULL, **qargv = NULL;
+  hm_status *accel = NULL;
   int rc = 1;
 
   /* 1. The instance directory holds qmp.sock, agent.sock and state.json. */
@@ -325,7 +326,15 @@ int main(int argc, char **argv) {
   if (hm_qemu_config_new(&cfg, dir, &err) < 0 || hm_qemu_config_set_memory(cfg, memory, &err) < 0 ||
       hm_qemu_config_build_args(&hm_args, cfg, &err) < 0)
     goto out;
-  if (!(qargv = qemu_argv(qemu, memory, kernel, initrd, append, hm_args, extra, n_extra)) ||
+  /* KVM only where it was seen to boot this kernel: a /dev/kvm that opens
+   * may still not run a guest (nested VMs), and a guest that never boots is
+   * worse than a slow one. */
+  if (hm_qemu_accel_choose(&accel, qemu, kernel, 0, &err) < 0)
+    goto out;
+  fprintf(stderr, "embed-qemu: accelerator %s (%s: %s)\n", hm_status_get(accel, "accel"),
+          hm_status_get(accel, "source"), hm_status_get(accel, "reason"));
+  if (!(qargv = qemu_argv(qemu, hm_status_get(accel, "accel"), memory, kernel, initrd, append,
+                          hm_args, extra, n_extra)) ||
       start_qemu(&v.qemu, qargv) < 0)
     goto out;
   printf("qemu: started, pid %d\n", (int)v.qemu);
@@ -383,6 +392,7 @@ out:
   if (v.loop)
     g_main_loop_unref(v.loop);
   free(qargv);
+  hm_status_free(accel);
   hm_strv_free(hm_args);
   hm_qemu_config_free(cfg);
   free(host_dir);

@@ -33,7 +33,7 @@ MODULES = ["virtio_pci", "virtio", "virtio_ring", "virtio_pci_modern_dev",
 PLUG_PORTS = 2          # first and last reserved root port
 STEPS_PER_PLUG = 7
 ALL_PORTS_STEPS = 3
-N_TESTS = 7 + PLUG_PORTS * STEPS_PER_PLUG + ALL_PORTS_STEPS + 1
+N_TESTS = 7 + PLUG_PORTS * STEPS_PER_PLUG + ALL_PORTS_STEPS + 1 + 2
 
 
 class TAP:
@@ -243,6 +243,45 @@ def all_ports_at_once(t, vm, work, ports):
                 p.wait()
 
 
+def kvm_opens():
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
+        return True
+    except OSError:
+        return False
+
+
+def accel_checks(t, vm, work, kernel):
+    """The accelerator came from the probe, and the probe's "booted" verdict
+    holds with a real QEMU and the real guest kernel: a stand-in QEMU that
+    swaps the probe's accel=kvm for TCG (the only accelerator this machine
+    kind can run) must be judged to boot it."""
+    hm = os.environ.get("HOTMOUNT_BIN")
+    forced = os.environ.get("HOTMOUNT_ACCEL", "") in ("kvm", "tcg")
+    t.ok(vm.accel in ("kvm", "tcg") and
+         (forced or not hm or vm.accel_why.startswith("probe: ")),
+         "accelerator %s chosen by hm_qemu_accel_choose (%s)" % (vm.accel, vm.accel_why))
+    if forced or not (hm and os.access(hm, os.X_OK)) or not kvm_opens():
+        t.skip("the probe says kvm for a QEMU that boots the kernel",
+               "HOTMOUNT_ACCEL set, no CLI built or no usable /dev/kvm")
+        return
+    wrap = os.path.join(work, "qemu-tcg-instead")
+    with open(wrap, "w") as f:
+        f.write('#!/bin/sh\nfor a in "$@"; do shift; [ "$a" = q35,accel=kvm ] && '
+                'a=q35,accel=tcg; set -- "$@" "$a"; done\nexec %s "$@"\n' % vm.qemu)
+    os.chmod(wrap, 0o755)
+    env = dict(os.environ)
+    env.pop("HOTMOUNT_ACCEL", None)
+    t0 = time.monotonic()
+    p = subprocess.run([hm, "accel", "--kernel", kernel, "--qemu", wrap, "--timeout", "150",
+                        "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       universal_newlines=True, env=env, timeout=200)
+    t.ok(p.returncode == 0 and '"accel":"kvm"' in p.stdout.replace(" ", "") and
+         "booted" in p.stdout,
+         "the probe says kvm for a QEMU that boots the kernel to its banner (%.1f s under TCG)"
+         % (time.monotonic() - t0), p.stdout + p.stderr)
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     image_dir = os.environ.get("HM_E2E_IMAGE_DIR") or os.path.join(here, ".image-cache")
@@ -264,6 +303,7 @@ def main():
         vm.start()
         t.diag("qemu-args from: %s" % vm.args_source)
         t.ok(True, "guest boots; test channel ready in %.1f s" % vm.boot_time)
+        accel_checks(t, vm, work, os.path.join(image_dir, "vmlinuz"))
 
         rc, out = vm.sh("cut -d' ' -f1 /proc/modules")
         missing = sorted(set(MODULES) - set(out.split()))

@@ -16,6 +16,7 @@ vm.py), HM_E2E_KEEP=1 keeps the work dir.
 """
 
 import os
+import re
 import queue
 import shutil
 import subprocess
@@ -176,6 +177,14 @@ def main():
                     "embed-qemu hot-mounted %s" % GUEST,
                     "\n".join(ex.lines) + "\n" + open(ex.err.name, errors="replace").read()):
             raise VMError("no mount")
+        err_text = open(ex.err.name, errors="replace").read()
+        acc = [l for l in err_text.splitlines() if l.startswith("embed-qemu: accelerator ")]
+        t.note(acc[0] if acc else "no accelerator line")
+        want = os.environ.get("HOTMOUNT_ACCEL") not in (None, "", "auto")
+        t.ok(len(acc) == 1 and re.match(r"embed-qemu: accelerator (kvm|tcg) \((%s): " %
+                                        ("HOTMOUNT_ACCEL" if want else "probe"), acc[0]),
+             "the example chose its accelerator with hm_qemu_accel_choose and said which",
+             err_text[-2000:])
         events = [l for l in ex.lines if l.startswith("event: ")]
         t.ok(events == ["event: hm-1 %s: (none) -> attaching" % GUEST,
                         "event: hm-1 %s: attaching -> mounted" % GUEST],

@@ -137,6 +137,63 @@ def hotmount_qemu_args(instance_dir, memory="1G"):
     return fallback_qemu_args(instance_dir, memory=memory), "fallback (%s)" % why
 
 
+_ACCEL_SAID = set()
+
+
+def _boot_id():
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def choose_accel(kernel, qemu=None):
+    """(accel, why): the accelerator for QEMU here, from `$HOTMOUNT_BIN accel
+    --kernel KERNEL` (hm_qemu_accel_choose: KVM only when it booted that
+    kernel to its banner, else TCG; HOTMOUNT_ACCEL=kvm|tcg overrides). A
+    probe that fails costs its whole deadline and a run boots many VMs, so
+    the verdict is kept beside the kernel (accel.json) for this host's boot
+    id, kernel and QEMU. Without a built CLI: TCG (KVM not proven)."""
+    qemu = qemu or os.environ.get("HM_QEMU", "qemu-system-x86_64")
+    forced = os.environ.get("HOTMOUNT_ACCEL", "")
+    if forced in ("kvm", "tcg"):
+        accel, why = forced, "HOTMOUNT_ACCEL: set by HOTMOUNT_ACCEL"
+    else:
+        cache = os.path.join(os.path.dirname(os.path.abspath(kernel)), "accel.json")
+        st = os.stat(kernel)
+        key = {"boot_id": _boot_id(), "kernel": os.path.abspath(kernel),
+               "kernel_mtime": st.st_mtime_ns, "qemu": qemu}
+        accel = why = None
+        try:
+            with open(cache) as f:
+                c = json.load(f)
+            if c.get("key") == key and c.get("accel") in ("kvm", "tcg"):
+                accel, why = c["accel"], c.get("why", "") + " (cached in %s)" % cache
+        except (OSError, ValueError):
+            pass
+        hm = os.environ.get("HOTMOUNT_BIN")
+        if accel is None and hm and os.access(hm, os.X_OK):
+            p = subprocess.run([hm, "accel", "--kernel", kernel, "--qemu", qemu, "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               universal_newlines=True, timeout=120)
+            if p.returncode != 0:
+                raise VMError("%s accel failed: %s" % (hm, p.stderr.strip()))
+            facts = json.loads(p.stdout)
+            accel = facts["accel"]
+            why = "%s: %s" % (facts.get("source"), facts.get("reason"))
+            tmp = cache + ".tmp-%d" % os.getpid()
+            with open(tmp, "w") as f:
+                json.dump({"key": key, "accel": accel, "why": why}, f)
+            os.replace(tmp, cache)
+        elif accel is None:
+            accel, why = "tcg", "HOTMOUNT_BIN not built: KVM not proven"
+    if (accel, why) not in _ACCEL_SAID:
+        _ACCEL_SAID.add((accel, why))
+        sys.stderr.write("vm.py: accelerator %s (%s)\n" % (accel, why))
+    return accel, why
+
+
 class QMP:
     """A small blocking QMP client that queues events."""
 
@@ -325,6 +382,7 @@ class VM:
         self.qmp_conn = None
         self.serial_log = os.path.join(self.workdir, "qemu.log")
         self.boot_time = None
+        self.accel = self.accel_why = None
         self.args_source = None
 
     # -- command line -----------------------------------------------------------
@@ -333,10 +391,12 @@ class VM:
         test_sock = os.path.join(self.workdir, "test.sock")
         test_qmp = os.path.join(self.workdir, "test-qmp.sock")
         append = "console=ttyS0 panic=-1 loglevel=4 " + self.append
+        kernel = os.path.join(self.image_dir, "vmlinuz")
+        self.accel, self.accel_why = choose_accel(kernel, self.qemu)
         return [
-            self.qemu, "-M", "q35", "-accel", "tcg", "-m", self.memory,
+            self.qemu, "-M", "q35", "-accel", self.accel, "-m", self.memory,
             "-smp", str(self.smp), "-nographic", "-nodefaults", "-no-reboot",
-            "-kernel", os.path.join(self.image_dir, "vmlinuz"),
+            "-kernel", kernel,
             "-initrd", os.path.join(self.image_dir, "initramfs.cpio.gz"),
             "-append", append.strip(),
         ] + hm_args + [
@@ -493,7 +553,11 @@ def _main(argv):
       vm.py wait-ready TEST_SOCK [SECS] wait until the guest's channel answers
       vm.py guest-sh TEST_SOCK CMD [SECS]  run CMD in the guest; exit with its status
       vm.py poweroff TEST_SOCK          power the guest off (does not wait)
+      vm.py accel KERNEL                the accelerator to use (see choose_accel)
     """
+    if len(argv) >= 2 and argv[0] == "accel":
+        print(choose_accel(argv[1])[0])
+        return 0
     if len(argv) >= 2 and argv[0] == "qemu-args":
         print("\n".join(fallback_qemu_args(os.path.abspath(argv[1]))))
         return 0
