@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "cli.h"
+#include "safe_print.h"
 
 #include <getopt.h>
 #include <limits.h>
@@ -47,7 +48,7 @@ int cmd_add(int argc, char **argv) {
     case 'o': {
       char *eq = strchr(optarg, '=');
       if (!eq || eq == optarg) {
-        fprintf(stderr, "hotmount: option \"%s\" must be KEY=VALUE\n", optarg);
+        fprintf(stderr, "hotmount: option \"%s\" must be KEY=VALUE\n", cli_safe(optarg));
         rc = EXIT_USAGE;
         goto out;
       }
@@ -69,7 +70,7 @@ int cmd_add(int argc, char **argv) {
     goto out;
   }
   if (!(host = absolute(argv[optind + 1]))) {
-    fprintf(stderr, "hotmount: cannot make \"%s\" absolute\n", argv[optind + 1]);
+    fprintf(stderr, "hotmount: cannot make \"%s\" absolute\n", cli_safe(argv[optind + 1]));
     rc = EXIT_FAIL;
     goto out;
   }
@@ -83,8 +84,9 @@ int cmd_add(int argc, char **argv) {
   cli_spinner_stop(spin);
   if (r < 0)
     goto fail;
-  printf("%s mounted at %s (%s, %s, %s)\n", hm_mount_get_host_path(m), hm_mount_get_guest_path(m),
-         hm_mount_get_id(m), hm_mount_type_name(hm_mount_get_type(m)),
+  printf("%s mounted at %s (%s, %s, %s)\n", cli_safe(hm_mount_get_host_path(m)),
+         cli_safe(hm_mount_get_guest_path(m)), cli_safe(hm_mount_get_id(m)),
+         hm_mount_type_name(hm_mount_get_type(m)),
          hm_mount_get_writable(m) ? "read-write" : "read-only");
   goto out;
 fail:

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "cli.h"
+#include "safe_print.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -32,7 +33,9 @@ int cmd_list(int argc, char **argv) {
   if (json) {
     if (hm_mount_list_to_json(&text, l, &err) < 0)
       goto fail;
-    printf("%s\n", text);
+    char *safe = cli_json_safe(text);
+    printf("%s\n", safe ? safe : "null");
+    free(safe);
   } else if (hm_mount_list_count(l) == 0) {
     printf("no hot-mounts\n");
   } else {
@@ -40,12 +43,13 @@ int cmd_list(int argc, char **argv) {
            "HOST PATH");
     for (size_t i = 0; i < hm_mount_list_count(l); i++) {
       const hm_mount *m = hm_mount_list_get(l, i);
-      printf("%-8s %-10s %-13s %-3s %-30s %s\n", hm_mount_get_id(m),
+      /* Targets and reasons may come from the guest: escaped. */
+      printf("%-8s %-10s %-13s %-3s %-30s %s\n", cli_safe(hm_mount_get_id(m)),
              hm_mount_state_name(hm_mount_get_state(m)), hm_mount_type_name(hm_mount_get_type(m)),
-             hm_mount_get_writable(m) ? "rw" : "ro", hm_mount_get_guest_path(m),
-             hm_mount_get_host_path(m));
+             hm_mount_get_writable(m) ? "rw" : "ro", cli_safe(hm_mount_get_guest_path(m)),
+             cli_safe(hm_mount_get_host_path(m)));
       if (hm_mount_get_reason(m))
-        printf("         reason: %s\n", hm_mount_get_reason(m));
+        printf("         reason: %s\n", cli_safe(hm_mount_get_reason(m)));
     }
   }
   goto out;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "cli.h"
+#include "safe_print.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -34,7 +35,7 @@ int cmd_remove(int argc, char **argv) {
   if (r < 0)
     rc = cli_fail(err);
   else
-    printf("removed %s\n", argv[optind + 1]);
+    printf("removed %s\n", cli_safe(argv[optind + 1]));
   hm_error_free(err);
   hm_client_free(client);
   return rc;

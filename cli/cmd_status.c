@@ -1,15 +1,18 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* hotmount status: the daemon's GET /v1/status, readable or as JSON. */
 #include "cli.h"
+#include "safe_print.h"
 
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Every value printed goes through here: some come from the guest (the
+ * agent's version), so they are escaped. */
 static const char *get(const hm_status *st, const char *key) {
   const char *v = hm_status_get(st, key);
-  return v ? v : "";
+  return v ? cli_safe(v) : "";
 }
 
 static int is_true(const hm_status *st, const char *key) {
@@ -78,7 +81,7 @@ static void print_human(const hm_status *st) {
     for (const char *const *s = shown; *s && !known; s++)
       known = !strcmp(*s, k);
     if (!known)
-      printf("%-12s %s\n", k, hm_status_value(st, i));
+      printf("%-12s %s\n", cli_safe(k), cli_safe(hm_status_value(st, i)));
   }
   print_transports(st);
 }
@@ -108,7 +111,7 @@ int cmd_status(int argc, char **argv) {
   if (hm_client_status(client, &st, &err) < 0) {
     if (json) {
       /* Scripts get an answer on stdout too, and the exit code. */
-      char *msg = cli_json_string(hm_error_message(err));
+      char *msg = cli_json_string(cli_safe(hm_error_message(err)));
       printf("{\"daemon\":\"%s\",\"error\":%s}\n",
              hm_error_code(err) == HM_E_NOT_READY ? "not running" : "error", msg ? msg : "\"\"");
       free(msg);
@@ -122,7 +125,13 @@ int cmd_status(int argc, char **argv) {
       goto out;
     }
     /* The daemon's object, with whether it answered first. */
-    printf("{\"daemon\":\"running\"%s%s\n", strcmp(text, "{}") ? "," : "", text + 1);
+    char *safe = cli_json_safe(text);
+    if (!safe) {
+      rc = EXIT_FAIL;
+      goto out;
+    }
+    printf("{\"daemon\":\"running\"%s%s\n", strcmp(safe, "{}") ? "," : "", safe + 1);
+    free(safe);
   } else {
     print_human(st);
   }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "cli.h"
+#include "safe_print.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -86,7 +87,8 @@ int cli_fail(const hm_error *err) {
             instance_name, instance_dir, instance_name);
     return EXIT_NOT_READY;
   }
-  fprintf(stderr, "hotmount: %s\n", hm_error_message(err));
+  /* Errors can carry guest text (agent messages, sshfs stderr). */
+  fprintf(stderr, "hotmount: %s\n", cli_safe(hm_error_message(err)));
   hint(err);
   return cli_exit_code(hm_error_code(err));
 }

@@ -7,6 +7,8 @@
  */
 #include <hotmount/hotmount.h>
 
+#include "daemon_log.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -33,6 +35,7 @@ static void log_line(int level, const char *msg, void *ud) {
   fprintf(log_file, "%s hotmountd[%d] %s: %s\n", ts, (int)getpid(),
           level >= 0 && level <= 7 ? names[level] : "?", msg);
   fflush(log_file);
+  daemon_log_check();
 }
 
 static gboolean on_signal(gpointer loop) {
@@ -218,6 +221,7 @@ int main(int argc, char **argv) {
     }
     dup2(fileno(log_file), 1);
     dup2(fileno(log_file), 2);
+    daemon_log_watch(fileno(log_file), logpath);
   } else {
     log_file = stderr;
   }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "core/agent_client.h"
+#include "guest_path.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,11 +27,15 @@
 
 struct pending {
   int64_t id;
-  char *line; /* the answer, once done */
-  size_t len;
+  hm_agent_msg *msg; /* the answer, once done */
+  int too_long;      /* done, but the answer was dropped for its size */
   int done;
   struct pending *next;
 };
+
+/* How much of a too-long line the reader keeps: enough for the id our
+ * agent writes first ({"id":N,...}), so its waiter fails at once. */
+#define LONG_LINE_HEAD 32
 
 struct hm_agent {
   int fd;
@@ -48,6 +53,8 @@ struct hm_agent {
   char *agent_version;
   char **caps;
   char *boot_id; /* last seen */
+  /* Reader thread only: lines refused, for the log. */
+  unsigned long lines_bad, lines_long;
 
   pthread_mutex_t wlock; /* one request line at a time on the socket */
 };
@@ -75,46 +82,73 @@ static void mark_closed(hm_agent *a, const char *fmt, ...) {
   free(reason);
 }
 
-static void dispatch_line(hm_agent *a, const char *line, size_t len) {
-  int64_t id;
-  hm_error *e = NULL;
-  if (hm_agent_response_id(&id, line, len, &e) < 0) {
-    hm_warn("agent sent an unusable line: %s", hm_error_message(e));
-    hm_error_free(e);
-    return;
-  }
-  char *copy = malloc(len + 1);
-  if (!copy) {
-    /* The waiter will time out; better than dropping the connection. */
-    hm_warn("agent answer %lld dropped: out of memory", (long long)id);
-    return;
-  }
-  memcpy(copy, line, len);
-  copy[len] = '\0';
+/* Completes the first waiter for id (taking msg, or marking the answer too
+ * long when msg is NULL); returns whether one was waiting. */
+static int complete(hm_agent *a, int64_t id, hm_agent_msg *msg) {
   pthread_mutex_lock(&a->lock);
   struct pending *p = a->pending;
   while (p && (p->id != id || p->done))
     p = p->next;
   if (p) {
-    p->line = copy;
-    p->len = len;
+    p->msg = msg;
+    p->too_long = msg == NULL;
     p->done = 1;
-    copy = NULL;
     pthread_cond_broadcast(&a->cond);
   }
   pthread_mutex_unlock(&a->lock);
-  if (copy) {
+  return p != NULL;
+}
+
+static void dispatch_line(hm_agent *a, const char *line, size_t len) {
+  int64_t id;
+  hm_error *e = NULL;
+  hm_agent_msg *msg = NULL;
+  /* Parsed once, here; the waiter decodes this parse. */
+  if (hm_agent_msg_parse(&msg, &id, line, len, &e) < 0) {
+    a->lines_bad++;
+    hm_warn("agent sent an unusable line (%lu so far): %s", a->lines_bad, hm_error_message(e));
+    hm_error_free(e);
+    return;
+  }
+  if (!complete(a, id, msg)) {
     /* An answer to a request whose caller gave up, or from an earlier host
      * connection: nobody is waiting. */
     hm_debug("agent answer for unknown id %lld ignored", (long long)id);
-    free(copy);
+    hm_agent_msg_free(msg);
   }
 }
 
+/* A line longer than HM_AGENT_MAX_ANSWER, of which head is the start: it
+ * was dropped unread. If it starts like one of our agent's answers, its
+ * waiter learns now instead of timing out. */
+static void long_line(hm_agent *a, const char *head, size_t len) {
+  a->lines_long++;
+  hm_warn("agent sent a line longer than %d bytes; dropped (%lu so far)", HM_AGENT_MAX_ANSWER,
+          a->lines_long);
+  static const char prefix[] = "{\"id\":";
+  size_t i = sizeof(prefix) - 1;
+  if (len <= i || memcmp(head, prefix, i) != 0)
+    return;
+  int64_t id = 0;
+  size_t digits = 0;
+  for (; i < len && head[i] >= '0' && head[i] <= '9' && digits < 16; i++, digits++)
+    id = id * 10 + (head[i] - '0');
+  if (digits && i < len && head[i] == ',')
+    complete(a, id, NULL);
+}
+
+/*
+ * Reads lines of at most HM_AGENT_MAX_ANSWER bytes into a buffer that never
+ * grows past that: a longer line is skipped up to its newline (keeping only
+ * its head), so a guest sending endless bytes costs neither memory nor the
+ * connection.
+ */
 static void *reader_main(void *arg) {
   hm_agent *a = arg;
-  size_t cap = 64 * 1024, used = 0;
-  char *buf = malloc(cap);
+  const size_t max = HM_AGENT_MAX_ANSWER + 1; /* a whole line and its newline */
+  size_t cap = 64 * 1024, used = 0, head_len = 0;
+  char *buf = malloc(cap), head[LONG_LINE_HEAD];
+  int skipping = 0;
   if (!buf) {
     mark_closed(a, "out of memory");
     return NULL;
@@ -129,18 +163,23 @@ static void *reader_main(void *arg) {
     }
     if (pfd[1].revents)
       break;
-    if (used == cap) {
-      if (cap > HM_AGENT_MAX_LINE) {
-        mark_closed(a, "agent sent a line longer than %d bytes", HM_AGENT_MAX_LINE);
-        break;
-      }
-      char *nb = realloc(buf, cap * 2);
+    if (used == cap && cap < max) {
+      size_t ncap = cap * 2 < max ? cap * 2 : max;
+      char *nb = realloc(buf, ncap);
       if (!nb) {
         mark_closed(a, "out of memory");
         break;
       }
       buf = nb;
-      cap *= 2;
+      cap = ncap;
+    } else if (used == cap) {
+      /* No newline in a full buffer: this line is too long. */
+      if (!skipping) {
+        head_len = used < sizeof(head) ? used : sizeof(head);
+        memcpy(head, buf, head_len);
+        skipping = 1;
+      }
+      used = 0;
     }
     ssize_t n = read(a->fd, buf + used, cap - used);
     if (n < 0) {
@@ -155,6 +194,16 @@ static void *reader_main(void *arg) {
     }
     used += (size_t)n;
     size_t start = 0;
+    if (skipping) {
+      char *nl = memchr(buf, '\n', used);
+      if (!nl) {
+        used = 0;
+        continue;
+      }
+      long_line(a, head, head_len);
+      skipping = 0;
+      start = (size_t)(nl - buf) + 1;
+    }
     for (char *nl; (nl = memchr(buf + start, '\n', used - start));) {
       size_t len = (size_t)(nl - (buf + start));
       if (len > 0)
@@ -200,7 +249,7 @@ static void pending_remove_locked(hm_agent *a, struct pending *p) {
       break;
     }
   }
-  free(p->line);
+  hm_agent_msg_free(p->msg);
   free(p);
 }
 
@@ -282,11 +331,35 @@ static int closed_error(hm_agent *a, const char *func, const char *op, hm_error 
 }
 
 /* Turns an ok:false answer into an error. ETIMEDOUT keeps its meaning so
- * callers can tell "device never appeared" from other agent failures. */
+ * callers can tell "device never appeared" from other agent failures. The
+ * guest wrote the text: it reaches logs and terminals escaped. */
 static int agent_error(const hm_agent_response *resp, const char *func, hm_error **err) {
   int code = resp->err_no == ETIMEDOUT ? HM_E_TIMEOUT : HM_E_AGENT;
-  return hm_error_set(err, code, func, "guest agent: %s (errno %d: %s)", resp->error, resp->err_no,
-                      strerror(resp->err_no));
+  char *q = hm_guest_path_quote(resp->error);
+  if (!q)
+    return hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+  int r = hm_error_set(err, code, func, "guest agent: %s (errno %d: %s)", q, resp->err_no,
+                       strerror(resp->err_no));
+  free(q);
+  return r;
+}
+
+/* A waiter's answer: decoded, or an error when it was dropped as too long. */
+static int answer_decode(hm_agent_response *resp, int op, struct pending *p, const char *func,
+                         hm_error **err) {
+  memset(resp, 0, sizeof(*resp));
+  if (p->too_long)
+    return hm_error_set(err, HM_E_PROTOCOL, func,
+                        "the guest agent's answer to %s was longer than %d bytes (dropped)",
+                        hm_agent_op_name(op), HM_AGENT_MAX_ANSWER);
+  hm_error *e = NULL;
+  int rc = hm_agent_response_from_msg(resp, op, p->msg, &e);
+  if (rc < 0) {
+    rc = hm_error_set(err, rc, func, "bad answer from the guest agent: %s", hm_error_message(e));
+    hm_error_free(e);
+    hm_agent_response_clear(resp);
+  }
+  return rc;
 }
 
 /* One request, one answer: *resp is the decoded answer (ok or not). */
@@ -313,28 +386,16 @@ static int call(hm_agent *a, hm_agent_request *req, hm_agent_response *resp, int
   }
   pthread_mutex_lock(&a->lock);
   rc = wait_any_locked(a, &p, 1, deadline);
-  char *answer = NULL;
-  size_t alen = 0;
-  if (rc >= 0) {
-    answer = p->line;
-    alen = p->len;
-    p->line = NULL;
-  }
-  pending_remove_locked(a, p);
   pthread_mutex_unlock(&a->lock);
   const char *op = hm_agent_op_name(req->op);
+  if (rc >= 0)
+    rc = answer_decode(resp, req->op, p, func, err);
+  pending_remove(a, p);
   if (rc == HM_E_NOT_READY)
     return closed_error(a, func, op, err);
   if (rc == HM_E_TIMEOUT)
     return hm_error_set(err, HM_E_TIMEOUT, func, "no answer from the guest agent to %s in time",
                         op);
-  rc = hm_agent_response_decode(resp, req->op, answer, alen, &e);
-  free(answer);
-  if (rc < 0) {
-    rc = hm_error_set(err, rc, func, "bad answer from the guest agent: %s", hm_error_message(e));
-    hm_error_free(e);
-    hm_agent_response_clear(resp);
-  }
   return rc;
 }
 
@@ -343,27 +404,47 @@ static int call(hm_agent *a, hm_agent_request *req, hm_agent_response *resp, int
 
 static int hello_accept(hm_agent *a, hm_agent_response *resp, const char *func, hm_error **err) {
   if (!resp->ok) {
-    if (resp->err_no == EPROTONOSUPPORT)
-      return hm_error_set(err, HM_E_PROTOCOL, func,
-                          "guest agent refused protocol %d.%d: %s (update the agent or the host)",
-                          HM_AGENT_PROTO_MAJOR, HM_AGENT_PROTO_MINOR, resp->error);
+    if (resp->err_no == EPROTONOSUPPORT) {
+      char *q = hm_guest_path_quote(resp->error);
+      int r = q ? hm_error_set(err, HM_E_PROTOCOL, func,
+                               "guest agent refused protocol %d.%d: %s (update the agent or the "
+                               "host)",
+                               HM_AGENT_PROTO_MAJOR, HM_AGENT_PROTO_MINOR, q)
+                : hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+      free(q);
+      return r;
+    }
     return agent_error(resp, func, err);
   }
-  if (resp->major != HM_AGENT_PROTO_MAJOR)
-    return hm_error_set(err, HM_E_PROTOCOL, func,
-                        "guest agent %s %s speaks protocol %d.%d, this host %d.%d; major "
-                        "versions must match (update the agent or the host)",
-                        resp->agent_name, resp->agent_version, resp->major, resp->minor,
-                        HM_AGENT_PROTO_MAJOR, HM_AGENT_PROTO_MINOR);
+  /* The version is shown in status and messages: kept escaped. */
+  char *name = hm_guest_path_quote(resp->agent_name);
+  char *version = hm_guest_path_quote(resp->agent_version);
+  if (!name || !version) {
+    free(name);
+    free(version);
+    return hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+  }
+  if (resp->major != HM_AGENT_PROTO_MAJOR) {
+    int r = hm_error_set(err, HM_E_PROTOCOL, func,
+                         "guest agent %s %s speaks protocol %d.%d, this host %d.%d; major "
+                         "versions must match (update the agent or the host)",
+                         name, version, resp->major, resp->minor, HM_AGENT_PROTO_MAJOR,
+                         HM_AGENT_PROTO_MINOR);
+    free(name);
+    free(version);
+    return r;
+  }
+  free(name);
   pthread_mutex_lock(&a->lock);
   if (resp->boot_id) {
     free(a->boot_id);
     a->boot_id = resp->boot_id;
     resp->boot_id = NULL;
   }
-  a->agent_version = resp->agent_version;
+  free(a->agent_version);
+  hm_strv_free(a->caps);
+  a->agent_version = version;
   a->caps = resp->capabilities;
-  resp->agent_version = NULL;
   resp->capabilities = NULL;
   a->handshaken = 1;
   pthread_mutex_unlock(&a->lock);
@@ -423,15 +504,9 @@ static int handshake(hm_agent *a, int timeout_ms, const char *func, hm_error **e
     goto out;
   }
   hm_agent_response resp;
-  hm_error *e = NULL;
-  rc = hm_agent_response_decode(&resp, HM_AGENT_OP_HELLO, ps[got]->line, ps[got]->len, &e);
-  if (rc < 0) {
-    rc = hm_error_set(err, rc, func, "bad hello answer from the guest agent: %s",
-                      hm_error_message(e));
-    hm_error_free(e);
-  } else {
+  rc = answer_decode(&resp, HM_AGENT_OP_HELLO, ps[got], func, err);
+  if (rc == 0)
     rc = hello_accept(a, &resp, func, err);
-  }
   hm_agent_response_clear(&resp);
 out:
   pthread_mutex_lock(&a->lock);

@@ -212,17 +212,20 @@ static void safe_key(char *buf, size_t size, const char *key) {
     memcpy(buf + size - 4, "...", 4);
 }
 
-static json_object *parse_line(const char *line, size_t len, const char *what, const char *func,
-                               hm_error **err) {
-  if (len > HM_AGENT_MAX_LINE) {
-    hm_error_set(err, HM_E_PROTOCOL, func, "%s is too long (%zu bytes)", what, len);
+static json_object *parse_line(const char *line, size_t len, size_t max, const char *what,
+                               const char *func, hm_error **err) {
+  if (len > max) {
+    hm_error_set(err, HM_E_PROTOCOL, func, "%s is too long (%zu bytes, at most %zu)", what, len,
+                 max);
     return NULL;
   }
   if (memchr(line, '\0', len)) {
     hm_error_set(err, HM_E_PROTOCOL, func, "%s contains a NUL byte", what);
     return NULL;
   }
-  json_tokener *tok = json_tokener_new();
+  /* Our messages nest three deep; json-c's default (32) would let a peer
+   * make us build and free deep trees for nothing. */
+  json_tokener *tok = json_tokener_new_ex(HM_AGENT_MAX_DEPTH);
   if (!tok) {
     hm_error_set(err, HM_E_NOMEM, func, "out of memory");
     return NULL;
@@ -320,15 +323,21 @@ static int get_bool(json_object *o, const char *key, int required, int *out, con
   return 0;
 }
 
-static int get_str(json_object *o, const char *key, int required, char **out, const char *what,
-                   const char *func, hm_error **err) {
+/* A string field of at most max bytes: the peer may be hostile, and what
+ * we keep of it ends up in state, logs and messages. */
+static int get_str(json_object *o, const char *key, int required, size_t max, char **out,
+                   const char *what, const char *func, hm_error **err) {
   json_object *v;
   int r = get_field(o, key, json_type_string, required, &v, what, func, err);
   if (r < 0 || !v)
     return r;
   const char *s = json_object_get_string(v);
+  size_t len = (size_t)json_object_get_string_len(v);
+  if (len > max)
+    return hm_error_set(err, HM_E_PROTOCOL, func,
+                        "%s: field '%s' is too long (%zu bytes, at most %zu)", what, key, len, max);
   /* Our strings are C strings: an escaped \u0000 would silently truncate. */
-  if ((size_t)json_object_get_string_len(v) != strlen(s))
+  if (len != strlen(s))
     return hm_error_set(err, HM_E_PROTOCOL, func, "%s: field '%s' contains a NUL character", what,
                         key);
   char *d = strdup(s);
@@ -347,7 +356,7 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
   static const char *const k_list[] = {"id", "op", NULL};
   const char *func = __func__;
   memset(out, 0, sizeof(*out));
-  json_object *o = parse_line(line, len, "request", func, err);
+  json_object *o = parse_line(line, len, HM_AGENT_MAX_LINE, "request", func, err);
   if (!o)
     return HM_E_PROTOCOL;
   int64_t x = 0;
@@ -356,7 +365,7 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
     goto out;
   out->id = x;
   char *opname = NULL;
-  r = get_str(o, "op", 1, &opname, "request", func, err);
+  r = get_str(o, "op", 1, HM_AGENT_MAX_NAME, &opname, "request", func, err);
   if (r < 0)
     goto out;
   out->op = op_parse(opname);
@@ -382,7 +391,7 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
   case HM_AGENT_OP_MOUNT: {
     char *type = NULL;
     if ((r = check_keys(o, k_mount, what, func, err)) < 0 ||
-        (r = get_str(o, "type", 1, &type, what, func, err)) < 0)
+        (r = get_str(o, "type", 1, HM_AGENT_MAX_NAME, &type, what, func, err)) < 0)
       goto out;
     out->type = strcmp(type, "virtiofs") == 0 ? HM_TYPE_VIRTIOFS
                 : strcmp(type, "9p") == 0     ? HM_TYPE_9P
@@ -397,11 +406,11 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
     }
     free(type);
     int virtiofs = out->type == HM_TYPE_VIRTIOFS;
-    if ((r = get_str(o, "tag", virtiofs, &out->tag, what, func, err)) < 0 ||
-        (r = get_str(o, "port", !virtiofs, &out->port, what, func, err)) < 0 ||
-        (r = get_str(o, "target", 1, &out->target, what, func, err)) < 0 ||
+    if ((r = get_str(o, "tag", virtiofs, HM_AGENT_MAX_PATH, &out->tag, what, func, err)) < 0 ||
+        (r = get_str(o, "port", !virtiofs, HM_AGENT_MAX_PATH, &out->port, what, func, err)) < 0 ||
+        (r = get_str(o, "target", 1, HM_AGENT_MAX_PATH, &out->target, what, func, err)) < 0 ||
         (r = get_bool(o, "readonly", 1, &out->readonly, what, func, err)) < 0 ||
-        (r = get_str(o, "options", 0, &out->options, what, func, err)) < 0 ||
+        (r = get_str(o, "options", 0, HM_AGENT_MAX_PATH, &out->options, what, func, err)) < 0 ||
         (r = get_int(o, "timeout_ms", 1, 0, HM_AGENT_MAX_TIMEOUT_MS, &x, what, func, err)) < 0)
       goto out;
     out->timeout_ms = (int)x;
@@ -413,7 +422,7 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
   }
   case HM_AGENT_OP_UMOUNT:
     if ((r = check_keys(o, k_umount, what, func, err)) < 0 ||
-        (r = get_str(o, "target", 1, &out->target, what, func, err)) < 0 ||
+        (r = get_str(o, "target", 1, HM_AGENT_MAX_PATH, &out->target, what, func, err)) < 0 ||
         (r = get_bool(o, "lazy", 0, &out->lazy, what, func, err)) < 0 ||
         (r = get_bool(o, "force", 0, &out->force, what, func, err)) < 0)
       goto out;
@@ -425,22 +434,58 @@ out:
   return r;
 }
 
-int hm_agent_response_id(int64_t *out, const char *line, size_t len, hm_error **err) {
-  json_object *o = parse_line(line, len, "response", __func__, err);
+struct hm_agent_msg {
+  json_object *o;
+};
+
+int hm_agent_msg_parse(hm_agent_msg **out, int64_t *id, const char *line, size_t len,
+                       hm_error **err) {
+  *out = NULL;
+  json_object *o = parse_line(line, len, HM_AGENT_MAX_ANSWER, "response", __func__, err);
   if (!o)
     return HM_E_PROTOCOL;
-  int64_t id = 0;
-  int r = get_int(o, "id", 1, 0, HM_AGENT_MAX_ID, &id, "response", __func__, err);
-  json_object_put(o);
-  if (r == 0)
-    *out = id;
-  return r;
+  int64_t x = 0;
+  int r = get_int(o, "id", 1, 0, HM_AGENT_MAX_ID, &x, "response", __func__, err);
+  hm_agent_msg *m = r < 0 ? NULL : malloc(sizeof(*m));
+  if (!m) {
+    json_object_put(o);
+    return r < 0 ? r : hm_error_set(err, HM_E_NOMEM, __func__, "out of memory");
+  }
+  m->o = o;
+  *out = m;
+  *id = x;
+  return 0;
 }
 
+void hm_agent_msg_free(hm_agent_msg *msg) {
+  if (!msg)
+    return;
+  json_object_put(msg->o);
+  free(msg);
+}
+
+/* A boot id is the guest kernel's UUID: hex digits and dashes. It is
+ * stored in state.json and compared; nothing else may ride in it. */
+static int check_boot_id(const char *b, const char *what, const char *func, hm_error **err) {
+  size_t n = 0;
+  for (; b[n]; n++)
+    if (!((b[n] >= '0' && b[n] <= '9') || (b[n] >= 'a' && b[n] <= 'f') ||
+          (b[n] >= 'A' && b[n] <= 'F') || b[n] == '-'))
+      return hm_error_set(err, HM_E_PROTOCOL, func,
+                          "%s: field 'boot_id' holds a character other than hex digits and '-'",
+                          what);
+  if (n == 0)
+    return hm_error_set(err, HM_E_PROTOCOL, func, "%s: field 'boot_id' is empty", what);
+  return 0;
+}
 static int decode_mounts(hm_agent_response *out, json_object *arr, const char *func,
                          hm_error **err) {
   static const char *const keys[] = {"target", "fstype", "source", "options", NULL};
+  const char *what = "list: mount entry";
   size_t n = json_object_array_length(arr);
+  if (n > HM_AGENT_MAX_MOUNTS)
+    return hm_error_set(err, HM_E_PROTOCOL, func, "list: %zu mounts, at most %d are accepted", n,
+                        HM_AGENT_MAX_MOUNTS);
   out->mounts = calloc(n ? n : 1, sizeof(*out->mounts));
   if (!out->mounts)
     return hm_error_set(err, HM_E_NOMEM, func, "out of memory");
@@ -451,18 +496,18 @@ static int decode_mounts(hm_agent_response *out, json_object *arr, const char *f
     int r;
     if (!json_object_is_type(e, json_type_object))
       return hm_error_set(err, HM_E_PROTOCOL, func, "list: mounts[%zu] is not an object", i);
-    if ((r = check_keys(e, keys, "list: mount entry", func, err)) < 0 ||
-        (r = get_str(e, "target", 1, &m->target, "list: mount entry", func, err)) < 0 ||
-        (r = get_str(e, "fstype", 1, &m->fstype, "list: mount entry", func, err)) < 0 ||
-        (r = get_str(e, "source", 1, &m->source, "list: mount entry", func, err)) < 0 ||
-        (r = get_str(e, "options", 1, &m->options, "list: mount entry", func, err)) < 0)
+    if ((r = check_keys(e, keys, what, func, err)) < 0 ||
+        (r = get_str(e, "target", 1, HM_AGENT_MAX_PATH, &m->target, what, func, err)) < 0 ||
+        (r = get_str(e, "fstype", 1, HM_AGENT_MAX_NAME, &m->fstype, what, func, err)) < 0 ||
+        (r = get_str(e, "source", 1, HM_AGENT_MAX_PATH, &m->source, what, func, err)) < 0 ||
+        (r = get_str(e, "options", 1, HM_AGENT_MAX_PATH, &m->options, what, func, err)) < 0)
       return r;
   }
   return 0;
 }
 
-int hm_agent_response_decode(hm_agent_response *out, int op, const char *line, size_t len,
-                             hm_error **err) {
+int hm_agent_response_from_msg(hm_agent_response *out, int op, const hm_agent_msg *msg,
+                               hm_error **err) {
   static const char *const k_err[] = {"id", "ok", "errno", "error", NULL};
   static const char *const k_plain[] = {"id", "ok", NULL};
   static const char *const k_hello[] = {
@@ -473,9 +518,7 @@ int hm_agent_response_decode(hm_agent_response *out, int op, const char *line, s
   const char *what = hm_agent_op_name(op);
   if (!what)
     return hm_error_set(err, HM_E_INVALID, func, "unknown op %d", op);
-  json_object *o = parse_line(line, len, "response", func, err);
-  if (!o)
-    return HM_E_PROTOCOL;
+  json_object *o = msg->o;
   int64_t x = 0;
   json_object *v = NULL;
   int r;
@@ -487,7 +530,7 @@ int hm_agent_response_decode(hm_agent_response *out, int op, const char *line, s
   if (!out->ok) {
     if ((r = check_keys(o, k_err, what, func, err)) < 0 ||
         (r = get_int(o, "errno", 1, 1, 4095, &x, what, func, err)) < 0 ||
-        (r = get_str(o, "error", 1, &out->error, what, func, err)) < 0)
+        (r = get_str(o, "error", 1, HM_AGENT_MAX_ERROR, &out->error, what, func, err)) < 0)
       goto out;
     out->err_no = (int)x;
     goto out;
@@ -501,17 +544,31 @@ int hm_agent_response_decode(hm_agent_response *out, int op, const char *line, s
     if ((r = get_int(o, "minor", 1, 0, INT32_MAX, &x, what, func, err)) < 0)
       goto out;
     out->minor = (int)x;
-    if ((r = get_str(o, "boot_id", 0, &out->boot_id, what, func, err)) < 0 ||
-        (r = get_str(o, "agent", 1, &out->agent_name, what, func, err)) < 0 ||
-        (r = get_str(o, "agent_version", 1, &out->agent_version, what, func, err)) < 0 ||
+    if ((r = get_str(o, "boot_id", 0, HM_AGENT_MAX_BOOT_ID, &out->boot_id, what, func, err)) < 0 ||
+        (out->boot_id && (r = check_boot_id(out->boot_id, what, func, err)) < 0) ||
+        (r = get_str(o, "agent", 1, HM_AGENT_MAX_NAME, &out->agent_name, what, func, err)) < 0 ||
+        (r = get_str(o, "agent_version", 1, HM_AGENT_MAX_NAME, &out->agent_version, what, func,
+                     err)) < 0 ||
         (r = get_field(o, "capabilities", json_type_array, 1, &v, what, func, err)) < 0)
       goto out;
+    if (json_object_array_length(v) > HM_AGENT_MAX_CAPS) {
+      r = hm_error_set(err, HM_E_PROTOCOL, func, "hello: %zu capabilities, at most %d are accepted",
+                       json_object_array_length(v), HM_AGENT_MAX_CAPS);
+      goto out;
+    }
     hm_strv caps = {0};
     for (size_t i = 0; i < json_object_array_length(v); i++) {
       json_object *c = json_object_array_get_idx(v, i);
       if (!json_object_is_type(c, json_type_string)) {
         hm_strv_clear(&caps);
         r = hm_error_set(err, HM_E_PROTOCOL, func, "hello: capabilities[%zu] is not a string", i);
+        goto out;
+      }
+      if (json_object_get_string_len(c) > HM_AGENT_MAX_NAME) {
+        hm_strv_clear(&caps);
+        r = hm_error_set(err, HM_E_PROTOCOL, func,
+                         "hello: capabilities[%zu] is too long (at most %d bytes)", i,
+                         HM_AGENT_MAX_NAME);
         goto out;
       }
       if (hm_strv_push(&caps, json_object_get_string(c)) < 0) {
@@ -527,7 +584,8 @@ int hm_agent_response_decode(hm_agent_response *out, int op, const char *line, s
   }
   case HM_AGENT_OP_LIST:
     if ((r = check_keys(o, k_list, what, func, err)) < 0 ||
-        (r = get_str(o, "boot_id", 0, &out->boot_id, what, func, err)) < 0 ||
+        (r = get_str(o, "boot_id", 0, HM_AGENT_MAX_BOOT_ID, &out->boot_id, what, func, err)) < 0 ||
+        (out->boot_id && (r = check_boot_id(out->boot_id, what, func, err)) < 0) ||
         (r = get_field(o, "mounts", json_type_array, 1, &v, what, func, err)) < 0)
       goto out;
     r = decode_mounts(out, v, func, err);
@@ -535,6 +593,20 @@ int hm_agent_response_decode(hm_agent_response *out, int op, const char *line, s
   default: r = check_keys(o, k_plain, what, func, err); break;
   }
 out:
-  json_object_put(o);
+  return r;
+}
+
+int hm_agent_response_decode(hm_agent_response *out, int op, const char *line, size_t len,
+                             hm_error **err) {
+  memset(out, 0, sizeof(*out));
+  hm_agent_msg *msg = NULL;
+  int64_t id;
+  if (!hm_agent_op_name(op))
+    return hm_error_set(err, HM_E_INVALID, __func__, "unknown op %d", op);
+  int r = hm_agent_msg_parse(&msg, &id, line, len, err);
+  if (r < 0)
+    return r;
+  r = hm_agent_response_from_msg(out, op, msg, err);
+  hm_agent_msg_free(msg);
   return r;
 }

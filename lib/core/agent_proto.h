@@ -15,8 +15,23 @@
 #define HM_AGENT_PROTO_MINOR 1 /* 1.1: boot_id in hello and list answers */
 #define HM_AGENT_PORT_NAME "org.hotmount.agent.0"
 #define HM_AGENT_NAME "hotmount-agent"
-/* Longest line either side accepts, newline excluded. */
+/* Longest request line the agent accepts, newline excluded. */
 #define HM_AGENT_MAX_LINE (1024 * 1024)
+/*
+ * What the host accepts from the guest, which it does not trust (see
+ * docs/security-limits.md for why these values). A longer answer line is
+ * dropped without being buffered whole; a longer field fails the answer.
+ * The largest honest answer is a list: 256 mounts at about 1 KiB each.
+ */
+#define HM_AGENT_MAX_ANSWER (256 * 1024)
+/* Nesting of a JSON value: our deepest message is list -> mounts -> entry. */
+#define HM_AGENT_MAX_DEPTH 4
+#define HM_AGENT_MAX_MOUNTS 256
+#define HM_AGENT_MAX_PATH 4096  /* target, source, options (PATH_MAX) */
+#define HM_AGENT_MAX_ERROR 8192 /* an error text: a message plus a path or two */
+#define HM_AGENT_MAX_NAME 64    /* agent name, version, capability, fstype */
+#define HM_AGENT_MAX_CAPS 64    /* capabilities in a hello answer */
+#define HM_AGENT_MAX_BOOT_ID 64 /* a boot id: a UUID is 36 */
 /* Ids are integers 0..2^53 (exact in every JSON implementation). */
 #define HM_AGENT_MAX_ID (INT64_C(1) << 53)
 /* Longest mount wait a request may ask for. */
@@ -100,12 +115,27 @@ HM_PRIVATE void hm_agent_request_clear(hm_agent_request *req);
 HM_PRIVATE int hm_agent_response_encode(char **out, int op, const hm_agent_response *resp,
                                         hm_error **err);
 
-/* hm_agent_response_id: the id of a response line, without decoding the rest
- * (the reader thread uses it to find who is waiting). HM_E_PROTOCOL if none. */
-HM_PRIVATE int hm_agent_response_id(int64_t *out, const char *line, size_t len, hm_error **err);
+/*
+ * A response line parsed once: the reader thread parses it to learn the id
+ * (who is waiting), and the waiter decodes the same parse for its op, so no
+ * line is parsed twice. Lines over HM_AGENT_MAX_ANSWER or nested deeper
+ * than HM_AGENT_MAX_DEPTH are refused.
+ */
+typedef struct hm_agent_msg hm_agent_msg;
 
-/* hm_agent_response_decode: strict decode of a response to op. HM_E_PROTOCOL
- * on any deviation. Clear out with hm_agent_response_clear in all cases. */
+/* hm_agent_msg_parse: *out = the parsed line, *id = its id. HM_E_PROTOCOL
+ * for malformed lines and lines without a usable id (*out stays NULL). */
+HM_PRIVATE int hm_agent_msg_parse(hm_agent_msg **out, int64_t *id, const char *line, size_t len,
+                                  hm_error **err);
+HM_PRIVATE void hm_agent_msg_free(hm_agent_msg *msg);
+
+/* hm_agent_response_from_msg: strict decode of msg as a response to op,
+ * with the size caps above. HM_E_PROTOCOL on any deviation. Clear out with
+ * hm_agent_response_clear in all cases. */
+HM_PRIVATE int hm_agent_response_from_msg(hm_agent_response *out, int op, const hm_agent_msg *msg,
+                                          hm_error **err);
+
+/* hm_agent_response_decode: hm_agent_msg_parse then hm_agent_response_from_msg. */
 HM_PRIVATE int hm_agent_response_decode(hm_agent_response *out, int op, const char *line,
                                         size_t len, hm_error **err);
 HM_PRIVATE void hm_agent_response_clear(hm_agent_response *resp);

@@ -10,6 +10,7 @@ int main(void) {
   srunner_add_suite(sr, proto_suite());
   srunner_add_suite(sr, client_suite());
   srunner_add_suite(sr, relay_suite());
+  srunner_add_suite(sr, limits_suite());
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
   srunner_free(sr);

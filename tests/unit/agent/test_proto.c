@@ -3,6 +3,7 @@
 #include "tests.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,8 +178,14 @@ START_TEST(response_codec) {
   ck_assert_str_eq(r.capabilities[1], "list");
   ck_assert_ptr_null(r.capabilities[2]);
   int64_t id = 0;
-  ck_assert_int_eq(hm_agent_response_id(&id, line, strlen(line), NULL), 0);
+  hm_agent_msg *msg = NULL;
+  ck_assert_int_eq(hm_agent_msg_parse(&msg, &id, line, strlen(line), NULL), 0);
   ck_assert_int_eq(id, 11);
+  hm_agent_response_clear(&r);
+  /* The parse the reader made is what the waiter decodes. */
+  ck_assert_int_eq(hm_agent_response_from_msg(&r, HM_AGENT_OP_HELLO, msg, NULL), 0);
+  ck_assert_str_eq(r.agent_name, "hotmount-agent");
+  hm_agent_msg_free(msg);
   hm_agent_response_clear(&r);
   free(line);
 
@@ -239,8 +246,167 @@ START_TEST(response_codec) {
   hm_agent_response_clear(&r);
   hm_error_free(err);
   err = NULL;
-  ck_assert_int_eq(hm_agent_response_id(&id, "{\"ok\":true}", 11, &err), HM_E_PROTOCOL);
+  ck_assert_int_eq(hm_agent_msg_parse(&msg, &id, "{\"ok\":true}", 11, &err), HM_E_PROTOCOL);
   ck_assert_error(err, HM_E_PROTOCOL, "missing field 'id'");
+  ck_assert_ptr_null(msg);
+  hm_error_free(err);
+}
+END_TEST
+
+/* A string of n copies of c (malloc'd). */
+static char *rep(char c, size_t n) {
+  char *s = malloc(n + 1);
+  ck_assert_ptr_nonnull(s);
+  memset(s, c, n);
+  s[n] = '\0';
+  return s;
+}
+
+/* Decoding line (malloc'd, freed here) as an answer to op must fail with
+ * HM_E_PROTOCOL naming needle. */
+static void resp_bad(int op, char *line, const char *needle) {
+  hm_agent_response r;
+  hm_error *err = NULL;
+  ck_assert_int_eq(rdec(&r, op, line, &err), HM_E_PROTOCOL);
+  ck_assert_error(err, HM_E_PROTOCOL, needle);
+  hm_agent_response_clear(&r);
+  hm_error_free(err);
+  free(line);
+}
+
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt(const char *f, ...) {
+  va_list ap;
+  va_start(ap, f);
+  char *s = NULL;
+  ck_assert_int_ge(vasprintf(&s, f, ap), 0);
+  va_end(ap);
+  return s;
+}
+
+/* What a hostile guest sends: every field is capped, lines too, and JSON
+ * nesting; the largest honest values still pass. */
+START_TEST(response_caps) {
+  hm_agent_response r;
+  char *big;
+  /* Field caps: one byte over fails naming the field; the cap itself passes. */
+  big = rep('e', HM_AGENT_MAX_ERROR + 1);
+  resp_bad(HM_AGENT_OP_MOUNT, fmt("{\"id\":1,\"ok\":false,\"errno\":5,\"error\":\"%s\"}", big),
+           "field 'error' is too long");
+  big[HM_AGENT_MAX_ERROR] = '\0';
+  char *line = fmt("{\"id\":1,\"ok\":false,\"errno\":5,\"error\":\"%s\"}", big);
+  ck_assert_int_eq(rdec(&r, HM_AGENT_OP_MOUNT, line, NULL), 0);
+  ck_assert_uint_eq(strlen(r.error), HM_AGENT_MAX_ERROR);
+  hm_agent_response_clear(&r);
+  free(line);
+  free(big);
+
+  const char *hello = "{\"id\":1,\"ok\":true,\"major\":1,\"minor\":1,\"agent\":\"%s\","
+                      "\"agent_version\":\"%s\",\"capabilities\":[%s]%s}";
+  big = rep('v', HM_AGENT_MAX_NAME + 1);
+  resp_bad(HM_AGENT_OP_HELLO, fmt(hello, "a", big, "", ""), "field 'agent_version' is too long");
+  resp_bad(HM_AGENT_OP_HELLO, fmt(hello, big, "1", "", ""), "field 'agent' is too long");
+  char *cap = fmt("\"%s\"", big);
+  resp_bad(HM_AGENT_OP_HELLO, fmt(hello, "a", "1", cap, ""), "capabilities[0] is too long");
+  free(cap);
+  free(big);
+  /* 65 capabilities */
+  size_t clen = (size_t)(HM_AGENT_MAX_CAPS + 1) * 4;
+  char *caps = calloc(1, clen + 1);
+  for (int i = 0; i <= HM_AGENT_MAX_CAPS; i++)
+    strcat(caps, i ? ",\"c\"" : "\"c\"");
+  resp_bad(HM_AGENT_OP_HELLO, fmt(hello, "a", "1", caps, ""), "65 capabilities, at most 64");
+  free(caps);
+  /* Boot ids: a UUID passes; a huge one, or one carrying other text, fails. */
+  line = fmt(hello, "a", "1", "", ",\"boot_id\":\"0f6c1e2a-9b3d-4c5e-8f70-123456789abc\"");
+  ck_assert_int_eq(rdec(&r, HM_AGENT_OP_HELLO, line, NULL), 0);
+  ck_assert_str_eq(r.boot_id, "0f6c1e2a-9b3d-4c5e-8f70-123456789abc");
+  hm_agent_response_clear(&r);
+  free(line);
+  big = rep('a', HM_AGENT_MAX_BOOT_ID + 1);
+  char *tail = fmt(",\"boot_id\":\"%s\"", big);
+  resp_bad(HM_AGENT_OP_HELLO, fmt(hello, "a", "1", "", tail), "field 'boot_id' is too long");
+  free(tail);
+  free(big);
+  resp_bad(HM_AGENT_OP_LIST, fmt("{\"id\":1,\"ok\":true,\"boot_id\":\"ab/../etc\",\"mounts\":[]}"),
+           "'boot_id' holds a character other than");
+  resp_bad(HM_AGENT_OP_LIST, fmt("{\"id\":1,\"ok\":true,\"boot_id\":\"\",\"mounts\":[]}"),
+           "'boot_id' is empty");
+
+  /* Mount list entries and their number. */
+  const char *entry = "{\"target\":\"%s\",\"fstype\":\"%s\",\"source\":\"%s\",\"options\":\"%s\"}";
+  big = rep('p', HM_AGENT_MAX_PATH + 1);
+  big[0] = '/';
+  char *e = fmt(entry, big, "9p", "s", "");
+  resp_bad(HM_AGENT_OP_LIST, fmt("{\"id\":1,\"ok\":true,\"mounts\":[%s]}", e),
+           "mount entry: field 'target' is too long");
+  free(e);
+  e = fmt(entry, "/a", "9p", big, "");
+  resp_bad(HM_AGENT_OP_LIST, fmt("{\"id\":1,\"ok\":true,\"mounts\":[%s]}", e),
+           "field 'source' is too long");
+  free(e);
+  e = fmt(entry, "/a", "9p", "s", big);
+  resp_bad(HM_AGENT_OP_LIST, fmt("{\"id\":1,\"ok\":true,\"mounts\":[%s]}", e),
+           "field 'options' is too long");
+  free(e);
+  big[HM_AGENT_MAX_NAME + 1] = '\0';
+  e = fmt(entry, "/a", big, "s", "");
+  resp_bad(HM_AGENT_OP_LIST, fmt("{\"id\":1,\"ok\":true,\"mounts\":[%s]}", e),
+           "field 'fstype' is too long");
+  free(e);
+  free(big);
+  e = fmt(entry, "/mnt/x", "virtiofs", "hm-1", "ro");
+  size_t elen = strlen(e) + 1;
+  char *many = calloc(1, elen * (HM_AGENT_MAX_MOUNTS + 1) + 1);
+  for (int i = 0; i < HM_AGENT_MAX_MOUNTS; i++) {
+    if (i)
+      strcat(many, ",");
+    strcat(many, e);
+  }
+  line = fmt("{\"id\":1,\"ok\":true,\"mounts\":[%s]}", many);
+  ck_assert_int_eq(rdec(&r, HM_AGENT_OP_LIST, line, NULL), 0);
+  ck_assert_uint_eq(r.n_mounts, HM_AGENT_MAX_MOUNTS);
+  hm_agent_response_clear(&r);
+  free(line);
+  strcat(many, ",");
+  strcat(many, e);
+  resp_bad(HM_AGENT_OP_LIST, fmt("{\"id\":1,\"ok\":true,\"mounts\":[%s]}", many),
+           "257 mounts, at most 256");
+  free(many);
+  free(e);
+
+  /* A line over the answer cap is refused before it is parsed. */
+  big = rep('x', HM_AGENT_MAX_ANSWER);
+  resp_bad(HM_AGENT_OP_MOUNT, fmt("{\"id\":1,\"ok\":false,\"errno\":5,\"error\":\"%s\"}", big),
+           "response is too long");
+  free(big);
+}
+END_TEST
+
+/* Nesting: our deepest answer (list -> mounts -> entry) passes; one level
+ * more is refused by the tokener, wherever it hides. */
+START_TEST(response_depth) {
+  hm_agent_response r;
+  ck_assert_int_eq(rdec(&r, HM_AGENT_OP_LIST,
+                        "{\"id\":1,\"ok\":true,\"mounts\":[{\"target\":\"/a\",\"fstype\":\"9p\","
+                        "\"source\":\"s\",\"options\":\"\"}]}",
+                        NULL),
+                   0);
+  hm_agent_response_clear(&r);
+  resp_bad(HM_AGENT_OP_LIST, fmt("{\"id\":1,\"ok\":true,\"x\":[[[1]]]}"), "not valid JSON");
+  size_t n = 100000;
+  char *deep = malloc(2 * n + 64);
+  char *p = deep + sprintf(deep, "{\"id\":1,\"ok\":true,\"x\":");
+  memset(p, '[', n);
+  memset(p + n, ']', n);
+  strcpy(p + 2 * n, "}");
+  resp_bad(HM_AGENT_OP_LIST, deep, "nesting too deep");
+  /* Requests (what the agent reads) are flat: the same limit holds. */
+  hm_agent_request req;
+  hm_error *err = NULL;
+  ck_assert_int_eq(dec(&req, "{\"id\":1,\"op\":\"list\",\"x\":[[[[1]]]]}", &err), HM_E_PROTOCOL);
+  ck_assert_error(err, HM_E_PROTOCOL, "nesting too deep");
+  hm_agent_request_clear(&req);
   hm_error_free(err);
 }
 END_TEST
@@ -253,6 +419,8 @@ Suite *proto_suite(void) {
   tcase_add_test(tc, request_unknown_op);
   tcase_add_test(tc, request_fields);
   tcase_add_test(tc, response_codec);
+  tcase_add_test(tc, response_caps);
+  tcase_add_test(tc, response_depth);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -8,6 +8,7 @@ Suite *guest_suite(void);
 Suite *proto_suite(void);
 Suite *client_suite(void);
 Suite *relay_suite(void);
+Suite *limits_suite(void);
 
 /* Asserts that err is set with code and that its message contains needle. */
 #define ck_assert_error(err, code, needle)                                                         \
