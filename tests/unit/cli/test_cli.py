@@ -18,7 +18,7 @@ import tempfile
 import time
 
 HOTMOUNT, HOTMOUNTD, COMPLETION = sys.argv[1], sys.argv[2], sys.argv[3]
-VERBS = ["add", "remove", "list", "status", "doctor", "qemu-args", "help"]
+VERBS = ["add", "remove", "list", "status", "doctor", "qemu-args", "accel", "help"]
 STATUS_KEYS = ["version", "instance", "backend", "mounts", "mountsBroken", "agent", "diod",
                "sftpServer", "qmp", "slotsTotal", "slotsFree", "memoryShared", "agentChannel",
                "virtiofsd"]
