@@ -19,12 +19,15 @@
  * SSH socket, the sftp-server socket and a stop eventfd; it reads a side
  * only while the other side can take the data (sftp-server's socket buffer,
  * the SSH channel window), so a slow reader slows the writer instead of
- * growing buffers: back-pressure, and no busy loop.
+ * growing buffers: back-pressure, and no busy loop. It moves data for at
+ * most PUMP_ROUNDS rounds between polls, so a stop is seen however fast the
+ * guest sends.
  *
  * Unmounting in the guest, and cleaning up after a daemon restart, go over
  * a separate control session (guest_umount).
  */
 #include "driver_internal.h"
+#include "guest_path.h"
 #include "spawn.h"
 #include "sshfs_internal.h"
 
@@ -45,6 +48,21 @@
 #define MOUNT_TIMEOUT_MS 30000
 #define BUF_SIZE (256 * 1024)
 #define TAIL_SIZE 1024
+/* Rounds of moving data before the pump looks at its stop fd again: a
+ * guest that keeps a side readable (a stderr flood) must not keep remove and
+ * shutdown waiting. */
+#define PUMP_ROUNDS 64
+/* libssh grants the guest more window on every read of a channel, whatever
+ * it still buffers for that channel. So what the pump does not read piles
+ * up in libssh: sipping a stderr flood 512 bytes a round grew it to
+ * libssh's 256 MiB buffer limit, then a crash. The pump therefore drains
+ * stderr and the beat channel each round (up to DRAIN_READS reads of
+ * DRAIN_SIZE, keeping only the tail), and stops reading the data channel
+ * at all while more than DATA_BACKLOG of sshfs's requests wait for
+ * sftp-server, so no read grants the guest room for more. */
+#define DRAIN_SIZE 4096
+#define DRAIN_READS 256
+#define DATA_BACKLOG (1024 * 1024)
 
 enum { STARTING = 0, MOUNTED = 1, DEAD = -1 };
 
@@ -111,7 +129,10 @@ static char *tail_text(smount *m) {
   for (char *p = t; *p; p++)
     if (*p == '\n')
       *p = ' ';
-  return t;
+  /* The guest wrote it: it reaches logs and terminals escaped. */
+  char *q = hm_guest_path_quote(t);
+  free(t);
+  return q;
 }
 
 static void set_phase(smount *m, int phase, const char *reason) {
@@ -235,7 +256,7 @@ static void *pump_main(void *arg) {
   ssh_set_blocking(m->s, 0);
   for (;;) {
     int progress = 1;
-    while (progress) {
+    for (int round = 0; progress && round < PUMP_ROUNDS; round++) {
       progress = 0;
       /* guest sshfs -> sftp-server */
       if (!to_sock.len) {
@@ -293,35 +314,40 @@ static void *pump_main(void *arg) {
           progress = 1;
         }
       }
-      /* stderr of both, and the beat channel's answers */
-      char tmp[512];
+      /* stderr of both, and the beat channel's answers: drained (see
+       * DRAIN_READS), the data channel's only while its backlog is small */
+      char tmp[DRAIN_SIZE];
       for (int c = 0; c < 3; c++) {
         ssh_channel ch = c == 0 ? m->data : m->beat;
-        int n = ssh_channel_read_nonblocking(ch, tmp, sizeof(tmp), c != 2);
-        if (n == SSH_ERROR) {
-          die(m, "SSH connection lost: %s", ssh_get_error(m->s));
-          goto out;
-        }
-        if (n <= 0)
+        if (c == 0 && ssh_channel_poll(m->data, 0) > DATA_BACKLOG)
           continue;
-        progress = 1;
-        last_rx = hm_now_ms();
-        if (c != 2) {
-          tail_add(m, tmp, (size_t)n);
-          continue;
-        }
-        probes = 0;
-        for (int i = 0; i < n && !mounted; i++) {
-          if (tmp[i] != '\n') {
-            if (line_len < sizeof(line) - 1)
-              line[line_len++] = tmp[i];
+        for (int k = 0; k < DRAIN_READS; k++) {
+          int n = ssh_channel_read_nonblocking(ch, tmp, sizeof(tmp), c != 2);
+          if (n == SSH_ERROR) {
+            die(m, "SSH connection lost: %s", ssh_get_error(m->s));
+            goto out;
+          }
+          if (n <= 0)
+            break;
+          progress = 1;
+          last_rx = hm_now_ms();
+          if (c != 2) {
+            tail_add(m, tmp, (size_t)n);
             continue;
           }
-          line[line_len] = 0;
-          line_len = 0;
-          if (strcmp(line, "mounted") == 0) {
-            mounted = 1;
-            set_phase(m, MOUNTED, NULL);
+          probes = 0;
+          for (int i = 0; i < n && !mounted; i++) {
+            if (tmp[i] != '\n') {
+              if (line_len < sizeof(line) - 1)
+                line[line_len++] = tmp[i];
+              continue;
+            }
+            line[line_len] = 0;
+            line_len = 0;
+            if (strcmp(line, "mounted") == 0) {
+              mounted = 1;
+              set_phase(m, MOUNTED, NULL);
+            }
           }
         }
       }
@@ -363,6 +389,10 @@ static void *pump_main(void *arg) {
     if (to_sock.len)
       p[2].events |= POLLOUT;
     int64_t wait = mounted ? m->ka_interval - (now - last_probe) : 200;
+    /* Still moving data (the round limit ended it): only look. libssh may
+     * hold read data that the socket no longer shows. */
+    if (progress)
+      wait = 0;
     if (poll(p, 3, wait > 0 ? (int)wait : 0) < 0 && errno != EINTR) {
       die(m, "poll: %s", strerror(errno));
       goto out;
