@@ -103,6 +103,71 @@ static int ssh_backend(hm_instance *inst, const char *dir, char **set, hm_error 
   return r;
 }
 
+/*
+ * The instance directory: created 0700, or, when it exists, trusted only if
+ * it is ours and nobody else may write to it. Whoever can write there can
+ * swap qmp.sock and agent.sock for their own, and plant symlinks where this
+ * daemon (often root) writes its pid file, log and state. Not a symlink
+ * itself. Returns the directory fd, or -1 after saying why.
+ */
+static int open_instance_dir(const char *dir) {
+  if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+    fprintf(stderr, "hotmountd: cannot create %s: %s\n", dir, strerror(errno));
+    return -1;
+  }
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0) {
+    if (errno == ELOOP || errno == ENOTDIR)
+      fprintf(stderr,
+              "hotmountd: instance directory %s is a symbolic link or not a directory; "
+              "give the real directory\n",
+              dir);
+    else
+      fprintf(stderr, "hotmountd: cannot open %s: %s\n", dir, strerror(errno));
+    return -1;
+  }
+  if (fstat(fd, &st) < 0) {
+    fprintf(stderr, "hotmountd: cannot stat %s: %s\n", dir, strerror(errno));
+  } else if (st.st_uid != geteuid()) {
+    fprintf(stderr,
+            "hotmountd: instance directory %s is owned by uid %u, not by this user (uid %u): "
+            "another user could replace its sockets and files; remove it, or chown it to uid "
+            "%u if it is really yours\n",
+            dir, (unsigned)st.st_uid, (unsigned)geteuid(), (unsigned)geteuid());
+  } else if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+    fprintf(stderr,
+            "hotmountd: instance directory %s is writable by %s (mode %04o): other users could "
+            "replace its sockets and files; run chmod 0700 %s\n",
+            dir, st.st_mode & S_IWOTH ? "others" : "its group", (unsigned)(st.st_mode & 07777),
+            dir);
+  } else {
+    return fd;
+  }
+  close(fd);
+  return -1;
+}
+
+/* Opens (creating 0600) a file that lives across runs (log, pid file) in the
+ * instance directory: never through a symlink, and only our own regular
+ * file with one link (a hard link to /etc/shadow is no better than a
+ * symlink to it). -1 with the reason in why. */
+static int open_file_at(int dfd, const char *name, int flags, char *why, size_t len) {
+  int fd = openat(dfd, name, flags | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
+  struct stat st;
+  if (fd < 0) {
+    snprintf(why, len, "%s: %s", name,
+             errno == ELOOP ? "is a symbolic link; refusing to follow it" : strerror(errno));
+    return -1;
+  }
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() || st.st_nlink != 1) {
+    snprintf(why, len, "%s: not a regular file of ours with a single link; refusing it", name);
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 /* Tells the parent (which waits in the foreground) how start-up went. */
 static void report(int fd, const char *msg) {
   if (fd < 0)
@@ -167,17 +232,17 @@ int main(int argc, char **argv) {
     return 2;
   }
   hm_error *err = NULL;
-  char *dir = NULL, *sock = NULL, *lock = NULL, *logpath = NULL;
+  char *dir = NULL, *sock = NULL, *logpath = NULL;
   if (hm_instance_dir_resolve(&dir, argv[optind], &err) < 0) {
     fprintf(stderr, "hotmountd: %s\n", hm_error_message(err));
     return 2;
   }
-  if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-    fprintf(stderr, "hotmountd: cannot create %s: %s\n", dir, strerror(errno));
+  /* The directory is held open from here on: its files are opened through
+   * this fd, never through a path someone could re-point. */
+  int dfd = open_instance_dir(dir);
+  if (dfd < 0)
     return 1;
-  }
   if (asprintf(&sock, "%s/hotmountd.sock", dir) < 0 ||
-      asprintf(&lock, "%s/hotmountd.pid", dir) < 0 ||
       asprintf(&logpath, "%s/hotmountd.log", dir) < 0)
     return 1;
 
@@ -186,7 +251,7 @@ int main(int argc, char **argv) {
   int ready_fd = -1;
   if (!foreground) {
     int p[2];
-    if (pipe(p) < 0)
+    if (pipe2(p, O_CLOEXEC) < 0)
       return 1;
     pid_t pid = fork();
     if (pid < 0)
@@ -209,14 +274,17 @@ int main(int argc, char **argv) {
     close(p[0]);
     ready_fd = p[1];
     setsid();
-    int null = open("/dev/null", O_RDWR);
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null >= 0) {
       dup2(null, 0);
       close(null);
     }
-    log_file = fopen(logpath, "ae");
-    if (!log_file) {
-      report(ready_fd, "cannot open the log file");
+    char why[512];
+    int lf = open_file_at(dfd, "hotmountd.log", O_WRONLY | O_APPEND, why, sizeof(why));
+    if (lf < 0 || !(log_file = fdopen(lf, "a"))) {
+      char msg[600];
+      snprintf(msg, sizeof(msg), "cannot open the log file: %s", lf < 0 ? why : strerror(errno));
+      report(ready_fd, msg);
       return 1;
     }
     dup2(fileno(log_file), 1);
@@ -227,11 +295,18 @@ int main(int argc, char **argv) {
   }
   hm_set_log_callback(log_line, debug ? HM_LOG_DEBUG : HM_LOG_INFO, NULL, NULL);
 
-  /* One daemon per instance. */
-  int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  /* One daemon per instance. Not O_EXCL: the lock lives on the file, so a
+   * second daemon must open the same one to find it taken; open_file_at
+   * never follows a symlink and checks it is our own regular file before
+   * the ftruncate below. */
+  char why[512];
+  int lfd = open_file_at(dfd, "hotmountd.pid", O_RDWR, why, sizeof(why));
   if (lfd < 0 || flock(lfd, LOCK_EX | LOCK_NB) < 0) {
-    char msg[512];
-    snprintf(msg, sizeof(msg), "another hotmountd already serves %s", dir);
+    char msg[700];
+    if (lfd < 0)
+      snprintf(msg, sizeof(msg), "cannot open the pid file: %s", why);
+    else
+      snprintf(msg, sizeof(msg), "another hotmountd already serves %s", dir);
     fprintf(log_file, "hotmountd: %s\n", msg);
     report(ready_fd, msg);
     return 1;
@@ -295,10 +370,17 @@ out:
   hm_fs_hotplugger_free(hp);
   hm_qemu_config_free(cfg);
   hm_error_free(err);
-  unlink(lock);
+  /* Only the file we locked: the name may no longer be ours to remove if
+   * it was replaced, and removing through the held directory fd keeps it
+   * inside the instance directory. */
+  struct stat lst, fst;
+  if (fstatat(dfd, "hotmountd.pid", &lst, AT_SYMLINK_NOFOLLOW) == 0 && fstat(lfd, &fst) == 0 &&
+      lst.st_dev == fst.st_dev && lst.st_ino == fst.st_ino)
+    unlinkat(dfd, "hotmountd.pid", 0);
+  close(lfd);
+  close(dfd);
   free(dir);
   free(sock);
-  free(lock);
   free(logpath);
   for (size_t i = 0; i < 6; i++)
     free(ssh_set[i]);

@@ -553,6 +553,12 @@ int hm_agent_connect(hm_agent **out, const char *socket_path, int timeout_ms, hm
   pthread_condattr_destroy(&ca);
 
   int rc;
+  /* The agent channel is QEMU's: a socket of another user there would
+   * receive our mount requests and feed us its answers. */
+  if ((rc = hm_unix_path_check(socket_path, err)) < 0) {
+    hm_error_prefix(err, rc, __func__, "refusing the agent socket");
+    goto fail;
+  }
   a->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (a->fd < 0) {
     rc = HM_ERR(err, -errno, "socket: %s", strerror(errno));
@@ -561,6 +567,10 @@ int hm_agent_connect(hm_agent **out, const char *socket_path, int timeout_ms, hm
   if (connect(a->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
     rc = HM_ERR(err, HM_E_NOT_READY, "cannot connect to the agent socket %s: %s", socket_path,
                 strerror(errno));
+    goto fail;
+  }
+  if ((rc = hm_unix_peer_check(a->fd, socket_path, err)) < 0) {
+    hm_error_prefix(err, rc, __func__, "refusing the agent socket");
     goto fail;
   }
   /* Non-blocking from here on: a stalled port must not block a writer past

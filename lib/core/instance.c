@@ -18,6 +18,7 @@
 #include "instance_internal.h"
 
 #include <pthread.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,67 @@ static hm_entry *find_overlap(hm_instance *inst, const char *p) {
       return inst->entries[i];
   }
   return NULL;
+}
+
+/* inner is outer or below it (both absolute and normal). */
+static int path_within(const char *inner, const char *outer) {
+  size_t n = strlen(outer);
+  if (n == 1 && outer[0] == '/')
+    return 1;
+  return strncmp(inner, outer, n) == 0 && (inner[n] == '\0' || inner[n] == '/');
+}
+
+/* A host directory inside another share, either way: the inner share's
+ * read-only promise means nothing when the outer one is writable, and a
+ * guest that renames inside the outer one moves or replaces the inner
+ * one's root under its helper. The very same directory shared again (at
+ * another mount point) is allowed: each mount then serves the same tree,
+ * with the access each request asked for. */
+static hm_entry *find_host_overlap(hm_instance *inst, const char *host) {
+  for (size_t i = 0; i < inst->n_entries; i++) {
+    const char *q = inst->entries[i]->spec->host_path;
+    if (!inst->entries[i]->retired && q && strcmp(q, host) != 0 &&
+        (path_within(host, q) || path_within(q, host)))
+      return inst->entries[i];
+  }
+  return NULL;
+}
+
+/*
+ * Directories no share may contain. The instance directory, read-only or
+ * not: it holds the state, the log and the sockets of QEMU and the agent
+ * (a writable share would let the guest replace them; a read-only one
+ * shows it the log). The home directory of the user the daemon runs as,
+ * when writable: a guest that writes ~/.bashrc or ~/.ssh runs code as that
+ * user on the host. Compared by resolved path.
+ */
+static int check_host_reserved(hm_instance *inst, const hm_mount_spec *spec, hm_error **err) {
+  char *idir = realpath(inst->dir, NULL);
+  int r = 0;
+  const char *d = idir ? idir : inst->dir;
+  if (path_within(d, spec->host_path))
+    r = HM_ERR(err, HM_E_INVALID,
+               "host path %s contains the instance directory %s (its state, log and the "
+               "sockets of QEMU and the agent): share a directory that does not",
+               spec->host_path, d);
+  free(idir);
+  if (r < 0 || !spec->writable)
+    return r;
+  struct passwd pw, *res = NULL;
+  char buf[4096];
+  if (getpwuid_r(geteuid(), &pw, buf, sizeof(buf), &res) != 0 || !res || !res->pw_dir ||
+      res->pw_dir[0] != '/')
+    return 0;
+  char *home = realpath(res->pw_dir, NULL);
+  if (home && strcmp(home, "/") != 0 && path_within(home, spec->host_path))
+    r = HM_ERR(err, HM_E_INVALID,
+               "host path %s contains the home directory %s of the user hotmount runs as: a "
+               "writable share of it lets the guest run code on the host as that user (via "
+               "its shell start-up files or ~/.ssh); share a subdirectory, or share it "
+               "read-only",
+               spec->host_path, home);
+  free(home);
+  return r;
 }
 
 void hm_inst_drop_entry(hm_instance *inst, hm_entry *e) {
@@ -129,6 +191,20 @@ int hm_instance_new(hm_instance **out, const char *dir, hm_fs_hotplugger *hp, hm
       asprintf(&inst->state_path, "%s/state.json", dir) < 0) {
     r = HM_ERR_NOMEM(err);
     goto fail;
+  }
+  /* state.json and the sockets are only as trustworthy as the directory
+   * holding them (hotmountd checks before creating its own files too). A
+   * directory that does not exist yet holds nothing to distrust. */
+  int dfd = hm_dir_open_private(dir, 0, err);
+  if (dfd == HM_E_NOT_FOUND) {
+    hm_error_free(err ? *err : NULL);
+    if (err)
+      *err = NULL;
+  } else if (dfd < 0) {
+    r = dfd;
+    goto fail;
+  } else {
+    close(dfd);
   }
   r = hm_state_load(inst->state_path, &inst->next_id, &inst->guest_boot_id, &inst->entries,
                     &inst->n_entries, err);
@@ -258,6 +334,9 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
   /* Backends that mount in the guest themselves need no agent. */
   int own_mount = hm_fs_hotplugger_guest_mounts(hp);
 
+  if ((r = check_host_reserved(inst, spec, err)) < 0)
+    goto fail_spec;
+
   /* 1. Reserve the mount point. */
   pthread_mutex_lock(&inst->lock);
   hm_entry *other = find_overlap(inst, spec->guest_path);
@@ -268,6 +347,16 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
                      other->id)
             : HM_ERR(err, HM_E_EXISTS, "%s overlaps the hot-mount at %s (%s)", spec->guest_path,
                      other->spec->guest_path, other->id);
+    pthread_mutex_unlock(&inst->lock);
+    goto fail_spec;
+  }
+  hm_entry *host_other = find_host_overlap(inst, spec->host_path);
+  if (host_other) {
+    r = HM_ERR(err, HM_E_EXISTS,
+               "host path %s overlaps %s, already shared at %s (%s): a share may not lie "
+               "inside another one, nor contain one",
+               spec->host_path, host_other->spec->host_path, host_other->spec->guest_path,
+               host_other->id);
     pthread_mutex_unlock(&inst->lock);
     goto fail_spec;
   }
@@ -296,11 +385,15 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
   if (!own_mount && (r = hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, err)) < 0)
     goto fail_entry;
 
-  /* 3. Backend attach (rolls itself back on failure). */
+  /* 3. Backend attach (rolls itself back on failure). The directory is
+   * checked again right before a helper opens it by path: it must be the
+   * one validated, not something swapped in meanwhile. */
   if ((r = hm_attachment_new(&att, e->id, NULL)) < 0) {
     r = HM_ERR_NOMEM(err);
     goto fail_agent;
   }
+  if ((r = hm_host_path_verify(e->spec, err)) < 0)
+    goto fail_agent;
   if ((r = hm_fs_hotplugger_attach(hp, e->spec, att, err)) < 0)
     goto fail_agent;
   pthread_mutex_lock(&inst->lock);

@@ -67,6 +67,8 @@ int hm_mount_spec_copy(hm_mount_spec **out, const hm_mount_spec *spec, hm_error 
   s->type = spec->type;
   s->writable = spec->writable;
   s->persist = spec->persist;
+  s->host_dev = spec->host_dev;
+  s->host_ino = spec->host_ino;
   if (set_str(&s->host_path, spec->host_path) < 0 ||
       set_str(&s->guest_path, spec->guest_path) < 0 ||
       hm_kv_copy(&s->options, &spec->options) < 0) {
@@ -80,6 +82,8 @@ int hm_mount_spec_copy(hm_mount_spec **out, const hm_mount_spec *spec, hm_error 
 int hm_mount_spec_set_host_path(hm_mount_spec *spec, const char *path, hm_error **err) {
   if (!spec || !path)
     return HM_ERR(err, HM_E_INVALID, "spec and path must not be NULL");
+  /* Another path: what validation recorded about the old one is void. */
+  spec->host_dev = spec->host_ino = 0;
   return set_str(&spec->host_path, path) < 0 ? HM_ERR_NOMEM(err) : 0;
 }
 

@@ -14,6 +14,10 @@ struct hm_mount_spec {
   int writable;
   int persist;
   hm_kv options;
+  /* The host directory validation opened (device, inode; both 0: not
+   * known, e.g. a record from before they were kept): a later open of
+   * host_path must find this same directory (hm_host_path_verify). */
+  unsigned long long host_dev, host_ino;
 };
 
 struct hm_mount {
@@ -53,6 +57,15 @@ HM_PRIVATE int hm_mount_list_from_json(hm_mount_list **out, const char *text, si
 HM_PRIVATE int hm_mount_spec_from_json(hm_mount_spec **out, const char *text, size_t len,
                                        hm_error **err);
 HM_PRIVATE json_object *hm_mount_spec_to_json_object(const hm_mount_spec *spec);
+
+/*
+ * hm_host_path_verify: host_path (absolute, already resolved) still leads,
+ * without a symlink in any component, to the directory validation recorded
+ * (host_dev/host_ino). 0 when it does or nothing was recorded; HM_E_INVALID
+ * with what changed otherwise (a component swapped for a symlink, another
+ * directory put in its place).
+ */
+HM_PRIVATE int hm_host_path_verify(const hm_mount_spec *spec, hm_error **err);
 
 /* Parses text as one JSON value (nothing else after it). HM_E_INVALID otherwise. */
 HM_PRIVATE int hm_json_parse(json_object **out, const char *text, size_t len, hm_error **err);

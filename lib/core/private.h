@@ -44,8 +44,60 @@ HM_PRIVATE void hm_fault(const char *point);
 HM_PRIVATE int hm_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
 
 /* Writes text plus a newline to path atomically (temporary file in the
- * same directory, fsync, rename, fsync of the directory); mode 0600. */
+ * same directory, fsync, rename, fsync of the directory); mode 0600. The
+ * temporary file is created O_EXCL|O_NOFOLLOW: nothing planted at its name
+ * is ever written through. _at: name inside the held directory dirfd. */
 HM_PRIVATE int hm_write_file_atomic(const char *path, const char *text, hm_error **err);
+HM_PRIVATE int hm_write_file_atomic_at(int dirfd, const char *name, const char *text,
+                                       hm_error **err);
+
+/*
+ * Instance directories (and any directory whose files we trust): owned by
+ * our euid, writable by nobody else. hm_dir_check_private checks an open
+ * one (HM_E_PERM with the problem and the fix). hm_dir_open_private creates
+ * path 0700 when create is set and missing, opens it without following a
+ * symlink and checks it; returns the fd (O_CLOEXEC) or a negative code.
+ */
+HM_PRIVATE int hm_dir_check_private(int dirfd, const char *path, hm_error **err);
+HM_PRIVATE int hm_dir_open_private(const char *path, int create, hm_error **err);
+
+/*
+ * hm_unix_listen_at: a listening unix socket at name inside dirfd, without
+ * the unlink/bind race: bound at a fresh name in a private 0700
+ * subdirectory, then renamed onto name (which replaces whatever was there
+ * in one step). The socket file is 0600 before it gets its name. Returns
+ * the listening fd (O_CLOEXEC). hm_unix_listen: the same for a path.
+ */
+HM_PRIVATE int hm_unix_listen_at(int dirfd, const char *name, int backlog, hm_error **err);
+HM_PRIVATE int hm_unix_listen(const char *path, int backlog, hm_error **err);
+
+/*
+ * Before trusting a unix socket we connect to (QMP, the agent channel):
+ * hm_unix_path_check lstat()s path: a socket (not a symlink), owned by our
+ * euid or root, not connectable by group or others (0 when missing: connect
+ * reports that). hm_unix_peer_check: the connected fd's peer (SO_PEERCRED)
+ * runs as our euid or root; `what` names it in the error. Both HM_E_PERM
+ * when not.
+ */
+HM_PRIVATE int hm_unix_path_check(const char *path, hm_error **err);
+HM_PRIVATE int hm_unix_peer_check(int fd, const char *what, hm_error **err);
+
+/*
+ * hm_proc_is_ours: pid runs as our euid (real and effective) and, when exe
+ * is set, its /proc/PID/exe is that program (after realpath; a deleted
+ * binary of that name counts, for helpers started before an upgrade).
+ * Environment markers say what a helper serves, this says it is ours.
+ */
+#include <sys/types.h>
+HM_PRIVATE int hm_proc_is_ours(pid_t pid, const char *exe);
+
+/*
+ * hm_open_nofollow: open(2) of an absolute path in which no component may
+ * be a symlink (openat2 RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS, or a
+ * component-wise O_NOFOLLOW walk on older kernels); ELOOP when one is.
+ * For paths resolved once (realpath) and trusted only while unchanged.
+ */
+HM_PRIVATE int hm_open_nofollow(const char *path, int flags);
 
 /* Monotonic clock in milliseconds. */
 HM_PRIVATE int64_t hm_now_ms(void);

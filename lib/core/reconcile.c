@@ -19,6 +19,7 @@
  * reason saying so, and nothing is pulled from under the guest.
  */
 #include "driver_internal.h"
+#include "guest_path.h"
 #include "instance_internal.h"
 #include "mount_internal.h"
 
@@ -31,6 +32,33 @@ typedef struct guest_view {
   hm_agent_mount_info *v;
   size_t n;
 } guest_view;
+
+/*
+ * The guest's mount list is the guest's word: a target is only compared or
+ * adopted in its normal form, and one that is not normal already
+ * ("/mnt//x/", "/mnt/./x", a ".." or control characters), or that names a
+ * place no hot-mount may be (hm_guest_path_check), is dropped from the view
+ * with a warning, as if the guest had not listed it.
+ */
+static void normalize_view(guest_view *g) {
+  for (size_t i = 0; g->known && i < g->n; i++) {
+    char *norm = NULL;
+    const char *t = g->v[i].target;
+    int ok = t && hm_guest_path_normalize(&norm, t, NULL) == 0 && strcmp(norm, t) == 0 &&
+             hm_guest_path_check(norm, NULL) == 0;
+    if (!ok && g->v[i].source && !strncmp(g->v[i].source, "hm-", 3)) {
+      char *q = t ? hm_guest_path_quote(t) : NULL;
+      hm_warn("reconcile: the guest lists %s at a target that is not a normal hot-mount path "
+              "(%s); ignored",
+              g->v[i].source, q ? q : "?");
+      free(q);
+    }
+    /* An empty source matches no tag: the entry is out of the view. */
+    if (!ok && g->v[i].source)
+      g->v[i].source[0] = '\0';
+    free(norm);
+  }
+}
 
 /* Where the guest has tag mounted, or NULL. */
 static const char *guest_target(const guest_view *g, const char *tag) {
@@ -154,6 +182,7 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
   if (hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, &e2) == 0) {
     g.known = hm_agent_list(inst->agent, &g.v, &g.n, NULL) == 0;
     hm_inst_agent_release(inst);
+    normalize_view(&g);
   } else {
     hm_info("reconcile: guest agent not reachable (%s); deciding from the host side only",
             hm_error_message(e2));
@@ -209,6 +238,18 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
     char *new_reason = NULL;
     hm_attachment *new_att = NULL;
     hm_fs_hotplugger *own = hm_inst_backend(inst, e->spec->type);
+    /* The shared directory must still be the one validated: a path whose
+     * parent was swapped for a symlink would have a re-attach serve
+     * something else. The mount is not adopted or re-established then. */
+    hm_error *verr = NULL;
+    if (state != HM_STATE_DETACHING && hm_host_path_verify(e->spec, &verr) < 0) {
+      new_state = HM_STATE_BROKEN;
+      if (asprintf(&new_reason, "%s; remove it and add it again", hm_error_message(verr)) < 0)
+        new_reason = NULL;
+      hm_warn("reconcile: %s: %s", e->id, hm_error_message(verr));
+      hm_error_free(verr);
+      goto settled;
+    }
     if (hm_fs_hotplugger_guest_mounts(own)) {
       settle_own(own, e, state, &drop, &new_state, &new_reason, &new_att);
       goto settled;

@@ -27,6 +27,11 @@ static json_object *entry_to_json(const hm_entry *e) {
                              json_object_new_string(e->spec->options.values[i]));
     json_object_object_add(o, "options", opts);
   }
+  if (e->spec->host_dev || e->spec->host_ino) {
+    char id[48];
+    snprintf(id, sizeof(id), "%llu:%llu", e->spec->host_dev, e->spec->host_ino);
+    json_object_object_add(o, "hostId", json_object_new_string(id));
+  }
   if (e->retired)
     json_object_object_add(o, "retired", json_object_new_boolean(1));
   if (e->att) {
@@ -99,6 +104,13 @@ static int entry_from_json(hm_entry **out, json_object *o, hm_error **err) {
       if (hm_kv_set(&e->spec->options, key, json_object_get_string(val)) < 0)
         goto nomem;
     }
+  }
+  /* The shared directory's identity ("device:inode"), which reconcile
+   * checks the path still leads to. Older files lack it: not checked. */
+  if (get(o, "hostId", json_type_string, &v) == 0 &&
+      sscanf(json_object_get_string(v), "%llu:%llu", &e->spec->host_dev, &e->spec->host_ino) != 2) {
+    r = HM_ERR(err, HM_E_PROTOCOL, "hostId of %s is not device:inode", m->id);
+    goto fail;
   }
   if (get(o, "retired", json_type_boolean, &v) == 0)
     e->retired = json_object_get_boolean(v);
@@ -187,11 +199,20 @@ int hm_state_load(const char *path, unsigned *next_id, char **boot_id, hm_entry 
   *entries = NULL;
   *n = 0;
   *next_id = 1;
-  FILE *f = fopen(path, "re");
+  /* Not through a symlink: whatever it points at would be parsed, and, if
+   * unreadable as state, renamed aside below. */
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+  FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
   if (!f) {
-    if (errno == ENOENT)
+    int e = errno;
+    if (fd >= 0)
+      close(fd);
+    if (e == ENOENT)
       return 0;
-    return HM_ERR(err, -errno, "cannot read %s: %s", path, strerror(errno));
+    if (e == ELOOP)
+      return HM_ERR(err, HM_E_PERM, "%s is a symbolic link; refusing to read state through it",
+                    path);
+    return HM_ERR(err, -e, "cannot read %s: %s", path, strerror(e));
   }
   char *text = NULL;
   size_t cap = 0, len = 0;

@@ -7,7 +7,13 @@
 #include <errno.h>
 #include <signal.h>
 #include <fcntl.h>
-#include <libgen.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 int hm_kv_set(hm_kv *kv, const char *key, const char *value) {
@@ -147,50 +153,292 @@ static int write_all(int fd, const char *s, size_t n) {
   return 0;
 }
 
-int hm_write_file_atomic(const char *path, const char *text, hm_error **err) {
-  char *tmp = NULL;
+/* The directory part and the last component of path ("." for a bare name). */
+static int split_path(const char *path, char **dir, const char **base) {
+  const char *slash = strrchr(path, '/');
+  *base = slash ? slash + 1 : path;
+  *dir =
+      slash ? (slash == path ? strdup("/") : strndup(path, (size_t)(slash - path))) : strdup(".");
+  return *dir ? 0 : HM_E_NOMEM;
+}
+
+int hm_write_file_atomic_at(int dirfd, const char *name, const char *text, hm_error **err) {
+  char tmp[320];
   int fd = -1, r = 0;
-  if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0) {
-    tmp = NULL;
-    r = HM_ERR_NOMEM(err);
-    goto out;
-  }
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    r = HM_ERR(err, -errno, "cannot write %s: %s", tmp, strerror(errno));
-    goto out;
+  if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp-%d", name, (int)getpid()) >= sizeof(tmp))
+    return HM_ERR(err, HM_E_INVALID, "file name %s is too long", name);
+  /* O_EXCL|O_NOFOLLOW: whatever sits at the temporary name (a symlink
+   * planted there, a file of a crashed writer with our pid) is never
+   * written through; a leftover of ours is removed and the create retried
+   * once, so a planted symlink is unlinked, not followed. */
+  for (int tries = 0; tries < 2 && fd < 0; tries++) {
+    fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST && tries == 0 && unlinkat(dirfd, tmp, 0) == 0)
+      continue;
+    if (fd < 0)
+      return HM_ERR(err, -errno, "cannot create %s: %s", tmp, strerror(errno));
   }
   if ((r = write_all(fd, text, strlen(text))) < 0 || (r = write_all(fd, "\n", 1)) < 0 ||
       (fsync(fd) < 0 && (r = -errno))) {
     r = HM_ERR(err, r, "cannot write %s: %s", tmp, strerror(-r));
-    goto out;
+    goto fail;
   }
   close(fd);
   fd = -1;
-  if (rename(tmp, path) < 0) {
+  if (renameat(dirfd, tmp, dirfd, name) < 0) {
     r = HM_ERR(err, -errno, "cannot rename %s: %s", tmp, strerror(errno));
-    goto out;
+    goto fail;
   }
-  free(tmp);
-  tmp = NULL;
   /* The rename itself must reach the disk too. */
-  char *dup = strdup(path);
-  if (dup) {
-    int dfd = open(dirname(dup), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      fsync(dfd);
-      close(dfd);
-    }
-    free(dup);
-  }
-out:
+  fsync(dirfd);
+  return 0;
+fail:
   if (fd >= 0)
     close(fd);
-  if (tmp) {
-    unlink(tmp);
-    free(tmp);
-  }
+  unlinkat(dirfd, tmp, 0);
   return r;
+}
+
+int hm_write_file_atomic(const char *path, const char *text, hm_error **err) {
+  char *dir = NULL;
+  const char *base;
+  if (split_path(path, &dir, &base) < 0)
+    return HM_ERR_NOMEM(err);
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int r = dfd < 0 ? HM_ERR(err, -errno, "cannot open %s: %s", dir, strerror(errno))
+                  : hm_write_file_atomic_at(dfd, base, text, err);
+  if (dfd >= 0)
+    close(dfd);
+  free(dir);
+  return r;
+}
+
+int hm_dir_check_private(int dirfd, const char *path, hm_error **err) {
+  struct stat st;
+  if (fstat(dirfd, &st) < 0)
+    return HM_ERR(err, -errno, "cannot stat %s: %s", path, strerror(errno));
+  if (!S_ISDIR(st.st_mode))
+    return HM_ERR(err, HM_E_INVALID, "%s is not a directory", path);
+  /* Whoever owns it, or may write to it, can swap our sockets, plant
+   * symlinks where we write the pid file, the log and the state, and read
+   * what QMP and the agent say. */
+  if (st.st_uid != geteuid())
+    return HM_ERR(err, HM_E_PERM,
+                  "instance directory %s is owned by uid %u, not by this process (uid %u): "
+                  "another user could replace its sockets and files; remove it (or "
+                  "chown %u %s) and try again",
+                  path, (unsigned)st.st_uid, (unsigned)geteuid(), (unsigned)geteuid(), path);
+  if (st.st_mode & (S_IWGRP | S_IWOTH))
+    return HM_ERR(err, HM_E_PERM,
+                  "instance directory %s is writable by %s (mode %04o): other users could "
+                  "replace its sockets and files; run chmod 0700 %s and try again",
+                  path, st.st_mode & S_IWOTH ? "others" : "its group",
+                  (unsigned)(st.st_mode & 07777), path);
+  return 0;
+}
+
+int hm_dir_open_private(const char *path, int create, hm_error **err) {
+  /* mkdir's mode is what a new directory gets before anyone can see it;
+   * an existing one is only trusted after the checks below. */
+  if (create && mkdir(path, 0700) < 0 && errno != EEXIST)
+    return HM_ERR(err, -errno, "cannot create %s: %s", path, strerror(errno));
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    if (e == ELOOP || e == ENOTDIR) {
+      struct stat st;
+      if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+        return HM_ERR(err, HM_E_PERM,
+                      "instance directory %s is a symbolic link; give the real directory "
+                      "instead",
+                      path);
+    }
+    return HM_ERR(err, e == ENOENT ? HM_E_NOT_FOUND : -e, "cannot open %s: %s", path, strerror(e));
+  }
+  int r = hm_dir_check_private(fd, path, err);
+  if (r < 0) {
+    close(fd);
+    return r;
+  }
+  return fd;
+}
+
+int hm_unix_listen_at(int dirfd, const char *name, int backlog, hm_error **err) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  char sub[64];
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return HM_ERR(err, -errno, "socket: %s", strerror(errno));
+  /* A fresh 0700 directory nobody else can enter: the socket is bound there
+   * (a name nobody can have taken), then renamed onto `name` in one step, so
+   * there is never a moment where `name` is missing or someone else's. */
+  int made = 0;
+  for (int i = 0; i < 16 && !made; i++) {
+    unsigned rnd = 0;
+    if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+      rnd = (unsigned)hm_now_ms() + (unsigned)i;
+    snprintf(sub, sizeof(sub), ".hm-bind-%d-%08x", (int)getpid(), rnd);
+    if (mkdirat(dirfd, sub, 0700) == 0)
+      made = 1;
+    else if (errno != EEXIST)
+      break;
+  }
+  if (!made) {
+    int e = errno;
+    close(fd);
+    return HM_ERR(err, -e, "cannot make a private directory for %s: %s", name, strerror(e));
+  }
+  /* Through the held directory fd: the socket lands in this directory even
+   * if its path was renamed meanwhile, and the name stays short. */
+  snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s/s", dirfd, sub);
+  char rel[96];
+  snprintf(rel, sizeof(rel), "%s/s", sub);
+  int r = 0;
+  /* 0600 before it gets its public name (no umask games: other threads). */
+  if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || fchmodat(dirfd, rel, 0600, 0) < 0 ||
+      listen(fd, backlog) < 0) {
+    r = HM_ERR(err, -errno, "cannot listen for %s: %s", name, strerror(errno));
+  } else if (renameat(dirfd, rel, dirfd, name) < 0) {
+    r = HM_ERR(err, -errno, "cannot rename the socket onto %s: %s", name, strerror(errno));
+  }
+  unlinkat(dirfd, rel, 0);
+  unlinkat(dirfd, sub, AT_REMOVEDIR);
+  if (r < 0) {
+    close(fd);
+    return r;
+  }
+  return fd;
+}
+
+int hm_unix_listen(const char *path, int backlog, hm_error **err) {
+  char *dir = NULL;
+  const char *base;
+  if (split_path(path, &dir, &base) < 0)
+    return HM_ERR_NOMEM(err);
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int r = dfd < 0 ? HM_ERR(err, -errno, "cannot open %s: %s", dir, strerror(errno))
+                  : hm_unix_listen_at(dfd, base, backlog, err);
+  if (dfd >= 0)
+    close(dfd);
+  free(dir);
+  return r;
+}
+
+int hm_unix_path_check(const char *path, hm_error **err) {
+  struct stat st;
+  /* Missing: connect will say so (and the peer check still runs after). */
+  if (lstat(path, &st) < 0)
+    return errno == ENOENT ? 0 : HM_ERR(err, HM_E_NOT_READY, "%s: %s", path, strerror(errno));
+  if (S_ISLNK(st.st_mode))
+    return HM_ERR(err, HM_E_PERM, "%s is a symbolic link, not a socket: refusing to follow it",
+                  path);
+  if (!S_ISSOCK(st.st_mode))
+    return HM_ERR(err, HM_E_PERM, "%s is not a socket", path);
+  if (st.st_uid != geteuid() && st.st_uid != 0)
+    return HM_ERR(err, HM_E_PERM,
+                  "%s belongs to uid %u, not to us (uid %u) or root: refusing to talk to "
+                  "another user's socket",
+                  path, (unsigned)st.st_uid, (unsigned)geteuid());
+  if (st.st_mode & (S_IWGRP | S_IWOTH))
+    return HM_ERR(err, HM_E_PERM,
+                  "%s can be connected to by %s (mode %04o): start QEMU with umask 077 so that "
+                  "only its owner can drive it",
+                  path, st.st_mode & S_IWOTH ? "any user" : "its group",
+                  (unsigned)(st.st_mode & 07777));
+  return 0;
+}
+
+int hm_unix_peer_check(int fd, const char *what, hm_error **err) {
+  struct ucred cr;
+  socklen_t len = sizeof(cr);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+    return HM_ERR(err, HM_E_PERM, "cannot learn who serves %s: %s", what, strerror(errno));
+  /* The uid the listener had when it called listen(): a socket another
+   * user slipped in is theirs even if the file's owner looks right. */
+  if (cr.uid != geteuid() && cr.uid != 0)
+    return HM_ERR(err, HM_E_PERM,
+                  "%s is served by uid %u (pid %d), not by us (uid %u) or root: refusing it", what,
+                  (unsigned)cr.uid, (int)cr.pid, (unsigned)geteuid());
+  return 0;
+}
+
+int hm_proc_is_ours(pid_t pid, const char *exe) {
+  char p[64], line[256];
+  snprintf(p, sizeof(p), "/proc/%d/status", (int)pid);
+  FILE *f = fopen(p, "re");
+  if (!f)
+    return 0;
+  unsigned ruid = 0, euid = 0;
+  int have = 0;
+  while (fgets(line, sizeof(line), f))
+    if (sscanf(line, "Uid: %u %u", &ruid, &euid) == 2) {
+      have = 1;
+      break;
+    }
+  fclose(f);
+  if (!have || ruid != geteuid() || euid != geteuid())
+    return 0;
+  if (!exe)
+    return 1;
+  char want[PATH_MAX], got[PATH_MAX + 16];
+  if (!realpath(exe, want))
+    return 0;
+  snprintf(p, sizeof(p), "/proc/%d/exe", (int)pid);
+  ssize_t n = readlink(p, got, sizeof(got) - 1);
+  if (n < 0)
+    return 0;
+  got[n] = '\0';
+  /* A helper started before its package was upgraded runs a deleted file. */
+  static const char deleted[] = " (deleted)";
+  size_t wl = strlen(want);
+  return strcmp(got, want) == 0 || ((size_t)n == wl + sizeof(deleted) - 1 &&
+                                    strncmp(got, want, wl) == 0 && !strcmp(got + wl, deleted));
+}
+
+int hm_open_nofollow(const char *path, int flags) {
+  if (path[0] != '/') {
+    errno = EINVAL;
+    return -1;
+  }
+  struct open_how how = {.flags = (unsigned long long)(flags | O_CLOEXEC),
+                         .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+  int fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+  if (fd >= 0 || errno != ENOSYS)
+    return fd;
+  /* Kernels before 5.6: the same, one component at a time. */
+  int cur = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  const char *p = path;
+  while (cur >= 0) {
+    while (*p == '/')
+      p++;
+    const char *end = strchr(p, '/');
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    char name[NAME_MAX + 1];
+    if (n > NAME_MAX) {
+      close(cur);
+      errno = ENAMETOOLONG;
+      return -1;
+    }
+    memcpy(name, p, n);
+    name[n] = '\0';
+    while (end && *end == '/')
+      end++;
+    int last = !end || !*end;
+    /* "/" itself: the directory we hold. */
+    const char *what = n ? name : ".";
+    int next = openat(cur, what,
+                      last ? flags | O_NOFOLLOW | O_CLOEXEC
+                           : O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int e = errno;
+    close(cur);
+    if (next < 0 || last) {
+      errno = e;
+      return next;
+    }
+    cur = next;
+    p = end;
+  }
+  return -1;
 }
 
 int hm_thread_create(pthread_t *t, void *(*fn)(void *), void *arg) {

@@ -5,10 +5,12 @@
 #include "guest_path.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* Host paths cross JSON, QEMU option strings and logs: they must be UTF-8 with
  * no control characters (a newline would split a log line or a QEMU option). */
@@ -49,8 +51,32 @@ static int check_host_path(hm_mount_spec *spec, hm_error **err) {
       return HM_ERR(err, HM_E_INVALID, "host path \"%s\" has a name that is too long", p);
     return HM_ERR(err, HM_E_INVALID, "host path \"%s\": %s", p, strerror(e));
   }
+  /*
+   * Resolved once: the user's own symlinks in the path they gave are
+   * followed here, by realpath, and never again. The result is opened with
+   * no symlink allowed in any component, so a component swapped for a
+   * symlink since is caught, and the directory's identity (device, inode)
+   * is what later opens of this path must find again
+   * (hm_host_path_verify: attach, reconcile, re-attach).
+   */
   struct stat st;
-  if (stat(real, &st) < 0 || !S_ISDIR(st.st_mode)) {
+  int fd = hm_open_nofollow(real, O_PATH | O_DIRECTORY);
+  if (fd < 0 && errno == ENOTDIR) {
+    r = HM_ERR(err, HM_E_INVALID, "host path \"%s\" is not a directory", p);
+    goto out;
+  }
+  if (fd < 0) {
+    int e = errno;
+    r = HM_ERR(err, HM_E_INVALID,
+               e == ELOOP ? "host path \"%s\" changed while it was checked (a component of %s "
+                            "became a symbolic link)"
+                          : "host path \"%s\" (%s) cannot be opened: %s",
+               p, real, strerror(e));
+    goto out;
+  }
+  int sr = fstat(fd, &st);
+  close(fd);
+  if (sr < 0 || !S_ISDIR(st.st_mode)) {
     r = HM_ERR(err, HM_E_INVALID, "host path \"%s\" is not a directory", p);
     goto out;
   }
@@ -69,10 +95,41 @@ static int check_host_path(hm_mount_spec *spec, hm_error **err) {
   }
   free(spec->host_path);
   spec->host_path = real;
+  spec->host_dev = (unsigned long long)st.st_dev;
+  spec->host_ino = (unsigned long long)st.st_ino;
   return 0;
 out:
   free(real);
   return r;
+}
+
+int hm_host_path_verify(const hm_mount_spec *spec, hm_error **err) {
+  if (!spec || !spec->host_path)
+    return HM_ERR(err, HM_E_INVALID, "no host path");
+  if (!spec->host_dev && !spec->host_ino)
+    return 0;
+  int fd = hm_open_nofollow(spec->host_path, O_PATH | O_DIRECTORY);
+  struct stat st;
+  if (fd < 0) {
+    int e = errno;
+    return HM_ERR(err, HM_E_INVALID,
+                  e == ELOOP ? "host path %s now has a symbolic link in it: the shared directory "
+                               "was swapped; refusing to serve what it points to"
+                             : "host path %s cannot be opened any more: %s",
+                  spec->host_path, strerror(e));
+  }
+  int sr = fstat(fd, &st);
+  close(fd);
+  if (sr < 0)
+    return HM_ERR(err, HM_E_INVALID, "host path %s: %s", spec->host_path, strerror(errno));
+  if ((unsigned long long)st.st_dev != spec->host_dev ||
+      (unsigned long long)st.st_ino != spec->host_ino)
+    return HM_ERR(err, HM_E_INVALID,
+                  "host path %s is now another directory (device %llu inode %llu, shared was "
+                  "device %llu inode %llu): it was swapped; refusing to serve it",
+                  spec->host_path, (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
+                  spec->host_dev, spec->host_ino);
+  return 0;
 }
 
 static int check_guest_path(hm_mount_spec *spec, hm_error **err) {

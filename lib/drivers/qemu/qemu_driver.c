@@ -326,19 +326,41 @@ static int start_virtiofsd(qemu_impl *q, pid_t *pid, const hm_virtiofsd_info *vf
   return r;
 }
 
+/*
+ * A virtiofsd found by its markers is only taken for ours when it also runs
+ * as our user and runs the virtiofsd we would start: markers are just
+ * environment strings, which any local user can give any process (and we
+ * signal, and trust the host path of, what we adopt). When virtiofsd cannot
+ * be found any more, the owner check alone applies.
+ */
+static int vfs_ours(qemu_impl *q, pid_t pid) {
+  hm_virtiofsd_info vfs = {0};
+  int ok =
+      get_vfs(q, &vfs, NULL) == 0 ? hm_proc_is_ours(pid, vfs.path) : hm_proc_is_ours(pid, NULL);
+  hm_virtiofsd_info_clear(&vfs);
+  if (!ok)
+    hm_warn("virtiofsd %d carries this instance's markers but is not ours (another user, or "
+            "another program): not adopted",
+            (int)pid);
+  return ok;
+}
+
 struct find_ctx {
+  qemu_impl *q;
   const char *id;
   pid_t pid;
 };
 
 static void found_pid(pid_t pid, void *ud) {
-  ((struct find_ctx *)ud)->pid = pid;
+  struct find_ctx *c = ud;
+  if (vfs_ours(c->q, pid))
+    c->pid = pid;
 }
 
 /* The virtiofsd serving mount id of this instance, by its markers; -1. */
 static pid_t find_virtiofsd(qemu_impl *q, const char *id) {
   char *marker = NULL;
-  struct find_ctx ctx = {id, -1};
+  struct find_ctx ctx = {q, id, -1};
   if (asprintf(&marker, HM_ENV_MOUNT "=%s", id) < 0)
     return -1;
   hm_virtiofsd_find(marker, found_pid, &ctx);
@@ -359,7 +381,7 @@ static pid_t attachment_pid(qemu_impl *q, hm_attachment *att) {
   pid_t pid = p ? (pid_t)atoi(p) : -1;
   if (pid > 1 && hm_virtiofsd_alive(pid)) {
     char *m = hm_proc_getenv(pid, HM_ENV_MOUNT);
-    int ours = m && strcmp(m, hm_attachment_get_id(att)) == 0;
+    int ours = m && strcmp(m, hm_attachment_get_id(att)) == 0 && vfs_ours(q, pid);
     free(m);
     if (ours)
       return pid;
@@ -585,6 +607,7 @@ typedef struct scan_acc {
   hm_attachment **v;
   size_t n;
   int oom;
+  qemu_impl *q;
 } scan_acc;
 
 static hm_attachment *scan_get(scan_acc *acc, const char *id) {
@@ -625,7 +648,8 @@ static hm_attachment *scan_get_cb(void *ud, const char *id) {
 }
 
 static void scan_pid(pid_t pid, void *ud) {
-  hm_helper_adopt(pid, "virtiofsd_pid", scan_get_cb, ud);
+  if (vfs_ours(((scan_acc *)ud)->q, pid))
+    hm_helper_adopt(pid, "virtiofsd_pid", scan_get_cb, ud);
 }
 
 /* 9p ports ("hm-N-dev" virtserialports) get the 9p transport and tag. */
@@ -649,7 +673,7 @@ static void scan_9p_ports(scan_acc *acc, json_object *ret) {
  * "hm-N-dev", chardevs "hm-N-chr", virtiofsd processes with our markers. */
 static int qemu_scan(void *impl, hm_attachment ***out, size_t *n, hm_error **err) {
   qemu_impl *q = impl;
-  scan_acc acc = {0};
+  scan_acc acc = {.q = q};
   json_object *args = json_object_new_object(), *ret = NULL;
   json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
   int r = qmp_exec(q, "qom-list", args, &ret, err);

@@ -677,6 +677,11 @@ int hm_qmp_connect(hm_qmp **out, const char *socket_path, int timeout_ms, hm_err
   if (strlen(socket_path) >= sizeof(sa.sun_path))
     return HM_ERR(err, HM_E_INVALID, "%s: socket path too long", socket_path);
   strcpy(sa.sun_path, socket_path);
+  /* QMP can run anything on the host QEMU runs as, and we send it host
+   * paths and fds: it must be QEMU's socket of our own user (or root's). */
+  int r = hm_unix_path_check(socket_path, err);
+  if (r < 0)
+    return hm_error_prefix(err, r, __func__, "refusing the QMP socket");
   int64_t deadline = deadline_of(timeout_ms);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
@@ -698,6 +703,12 @@ int hm_qmp_connect(hm_qmp **out, const char *socket_path, int timeout_ms, hm_err
     return HM_ERR(err, e == EAGAIN ? HM_E_TIMEOUT : HM_E_NOT_READY, "%s: %s", socket_path,
                   strerror(e));
   }
-  int r = hm_qmp_connect_fd(out, fd, ms_left(deadline), err);
+  /* The file was checked before connect, but it could have been swapped
+   * since: the peer's credentials are what we actually talk to. */
+  if ((r = hm_unix_peer_check(fd, socket_path, err)) < 0) {
+    close(fd);
+    return hm_error_prefix(err, r, __func__, "refusing the QMP socket");
+  }
+  r = hm_qmp_connect_fd(out, fd, ms_left(deadline), err);
   return r < 0 ? hm_error_prefix(err, r, __func__, "%s", socket_path) : 0;
 }

@@ -2,6 +2,7 @@
 /* SSH to the guest with libssh: connect, verify the host key, log in, run. */
 #include "sshfs_internal.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +115,12 @@ int hm_ssh_open(ssh_session *out, const hm_ssh_config *cfg, hm_error **err) {
     ssh_free(s);
     return r;
   }
+  /* libssh makes its socket without SOCK_CLOEXEC: helpers we start later
+   * (sftp-server, virtiofsd, diod) must not inherit a guest login. (The
+   * moment between its socket() and this line is covered by the spawner
+   * closing every fd above the ones it hands on.) */
+  if (ssh_get_fd(s) >= 0)
+    fcntl(ssh_get_fd(s), F_SETFD, FD_CLOEXEC);
   int r = verify_host_key(s, cfg, where, err);
   if (r < 0) {
     hm_ssh_close(s);
