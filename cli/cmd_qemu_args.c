@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* mkdir -p with mode 0700 for the directories we create: the instance
  * directory holds sockets that give control over the VM. */
@@ -74,6 +75,24 @@ int cmd_qemu_args(int argc, char **argv) {
   if (mkdirs(dir) < 0) {
     fprintf(stderr, "hotmount: cannot create %s: %s\n", dir, strerror(errno));
     rc = EXIT_FAIL;
+    goto out;
+  }
+  /* QEMU will put its QMP and agent sockets there: in a directory another
+   * user owns or may write to, they could be swapped (hotmountd refuses
+   * such a directory; say so now rather than after the VM is up). */
+  struct stat st;
+  if (lstat(dir, &st) == 0 &&
+      (S_ISLNK(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)))) {
+    fprintf(stderr,
+            "hotmount: instance directory %s is %s: other users could replace QEMU's sockets "
+            "there; %s\n",
+            dir,
+            S_ISLNK(st.st_mode)      ? "a symbolic link"
+            : st.st_uid != geteuid() ? "owned by another user"
+                                     : "writable by its group or others",
+            S_ISLNK(st.st_mode) || st.st_uid != geteuid() ? "use a directory of your own"
+                                                          : "run chmod 0700 on it");
+    rc = cli_exit_code(HM_E_PERM);
     goto out;
   }
   for (char **a = args; *a; a++)

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const char *instance_name;
 static char *instance_dir;
@@ -125,6 +127,23 @@ int cli_connect(hm_client **out, const char *instance) {
   if (asprintf(&sock, "%s/hotmountd.sock", dir) < 0) {
     free(dir);
     return EXIT_FAIL;
+  }
+  /* Requests carry host paths and answers are shown as the truth: the
+   * daemon's socket must be our own user's or root's, not a symlink or a
+   * socket someone else left in a directory they could write to. */
+  struct stat st;
+  if (lstat(sock, &st) == 0 &&
+      (!S_ISSOCK(st.st_mode) || (st.st_uid != geteuid() && st.st_uid != 0))) {
+    fprintf(stderr,
+            "hotmount: %s is %s: refusing to talk to it (hotmountd makes it a socket of its own "
+            "user in a directory only that user can write)\n",
+            sock,
+            S_ISLNK(st.st_mode)     ? "a symbolic link"
+            : !S_ISSOCK(st.st_mode) ? "not a socket"
+                                    : "another user's socket");
+    free(dir);
+    free(sock);
+    return cli_exit_code(HM_E_PERM);
   }
   hm_error *err = NULL;
   if (hm_client_new(out, sock, &err) < 0) {

@@ -294,7 +294,11 @@ static void reattach_persistent(hm_instance *inst) {
     char *id = strdup(e->id);
     pthread_mutex_unlock(&inst->lock);
     hm_error *err = NULL;
-    int r = copy && spec && id ? hm_fs_hotplugger_reattach(hp, spec, copy, &err) : HM_E_NOMEM;
+    /* The helpers open the host path again: it must still be the
+     * directory that was validated (not swapped for a symlink meanwhile). */
+    int r = !copy || !spec || !id ? HM_E_NOMEM : hm_host_path_verify(spec, &err);
+    if (r == 0)
+      r = hm_fs_hotplugger_reattach(hp, spec, copy, &err);
     pthread_mutex_lock(&inst->lock);
     e = id ? hm_inst_find_id(inst, id) : NULL;
     if (e) {

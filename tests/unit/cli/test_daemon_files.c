@@ -4,7 +4,8 @@
  * user who prepared that directory: a directory of another owner or
  * writable by others is refused with the fix in the message, and a pid file
  * or log planted as a symlink (or hard link) to another file is refused and
- * the file it leads to is left as it was. No VM: hotmountd refuses (or
+ * the file it leads to is left as it was; the CLI (qemu-args, and its
+ * connection to the daemon) refuses the same. No VM: hotmountd refuses (or
  * fails to find QEMU, with --wait 0) before it would need one. Runs as root
  * (chown to nobody); skipped otherwise.
  */
@@ -13,13 +14,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define NOBODY 65534
 
-static const char *hotmountd;
+static const char *hotmountd, *hotmount;
 static char tmpdir[PATH_MAX];
 static char inst[PATH_MAX];
 static char victim[PATH_MAX];
@@ -162,11 +165,76 @@ START_TEST(test_log_symlink) {
 }
 END_TEST
 
+/* Runs hotmount VERB inst; exit status, stderr in out. */
+static int run_cli(const char *verb, char *out, size_t len) {
+  char errfile[PATH_MAX + 8];
+  snprintf(errfile, sizeof(errfile), "%s/stderr", tmpdir);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    if (!freopen(errfile, "w", stderr) || !freopen("/dev/null", "w", stdout))
+      _exit(99);
+    execl(hotmount, hotmount, verb, inst, (char *)NULL);
+    _exit(98);
+  }
+  int st;
+  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+  FILE *f = fopen(errfile, "r");
+  ck_assert_ptr_nonnull(f);
+  size_t n = fread(out, 1, len - 1, f);
+  fclose(f);
+  out[n] = '\0';
+  unlink(errfile);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* qemu-args would have QEMU put its sockets in a directory others control:
+ * refused up front. */
+START_TEST(test_qemu_args_refuses_open_dir) {
+  char out[2048];
+  ck_assert_int_eq(mkdir(inst, 0700), 0);
+  ck_assert_int_eq(run_cli("qemu-args", out, sizeof(out)), 0);
+  ck_assert_int_eq(chmod(inst, 0777), 0);
+  ck_assert_int_ne(run_cli("qemu-args", out, sizeof(out)), 0);
+  ck_assert_msg(strstr(out, "writable by its group or others") && strstr(out, "chmod 0700"), "%s",
+                out);
+  ck_assert_int_eq(chmod(inst, 0700), 0);
+  ck_assert_int_eq(chown(inst, NOBODY, NOBODY), 0);
+  ck_assert_int_ne(run_cli("qemu-args", out, sizeof(out)), 0);
+  ck_assert_msg(strstr(out, "owned by another user"), "%s", out);
+}
+END_TEST
+
+/* The CLI does not talk to a daemon socket that is a symlink or another
+ * user's. */
+START_TEST(test_cli_refuses_foreign_socket) {
+  char out[2048], sock[PATH_MAX + 32];
+  ck_assert_int_eq(mkdir(inst, 0700), 0);
+  snprintf(sock, sizeof(sock), "%s/hotmountd.sock", inst);
+  ck_assert_int_eq(symlink(victim, sock), 0);
+  ck_assert_int_ne(run_cli("list", out, sizeof(out)), 0);
+  ck_assert_msg(strstr(out, "a symbolic link") && strstr(out, "refusing"), "%s", out);
+  ck_assert_int_eq(unlink(sock), 0);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  ck_assert_uint_lt(strlen(sock), sizeof(sa.sun_path));
+  memcpy(sa.sun_path, sock, strlen(sock) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  ck_assert_int_eq(listen(fd, 1), 0);
+  ck_assert_int_eq(lchown(sock, NOBODY, NOBODY), 0);
+  ck_assert_int_ne(run_cli("list", out, sizeof(out)), 0);
+  ck_assert_msg(strstr(out, "another user's socket"), "%s", out);
+  close(fd);
+}
+END_TEST
+
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: test-daemon-files HOTMOUNTD\n");
+  if (argc != 3) {
+    fprintf(stderr, "usage: test-daemon-files HOTMOUNTD HOTMOUNT\n");
     return 2;
   }
+  hotmount = argv[2];
   if (geteuid() != 0) {
     fprintf(stderr, "test-daemon-files needs root (chown to nobody): skipped\n");
     return 77;
@@ -182,6 +250,8 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, test_pid_symlink);
   tcase_add_test(tc, test_pid_hardlink);
   tcase_add_test(tc, test_log_symlink);
+  tcase_add_test(tc, test_qemu_args_refuses_open_dir);
+  tcase_add_test(tc, test_cli_refuses_foreign_socket);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
