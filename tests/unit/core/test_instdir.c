@@ -5,7 +5,8 @@
  * never written through a symlink planted in the directory, the QMP and agent
  * sockets are refused when another user serves them, host directories are
  * resolved once (a swap is caught), and shares may not nest or contain the
- * instance directory. Runs as root (it chowns to nobody and forks a child
+ * instance directory; mount targets the guest lists are only adopted in
+ * normal form. Runs as root (it chowns to nobody and forks a child
  * that becomes nobody); skipped otherwise.
  */
 #include "agent_client.h"
@@ -19,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -497,6 +499,157 @@ START_TEST(test_reconcile_swapped_share) {
 }
 END_TEST
 
+/* ---------------------------------------- what the guest reports */
+
+/* A scripted guest agent on INSTANCE/agent.sock: answers hello, and list
+ * with the mounts in `listed` (tag hm-5 at a normal path, hm-6 at one that
+ * is not); anything else gets ok. */
+typedef struct script_agent {
+  int lfd;
+  pthread_t t;
+} script_agent;
+
+static void answer(int fd, int op, hm_agent_response *resp) {
+  char *line = NULL;
+  ck_assert_int_eq(hm_agent_response_encode(&line, op, resp, NULL), 0);
+  ck_assert_int_eq(write(fd, line, strlen(line)), (ssize_t)strlen(line));
+  free(line);
+}
+
+static void *script_agent_main(void *arg) {
+  script_agent *a = arg;
+  int c;
+  while ((c = accept(a->lfd, NULL, NULL)) >= 0) {
+    FILE *f = fdopen(c, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while (f && (n = getline(&line, &cap, f)) > 0) {
+      hm_agent_request req;
+      if (hm_agent_request_decode(&req, line, (size_t)n - 1, NULL) < 0) {
+        hm_agent_request_clear(&req);
+        continue;
+      }
+      hm_agent_response resp = {.id = req.id, .ok = 1};
+      hm_agent_mount_info listed[] = {
+          {.target = "/mnt/good", .fstype = "virtiofs", .source = "hm-5", .options = "ro"},
+          {.target = "/mnt//bad/", .fstype = "virtiofs", .source = "hm-6", .options = "ro"},
+          {.target = "/etc", .fstype = "virtiofs", .source = "hm-7", .options = "ro"}};
+      char *caps[] = {NULL};
+      if (req.op == HM_AGENT_OP_HELLO) {
+        resp.major = 1;
+        resp.minor = 1;
+        resp.agent_name = "script";
+        resp.agent_version = "0";
+        resp.capabilities = caps;
+        resp.boot_id = "b1";
+      } else if (req.op == HM_AGENT_OP_LIST) {
+        resp.mounts = listed;
+        resp.n_mounts = 3;
+        resp.boot_id = "b1";
+      }
+      answer(c, req.op, &resp);
+      hm_agent_request_clear(&req);
+    }
+    free(line);
+    if (f)
+      fclose(f);
+  }
+  return NULL;
+}
+
+static void script_agent_start(script_agent *a, const char *dir) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/agent.sock", dir);
+  a->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ck_assert_int_ge(a->lfd, 0);
+  ck_assert_int_eq(bind(a->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  ck_assert_int_eq(listen(a->lfd, 4), 0);
+  ck_assert_int_eq(pthread_create(&a->t, NULL, script_agent_main, a), 0);
+}
+
+static void script_agent_stop(script_agent *a) {
+  shutdown(a->lfd, SHUT_RDWR);
+  close(a->lfd);
+  pthread_join(a->t, NULL);
+}
+
+/* The backend holds three attachments the registry lost, all whole. */
+static char *scan_hosts[3];
+static int detached_ids;
+static int scan3(void *impl, hm_attachment ***out, size_t *n, hm_error **err) {
+  (void)impl;
+  (void)err;
+  hm_attachment **v = calloc(3, sizeof(*v));
+  for (int i = 0; i < 3; i++) {
+    char id[16];
+    snprintf(id, sizeof(id), "hm-%d", 5 + i);
+    ck_assert_int_eq(hm_attachment_new(&v[i], id, NULL), 0);
+    hm_attachment_set_tag(v[i], id, NULL);
+    hm_attachment_set_data(v[i], "hostPath", scan_hosts[i], NULL);
+    hm_attachment_set_data(v[i], "writable", "0", NULL);
+  }
+  *out = v;
+  *n = 3;
+  return 0;
+}
+static int whole(void *impl, hm_attachment *att, char **reason, hm_error **err) {
+  (void)impl;
+  (void)att;
+  (void)reason;
+  (void)err;
+  return 1;
+}
+static int count_detach(void *impl, hm_attachment *att, hm_error **err) {
+  (void)impl;
+  (void)att;
+  (void)err;
+  detached_ids++;
+  return 0;
+}
+
+START_TEST(test_reconcile_guest_targets) {
+  char *inst_dir = in_tmp("inst");
+  ck_assert_int_eq(mkdir(inst_dir, 0700), 0);
+  for (int i = 0; i < 3; i++) {
+    char name[16];
+    snprintf(name, sizeof(name), "s%d", i);
+    scan_hosts[i] = in_tmp(name);
+    ck_assert_int_eq(mkdir(scan_hosts[i], 0755), 0);
+  }
+  static const hm_fs_hotplugger_ops ops = {.struct_size = sizeof(ops),
+                                           .name = "scan",
+                                           .types = 1u << HM_TYPE_VIRTIOFS,
+                                           .attach = fake_attach,
+                                           .detach = count_detach,
+                                           .check = whole,
+                                           .scan = scan3};
+  hm_fs_hotplugger *hp = NULL;
+  ck_assert_int_eq(hm_fs_hotplugger_new(&hp, &ops, NULL, NULL), 0);
+  script_agent a;
+  script_agent_start(&a, inst_dir);
+  hm_instance *inst = NULL;
+  ck_assert_int_eq(hm_instance_new(&inst, inst_dir, hp, NULL), 0);
+  detached_ids = 0;
+  hm_error *err = NULL;
+  ck_assert_msg(hm_instance_reconcile(inst, &err) == 0, "%s", hm_error_message(err));
+  /* Only the mount at a normal, allowed path is adopted; the other two
+   * are not taken at the guest's word (and are cleaned up). */
+  hm_mount_list *l = NULL;
+  ck_assert_int_eq(hm_instance_list(inst, &l, NULL), 0);
+  ck_assert_int_eq(hm_mount_list_count(l), 1);
+  ck_assert_str_eq(hm_mount_get_guest_path(hm_mount_list_get(l, 0)), "/mnt/good");
+  ck_assert_str_eq(hm_mount_get_id(hm_mount_list_get(l, 0)), "hm-5");
+  ck_assert_int_eq(detached_ids, 2);
+  hm_mount_list_free(l);
+  hm_instance_free(inst);
+  script_agent_stop(&a);
+  for (int i = 0; i < 3; i++)
+    free(scan_hosts[i]);
+  free(inst_dir);
+}
+END_TEST
+
 int main(void) {
   if (geteuid() != 0) {
     fprintf(stderr, "test-instdir needs root (chown to nobody, a child as nobody): skipped\n");
@@ -513,6 +666,7 @@ int main(void) {
   tcase_add_test(tc, test_host_path_resolved_once);
   tcase_add_test(tc, test_shares_overlap_and_reserved);
   tcase_add_test(tc, test_reconcile_swapped_share);
+  tcase_add_test(tc, test_reconcile_guest_targets);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
