@@ -117,10 +117,36 @@ def stop_daemon(inst):
 
 def kill_virtiofsd(work):
     """Only the helpers serving directories of this test's work dir: other
-    tests may be running their own on this host. (diod, 9p's server, too: its
-    export is a link in the instance directory.)"""
+    tests may be running their own on this host. (diod, 9p's server, too, by
+    its instance marker.)"""
     subprocess.run(["pkill", "-f", "virtiofsd.*" + work], capture_output=True)
-    subprocess.run(["pkill", "-f", "diod .*-e " + work], capture_output=True)
+    # a confined diod's command line names no host path (it exports "/"):
+    # its instance marker does
+    for pid in _marked("diod", work):
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+
+
+def _marked(comm, prefix):
+    """pids of live processes named comm whose HOTMOUNT_INSTANCE marker
+    starts with prefix."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if open("/proc/%s/comm" % pid).read().strip() != comm:
+                continue
+            if open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            env = open("/proc/%s/environ" % pid, "rb").read().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        if any(e.startswith(b"HOTMOUNT_INSTANCE=" + prefix.encode()) for e in env):
+            found.append(int(pid))
+    return found
 
 
 class Ctx:
@@ -152,10 +178,17 @@ class Ctx:
                 if "--help" not in l and "<defunct>" not in l and self.work in l]
 
     def diod_procs(self):
-        """diod processes (9p) exporting something of this test's work dir."""
-        pg = subprocess.run(["pgrep", "-a", "-x", "diod"], capture_output=True, text=True)
-        return [l for l in pg.stdout.splitlines()
-                if "<defunct>" not in l and self.work in l]
+        """diod processes (9p) of this test's instance, "PID COMMAND LINE" as
+        pgrep -a prints them, found by their marker (a confined diod exports
+        "/": its command line names no host path)."""
+        found = []
+        for pid in _marked("diod", self.inst):
+            try:
+                cmd = open("/proc/%d/cmdline" % pid, "rb").read().replace(b"\0", b" ")
+            except OSError:
+                continue
+            found.append("%d %s" % (pid, cmd.decode(errors="replace").strip()))
+        return found
 
     def sftp_procs(self):
         """sftp-server processes (reverse-sshfs) of this test's instance, found

@@ -3,16 +3,16 @@
  * 9p hot-mount for the QEMU backend: diod supervision and the QMP plumbing of
  * one virtserialport per mount (see ninep.h).
  *
- * diod only lets a client attach to an export by its exact path (the 9p
- * "aname"), and the guest's 9p mount options are split at commas with no
- * escape, so a host path with a comma cannot be an aname. diod is therefore
- * given a comma-free symbolic link in the instance directory,
- * INSTANCE/hm-N-9p -> HOST_PATH, as its export; the guest attaches to that.
+ * diod runs confined to the share (diod_start): the share is its root, so
+ * its one export, and the guest's aname, is "/" (no host path, commas
+ * included, ever reaches the guest's mount options).
  *
- * The link is made first by attach and removed last by detach and by every
- * rollback, so while anything of a 9p mount may exist (diod, the fd QEMU got
- * by getfd, chardev, port), its link does: a restarted daemon knows an entry
- * cut short at any step is 9p, and scan finds what a lost registry forgot.
+ * A marker link in the instance directory, INSTANCE/hm-N-9p -> HOST_PATH,
+ * is made first by attach and removed last by detach and by every rollback
+ * (diod never uses it): while anything of a 9p mount may exist (diod, the
+ * fd QEMU got by getfd, chardev, port), its link does, so a restarted daemon
+ * knows an entry cut short at any step is 9p, and scan finds what a lost
+ * registry forgot.
  */
 #include "ninep.h"
 #include "spawn.h"
@@ -28,6 +28,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <poll.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -40,6 +42,7 @@
 #define UNPLUG_TIMEOUT_MS 15000
 #define DIOD_STOP_MS 3000
 #define DIOD_FD 3
+#define DIOD_READY_MS 10000
 
 /* Markers in diod's environment, as for virtiofsd (qemu_driver.c), plus the
  * transport, so that a restarted daemon knows what it found. */
@@ -210,16 +213,90 @@ int hm_ninep_diod_argv(char ***out, const char *diod, const char *export, int re
   return 0;
 }
 
-/* diod's -o ro does not apply to -e exports (a guest write went through),
- * so read-only is enforced by the kernel instead, as for QEMU's C virtiofsd
- * (hm_spawn_helper's ro_dir). */
-static int diod_start(pid_t *out, char **argv, int fd, const char *ro_dir, char *const *env,
-                      hm_error **err) {
-  if (ro_dir && geteuid() != 0)
+/* What diod keeps of root: acting as each guest user (setfsuid/setfsgid,
+ * setgroups) and as guest root on the share (chown, permission overrides).
+ * Not CAP_MKNOD, CAP_FSETID, CAP_SETFCAP (file capabilities), CAP_SYS_ADMIN
+ * (mounts: no way back out of the jail), CAP_LINUX_IMMUTABLE, or anything
+ * else. */
+static const hm_confine diod_confine = {
+    .drop_caps = 1,
+    .keep_caps = HM_CAP(CAP_CHOWN) | HM_CAP(CAP_DAC_OVERRIDE) | HM_CAP(CAP_DAC_READ_SEARCH) |
+                 HM_CAP(CAP_FOWNER) | HM_CAP(CAP_SETUID) | HM_CAP(CAP_SETGID),
+    .filter = 1,
+};
+
+/* Tversion on our end of diod's socket: its answer says diod has loaded its
+ * libraries and reads the socket (the guest's own Tversion later starts
+ * the session afresh). */
+static int diod_ready(int fd, hm_error **err) {
+  unsigned char m[21] = {21, 0, 0, 0, 100, 0xff, 0xff, 0, 0, 1, 0, 8, 0};
+  memcpy(m + 13, "9P2000.L", 8);
+  if (write(fd, m, sizeof(m)) != (ssize_t)sizeof(m))
+    return HM_ERR(err, HM_E_HELPER, "diod_ready: cannot write to diod: %s", strerror(errno));
+  unsigned char r[64];
+  size_t got = 0, want = 7;
+  int64_t deadline = hm_now_ms() + DIOD_READY_MS;
+  while (got < want) {
+    int64_t left = deadline - hm_now_ms();
+    struct pollfd pfd = {fd, POLLIN, 0};
+    if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+      return HM_ERR(err, HM_E_HELPER, "diod_ready: diod did not answer Tversion");
+    ssize_t n = read(fd, r + got, want - got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return HM_ERR(err, HM_E_HELPER, "diod_ready: diod closed its socket (see the daemon log)");
+    got += (size_t)n;
+    if (got == 7) {
+      want = r[0] | r[1] << 8 | (size_t)r[2] << 16 | (size_t)r[3] << 24;
+      if (r[4] != 101 || want < 7 || want > sizeof(r))
+        return HM_ERR(err, HM_E_HELPER, "diod_ready: unexpected answer to Tversion (type %d)",
+                      r[4]);
+    }
+  }
+  return 0;
+}
+
+/*
+ * Starts diod on fd (its end of the socketpair; ours is `mine`) confined to
+ * the share: diod has no way to confine itself, and it serves any path an
+ * aname names (1.0.24 accepts an aname whose character at the export's
+ * length is '/', whatever comes before it). So it starts in its own mount
+ * namespace with the share bound (nosuid, nodev, read-only when the mount
+ * is: diod's own -o ro does not apply to -e exports) and a reduced root
+ * (diod_confine); once it has answered a Tversion (its libraries loaded),
+ * that namespace is pivoted into the share, which becomes its `/`, the one
+ * export, with nothing else of the host left to name.
+ */
+static int diod_start(pid_t *out, char **argv, int fd, int mine, const char *host, int writable,
+                      char *const *env, hm_error **err) {
+  if (geteuid() != 0)
     return HM_ERR(err, HM_E_UNSUPPORTED,
-                  "cannot enforce read-only for 9p: a read-only bind for diod needs root; use "
-                  "--writable");
-  return hm_spawn_helper(out, argv, env, fd, DIOD_FD, ro_dir, err);
+                  "9p needs root on the host: diod is confined to the shared directory in a "
+                  "mount namespace of its own, which only root can make");
+  hm_share share;
+  int r = hm_share_open(&share, host, !writable, err);
+  if (r < 0)
+    return r;
+  hm_spawn_opts o = {.argv = argv,
+                     .extra_env = env,
+                     .pass_fd = fd,
+                     .as_fd = DIOD_FD,
+                     .stdio_fd = -1,
+                     .new_session = 1,
+                     .share = &share,
+                     .confine = &diod_confine};
+  pid_t pid = -1;
+  if ((r = hm_spawn(&pid, &o, err)) < 0)
+    goto out;
+  if ((r = diod_ready(mine, err)) < 0 || (r = hm_jail_pivot(pid, &share, err)) < 0) {
+    hm_helper_stop(pid, hm_ninep_diod_alive, "diod", DIOD_STOP_MS, NULL);
+    goto out;
+  }
+  *out = pid;
+out:
+  hm_share_close(&share);
+  return r < 0 ? hm_error_prefix(err, r, "hm_qemu", "cannot start diod for %s", host) : 0;
 }
 
 int hm_ninep_diod_alive(pid_t pid) {
@@ -370,12 +447,9 @@ int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attach
   hm_strv env = {0};
   if ((r = names_make(&n, h, id, err)) < 0)
     return r;
-  if ((r = hm_ninep_guest_options(&opts, spec, n.link, err)) < 0) {
-    if (strchr(n.link, ','))
-      hm_error_prefix(err, r, "hm_qemu",
-                      "the instance directory's path must not contain a comma for 9p mounts");
+  /* diod's root is the share (diod_start): the export is "/". */
+  if ((r = hm_ninep_guest_options(&opts, spec, "/", err)) < 0)
     goto out;
-  }
   if ((r = hm_ninep_diod_path(&diod, err)) < 0)
     goto out;
   if ((r = hm_ninep_free_ports(h, err)) <= 0) {
@@ -384,7 +458,7 @@ int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attach
                  "every port of the VM's virtio-serial controller is in use; remove a 9p mount");
     goto out;
   }
-  if ((r = hm_ninep_diod_argv(&argv, diod, n.link, !writable, DIOD_FD, err)) < 0)
+  if ((r = hm_ninep_diod_argv(&argv, diod, "/", !writable, DIOD_FD, err)) < 0)
     goto out;
   r = hm_helper_markers(&env, h->dir, id, host, writable);
   r = r ?: hm_strv_push(&env, ENV_TRANSPORT "=9p");
@@ -404,7 +478,7 @@ int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attach
     r = HM_ERR(err, -errno, "socketpair: %s", strerror(errno));
     goto fail;
   }
-  if ((r = diod_start(&pid, argv, sv[1], writable ? NULL : host, env.v, err)) < 0)
+  if ((r = diod_start(&pid, argv, sv[1], sv[0], host, writable, env.v, err)) < 0)
     goto fail;
   close(sv[1]);
   sv[1] = -1;

@@ -7,7 +7,7 @@
  * port and relays between it and a trans=fd 9p mount. No PCI slot is used.
  *
  * Names follow from the mount id ("hm-7"): device hm-7-dev, chardev hm-7-chr,
- * fd hm-7-fd, port org.hotmount.9p.hm-7, export link INSTANCE/hm-7-9p. So
+ * fd hm-7-fd, port org.hotmount.9p.hm-7, marker link INSTANCE/hm-7-9p. So
  * detach works from the id alone and is idempotent.
  */
 #ifndef HM_NINEP_H

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <linux/mount.h>
 #include <pthread.h>
 #include <sched.h>
@@ -12,51 +13,47 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-/* In the child, between fork and exec: only system calls from here on. The
- * directory is bound onto itself in a private mount namespace and made
- * read-only there (recursively where the kernel can), so virtiofsd, which
- * inherits the namespace, cannot write whatever the guest asks. */
-static void child_ro_bind(const char *dir) {
-  if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-      mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
-    _exit(121);
-  if (hm_ro_remount(dir) < 0)
-    _exit(122);
-}
-
 int hm_ro_remount(const char *dir) {
 #ifdef SYS_mount_setattr
   struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
-  if (syscall(SYS_mount_setattr, AT_FDCWD, dir, AT_RECURSIVE, &attr, sizeof(attr)) == 0)
-    return 0;
+  return (int)syscall(SYS_mount_setattr, AT_FDCWD, dir, AT_RECURSIVE, &attr, sizeof(attr));
+#else
+  (void)dir;
+  errno = ENOSYS;
+  return -1;
 #endif
-  return mount(NULL, dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL);
 }
 
-int hm_spawn_helper(pid_t *out_pid, char **argv, char *const *extra_env, int pass_fd, int as_fd,
-                    const char *ro_dir, hm_error **err) {
-  hm_spawn_opts o = {.argv = argv,
-                     .extra_env = extra_env,
-                     .pass_fd = pass_fd,
-                     .as_fd = as_fd,
-                     .stdio_fd = -1,
-                     .new_session = 1,
-                     .ro_dir = ro_dir};
-  return hm_spawn(out_pid, &o, err);
+/* In the child: every descriptor from 3 up but keep is closed at exec (the
+ * exec-status pipe must live until then). */
+static void cloexec_from3(int keep) {
+#ifdef SYS_close_range
+  int ok = keep <= 3 || syscall(SYS_close_range, 3U, (unsigned)keep - 1, CLOSE_RANGE_CLOEXEC) == 0;
+  unsigned lo = keep >= 3 ? (unsigned)keep + 1 : 3U;
+  if (ok && syscall(SYS_close_range, lo, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+    return;
+#endif
+  /* Kernels before 5.11: one by one. */
+  struct rlimit rl;
+  int max = 1048576;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)max)
+    max = (int)rl.rlim_cur;
+  for (int fd = 3; fd < max; fd++)
+    if (fd != keep)
+      fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
 int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
   char **argv = o->argv;
-  const char *ro_dir = o->ro_dir;
   int pass_fd = o->pass_fd, as_fd = o->as_fd, stdio_fd = o->stdio_fd;
-  if (ro_dir && geteuid() != 0)
-    return HM_ERR(err, HM_E_UNSUPPORTED,
-                  "cannot make %s read-only for %s: a read-only bind needs root", ro_dir, argv[0]);
+  if ((o->share || o->confine) && geteuid() != 0)
+    return HM_ERR(err, HM_E_UNSUPPORTED, "%s: confining %s needs root", __func__, argv[0]);
   /* Everything the child needs is made before fork: from there on it may
    * only make system calls. */
   hm_strv envp = {0};
@@ -93,13 +90,10 @@ int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    if (ro_dir)
-      child_ro_bind(ro_dir);
-    int e = 0;
-    if (o->setup && o->setup(o->setup_arg) != 0) {
-      e = errno ? errno : EPERM;
+    int e[2] = {1, 0}; /* {1: confining, 2: exec; errno} */
+    if ((o->share && hm_share_bind_child(o->share) < 0) ||
+        (o->setup && o->setup(o->setup_arg) != 0))
       goto child_fail;
-    }
     if (stdio_fd >= 0) {
       if (dup2(stdio_fd, 0) < 0 || dup2(stdio_fd, 1) < 0)
         _exit(124);
@@ -116,10 +110,14 @@ int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
       /* dup2 onto itself keeps CLOEXEC set; clear it either way. */
       fcntl(as_fd, F_SETFD, 0);
     }
+    cloexec_from3(pass_fd >= 0 ? as_fd : -1);
+    if (o->confine && hm_confine_child(o->confine) < 0)
+      goto child_fail;
     execve(argv[0], argv, envp.v);
-    e = errno;
+    e[0] = 2;
   child_fail:
-    if (write(ep[1], &e, sizeof(e)) < 0)
+    e[1] = errno ? errno : EPERM;
+    if (write(ep[1], e, sizeof(e)) < 0)
       _exit(126);
     _exit(127);
   }
@@ -133,14 +131,15 @@ int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
     close(ep[0]);
     return HM_ERR(err, -e, "fork: %s", strerror(e));
   }
-  int e = 0;
+  int e[2] = {0, 0};
   ssize_t n;
-  while ((n = read(ep[0], &e, sizeof(e))) < 0 && errno == EINTR)
+  while ((n = read(ep[0], e, sizeof(e))) < 0 && errno == EINTR)
     ;
   close(ep[0]);
   if (n == (ssize_t)sizeof(e)) {
     waitpid(pid, NULL, 0);
-    return HM_ERR(err, HM_E_HELPER, "cannot run %s: %s", argv[0], strerror(e));
+    return HM_ERR(err, HM_E_HELPER, "cannot %s %s: %s", e[0] == 1 ? "confine" : "run", argv[0],
+                  strerror(e[1]));
   }
   *out_pid = pid;
   return 0;

@@ -1,38 +1,39 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Starting the host-side file servers (virtiofsd, diod): one way for both. */
+/* Starting the host-side file servers (virtiofsd, diod, sftp-server): one way for all. */
 #ifndef HM_SPAWN_H
 #define HM_SPAWN_H
 
+#include "jail.h"
 #include "private.h"
 #include <sys/types.h>
 
 /*
- * hm_spawn_helper: starts argv[0] with argv in its own session (it outlives
- * us on purpose: mounts survive a daemon restart), stdin on /dev/null, the
- * caller's environment plus `extra_env` (NULL-terminated "NAME=value" list,
- * may be NULL), and `pass_fd` as file descriptor `as_fd` (inherited). When
- * ro_dir is set, ro_dir is made read-only in the child's own mount namespace
- * first (a bind onto itself, recursively read-only where the kernel can),
- * which needs root. Signals are reset in the child before they are unblocked,
- * so the host program's handlers never run there. Returns once the exec
- * succeeded; an exec failure is HM_E_HELPER naming the program and errno.
- */
-HM_PRIVATE int hm_spawn_helper(pid_t *out_pid, char **argv, char *const *extra_env, int pass_fd,
-                               int as_fd, const char *ro_dir, hm_error **err);
-
-/*
- * hm_ro_remount: makes the bind mount at dir read-only, recursively where
- * the kernel can (mount_setattr), else the top one. Async-signal-safe (for
- * children between fork and exec). 0, or -1 with errno.
+ * hm_ro_remount: makes the mount at dir and every mount below it read-only,
+ * or fails (no weaker fallback: a top-only remount would leave submounts
+ * writable). Async-signal-safe (for children between fork and exec). 0, or
+ * -1 with errno.
  */
 HM_PRIVATE int hm_ro_remount(const char *dir);
 
 /*
- * hm_spawn_opts: hm_spawn_helper with more to say. setup, when set, runs in
- * the child after the read-only bind and before the file descriptors are
- * placed and exec: only async-signal-safe calls there; a non-zero return
- * makes the child exit with that status (an exec-time failure for the
- * caller, reported as "setup failed" with the errno the hook left).
+ * hm_spawn: starts argv[0] with argv, the caller's environment plus
+ * extra_env (NULL-terminated "NAME=value" list, may be NULL), in its own
+ * session when new_session (it outlives us on purpose: mounts survive a
+ * daemon restart). Signals are reset in the child before they are
+ * unblocked, so the host program's handlers never run there. In the child,
+ * in this order:
+ *   share    when set, bound in a private mount namespace (jail.h:
+ *            hm_share_bind_child: nosuid, nodev, read-only when asked)
+ *   setup    when set: only async-signal-safe calls there; a non-zero
+ *            return makes the child fail ("setup failed" with the errno the
+ *            hook left)
+ *   fds      pass_fd becomes as_fd; stdio_fd, when >= 0, stdin and stdout
+ *            (else stdin is /dev/null); every other descriptor from 3 up is
+ *            closed at exec (close_range), so the helper inherits nothing of
+ *            the host program's
+ *   confine  when set, last (jail.h: hm_confine_child)
+ * Returns once the exec succeeded; an exec or setup failure is HM_E_HELPER
+ * naming the program and errno.
  */
 typedef struct hm_spawn_opts {
   char **argv;
@@ -40,9 +41,10 @@ typedef struct hm_spawn_opts {
   int pass_fd, as_fd; /* pass_fd becomes as_fd; -1: none */
   int stdio_fd;       /* becomes stdin and stdout when >= 0 (else stdin is /dev/null) */
   int new_session;    /* setsid(): outlives the caller's process group */
-  const char *ro_dir;
+  hm_share *share;
   int (*setup)(void *arg);
   void *setup_arg;
+  const hm_confine *confine;
 } hm_spawn_opts;
 HM_PRIVATE int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err);
 

@@ -58,9 +58,13 @@ static char *capture(const char *path, const char *arg) {
   if (pid == 0) {
     dup2(p[1], 1);
     dup2(p[1], 2);
-    int null = open("/dev/null", O_RDONLY);
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (null >= 0)
       dup2(null, 0);
+      /* Nothing of the host program's reaches a program we only ask. */
+#ifdef SYS_close_range
+    syscall(SYS_close_range, 3U, ~0U, 0);
+#endif
     execl(path, path, arg, (char *)NULL);
     _exit(127);
   }
@@ -157,6 +161,11 @@ int hm_virtiofsd_argv(char ***out, int *out_ro_bind, const hm_virtiofsd_info *in
     r = r ?: (esc ? hm_strv_pushf(&v, "source=%s", esc) : HM_E_NOMEM);
     r = r ?: hm_strv_push(&v, "-o");
     r = r ?: hm_strv_pushf(&v, "cache=%s", strcmp(cache, "never") == 0 ? "none" : cache);
+    /* No device nodes, no keeping setuid/setgid bits on writes, no file
+     * capabilities from the guest (jail.h's filter also refuses setuid
+     * modes and device nodes outright). */
+    r = r ?: hm_strv_push(&v, "-o");
+    r = r ?: hm_strv_push(&v, "modcaps=-mknod:-fsetid:-setfcap");
     free(esc);
   }
   if (r < 0) {
@@ -188,14 +197,29 @@ static int make_listener(const char *path, hm_error **err) {
   return fd;
 }
 
+/* virtiofsd sets up its own sandbox (namespaces, pivot_root into the
+ * source, its own seccomp list, capabilities): it keeps what that needs
+ * (CAP_SYS_ADMIN among them) and gets only the filter on top. */
+static const hm_confine virtiofsd_confine = {.filter = 1};
+
 int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char *dir, int readonly,
                        const char *cache, const char *socket_path, char *const *env,
                        hm_error **err) {
   char **argv = NULL;
   int ro_bind = 0, lfd = -1, r;
-  if ((r = hm_virtiofsd_argv(&argv, &ro_bind, info, dir, readonly, cache, VFS_FD, err)) < 0)
+  hm_share share = {.fd = -1};
+  int root = geteuid() == 0;
+  /* As root: the directory is opened once here and bound, nosuid and nodev
+   * (and read-only when the mount is), at a staging path of virtiofsd's own
+   * namespace, which is what virtiofsd is told to serve. Without root (a
+   * rootless Rust virtiofsd) no mount can be made: virtiofsd gets the path
+   * and its own --readonly. */
+  if (root && (r = hm_share_open(&share, dir, readonly, err)) < 0)
     return r;
-  if (ro_bind && geteuid() != 0) {
+  if ((r = hm_virtiofsd_argv(&argv, &ro_bind, info, root ? share.stage : dir, readonly, cache,
+                             VFS_FD, err)) < 0)
+    goto out;
+  if (ro_bind && !root) {
     r = HM_ERR(err, HM_E_UNSUPPORTED,
                "cannot enforce read-only: %s has no --readonly and making a read-only bind "
                "needs root; use a virtiofsd >= 1.13 or --writable",
@@ -206,11 +230,20 @@ int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char
     r = lfd;
     goto out;
   }
-  if ((r = hm_spawn_helper(out_pid, argv, env, lfd, VFS_FD, ro_bind ? dir : NULL, err)) < 0)
+  hm_spawn_opts o = {.argv = argv,
+                     .extra_env = env,
+                     .pass_fd = lfd,
+                     .as_fd = VFS_FD,
+                     .stdio_fd = -1,
+                     .new_session = 1,
+                     .share = root ? &share : NULL,
+                     .confine = root ? &virtiofsd_confine : NULL};
+  if ((r = hm_spawn(out_pid, &o, err)) < 0)
     unlink(socket_path);
 out:
   if (lfd >= 0)
     close(lfd);
+  hm_share_close(&share);
   hm_strv_free(argv);
   return r;
 }

@@ -10,7 +10,12 @@
  *                   /lib64, /bin, /sbin as merged-/usr symlinks or binds)
  *   /etc            passwd, group, nsswitch.conf naming the server's user
  *   /dev/null
- *   /share          the shared directory (read-only when the mount is)
+ *   /share          the shared directory, opened once by the daemon and bound
+ *                   from that fd (nosuid, nodev; read-only when the mount is)
+ * and it runs with a bounding set of only the file capabilities it needs
+ * (no CAP_SYS_CHROOT, CAP_SYS_ADMIN, CAP_MKNOD, CAP_FSETID, CAP_SETFCAP),
+ * no new privileges and jail.h's filter: a guest cannot plant a setuid
+ * file or a device node on the host through SETSTAT or OPEN modes.
  */
 #include "sshfs_internal.h"
 #include "spawn.h"
@@ -18,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <pwd.h>
 #include <sched.h>
 #include <stdio.h>
@@ -32,7 +38,7 @@
 /* Everything the child needs, made before fork. */
 typedef struct jail {
   const char *root; /* the empty directory the tmpfs goes on */
-  const char *host; /* the shared directory */
+  int share_fd;     /* the shared directory (hm_share) */
   int writable;
   char path[8][4096]; /* scratch: root + suffix, made in the parent */
   char passwd[512], group[512];
@@ -56,18 +62,21 @@ static int jail_setup(void *arg) {
   jail *j = arg;
   static const char *const links[][2] = {
       {"lib", "usr/lib"}, {"lib64", "usr/lib64"}, {"bin", "usr/bin"}, {"sbin", "usr/sbin"}};
-  if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+  /* The cwd carries into the new namespace: the share is bound from it
+   * (the fd opened in the parent), not from a path resolved again. */
+  if (fchdir(j->share_fd) < 0 || unshare(CLONE_NEWNS) < 0 ||
+      mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
       mount("hotmount-sftp", j->root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0 ||
       mkdir(j->path[P_USR], 0755) < 0 || mkdir(j->path[P_SHARE], 0755) < 0 ||
       mkdir(j->path[P_ETC], 0755) < 0 || mkdir(j->path[P_DEV], 0755) < 0 ||
       put(j->path[P_NULL], "") < 0 || put(j->path[P_PASSWD], j->passwd) < 0 ||
       put(j->path[P_GROUP], j->group) < 0 ||
       put(j->path[P_NSS], "passwd: files\ngroup: files\n") < 0 ||
+      mount(".", j->path[P_SHARE], NULL, MS_BIND | MS_REC, NULL) < 0 ||
+      hm_mount_lock(j->path[P_SHARE], !j->writable) < 0 ||
       mount("/usr", j->path[P_USR], NULL, MS_BIND | MS_REC, NULL) < 0 ||
-      hm_ro_remount(j->path[P_USR]) < 0 ||
-      mount("/dev/null", j->path[P_NULL], NULL, MS_BIND, NULL) < 0 ||
-      mount(j->host, j->path[P_SHARE], NULL, MS_BIND | MS_REC, NULL) < 0 ||
-      (!j->writable && hm_ro_remount(j->path[P_SHARE]) < 0) || chdir(j->root) < 0)
+      hm_mount_lock(j->path[P_USR], 1) < 0 ||
+      mount("/dev/null", j->path[P_NULL], NULL, MS_BIND, NULL) < 0 || chdir(j->root) < 0)
     return -1;
   if (j->usr_links)
     for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
@@ -77,6 +86,14 @@ static int jail_setup(void *arg) {
     return -1;
   return 0;
 }
+
+/* sftp-server acts as root on the share and nothing else. */
+static const hm_confine sftp_confine = {
+    .drop_caps = 1,
+    .keep_caps = HM_CAP(CAP_CHOWN) | HM_CAP(CAP_DAC_OVERRIDE) | HM_CAP(CAP_DAC_READ_SEARCH) |
+                 HM_CAP(CAP_FOWNER),
+    .filter = 1,
+};
 
 const char *hm_sftp_server_find(const hm_ssh_config *cfg) {
   static const char *const where[] = {"/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server",
@@ -113,12 +130,19 @@ int hm_sftp_spawn(pid_t *out, const char *sftp_server, const char *host_dir, int
       free(j);
       return HM_ERR(err, HM_E_INVALID, "jail directory %s is too long", jail_dir);
     }
+  hm_share share;
+  int r = hm_share_open(&share, host_dir, !writable, err);
+  if (r < 0) {
+    free(j);
+    return hm_error_prefix(err, r, __func__, "cannot start sftp-server for %s", host_dir);
+  }
   j->root = jail_dir;
-  j->host = host_dir;
+  j->share_fd = share.fd;
   j->writable = writable;
   struct stat st;
   j->usr_links = lstat("/lib", &st) == 0 && S_ISLNK(st.st_mode);
   if (!j->usr_links) {
+    hm_share_close(&share);
     free(j);
     return HM_ERR(err, HM_E_UNSUPPORTED,
                   "this host's /lib is not a merged-/usr symlink; the sftp-server confinement "
@@ -140,8 +164,10 @@ int hm_sftp_spawn(pid_t *out, const char *sftp_server, const char *host_dir, int
                      .stdio_fd = sock,
                      .new_session = 1,
                      .setup = jail_setup,
-                     .setup_arg = j};
-  int r = hm_spawn(out, &o, err);
+                     .setup_arg = j,
+                     .confine = &sftp_confine};
+  r = hm_spawn(out, &o, err);
+  hm_share_close(&share);
   free(j);
   if (r < 0)
     return hm_error_prefix(err, r, __func__, "cannot start sftp-server for %s", host_dir);

@@ -1,7 +1,11 @@
 #!/bin/bash
 # Build the e2e guest: OUTDIR/vmlinuz + OUTDIR/initramfs.cpio.gz.
 #
-#   tests/e2e/guest/build-image.sh OUTDIR [AGENT_BINARY]
+#   tests/e2e/guest/build-image.sh OUTDIR [AGENT_BINARY [EXTRA_BINARY...]]
+#
+# EXTRA_BINARY: more static programs for the guest's /usr/bin (by their base
+# name), e.g. the hostile-guest suite's raw 9P client; "" for AGENT_BINARY
+# builds without an agent.
 #
 # The kernel comes from Debian's linux-image-amd64 (the 6.1 generic flavour:
 # the cloud one has no 9p), fetched with `apt-get download` and unpacked with
@@ -28,9 +32,14 @@ set -euo pipefail
 die() { echo "build-image: $*" >&2; exit 1; }
 log() { echo "build-image: $*" >&2; }
 
-[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: $0 OUTDIR [AGENT_BINARY]"
+[ $# -ge 1 ] || die "usage: $0 OUTDIR [AGENT_BINARY [EXTRA_BINARY...]]"
 OUTDIR=$1
 AGENT=${2:-}
+shift $(( $# >= 2 ? 2 : 1 ))
+EXTRAS=("$@")
+for x in "${EXTRAS[@]}"; do
+    [ -f "$x" ] || die "extra binary $x not found"
+done
 if [ -n "$AGENT" ] && [ ! -f "$AGENT" ]; then
     log "agent binary $AGENT not found: building the image without an agent"
     AGENT=
@@ -165,8 +174,11 @@ cmp -s "$SSHDIR/host_ed25519.pub" "$SSHDIR/wrong_host_ed25519.pub" &&
 # --- cache check ---------------------------------------------------------------
 agent_sum=none
 [ -n "$AGENT" ] && agent_sum=$(sha256sum "$AGENT" | cut -d' ' -f1)
+extras_sum=none
+[ ${#EXTRAS[@]} -gt 0 ] && extras_sum=$(for x in "${EXTRAS[@]}"; do
+    echo "$(basename "$x") $(sha256sum "$x" | cut -d' ' -f1)"; done | sha256sum | cut -d' ' -f1)
 # shellcheck disable=SC2046,SC2086
-KEY=$( { sha256sum "$SELF" | cut -d' ' -f1; echo "agent=$agent_sum";
+KEY=$( { sha256sum "$SELF" | cut -d' ' -f1; echo "agent=$agent_sum"; echo "extras=$extras_sum";
          echo "kernel=$(basename "$KDEB")"; echo "busybox=$BB_VER"; echo "pkgs=$PKG_VERS";
          sha256sum $GUEST_BINS $(shared_libs $GUEST_BINS) $DLOPEN_LIBS | cut -d' ' -f1;
          sha256sum "$SSHDIR/host_ed25519.dropbear" "$SSHDIR/id_ed25519.pub" | cut -d' ' -f1;
@@ -266,6 +278,13 @@ if [ -n "$AGENT" ]; then
     copy_libs "$AGENT"
     log "agent: $AGENT"
 fi
+
+# extra static programs (tests' own guest tools)
+for x in "${EXTRAS[@]}"; do
+    file_is_static "$x" || die "extra binary $x is not static"
+    install -m 0755 "$x" "$R/usr/bin/$(basename "$x")"
+    log "extra: $x"
+done
 
 # reverse-sshfs: sshd (dropbear), sshfs, fusermount3; busybox has none of them
 install -m 0755 /usr/sbin/dropbear "$R/usr/sbin/dropbear"

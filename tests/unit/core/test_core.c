@@ -501,7 +501,10 @@ START_TEST(test_virtiofsd_argv) {
   ck_assert_str_eq(v[2], "-o");
   ck_assert_str_eq(v[3], "source=/a\\,b\\\\c");
   ck_assert_str_eq(v[5], "cache=auto");
-  ck_assert_ptr_null(v[6]);
+  /* No device nodes, setuid bits kept on writes or file capabilities. */
+  ck_assert_str_eq(v[6], "-o");
+  ck_assert_str_eq(v[7], "modcaps=-mknod:-fsetid:-setfcap");
+  ck_assert_ptr_null(v[8]);
   hm_strv_free(v);
   ck_assert_int_eq(hm_virtiofsd_argv(&v, &ro_bind, &rust, "/a,b", 1, "never", 3, NULL), 0);
   ck_assert_int_eq(ro_bind, 0);

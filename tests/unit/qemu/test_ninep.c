@@ -15,6 +15,7 @@
 
 #include <check.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,15 +33,22 @@ static void start_qemu(void) {
   qf_start(&fx, SLOTS);
 }
 
-/* diod processes serving something in our directory: pids, and the command
- * line of the first. */
+/* Live diod processes of our instance (by the HOTMOUNT_INSTANCE marker: a
+ * confined diod's command line names no host path): how many, and the pid
+ * and command line of the first. */
+static pid_t first_diod;
 static int diods(char *cmdline, size_t size) {
   DIR *d = opendir("/proc");
   struct dirent *de;
   int n = 0;
   while ((de = readdir(d))) {
     int pid = atoi(de->d_name);
-    if (pid <= 0)
+    if (pid <= 1 || !hm_ninep_diod_alive(pid))
+      continue;
+    char *inst = hm_proc_getenv(pid, "HOTMOUNT_INSTANCE");
+    int ours = inst && strcmp(inst, fx.dir) == 0;
+    free(inst);
+    if (!ours)
       continue;
     char p[64], buf[4096];
     snprintf(p, sizeof(p), "/proc/%d/cmdline", pid);
@@ -53,16 +61,100 @@ static int diods(char *cmdline, size_t size) {
       if (!buf[i])
         buf[i] = ' ';
     buf[len] = '\0';
-    if (strncmp(buf, "/usr/sbin/diod ", 15) != 0 && strncmp(buf, "diod ", 5) != 0 &&
-        !strstr(buf, "/diod "))
-      continue;
-    if (!strstr(buf, fx.dir) || !hm_ninep_diod_alive(pid))
-      continue;
-    if (n++ == 0 && cmdline)
-      snprintf(cmdline, size, "%s", buf);
+    if (n++ == 0) {
+      first_diod = pid;
+      if (cmdline)
+        snprintf(cmdline, size, "%s", buf);
+    }
   }
   closedir(d);
   return n;
+}
+
+/* A line "Key:\tvalue" of /proc/PID/status (value copied into out). */
+static int proc_status(pid_t pid, const char *key, char *out, size_t size) {
+  char p[64], line[512];
+  snprintf(p, sizeof(p), "/proc/%d/status", (int)pid);
+  FILE *f = fopen(p, "r");
+  int found = 0;
+  size_t klen = strlen(key);
+  while (f && !found && fgets(line, sizeof(line), f))
+    if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+      char *v = line + klen + 1;
+      v += strspn(v, " \t");
+      v[strcspn(v, "\n")] = '\0';
+      snprintf(out, size, "%s", v);
+      found = 1;
+    }
+  if (f)
+    fclose(f);
+  return found;
+}
+
+/*
+ * What a confined diod sees and holds (ninep.c's diod_start): its root and
+ * cwd are the share; nothing but the share is mounted for it, with nosuid,
+ * nodev (and ro when read-only); a host file outside the share does not
+ * exist for it; its bounding set has the user-switching and file-owner
+ * capabilities and not CAP_MKNOD, CAP_SYS_ADMIN, CAP_FSETID, CAP_SETFCAP;
+ * no new privileges; a seccomp filter; no descriptor of ours (leak_fd,
+ * opened without O_CLOEXEC before the attach) was inherited.
+ */
+static void check_confined(pid_t pid, int readonly, const char *leak_path) {
+  char p[4200], v[256];
+  struct stat share, st;
+  ck_assert_int_eq(stat(fx.share, &share), 0);
+  snprintf(p, sizeof(p), "/proc/%d/root", (int)pid);
+  ck_assert_int_eq(stat(p, &st), 0);
+  ck_assert_msg(st.st_dev == share.st_dev && st.st_ino == share.st_ino,
+                "diod's root is not the share");
+  snprintf(p, sizeof(p), "/proc/%d/cwd", (int)pid);
+  ck_assert_int_eq(stat(p, &st), 0);
+  ck_assert(st.st_dev == share.st_dev && st.st_ino == share.st_ino);
+  /* The instance directory (outside the share) cannot be named from there. */
+  snprintf(p, sizeof(p), "/proc/%d/root%s", (int)pid, fx.dir);
+  ck_assert_int_ne(stat(p, &st), 0);
+  snprintf(p, sizeof(p), "/proc/%d/root/etc/passwd", (int)pid);
+  ck_assert_int_ne(stat(p, &st), 0);
+  /* One mount: the share, locked down. */
+  snprintf(p, sizeof(p), "/proc/%d/mountinfo", (int)pid);
+  FILE *f = fopen(p, "r");
+  ck_assert_ptr_nonnull(f);
+  char line[1024];
+  int mounts = 0;
+  while (fgets(line, sizeof(line), f)) {
+    mounts++;
+    /* id parent major:minor root mountpoint options ... */
+    char opts[256] = "", mp[256] = "";
+    ck_assert_int_eq(sscanf(line, "%*s %*s %*s %*s %255s %255s", mp, opts), 2);
+    ck_assert_str_eq(mp, "/");
+    ck_assert_msg(strstr(opts, "nosuid") && strstr(opts, "nodev"), "%s", line);
+    ck_assert_msg(strncmp(opts, readonly ? "ro" : "rw", 2) == 0, "%s", line);
+  }
+  fclose(f);
+  ck_assert_int_eq(mounts, 1);
+  ck_assert(proc_status(pid, "CapBnd", v, sizeof(v)));
+  unsigned long long bnd = strtoull(v, NULL, 16);
+  ck_assert_msg(
+      bnd == ((1ULL << 0) | (1ULL << 1) | (1ULL << 2) | (1ULL << 3) | (1ULL << 6) | (1ULL << 7)),
+      "CapBnd %s", v);
+  ck_assert(proc_status(pid, "NoNewPrivs", v, sizeof(v)));
+  ck_assert_str_eq(v, "1");
+  ck_assert(proc_status(pid, "Seccomp", v, sizeof(v)));
+  ck_assert_str_eq(v, "2");
+  snprintf(p, sizeof(p), "/proc/%d/fd", (int)pid);
+  DIR *d = opendir(p);
+  ck_assert_ptr_nonnull(d);
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    char fp[4200], target[4096] = "";
+    snprintf(fp, sizeof(fp), "/proc/%d/fd/%s", (int)pid, de->d_name);
+    ssize_t n = readlink(fp, target, sizeof(target) - 1);
+    if (n > 0)
+      target[n] = '\0';
+    ck_assert_msg(strcmp(target, leak_path) != 0, "diod inherited fd %s (%s)", de->d_name, target);
+  }
+  closedir(d);
 }
 
 static void stop_qemu(void) {
@@ -110,6 +202,11 @@ static char *qom_str(const char *path, const char *prop) {
 
 START_TEST(test_attach_detach) {
   hm_error *err = NULL;
+  /* A descriptor the daemon forgot to mark close-on-exec: no helper may get it. */
+  char leak[4096];
+  snprintf(leak, sizeof(leak), "%s/leak-marker", fx.dir);
+  int leak_fd = open(leak, O_WRONLY | O_CREAT, 0600);
+  ck_assert_int_ge(leak_fd, 0);
   int fds = count_fds();
   hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P);
   hm_attachment *att = NULL;
@@ -120,8 +217,8 @@ START_TEST(test_attach_detach) {
   ck_assert_str_eq(hm_attachment_get_tag(att), "org.hotmount.9p.hm-1");
   ck_assert_str_eq(hm_attachment_get_data(att, "transport"), "9p");
   char want[512];
-  snprintf(want, sizeof(want),
-           "version=9p2000.L,msize=65536,cache=fscache,aname=%s/hm-1-9p,uname=root", fx.dir);
+  /* diod's root is the share: the export is "/". */
+  snprintf(want, sizeof(want), "version=9p2000.L,msize=65536,cache=fscache,aname=/,uname=root");
   ck_assert_str_eq(hm_attachment_get_data(att, "guestOptions"), want);
   /* The port: a virtserialport named after the mount, on hm-serial. */
   ck_assert(qf_has_device(&fx, "hm-1-dev"));
@@ -135,11 +232,13 @@ START_TEST(test_attach_detach) {
   /* No root port taken; one serial port less. */
   ck_assert_int_eq(hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_VIRTIOFS, NULL), SLOTS);
   ck_assert_int_eq(hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_9P, NULL), ports - 1);
-  /* A live diod, read-only, exporting the link to the share. */
+  /* A live diod, read-only, exporting its root, confined to the share. */
   char cmd[4096];
   ck_assert_int_eq(diods(cmd, sizeof(cmd)), 1);
   ck_assert_msg(strstr(cmd, " -o ro") != NULL, "%s", cmd);
-  ck_assert_msg(strstr(cmd, "-e ") && strstr(cmd, "/hm-1-9p"), "%s", cmd);
+  ck_assert_msg(strstr(cmd, "-e / "), "%s", cmd);
+  check_confined(first_diod, 1, leak);
+  /* The marker link names the share. */
   char target[256] = "", lp[256];
   snprintf(lp, sizeof(lp), "%s/hm-1-9p", fx.dir);
   ck_assert_int_gt(readlink(lp, target, sizeof(target) - 1), 0);
@@ -174,6 +273,7 @@ START_TEST(test_attach_detach) {
   ck_assert_msg(hm_fs_hotplugger_attach(fx.hp, s, att, &err) == 0, "%s", hm_error_message(err));
   ck_assert_int_eq(diods(cmd, sizeof(cmd)), 1);
   ck_assert_msg(strstr(cmd, " -o ro") == NULL, "%s", cmd);
+  check_confined(first_diod, 0, leak);
   ck_assert_ptr_nonnull(
       strstr(hm_attachment_get_data(att, "guestOptions"), "msize=65536,cache=mmap,"));
   ck_assert_int_eq(hm_fs_hotplugger_detach(fx.hp, att, NULL), 0);
@@ -181,6 +281,7 @@ START_TEST(test_attach_detach) {
   hm_attachment_free(att);
   hm_mount_spec_free(s);
   ck_assert_int_eq(count_fds(), fds);
+  close(leak_fd);
 }
 END_TEST
 
