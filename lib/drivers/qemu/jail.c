@@ -34,6 +34,14 @@
 int hm_share_open(hm_share *out, const char *host_path, int readonly, hm_error **err) {
   memset(out, 0, sizeof(*out));
   out->fd = -1;
+  /* The staging path repeats it below the staging tmpfs: no "." or ".."
+   * component may take that anywhere else. */
+  size_t len = strlen(host_path);
+  if (host_path[0] != '/' || strstr(host_path, "/./") || strstr(host_path, "/../") ||
+      (len >= 2 && strcmp(host_path + len - 2, "/.") == 0) ||
+      (len >= 3 && strcmp(host_path + len - 3, "/..") == 0))
+    return HM_ERR(err, HM_E_INVALID, "%s: %s is not a normalized absolute path", __func__,
+                  host_path);
   /* O_NOFOLLOW with O_PATH opens a final symlink itself, which O_DIRECTORY
    * then refuses: the last component is never followed. */
   int fd = open(host_path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -57,12 +65,11 @@ int hm_share_open(hm_share *out, const char *host_path, int readonly, hm_error *
   if (lstat(base, &bst) < 0 || !S_ISDIR(bst.st_mode))
     base = "/tmp";
   snprintf(out->base, sizeof(out->base), "%s", base);
-  if ((size_t)snprintf(out->stage, sizeof(out->stage), "%s/hotmount%s%s", base,
-                       host_path[0] == '/' ? "" : "/", host_path) >= sizeof(out->stage)) {
+  if ((size_t)snprintf(out->stage, sizeof(out->stage), "%s/hotmount%s", base, host_path) >=
+      sizeof(out->stage)) {
     close(fd);
     return HM_ERR(err, HM_E_INVALID, "%s: %s is too long", __func__, host_path);
   }
-  /* Not "." or ".." components in the staging path (mkdir -p below). */
   size_t n = strlen(out->stage);
   while (n > 1 && out->stage[n - 1] == '/')
     out->stage[--n] = '\0';

@@ -96,6 +96,13 @@ START_TEST(test_share_open_refuses_links) {
   snprintf(p, sizeof(p), "%s/a/share/f", top);
   ck_assert_int_eq(hm_share_open(&s, p, 1, &err), HM_E_INVALID);
   hm_error_free(err);
+  err = NULL;
+  /* Not normalized: the staging path must not climb out of its tmpfs. */
+  snprintf(p, sizeof(p), "%s/a/../a/share", top);
+  ck_assert_int_eq(hm_share_open(&s, p, 1, &err), HM_E_INVALID);
+  ck_assert_ptr_nonnull(strstr(hm_error_message(err), "not a normalized absolute path"));
+  hm_error_free(err);
+  ck_assert_int_eq(hm_share_open(&s, "a/share", 1, NULL), HM_E_INVALID);
 }
 END_TEST
 
@@ -151,7 +158,7 @@ END_TEST
 static const hm_confine filter_only = {.filter = 1};
 
 START_TEST(test_filter) {
-  char p[512], out[4096], f[600], dev[600], fifo[600];
+  char p[512], out[4096], f[PATH_MAX + 8], dev[PATH_MAX + 8], fifo[PATH_MAX + 8];
   share_path(p, sizeof(p));
   hm_share s;
   ck_assert_int_eq(hm_share_open(&s, p, 0, NULL), 0);
@@ -186,7 +193,7 @@ START_TEST(test_filter) {
   ck_assert_int_eq(lstat(hf, &st), 0);
   ck_assert(S_ISFIFO(st.st_mode));
   /* A new file created with a setuid mode: refused. */
-  char script[2048];
+  char script[PATH_MAX + 64];
   snprintf(script, sizeof(script), "install -m 4755 /dev/null '%s/su'", s.stage);
   char *inst[] = {"/bin/sh", "-c", script, NULL};
   run(inst, &s, &filter_only, out, sizeof(out));
