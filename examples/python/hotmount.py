@@ -210,7 +210,7 @@ _P = ctypes.POINTER
 _ErrP = _P(_Error)
 _ErrPP = _P(_ErrP)
 _c_int, _c_uint, _c_size, _c_char_p = ctypes.c_int, ctypes.c_uint, ctypes.c_size_t, ctypes.c_char_p
-# Strings the caller must free(): kept as raw pointers, never c_char_p (which
+# Strings the caller must free (with hm_free): kept as raw pointers, never c_char_p (which
 # would copy and lose the pointer).
 _MallocStr = _P(ctypes.c_char)
 
@@ -223,6 +223,7 @@ _PROTOTYPES = {
     "hm_error_code": (_c_int, [_ErrP]),
     "hm_error_message": (_c_char_p, [_ErrP]),
     "hm_error_free": (None, [_ErrP]),
+    "hm_free": (None, [ctypes.c_void_p]),
     "hm_instance_dir_resolve": (_c_int, [_P(_MallocStr), _c_char_p, _ErrPP]),
     "hm_client_new": (_c_int, [_P(_P(_Client)), _c_char_p, _ErrPP]),
     "hm_client_free": (None, [_P(_Client)]),
@@ -289,11 +290,10 @@ def load(path: Optional[str] = None) -> ctypes.CDLL:
             f = getattr(lib, fn)
             f.restype = restype
             f.argtypes = argtypes
-        # Strings the library malloc()s are released with the C library's free().
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.free.restype = None
-        libc.free.argtypes = [ctypes.c_void_p]
-        _free = libc.free
+        # Strings the library malloc()s go back through hm_free: the C
+        # library's free() reached through its own handle need not be the
+        # allocator the library used (a sanitizer runtime, another malloc).
+        _free = lib.hm_free
         major = lib.hm_version_number() // 10000
         if major != 0:
             raise OSError("%s is libhotmount %s; this binding knows the 0.x API"

@@ -63,6 +63,14 @@ HM_API void hm_error_free(hm_error *err);
  */
 HM_API const char *hm_strerror(int code);
 
+/**
+ * hm_free: frees a buffer the library returned for the caller to free (the strings of
+ * hm_status_to_json, hm_mount_to_json, hm_mount_list_to_json, hm_instance_dir_resolve, ...);
+ * accepts NULL. Use it rather than free() from other languages: the free() they can reach need
+ * not be the library's allocator. From C, free() is the same. Any thread. Since 0.1.
+ */
+HM_API void hm_free(void *p);
+
 HM_END_DECLS
 
 #endif

@@ -23,8 +23,8 @@ typedef struct hm_instance hm_instance;
  * hm_instance_dir_resolve: the instance directory for name_or_path: a value containing '/' is a
  * path (used as given); otherwise $HOTMOUNT_HOME/NAME, with HOTMOUNT_HOME defaulting to
  * ~/.hotmount. Names are [A-Za-z0-9._-]{1,64}, not "." or "..". *out is malloc'd: free with
- * free(). Does not create anything. Returns 0, HM_E_INVALID (a bad name, no home directory) or
- * HM_E_NOMEM. Any thread (reads the environment). Since 0.1.
+ * hm_free (or free() from C). Does not create anything. Returns 0, HM_E_INVALID (a bad name, no
+ * home directory) or HM_E_NOMEM. Any thread (reads the environment). Since 0.1.
  */
 HM_API int hm_instance_dir_resolve(char **out, const char *name_or_path, hm_error **err);
 

@@ -198,13 +198,13 @@ HM_API void hm_mount_list_free(hm_mount_list *l);
 
 /**
  * hm_mount_list_to_json: the HTTP API's JSON array of l ({id, hostPath, mountPoint, type,
- * writable, persist, state, tag, reason} each). *out is malloc'd; free with free(). Returns 0,
- * HM_E_INVALID or HM_E_NOMEM. Any thread. Since 0.1.
+ * writable, persist, state, tag, reason} each). *out is malloc'd; free with hm_free (or free() from
+ * C). Returns 0, HM_E_INVALID or HM_E_NOMEM. Any thread. Since 0.1.
  */
 HM_API int hm_mount_list_to_json(char **out, const hm_mount_list *l, hm_error **err);
 /**
- * hm_mount_to_json: the same JSON object for one mount. *out is malloc'd; free with free().
- * Returns 0, HM_E_INVALID or HM_E_NOMEM. Any thread. Since 0.1.
+ * hm_mount_to_json: the same JSON object for one mount. *out is malloc'd; free with hm_free (or
+ * free() from C). Returns 0, HM_E_INVALID or HM_E_NOMEM. Any thread. Since 0.1.
  */
 HM_API int hm_mount_to_json(char **out, const hm_mount *m, hm_error **err);
 

@@ -37,8 +37,8 @@ HM_API const char *hm_status_value(const hm_status *st, size_t i);
 HM_API const char *hm_status_get(const hm_status *st, const char *key);
 /**
  * hm_status_to_json: a JSON object of the entries (values that are decimal integers become
- * numbers, "true"/"false" booleans). *out is malloc'd: free it with free(). Returns 0,
- * HM_E_INVALID (NULL argument) or HM_E_NOMEM. Any thread. Since 0.1.
+ * numbers, "true"/"false" booleans). *out is malloc'd: free it with hm_free (or free() from C).
+ * Returns 0, HM_E_INVALID (NULL argument) or HM_E_NOMEM. Any thread. Since 0.1.
  */
 HM_API int hm_status_to_json(char **out, const hm_status *st, hm_error **err);
 /** hm_status_free: frees st; accepts NULL. Any thread, once. Since 0.1. */

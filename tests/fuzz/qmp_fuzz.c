@@ -6,8 +6,8 @@
  * reply come first, so the input exercises replies and events; odd: the
  * input is the whole stream, greeting included.
  *
- * Not wired into meson yet. By hand (the sources, not the archive, so the
- * parser gets coverage instrumentation), from the top of the tree:
+ * Built by tests/fuzz/meson.build with -Dfuzzing=true. By hand (the sources, not the archive, so
+ * the parser gets coverage instrumentation), from the top of the tree:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
  *     -Ilib/drivers/qemu -Ilib/core -Iinclude -IBUILD/include tests/fuzz/qmp_fuzz.c \
  *     lib/drivers/qemu/qmp.c lib/core/error.c lib/core/log.c \
