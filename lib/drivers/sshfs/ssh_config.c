@@ -3,6 +3,7 @@
 #include "sshfs_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,10 +152,18 @@ long hm_ssh_config_num(const hm_ssh_config *cfg, const char *key, long dflt) {
 int hm_ssh_config_load(hm_ssh_config **out, const char *path, hm_error **err) {
   if (!out || !path)
     return HM_ERR(err, HM_E_INVALID, "out and path must not be NULL");
-  if (access(path, F_OK) < 0)
-    return HM_ERR(err, errno == ENOENT ? HM_E_NOT_FOUND : -errno, "cannot read %s: %s", path,
-                  strerror(errno));
-  json_object *root = json_object_from_file(path);
+  /* Not through a symlink: the settings name the key we log in with and
+   * the hosts we trust. */
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0)
+    return HM_ERR(err,
+                  errno == ENOENT  ? HM_E_NOT_FOUND
+                  : errno == ELOOP ? HM_E_PERM
+                                   : -errno,
+                  "cannot read %s: %s", path,
+                  errno == ELOOP ? "it is a symbolic link" : strerror(errno));
+  json_object *root = json_object_from_fd(fd);
+  close(fd);
   if (!root || !json_object_is_type(root, json_type_object)) {
     json_object_put(root);
     return HM_ERR(err, HM_E_INVALID, "%s is not a JSON object", path);

@@ -16,6 +16,8 @@
 #include "qmp.h"
 #include "state.h"
 
+#include <hotmount/sshfs.h>
+
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -223,6 +225,33 @@ START_TEST(test_state_tmp_symlink) {
   ck_assert_str_eq(read_text(victim), "precious\n");
   free(victim);
   free(state);
+}
+END_TEST
+
+/* ssh.json names the login key and the trusted hosts: not read through a
+ * symlink, and saved through an O_EXCL temporary like the state. */
+START_TEST(test_ssh_json_symlink) {
+  char *victim = in_tmp("victim"), *cfgp = in_tmp("ssh.json"), tmp[PATH_MAX];
+  write_text(victim, "{\"host\": \"evil.example\"}\n");
+  ck_assert_int_eq(symlink(victim, cfgp), 0);
+  hm_ssh_config *cfg = NULL;
+  EXPECT_ERR(hm_ssh_config_load(&cfg, cfgp, &e_), HM_E_PERM, "symbolic link");
+  ck_assert_ptr_null(cfg);
+  ck_assert_int_eq(unlink(cfgp), 0);
+  snprintf(tmp, sizeof(tmp), "%s.tmp-%d", cfgp, (int)getpid());
+  ck_assert_int_eq(symlink(victim, tmp), 0);
+  ck_assert_int_eq(hm_ssh_config_new(&cfg, NULL), 0);
+  ck_assert_int_eq(hm_ssh_config_set(cfg, "host", "127.0.0.1", NULL), 0);
+  hm_error *err = NULL;
+  ck_assert_msg(hm_ssh_config_save(cfg, cfgp, &err) == 0, "%s", hm_error_message(err));
+  ck_assert_str_eq(read_text(victim), "{\"host\": \"evil.example\"}\n");
+  hm_ssh_config_free(cfg);
+  cfg = NULL;
+  ck_assert_int_eq(hm_ssh_config_load(&cfg, cfgp, NULL), 0);
+  ck_assert_str_eq(hm_ssh_config_get(cfg, "host"), "127.0.0.1");
+  hm_ssh_config_free(cfg);
+  free(victim);
+  free(cfgp);
 }
 END_TEST
 
@@ -660,6 +689,7 @@ int main(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_dir_owner_and_mode);
   tcase_add_test(tc, test_state_tmp_symlink);
+  tcase_add_test(tc, test_ssh_json_symlink);
   tcase_add_test(tc, test_qmp_peer_other_user);
   tcase_add_test(tc, test_qmp_socket_mode);
   tcase_add_test(tc, test_unix_listen_at);
