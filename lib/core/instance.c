@@ -115,20 +115,23 @@ static int check_host_reserved(hm_instance *inst, const hm_mount_spec *spec, hm_
   free(idir);
   if (r < 0 || !spec->writable)
     return r;
+  /* The account's home, and $HOME when it points elsewhere (sudo -E). */
   struct passwd pw, *res = NULL;
   char buf[4096];
-  if (getpwuid_r(geteuid(), &pw, buf, sizeof(buf), &res) != 0 || !res || !res->pw_dir ||
-      res->pw_dir[0] != '/')
-    return 0;
-  char *home = realpath(res->pw_dir, NULL);
-  if (home && strcmp(home, "/") != 0 && path_within(home, spec->host_path))
-    r = HM_ERR(err, HM_E_INVALID,
-               "host path %s contains the home directory %s of the user hotmount runs as: a "
-               "writable share of it lets the guest run code on the host as that user (via "
-               "its shell start-up files or ~/.ssh); share a subdirectory, or share it "
-               "read-only",
-               spec->host_path, home);
-  free(home);
+  const char *homes[2] = {NULL, getenv("HOME")};
+  if (getpwuid_r(geteuid(), &pw, buf, sizeof(buf), &res) == 0 && res)
+    homes[0] = res->pw_dir;
+  for (size_t i = 0; i < 2 && r == 0; i++) {
+    char *home = homes[i] && homes[i][0] == '/' ? realpath(homes[i], NULL) : NULL;
+    if (home && strcmp(home, "/") != 0 && path_within(home, spec->host_path))
+      r = HM_ERR(err, HM_E_INVALID,
+                 "host path %s contains the home directory %s of the user hotmount runs as: a "
+                 "writable share of it lets the guest run code on the host as that user (via "
+                 "its shell start-up files or ~/.ssh); share a subdirectory, or share it "
+                 "read-only",
+                 spec->host_path, home);
+    free(home);
+  }
   return r;
 }
 

@@ -478,6 +478,17 @@ START_TEST(test_shares_overlap_and_reserved) {
     ck_assert_msg(add(inst, home, "/mnt/h", 0, &err) == 0, "%s", hm_error_message(err));
   }
   free(home);
+  /* $HOME counts as well, where it differs from the account's home. */
+  char *fakehome = in_tmp("home"), *saved = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
+  ck_assert_int_eq(mkdir(fakehome, 0755), 0);
+  setenv("HOME", fakehome, 1);
+  EXPECT_ERR(add(inst, fakehome, "/mnt/i", 1, &e_), HM_E_INVALID, "contains the home directory");
+  if (saved)
+    setenv("HOME", saved, 1);
+  else
+    unsetenv("HOME");
+  free(saved);
+  free(fakehome);
   hm_instance_free(inst);
   free(inst_dir);
   free(share);
