@@ -52,7 +52,7 @@ char *cli_escape(const char *s) {
   while (*u) {
     unsigned cp = 0;
     size_t len = utf8_len(u, &cp);
-    if (len == 0 || is_control(cp) || *u == '\\') {
+    if (len == 0 || is_control(cp)) {
       size_t k = len ? len : 1;
       for (size_t i = 0; i < k; i++)
         o += sprintf(o, "\\x%02x", u[i]);

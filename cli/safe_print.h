@@ -3,8 +3,9 @@
 #ifndef HM_CLI_SAFE_PRINT_H
 #define HM_CLI_SAFE_PRINT_H
 
-/* s with control characters (C0, DEL, C1), invalid UTF-8 bytes and
- * backslashes as \xNN; malloc'd, NULL on OOM. NULL s gives "". */
+/* s with control characters (C0, DEL, C1) and invalid UTF-8 bytes as \xNN;
+ * malloc'd, NULL on OOM. NULL s gives "". Backslashes stay: what the
+ * library escaped already (\x1b) is shown once, not as \x5cx1b. */
 char *cli_escape(const char *s);
 /* cli_escape for printf arguments: the result stays valid for the next 15
  * calls (the CLI prints from one thread). */
