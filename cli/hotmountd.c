@@ -233,18 +233,23 @@ int main(int argc, char **argv) {
   }
   hm_error *err = NULL;
   char *dir = NULL, *sock = NULL, *logpath = NULL;
+  /* Every way out frees what main holds: the parent of a background start
+   * and refusals too (sanitizer builds check each). */
+  int rc = 1, dfd = -1;
   if (hm_instance_dir_resolve(&dir, argv[optind], &err) < 0) {
     fprintf(stderr, "hotmountd: %s\n", hm_error_message(err));
-    return 2;
+    hm_error_free(err);
+    rc = 2;
+    goto done;
   }
   /* The directory is held open from here on: its files are opened through
    * this fd, never through a path someone could re-point. */
-  int dfd = open_instance_dir(dir);
+  dfd = open_instance_dir(dir);
   if (dfd < 0)
-    return 1;
+    goto done;
   if (asprintf(&sock, "%s/hotmountd.sock", dir) < 0 ||
       asprintf(&logpath, "%s/hotmountd.log", dir) < 0)
-    return 1;
+    goto done;
 
   /* In the background, the parent stays until start-up is done, so that
    * `hotmountd NAME && hotmount add NAME ...` works. */
@@ -252,24 +257,28 @@ int main(int argc, char **argv) {
   if (!foreground) {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
-      return 1;
+      goto done;
     pid_t pid = fork();
-    if (pid < 0)
-      return 1;
+    if (pid < 0) {
+      close(p[0]);
+      close(p[1]);
+      goto done;
+    }
     if (pid > 0) {
       close(p[1]);
       char buf[1024];
       ssize_t n = read(p[0], buf, sizeof(buf) - 1);
       if (n <= 0) {
         fprintf(stderr, "hotmountd: failed to start; see %s\n", logpath);
-        return 1;
+      } else {
+        buf[n] = '\0';
+        if (strcmp(buf, "ok") != 0)
+          fprintf(stderr, "hotmountd: %s\n", buf);
+        else
+          rc = 0;
       }
-      buf[n] = '\0';
-      if (strcmp(buf, "ok") != 0) {
-        fprintf(stderr, "hotmountd: %s\n", buf);
-        return 1;
-      }
-      return 0;
+      close(p[0]);
+      goto done;
     }
     close(p[0]);
     ready_fd = p[1];
@@ -285,7 +294,7 @@ int main(int argc, char **argv) {
       char msg[600];
       snprintf(msg, sizeof(msg), "cannot open the log file: %s", lf < 0 ? why : strerror(errno));
       report(ready_fd, msg);
-      return 1;
+      goto done;
     }
     dup2(fileno(log_file), 1);
     dup2(fileno(log_file), 2);
@@ -309,7 +318,9 @@ int main(int argc, char **argv) {
       snprintf(msg, sizeof(msg), "another hotmountd already serves %s", dir);
     fprintf(log_file, "hotmountd: %s\n", msg);
     report(ready_fd, msg);
-    return 1;
+    if (lfd >= 0)
+      close(lfd);
+    goto done;
   }
   if (ftruncate(lfd, 0) == 0)
     dprintf(lfd, "%d\n", (int)getpid());
@@ -319,7 +330,6 @@ int main(int argc, char **argv) {
   hm_instance *inst = NULL;
   hm_server *srv = NULL;
   char *fail_msg = NULL;
-  int rc = 1;
   if (hm_qemu_config_new(&cfg, dir, &err) < 0 ||
       (virtiofsd && hm_qemu_config_set_virtiofsd(cfg, virtiofsd, &err) < 0))
     goto fail;
@@ -378,7 +388,9 @@ out:
       lst.st_dev == fst.st_dev && lst.st_ino == fst.st_ino)
     unlinkat(dfd, "hotmountd.pid", 0);
   close(lfd);
-  close(dfd);
+done:
+  if (dfd >= 0)
+    close(dfd);
   free(dir);
   free(sock);
   free(logpath);

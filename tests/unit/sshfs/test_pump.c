@@ -29,6 +29,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
 static char tmpdir[] = "/tmp/hm-test-pump-XXXXXX";
 static pid_t sshd_pid;
 
@@ -208,8 +219,11 @@ START_TEST(test_detach_under_flood) {
    * seconds of flood took hundreds of MiB before the pump drained stderr. */
   sleep(5);
   long grown = rss_kib() - rss0;
-  ck_assert_msg(grown < 32 * 1024, "the pump's process grew by %ld KiB in 5 s of stderr flood",
-                grown);
+  /* Under AddressSanitizer freed memory stays resident in its quarantine
+   * (256 MiB by default), so RSS says nothing there. */
+  if (!UNDER_ASAN)
+    ck_assert_msg(grown < 32 * 1024, "the pump's process grew by %ld KiB in 5 s of stderr flood",
+                  grown);
   struct detach_job j = {.hp = hp, .att = att};
   pthread_t t;
   ck_assert_int_eq(pthread_create(&t, NULL, detach_main, &j), 0);
