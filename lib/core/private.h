@@ -98,6 +98,8 @@ HM_PRIVATE int hm_proc_is_ours(pid_t pid, const char *exe);
  * For paths resolved once (realpath) and trusted only while unchanged.
  */
 HM_PRIVATE int hm_open_nofollow(const char *path, int flags);
+/* The component-wise walk alone (what hm_open_nofollow falls back to). */
+HM_PRIVATE int hm_open_nofollow_walk(const char *path, int flags);
 
 /* Monotonic clock in milliseconds. */
 HM_PRIVATE int64_t hm_now_ms(void);

@@ -395,17 +395,11 @@ int hm_proc_is_ours(pid_t pid, const char *exe) {
                                     strncmp(got, want, wl) == 0 && !strcmp(got + wl, deleted));
 }
 
-int hm_open_nofollow(const char *path, int flags) {
+int hm_open_nofollow_walk(const char *path, int flags) {
   if (path[0] != '/') {
     errno = EINVAL;
     return -1;
   }
-  struct open_how how = {.flags = (unsigned long long)(flags | O_CLOEXEC),
-                         .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
-  int fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
-  if (fd >= 0 || errno != ENOSYS)
-    return fd;
-  /* Kernels before 5.6: the same, one component at a time. */
   int cur = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
   const char *p = path;
   while (cur >= 0) {
@@ -430,6 +424,17 @@ int hm_open_nofollow(const char *path, int flags) {
                       last ? flags | O_NOFOLLOW | O_CLOEXEC
                            : O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     int e = errno;
+    /* O_NOFOLLOW with O_DIRECTORY (or O_PATH) says ENOTDIR, or even opens
+     * the link itself: a symlink is ELOOP here, as openat2 says. */
+    struct stat st;
+    if ((next < 0 && e == ENOTDIR) || (next >= 0 && !last)) {
+      if (fstatat(cur, what, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+        if (next >= 0)
+          close(next);
+        next = -1;
+        e = ELOOP;
+      }
+    }
     close(cur);
     if (next < 0 || last) {
       errno = e;
@@ -439,6 +444,20 @@ int hm_open_nofollow(const char *path, int flags) {
     p = end;
   }
   return -1;
+}
+
+int hm_open_nofollow(const char *path, int flags) {
+  if (path[0] != '/') {
+    errno = EINVAL;
+    return -1;
+  }
+  struct open_how how = {.flags = (unsigned long long)(flags | O_CLOEXEC),
+                         .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+  int fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+  if (fd >= 0 || errno != ENOSYS)
+    return fd;
+  /* Kernels before 5.6. */
+  return hm_open_nofollow_walk(path, flags);
 }
 
 int hm_thread_create(pthread_t *t, void *(*fn)(void *), void *arg) {

@@ -451,6 +451,47 @@ START_TEST(test_host_path_resolved_once) {
 }
 END_TEST
 
+/* openat2 and the walk used where the kernel has no openat2 agree: a
+ * symlink in any component is ELOOP, anything else opens. */
+START_TEST(test_open_nofollow_walk) {
+  char *a = in_tmp("a"), *ab = in_tmp("a/b"), *l = in_tmp("l"), *lb = in_tmp("l/b"),
+       *f = in_tmp("a/b/f"), *lf = in_tmp("a/b/lf");
+  ck_assert_int_eq(mkdir(a, 0755), 0);
+  ck_assert_int_eq(mkdir(ab, 0755), 0);
+  ck_assert_int_eq(symlink(a, l), 0);
+  write_text(f, "x");
+  ck_assert_int_eq(symlink(f, lf), 0);
+  int (*const open_fn[])(const char *, int) = {hm_open_nofollow, hm_open_nofollow_walk};
+  for (int i = 0; i < 2; i++) {
+    int fd = open_fn[i](ab, O_PATH | O_DIRECTORY);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_ge(fd = open_fn[i]("/", O_PATH | O_DIRECTORY), 0);
+    close(fd);
+    ck_assert_int_ge(fd = open_fn[i](f, O_RDONLY), 0);
+    close(fd);
+    errno = 0;
+    ck_assert_int_eq(open_fn[i](lb, O_PATH | O_DIRECTORY), -1); /* a parent is a link */
+    ck_assert_int_eq(errno, ELOOP);
+    errno = 0;
+    ck_assert_int_eq(open_fn[i](l, O_PATH | O_DIRECTORY), -1); /* the last one is */
+    ck_assert_int_eq(errno, ELOOP);
+    errno = 0;
+    ck_assert_int_eq(open_fn[i](lf, O_RDONLY), -1);
+    ck_assert_int_eq(errno, ELOOP);
+    errno = 0;
+    ck_assert_int_eq(open_fn[i](f, O_PATH | O_DIRECTORY), -1);
+    ck_assert_int_eq(errno, ENOTDIR);
+  }
+  free(a);
+  free(ab);
+  free(l);
+  free(lb);
+  free(f);
+  free(lf);
+}
+END_TEST
+
 START_TEST(test_shares_overlap_and_reserved) {
   char *inst_dir = in_tmp("inst"), *share = in_tmp("share"), *sub = in_tmp("share/sub");
   ck_assert_int_eq(mkdir(inst_dir, 0700), 0);
@@ -705,6 +746,7 @@ int main(void) {
   tcase_add_test(tc, test_qmp_socket_mode);
   tcase_add_test(tc, test_unix_listen_at);
   tcase_add_test(tc, test_host_path_resolved_once);
+  tcase_add_test(tc, test_open_nofollow_walk);
   tcase_add_test(tc, test_shares_overlap_and_reserved);
   tcase_add_test(tc, test_reconcile_swapped_share);
   tcase_add_test(tc, test_reconcile_guest_targets);
