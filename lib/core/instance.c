@@ -432,6 +432,10 @@ mounted:
 
   /* 5. Done. */
   pthread_mutex_lock(&inst->lock);
+  /* Said while e is still ours: once busy is 0 a concurrent remove may
+   * free it. */
+  hm_info("mounted %s at %s (%s, %s)", e->spec->host_path, e->spec->guest_path, e->id,
+          e->spec->writable ? "rw" : "ro");
   e->busy = 0;
   hm_inst_set_state_locked(inst, e, HM_STATE_MOUNTED, NULL);
   r = out ? snapshot(out, e) : 0;
@@ -439,8 +443,6 @@ mounted:
   hm_inst_monitor_wake(inst);
   if (r < 0)
     return HM_ERR_NOMEM(err);
-  hm_info("mounted %s at %s (%s, %s)", e->spec->host_path, e->spec->guest_path, e->id,
-          e->spec->writable ? "rw" : "ro");
   return 0;
 
 fail_attached : {
@@ -538,16 +540,19 @@ int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags
     hm_inst_agent_release(inst);
   }
   if (r < 0 && !(flags & HM_REMOVE_FORCE)) {
-    pthread_mutex_lock(&inst->lock);
-    e->busy = 0;
-    hm_inst_set_state_locked(inst, e, prev_state, e->reason);
-    pthread_mutex_unlock(&inst->lock);
     if (err && !*err)
       *err = uerr;
     else
       hm_error_free(uerr);
-    return hm_error_prefix(err, r, __func__, "guest unmount of %s failed (retry with force)",
-                           e->spec->guest_path);
+    /* The message reads e while it is still ours (busy): after that a
+     * concurrent remove may free it. */
+    r = hm_error_prefix(err, r, __func__, "guest unmount of %s failed (retry with force)",
+                        e->spec->guest_path);
+    pthread_mutex_lock(&inst->lock);
+    e->busy = 0;
+    hm_inst_set_state_locked(inst, e, prev_state, e->reason);
+    pthread_mutex_unlock(&inst->lock);
+    return r;
   }
   if (r < 0)
     hm_warn("forced remove of %s: guest unmount failed: %s", e->id, hm_error_message(uerr));
