@@ -8,6 +8,8 @@
  */
 #include <hotmount/hotmount.h>
 
+#include "safe_print.h"
+
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
@@ -779,6 +781,53 @@ START_TEST(test_client_bad_answers) {
 }
 END_TEST
 
+/* ---- guest text from the daemon, on its way to a terminal ---- */
+
+/* The client hands the daemon's error text over as it is (it may quote an
+ * agent); what the CLI prints of it carries no control character. */
+START_TEST(test_cli_escapes_daemon_text) {
+  char dir[] = "/tmp/hm-http-XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  const char *body = "{\"error\":\"guest agent: \\u001b]0;pwned\\u0007\\u001b[2J"
+                     "\\u009b31m \\\\x1b is text\",\"code\":-4001}";
+  char answer[512];
+  snprintf(answer, sizeof(answer),
+           "HTTP/1.1 500 No\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s", strlen(body),
+           body);
+  hm_error *err = NULL;
+  canned_list(dir, answer, &err);
+  rm_rf(dir);
+  ck_assert_ptr_nonnull(err);
+  const char *msg = hm_error_message(err);
+  ck_assert_msg(strchr(msg, '\x1b') != NULL, "the client changed the text: '%s'", msg);
+  char *shown = cli_escape(msg);
+  ck_assert_ptr_nonnull(shown);
+  for (const unsigned char *p = (const unsigned char *)shown; *p; p++)
+    ck_assert_msg(*p >= 0x20 && *p != 0x7f && !(p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f),
+                  "control character 0x%02x left in '%s'", *p, shown);
+  ck_assert_msg(strstr(shown, "guest agent: \\x1b]0;pwned\\x07\\x1b[2J\\xc2\\x9b31m \\x1b is text"),
+                "'%s'", shown);
+  free(shown);
+  hm_error_free(err);
+  /* Bytes that are not UTF-8 (overlong, stray continuation, truncated). */
+  shown = cli_escape("a\xc0\x80"
+                     "b\x80"
+                     "c\xe2\x82");
+  ck_assert_str_eq(shown, "a\\xc0\\x80b\\x80c\\xe2\\x82");
+  free(shown);
+  shown = cli_escape("gr\xc3\xbc\xc3\x9f"
+                     "e \xe2\x9c\x93");
+  ck_assert_str_eq(shown, "gr\xc3\xbc\xc3\x9f"
+                          "e \xe2\x9c\x93"); /* valid UTF-8 stays */
+  free(shown);
+  /* --json: control characters inside strings become \u00XX (an escaped
+   * quote does not end the string); layout outside strings stays. */
+  char *j = cli_json_safe("{\"a\": \"q\\\"\x1b[2J\x7f\xc2\x9b\",\n \"b\": 1}\xff");
+  ck_assert_str_eq(j, "{\"a\": \"q\\\"\\u001b[2J\\u007f\\u009b\",\n \"b\": 1}\\ufffd");
+  free(j);
+}
+END_TEST
+
 /* ---- concurrency: list answers while an add is held in attach ---- */
 
 typedef struct add_job {
@@ -939,6 +988,7 @@ int main(void) {
   tcase_add_test(tc, test_socket_lifecycle);
   tcase_add_test(tc, test_other_uid);
   tcase_add_test(tc, test_client_bad_answers);
+  tcase_add_test(tc, test_cli_escapes_daemon_text);
   tcase_add_test(tc, test_list_while_add_blocked);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
