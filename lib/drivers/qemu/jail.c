@@ -42,14 +42,15 @@ int hm_share_open(hm_share *out, const char *host_path, int readonly, hm_error *
       (len >= 3 && strcmp(host_path + len - 3, "/..") == 0))
     return HM_ERR(err, HM_E_INVALID, "%s: %s is not a normalized absolute path", __func__,
                   host_path);
-  /* O_NOFOLLOW with O_PATH opens a final symlink itself, which O_DIRECTORY
-   * then refuses: the last component is never followed. */
-  int fd = open(host_path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  /* The path was resolved once by validation (realpath): no component of
+   * it may be a symbolic link now, or a parent was swapped since. */
+  int fd = hm_open_nofollow(host_path, O_PATH | O_DIRECTORY);
   if (fd < 0) {
     int e = errno;
     if (e == ENOTDIR || e == ELOOP)
-      return HM_ERR(err, HM_E_INVALID, "%s: %s is not a directory (or is a symbolic link)",
-                    __func__, host_path);
+      return HM_ERR(err, HM_E_INVALID,
+                    "%s: %s is not a directory, or a component of it is a symbolic link", __func__,
+                    host_path);
     return HM_ERR(err, -e, "%s: cannot open %s: %s", __func__, host_path, strerror(e));
   }
   struct stat st;

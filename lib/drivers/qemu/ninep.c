@@ -308,8 +308,27 @@ static int diod_stop(pid_t pid, hm_error **err) {
 }
 
 /* Is pid a diod of this instance (and of mount id, when id is not NULL)? */
+/*
+ * Markers are environment strings any local user can give any process. A
+ * diod is taken for ours only when it also runs as our euid, runs the diod
+ * we would start, and is confined (its root is not ours: an unconfined
+ * diod, say one a daemon before the confinement started, serves the whole
+ * host to whoever holds its port).
+ */
+static int diod_trusted(pid_t pid) {
+  char *diod = NULL;
+  int ok = hm_ninep_diod_path(&diod, NULL) == 0 ? hm_proc_is_ours(pid, diod)
+                                                : hm_proc_is_ours(pid, NULL);
+  free(diod);
+  char p[64];
+  struct stat root, st;
+  snprintf(p, sizeof(p), "/proc/%d/root", (int)pid);
+  return ok && stat("/", &root) == 0 && stat(p, &st) == 0 &&
+         !(st.st_dev == root.st_dev && st.st_ino == root.st_ino);
+}
+
 static int diod_ours(const hm_ninep_host *h, pid_t pid, const char *id) {
-  if (!hm_ninep_diod_alive(pid))
+  if (!hm_ninep_diod_alive(pid) || !diod_trusted(pid))
     return 0;
   char *inst = hm_proc_getenv(pid, HM_ENV_INSTANCE),
        *m = id ? hm_proc_getenv(pid, HM_ENV_MOUNT) : NULL;
@@ -319,9 +338,25 @@ static int diod_ours(const hm_ninep_host *h, pid_t pid, const char *id) {
   return ok;
 }
 
-/* Calls fn for each diod of this instance. */
+struct each_ctx {
+  void (*fn)(pid_t pid, void *ud);
+  void *ud;
+};
+
+static void each_trusted(pid_t pid, void *ud) {
+  struct each_ctx *c = ud;
+  if (diod_trusted(pid))
+    c->fn(pid, c->ud);
+  else
+    hm_warn("diod %d carries this instance's markers but is not ours (another user or program, "
+            "or not confined to its share): left alone",
+            (int)pid);
+}
+
+/* Calls fn for each diod of this instance (diod_trusted). */
 static void diod_each(const hm_ninep_host *h, void (*fn)(pid_t pid, void *ud), void *ud) {
-  hm_proc_each("diod", HM_ENV_INSTANCE, h->dir, fn, ud);
+  struct each_ctx c = {fn, ud};
+  hm_proc_each("diod", HM_ENV_INSTANCE, h->dir, each_trusted, &c);
 }
 
 struct find_ctx {

@@ -93,6 +93,16 @@ START_TEST(test_share_open_refuses_links) {
   ck_assert_ptr_nonnull(strstr(hm_error_message(err), "hm_share_open: "));
   hm_error_free(err);
   err = NULL;
+  /* A symlink in a parent component too. */
+  char plink[512];
+  snprintf(link, sizeof(link), "%s/alink", top);
+  snprintf(p, sizeof(p), "%s/a", top);
+  ck_assert_int_eq(symlink(p, link), 0);
+  snprintf(plink, sizeof(plink), "%s/alink/share", top);
+  ck_assert_int_eq(hm_share_open(&s, plink, 1, &err), HM_E_INVALID);
+  ck_assert_ptr_nonnull(strstr(hm_error_message(err), "symbolic link"));
+  hm_error_free(err);
+  err = NULL;
   snprintf(p, sizeof(p), "%s/a/share/f", top);
   ck_assert_int_eq(hm_share_open(&s, p, 1, &err), HM_E_INVALID);
   hm_error_free(err);

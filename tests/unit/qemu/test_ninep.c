@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -395,6 +396,58 @@ START_TEST(test_scan_finds_9p) {
 }
 END_TEST
 
+/* A diod that carries this instance's markers but was not started confined
+ * (a daemon before the confinement, or anyone setting the variables): scan
+ * does not adopt it, check does not count it as the mount's server. */
+START_TEST(test_unconfined_diod_not_adopted) {
+  int sv[2];
+  ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  char inst[512], fdarg[16];
+  snprintf(inst, sizeof(inst), "HOTMOUNT_INSTANCE=%s", fx.dir);
+  snprintf(fdarg, sizeof(fdarg), "-r%d", sv[1]);
+  char wfd[16];
+  snprintf(wfd, sizeof(wfd), "-w%d", sv[1]);
+  char *env[] = {inst,
+                 "HOTMOUNT_MOUNT=hm-7",
+                 "HOTMOUNT_HOST=/",
+                 "HOTMOUNT_WRITABLE=1",
+                 "HOTMOUNT_TRANSPORT=9p",
+                 NULL};
+  char *argv[] = {"/usr/sbin/diod", "-f",  "-n", "-N", "-c", "/dev/null", "-L",
+                  "stderr",         fdarg, wfd,  "-e", "/",  NULL};
+  pid_t pid = fork();
+  if (pid == 0) {
+    execve(argv[0], argv, env);
+    _exit(127);
+  }
+  close(sv[1]);
+  /* It is running (it answers on its socket) before we look. */
+  unsigned char m[21] = {21, 0, 0, 0, 100, 0xff, 0xff, 0, 0, 1, 0, 8, 0};
+  memcpy(m + 13, "9P2000.L", 8);
+  ck_assert_int_eq(write(sv[0], m, sizeof(m)), (int)sizeof(m));
+  unsigned char r[64];
+  ck_assert_int_gt(read(sv[0], r, sizeof(r)), 7);
+  ck_assert_int_eq(r[4], 101);
+  ck_assert(hm_ninep_diod_alive(pid));
+  hm_attachment **v = NULL;
+  size_t n = 0;
+  ck_assert_int_eq(hm_fs_hotplugger_scan(fx.hp, &v, &n, NULL), 0);
+  for (size_t i = 0; i < n; i++) {
+    ck_assert_msg(strcmp(hm_attachment_get_id(v[i]), "hm-7") != 0, "adopted an unconfined diod");
+    hm_attachment_free(v[i]);
+  }
+  free(v);
+  hm_attachment *att = NULL;
+  hm_attachment_new(&att, "hm-7", NULL);
+  hm_attachment_set_data(att, "transport", "9p", NULL);
+  ck_assert_int_lt(hm_fs_hotplugger_watch_fd(fx.hp, att), 0);
+  hm_attachment_free(att);
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  close(sv[0]);
+}
+END_TEST
+
 static void expect_refused(const char *key, const char *value, const char *needle) {
   hm_mount_spec *s = NULL;
   hm_error *err = NULL;
@@ -466,6 +519,7 @@ int main(void) {
     tcase_add_test(tc, test_rollback_device_add_fails);
     tcase_add_test(tc, test_dead_diod);
     tcase_add_test(tc, test_scan_finds_9p);
+    tcase_add_test(tc, test_unconfined_diod_not_adopted);
     suite_add_tcase(s, tc);
   } else {
     printf("qemu-system-x86_64 or diod missing: only the option tests run\n");
