@@ -11,8 +11,10 @@
  */
 #include "jail.h"
 #include "spawn.h"
+#include "sshfs_internal.h"
 
 #include <check.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
@@ -239,6 +241,119 @@ START_TEST(test_caps_and_fds) {
 }
 END_TEST
 
+/* One SFTP packet: length, type, body; the answer's type and body. */
+static int sftp_rpc(int fd, unsigned char type, const void *body, size_t len, unsigned char *out,
+                    size_t size) {
+  unsigned char h[5];
+  uint32_t n = htonl((uint32_t)len + 1);
+  memcpy(h, &n, 4);
+  h[4] = type;
+  ck_assert_int_eq(write(fd, h, 5), 5);
+  ck_assert_int_eq(write(fd, body, len), (ssize_t)len);
+  ck_assert_int_eq(read(fd, h, 4), 4);
+  memcpy(&n, h, 4);
+  size_t want = ntohl(n), got = 0;
+  ck_assert_uint_le(want, size);
+  while (got < want) {
+    ssize_t r = read(fd, out + got, want - got);
+    ck_assert_int_gt(r, 0);
+    got += (size_t)r;
+  }
+  return out[0];
+}
+
+/* SSH_FXP_SETSTAT of path's permissions; the SSH_FXP_STATUS code. */
+static uint32_t sftp_chmod(int fd, const char *path, uint32_t mode) {
+  unsigned char b[512], r[512];
+  size_t plen = strlen(path), k = 0;
+  uint32_t v = htonl(7); /* request id */
+  memcpy(b + k, &v, 4), k += 4;
+  v = htonl((uint32_t)plen);
+  memcpy(b + k, &v, 4), k += 4;
+  memcpy(b + k, path, plen), k += plen;
+  v = htonl(4); /* SSH_FILEXFER_ATTR_PERMISSIONS */
+  memcpy(b + k, &v, 4), k += 4;
+  v = htonl(mode);
+  memcpy(b + k, &v, 4), k += 4;
+  ck_assert_int_eq(sftp_rpc(fd, 9 /* SETSTAT */, b, k, r, sizeof(r)), 101 /* STATUS */);
+  memcpy(&v, r + 5, 4);
+  return ntohl(v);
+}
+
+/* The reverse-sshfs server (sftp_jail.c): chrooted, the share nosuid,nodev,
+ * /usr read-only, its bounding set, no_new_privs, the filter; spoken to in
+ * SFTP, a setuid chmod is refused and a plain one done. */
+START_TEST(test_sftp_server_confined) {
+  const char *sftp = "/usr/lib/openssh/sftp-server";
+  if (access(sftp, X_OK) != 0)
+    return; /* openssh-sftp-server not installed */
+  char p[512], jail[512], f[PATH_MAX], v[256];
+  share_path(p, sizeof(p));
+  snprintf(jail, sizeof(jail), "%s/jail", top);
+  ck_assert_int_eq(mkdir(jail, 0700), 0);
+  int sv[2];
+  ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  pid_t pid = -1;
+  hm_error *err = NULL;
+  ck_assert_msg(hm_sftp_spawn(&pid, sftp, p, 1, sv[1], jail, NULL, &err) == 0, "%s",
+                hm_error_message(err));
+  close(sv[1]);
+  unsigned char init[4] = {0, 0, 0, 3}, r[4096];
+  ck_assert_int_eq(sftp_rpc(sv[0], 1 /* INIT */, init, 4, r, sizeof(r)), 2 /* VERSION */);
+  char st[64];
+  snprintf(st, sizeof(st), "/proc/%d/status", (int)pid);
+  FILE *fp = fopen(st, "r");
+  ck_assert_ptr_nonnull(fp);
+  char line[256];
+  int seen = 0;
+  while (fgets(line, sizeof(line), fp)) {
+    if (sscanf(line, "CapBnd: %255s", v) == 1) {
+      seen++;
+      ck_assert_str_eq(v, "000000000000000f");
+    }
+    if (sscanf(line, "NoNewPrivs: %255s", v) == 1) {
+      seen++;
+      ck_assert_str_eq(v, "1");
+    }
+    if (sscanf(line, "Seccomp: %255s", v) == 1) {
+      seen++;
+      ck_assert_str_eq(v, "2");
+    }
+  }
+  fclose(fp);
+  ck_assert_int_eq(seen, 3);
+  snprintf(st, sizeof(st), "/proc/%d/mountinfo", (int)pid);
+  fp = fopen(st, "r");
+  ck_assert_ptr_nonnull(fp);
+  int share_seen = 0;
+  while (fgets(line, sizeof(line), fp)) {
+    char mp[256], opts[256];
+    if (sscanf(line, "%*s %*s %*s %*s %255s %255s", mp, opts) != 2)
+      continue;
+    /* Mount points as the chrooted server sees them, or below the jail. */
+    const char *m = strncmp(mp, jail, strlen(jail)) == 0 ? mp + strlen(jail) : mp;
+    if (strcmp(m, "/share") == 0 || strcmp(m, "/usr") == 0) {
+      share_seen += strcmp(m, "/share") == 0;
+      ck_assert_msg(strstr(opts, "nosuid") && strstr(opts, "nodev"), "%s", line);
+    }
+  }
+  fclose(fp);
+  ck_assert_int_eq(share_seen, 1);
+  ck_assert_uint_ne(sftp_chmod(sv[0], "/share/f", 04755), 0);
+  ck_assert_uint_ne(sftp_chmod(sv[0], "/share/f", 02755), 0);
+  snprintf(f, sizeof(f), "%s/f", p);
+  struct stat sb;
+  ck_assert_int_eq(stat(f, &sb), 0);
+  ck_assert_int_eq(sb.st_mode & 06000, 0);
+  ck_assert_uint_eq(sftp_chmod(sv[0], "/share/f", 0700), 0);
+  ck_assert_int_eq(stat(f, &sb), 0);
+  ck_assert_int_eq(sb.st_mode & 07777, 0700);
+  close(sv[0]);
+  int ws = 0;
+  ck_assert_int_eq(waitpid(pid, &ws, 0), pid);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("jail");
   TCase *tc = tcase_create("root");
@@ -250,6 +365,7 @@ int main(void) {
     tcase_add_test(tc, test_bind_flags);
     tcase_add_test(tc, test_filter);
     tcase_add_test(tc, test_caps_and_fds);
+    tcase_add_test(tc, test_sftp_server_confined);
   } else {
     printf("jail: not root, confinement tests skipped\n");
     return 77;
