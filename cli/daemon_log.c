@@ -14,23 +14,37 @@
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int log_fd = -1;
-static char *old_path; /* hotmountd.log.1 */
+static char *log_path, *old_path; /* hotmountd.log, hotmountd.log.1 */
 static long log_max = DAEMON_LOG_MAX;
 
-/* Copies the first size bytes of log_fd to a new old_path. The new file is
- * made O_EXCL|O_NOFOLLOW after removing the previous one, so nothing
- * planted at that name is written through. */
-static int copy_old(off_t size) {
-  if (unlink(old_path) < 0 && errno != ENOENT)
+/* Copies the first size bytes of the log to a new old_path. The log is
+ * read through a second open of its path (ours is write-only), checked to
+ * be the same file; the new file is made O_EXCL|O_NOFOLLOW after removing
+ * the previous one, so nothing planted at either name is used. */
+static int copy_old(const struct stat *st, off_t size) {
+  int in = open(log_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  struct stat ist;
+  if (in < 0)
     return -1;
+  if (fstat(in, &ist) < 0 || ist.st_dev != st->st_dev || ist.st_ino != st->st_ino) {
+    close(in);
+    errno = ESTALE;
+    return -1;
+  }
+  if (unlink(old_path) < 0 && errno != ENOENT) {
+    close(in);
+    return -1;
+  }
   int out = open(old_path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (out < 0)
+  if (out < 0) {
+    close(in);
     return -1;
+  }
   char buf[65536];
   off_t off = 0;
   while (off < size) {
     size_t want = size - off < (off_t)sizeof(buf) ? (size_t)(size - off) : sizeof(buf);
-    ssize_t n = pread(log_fd, buf, want, off);
+    ssize_t n = pread(in, buf, want, off);
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0)
@@ -40,6 +54,7 @@ static int copy_old(off_t size) {
       if (k < 0 && errno == EINTR)
         continue;
       if (k <= 0) {
+        close(in);
         close(out);
         return -1;
       }
@@ -47,6 +62,7 @@ static int copy_old(off_t size) {
     }
     off += n;
   }
+  close(in);
   close(out);
   return 0;
 }
@@ -60,7 +76,7 @@ void daemon_log_check(void) {
   }
   /* Lines written between the copy and the truncation are lost: the price
    * of keeping one file that every writer shares. */
-  int saved = copy_old(st.st_size) == 0;
+  int saved = copy_old(&st, st.st_size) == 0;
   int e = errno;
   if (ftruncate(log_fd, 0) == 0) {
     char line[512];
@@ -94,8 +110,9 @@ void daemon_log_watch(int fd, const char *path) {
   const char *env = getenv("HOTMOUNTD_LOG_MAX");
   if (env && atol(env) >= 4096)
     log_max = atol(env);
-  if (asprintf(&old_path, "%s.1", path) < 0) {
-    old_path = NULL;
+  if (!(log_path = strdup(path)) || asprintf(&old_path, "%s.1", path) < 0) {
+    free(log_path);
+    log_path = old_path = NULL;
     pthread_mutex_unlock(&lock);
     return;
   }
