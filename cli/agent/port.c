@@ -118,6 +118,17 @@ static int host_connected(int fd) {
   return !(pfd.revents & POLLHUP);
 }
 
+/*
+ * 1 when the port behind fd was unplugged. poll says only POLLHUP then, as it
+ * does for a closed host side, but virtio_console fails reads on an unplugged
+ * port with ENODEV before looking at data; a zero-length read consumes
+ * nothing when the port is still there.
+ */
+static int port_gone(int fd) {
+  char c;
+  return read(fd, &c, 0) < 0 && errno == ENODEV;
+}
+
 int agent_run_port(const char *name) {
   sigset_t set;
   sigemptyset(&set);
@@ -142,6 +153,13 @@ int agent_run_port(const char *name) {
     int gone = 0;
     while (!gone) {
       if (!up) {
+        /* Without this, an agent whose port was unplugged would wait on the
+         * dead one forever and never open the port plugged in again. */
+        if (port_gone(fd)) {
+          hm_info("port %s was unplugged; waiting for it to come back", name);
+          gone = 1;
+          break;
+        }
         /*
          * With the host side closed, the port polls readable+HUP forever and
          * read() returns 0: polling it would spin. Sleep on SIGIO instead.

@@ -12,15 +12,20 @@ remove for virtiofs, 9p and reverse-sshfs (the guest's own sshd and sshfs),
 an unprivileged guest user on read-only shares, a --persist mount across
 `systemctl reboot`, nothing left after each removal, and the agent's port
 unplugged (device_del: the unit stops, no restart loop) and plugged back
-(the udev rule starts it). Boot 5 is a VM without the port: the agent is
-never started and nothing fails.
+(the udev rule starts it), and the same for an agent outside systemd. Boot 5 is a VM without the port: the agent is
+never started and nothing fails; then the port is plugged in (the port
+appearing after the boot, the race of issue 11 made certain): the agent
+starts.
 
 HM_DISTRO_OLD_UNIT=1 installs the unit of before (ConditionPathExists=,
 WantedBy=multi-user.target, no udev rule, `systemctl enable --now`) instead:
-the cold-boot checks are meant to fail then.
+the checks on a port that appears late or goes away are meant to fail then
+(and the cold boots, when the condition loses the race to udev).
 
 Environment: HOTMOUNT_BIN, HM_AGENT_BIN, HM_AGENT_UNIT (the built
-hotmount-agent.service), HM_DISTRO_IMAGE_DIR (image cache), HM_E2E_KEEP=1.
+hotmount-agent.service), HM_DISTRO_IMAGE_DIR (image cache), HM_E2E_KEEP=1,
+HM_DISTRO_ONLY (a comma list of case names without "case_", e.g.
+cold_boots,no_port: those cases only, after the install).
 Prints TAP.
 """
 
@@ -48,6 +53,9 @@ RULE = os.path.join(SRC, "contrib", "udev", "60-hotmount-agent.rules")
 UNIT = os.environ.get("HM_AGENT_UNIT", "")
 OLD = os.environ.get("HM_DISTRO_OLD_UNIT") == "1"
 COLD_BOOTS = 3
+# HM_DISTRO_ONLY=cold_boots,no_port: only those cases (after the install), to
+# look at one behaviour without the whole run
+ONLY = [w for w in os.environ.get("HM_DISTRO_ONLY", "").split(",") if w]
 
 # The unit as it was before the udev rule (git history of
 # contrib/systemd/hotmount-agent.service.in), for HM_DISTRO_OLD_UNIT=1.
@@ -232,7 +240,7 @@ def case_cold_boots(r):
              (st, pids, unit_diag(c)))
 
 
-def start_hotmountd(r):
+def case_hotmountd(r):
     d = start_daemon(r.inst, "--ssh-host", "127.0.0.1", "--ssh-port", str(r.port),
                      "--ssh-identity", r.key, "--ssh-known-hosts", r.known_hosts)
     r.t.ok(d.returncode == 0, "hotmountd started (with the guest's sshd for reverse-sshfs)",
@@ -391,6 +399,39 @@ def case_port_unplug(r):
          "and hot-mounts work through it", (out, out2, out3))
     nothing_left(c, "the mount over the re-plugged port", "/mnt/replug")
 
+    # An agent that no unit stops (a guest without systemd, or the old unit):
+    # it must let go of the unplugged port and serve the one plugged in again.
+    # (the unit moved aside, so the rule starts no second agent on the re-plug)
+    c.vm.check("systemctl stop hotmount-agent.service && "
+               "mv /etc/systemd/system/hotmount-agent.service /root/ && "
+               "systemctl daemon-reload && "
+               "systemd-run --quiet --unit=hm-manual-agent /usr/local/sbin/hotmount-agent")
+    end = time.monotonic() + 30
+    while c.guest("journalctl -b --no-pager -u hm-manual-agent | grep -q 'opened /dev/vport'")[0]:
+        if time.monotonic() > end:
+            break
+        time.sleep(0.5)
+    path = agent_port_qom(c)
+    c.vm.qmp("device_del", {"id": path})
+    c.vm.wait_event("DEVICE_DELETED", lambda d: d.get("path") == path, timeout=60)
+    c.guest("sleep 6")  # the agent looks at a closed port at least every 5 s
+    c.vm.qmp("device_add", {"driver": "virtserialport", "bus": "hm-serial.0",
+                            "chardev": "hm-agent", "name": AGENT_PORT, "id": "test-agent-port"})
+    rc, out = hm("add", r.inst, host, "/mnt/replug2")
+    rc2, out2 = c.guest("cat /mnt/replug2/x.txt")
+    rc3, out3 = hm("remove", r.inst, "/mnt/replug2")
+    rc4, log = c.guest("journalctl -b --no-pager -u hm-manual-agent")
+    t.ok(rc == 0 and out2.strip() == "replugged" and rc3 == 0,
+         "an agent outside systemd lets go of the unplugged port and serves the new one",
+         (out, out2, out3, log))
+    nothing_left(c, "the mount through the agent outside systemd", "/mnt/replug2")
+    c.guest("systemctl stop hm-manual-agent; "
+            "mv /root/hotmount-agent.service /etc/systemd/system/ && systemctl daemon-reload")
+    rc, out = c.guest("systemctl start hotmount-agent.service")
+    st = wait_unit(c, "active")
+    t.ok(rc == 0 and st.get("ActiveState") == "active" and len(agent_pids(c)) == 1,
+         "the unit takes over again", (out, st))
+
 
 def case_final(r):
     c = r.c
@@ -412,6 +453,17 @@ def case_no_port(r):
          st.get("NRestarts") == "0" and not agent_pids(c) and failed.strip() == "inactive",
          "VM without the agent port: the agent is never started, nothing failed, no restarts",
          (out, st, failed, unit_diag(c)))
+    # The port showing up after the boot is done: the race the issue saw (a
+    # condition checked before udev made the link) made certain. This is the
+    # same virtserialport `hotmount qemu-args` prints, plugged late.
+    c.vm.qmp("device_add", {"driver": "virtserialport", "bus": "hm-serial.0",
+                            "chardev": "hm-agent", "name": AGENT_PORT, "id": "test-agent-port"})
+    st = wait_unit(c, "active", timeout=60)
+    rc, out = c.guest("sleep 1; journalctl -b --no-pager -u hotmount-agent.service")
+    t.ok(st.get("ActiveState") == "active" and len(agent_pids(c)) == 1 and
+         "opened /dev/vport" in out,
+         "the port plugged in after the boot: the agent starts and opens it, no manual step",
+         (st, out, unit_diag(c)))
 
 
 def main():
@@ -435,8 +487,13 @@ def main():
     r = None
     try:
         r = Run(t, work, images)
-        for case in (case_install, case_cold_boots, start_hotmountd, case_transports,
-                     case_persist, case_port_unplug, case_final, case_no_port):
+        cases = [case_install, case_cold_boots, case_hotmountd, case_transports,
+                 case_persist, case_port_unplug, case_final, case_no_port]
+        if ONLY:
+            # install always runs: every later case needs the agent in the guest
+            cases = [k for k in cases if k is case_install or
+                     k.__name__.replace("case_", "") in ONLY]
+        for case in cases:
             try:
                 case(r)
             except Exception:
