@@ -6,6 +6,7 @@
  * serves one client at a time.
  */
 #include "cli.h"
+#include "safe_print.h"
 
 #include <getopt.h>
 #include <stdarg.h>
@@ -273,7 +274,9 @@ static void print_json(const doctor *d, const char *dir, int from_daemon, int re
     }
     printf("]}");
   }
-  printf("],\"facts\":%s}\n", facts ? facts : "{}");
+  char *safe_facts = facts ? cli_json_safe(facts) : NULL;
+  printf("],\"facts\":%s}\n", safe_facts ? safe_facts : "{}");
+  free(safe_facts);
 }
 
 static void print_human(const doctor *d, const char *dir, int from_daemon, int failed) {
@@ -287,9 +290,10 @@ static void print_human(const doctor *d, const char *dir, int from_daemon, int f
   static const char *const marks[] = {"ok", "warn", "FAIL", "skip"};
   for (size_t i = 0; i < d->n; i++) {
     const check *c = &d->checks[i];
-    printf("  %-5s %-15s %s\n", marks[c->status], c->title, c->detail ? c->detail : "");
+    /* details quote the agent and sshd of the guest: no escapes to the terminal */
+    printf("  %-5s %-15s %s\n", marks[c->status], c->title, cli_safe(c->detail));
     for (size_t j = 0; j < c->n_fix; j++)
-      printf("  %-5s %-15s %s %s\n", "", "", j ? "    " : "fix:", c->fix[j]);
+      printf("  %-5s %-15s %s %s\n", "", "", j ? "    " : "fix:", cli_safe(c->fix[j]));
   }
   if (!failed)
     printf("\nReady: this VM can take hot-mounts (hotmount add %s HOST_PATH GUEST_PATH).\n",
