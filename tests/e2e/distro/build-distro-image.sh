@@ -176,7 +176,7 @@ chroot "$R" systemctl mask serial-getty@ttyS0.service getty@tty1.service
 mkdir -p "$R/etc/systemd/journald.conf.d"
 printf '[Journal]\nStorage=volatile\n' > "$R/etc/systemd/journald.conf.d/hm-e2e.conf"
 chroot "$R" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
-    fstrim.timer 2>/dev/null || true
+    e2scrub_reap.service fstrim.timer 2>/dev/null || true
 
 # initramfs: root=/dev/vda must be reachable from it
 # (a module may also be built in: modules.builtin)

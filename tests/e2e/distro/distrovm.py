@@ -23,6 +23,7 @@ QEMU process. A cold boot is a new QEMU process (shutdown + start).
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -40,6 +41,29 @@ AGENT_PORT = "org.hotmount.agent.0"
 def build_distro_image(image_dir):
     subprocess.run([BUILD, image_dir], check=True)
     return image_dir
+
+
+def pin_image(image_dir):
+    """Hard links to this image's root.img, vmlinuz and initrd in
+    IMAGE_DIR/pins/PID, used as the image dir of this run: a concurrent run
+    that rebuilds the image replaces the files (mv), and an overlay made over
+    the old root.img must not boot over the new one. Pins of runs that are
+    gone are removed here."""
+    pins = os.path.join(image_dir, "pins")
+    os.makedirs(pins, exist_ok=True)
+    for pid in os.listdir(pins):
+        if pid.isdigit() and not os.path.exists("/proc/" + pid):
+            shutil.rmtree(os.path.join(pins, pid), ignore_errors=True)
+    mine = os.path.join(pins, str(os.getpid()))
+    shutil.rmtree(mine, ignore_errors=True)
+    os.makedirs(mine)
+    for f in ("root.img", "vmlinuz", "initrd"):
+        os.link(os.path.join(image_dir, f), os.path.join(mine, f))
+    return mine
+
+
+def unpin_image(pinned):
+    shutil.rmtree(pinned, ignore_errors=True)
 
 
 def make_overlay(image_dir, path):
@@ -69,7 +93,7 @@ def without_agent_port(args):
 
 class DistroVM:
     def __init__(self, workdir, image_dir, disk, instance_dir, ssh_port=None,
-                 agent_port=True, memory="1G", smp=2, boot_timeout=300):
+                 agent_port=True, memory="1G", smp=2, boot_timeout=600):
         self.workdir = os.path.abspath(workdir)
         self.image_dir = os.path.abspath(image_dir)
         self.disk = disk

@@ -42,7 +42,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from distrovm import DistroVM, build_distro_image, make_overlay, AGENT_PORT  # noqa: E402
+from distrovm import (AGENT_PORT, DistroVM, build_distro_image, make_overlay,  # noqa: E402
+                      pin_image, unpin_image)
 from hmtest import (AGENT, TAP, Ctx, hm, kill_virtiofsd, skip_reason,  # noqa: E402
                     ssh_argv, start_daemon, stop_daemon, write_known_hosts)
 from vm import free_tcp_port  # noqa: E402
@@ -122,9 +123,10 @@ class Run:
     """State across the boots of one run."""
 
     def __init__(self, t, work, images):
-        self.t, self.work, self.images = t, work, images
+        self.t, self.work = t, work
         self.inst = os.path.join(work, "inst")
-        self.disk = make_overlay(images, os.path.join(work, "disk.qcow2"))
+        self.images = pin_image(images)
+        self.disk = make_overlay(self.images, os.path.join(work, "disk.qcow2"))
         self.port = free_tcp_port()
         self.key = os.path.join(images, "ssh", "id_ed25519")
         with open(os.path.join(images, "ssh", "host_ed25519.pub")) as f:
@@ -511,6 +513,8 @@ def main():
                 pass
         if r and r.vm:
             r.vm.shutdown()
+        if r:
+            unpin_image(r.images)
         stop_daemon(os.path.join(work, "inst"))
         kill_virtiofsd(work)
         if t.failed or os.environ.get("HM_E2E_KEEP"):
