@@ -334,6 +334,12 @@ static int start_virtiofsd(qemu_impl *q, pid_t *pid, const hm_virtiofsd_info *vf
  * be found any more, the owner check alone applies.
  */
 static int vfs_ours(qemu_impl *q, pid_t pid) {
+  /* The helper we started leads its own session (hm_spawn_helper); a
+   * process in its session that does not is its sandbox child, which
+   * outlives a killed parent for a moment (it dies by PDEATHSIG) and must
+   * not be taken for a live virtiofsd then. */
+  if (getsid(pid) != pid)
+    return 0;
   hm_virtiofsd_info vfs = {0};
   int ok =
       get_vfs(q, &vfs, NULL) == 0 ? hm_proc_is_ours(pid, vfs.path) : hm_proc_is_ours(pid, NULL);

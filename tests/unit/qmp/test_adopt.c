@@ -4,10 +4,13 @@
  * backend finds virtiofsd processes by the markers in their environment
  * (instance, mount id, host path). Markers are strings anyone can set, so a
  * process is only adopted when it also runs as our euid and runs the
- * virtiofsd we would start. Impostors here: a copy of sleep(1) named
+ * virtiofsd we would start, as the leader of its own session (as
+ * hm_spawn_helper starts it). Impostors here: a copy of sleep(1) named
  * "virtiofsd" carrying our markers, (a) run as nobody with the configured
- * binary, (b) run as us with another binary; (c), the configured binary run
- * as us, is adopted (so the scan can see adoptions at all). QEMU is the
+ * binary, (b) run as us with another binary, (d) not a session leader (what
+ * virtiofsd's sandbox child is, which outlives its killed parent for a
+ * moment); (c), the configured binary run as us in its own session, is
+ * adopted (so the scan can see adoptions at all). QEMU is the
  * scripted fake (no devices). Root only (a child becomes nobody).
  */
 #include "driver_internal.h"
@@ -46,7 +49,7 @@ static void copy_sleep(const char *path) {
 
 /* Starts prog (a sleep named virtiofsd) with our markers for mount id, as
  * uid; returns its pid once it has exec'ed. */
-static pid_t impostor(const char *prog, const char *id, uid_t uid) {
+static pid_t impostor(const char *prog, const char *id, uid_t uid, int leader) {
   int p[2];
   ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
   pid_t pid = fork();
@@ -57,6 +60,10 @@ static pid_t impostor(const char *prog, const char *id, uid_t uid) {
     snprintf(inst, sizeof(inst), "HOTMOUNT_INSTANCE=%s", tmpdir);
     snprintf(mount, sizeof(mount), "HOTMOUNT_MOUNT=%s", id);
     char *env[] = {inst, mount, "HOTMOUNT_HOST=/etc", "HOTMOUNT_WRITABLE=1", NULL};
+    /* Like hm_spawn_helper: its own session (leader 0: like virtiofsd's
+     * sandbox child, which is not). */
+    if (leader && setsid() < 0)
+      _exit(4);
     if (uid != 0 && (setgid(NOBODY) < 0 || setuid(uid) < 0))
       _exit(2);
     execle(prog, "virtiofsd", "1000", (char *)NULL, env);
@@ -82,9 +89,10 @@ START_TEST(test_adopt_only_ours) {
   snprintf(sock, sizeof(sock), "%s/qmp.sock", tmpdir);
   copy_sleep(vfs);
   copy_sleep(other);
-  pid_t a = impostor(vfs, "hm-1", NOBODY);
-  pid_t b = impostor(other, "hm-2", 0);
-  pid_t c = impostor(vfs, "hm-3", 0);
+  pid_t a = impostor(vfs, "hm-1", NOBODY, 1);
+  pid_t b = impostor(other, "hm-2", 0, 1);
+  pid_t c = impostor(vfs, "hm-3", 0, 1);
+  pid_t d = impostor(vfs, "hm-4", 0, 0);
 
   char *msg = NULL;
   fake_qmp *fake = fake_qmp_start_json(sock, transcript, &msg);
@@ -98,11 +106,11 @@ START_TEST(test_adopt_only_ours) {
   hm_attachment **v = NULL;
   size_t n = 0;
   ck_assert_msg(hm_fs_hotplugger_scan(hp, &v, &n, &err) == 0, "%s", hm_error_message(err));
-  int seen[4] = {0};
+  int seen[5] = {0};
   for (size_t i = 0; i < n; i++) {
     const char *id = hm_attachment_get_id(v[i]);
     const char *pid = hm_attachment_get_data(v[i], "virtiofsd_pid");
-    if (pid && id && !strncmp(id, "hm-", 3) && id[3] >= '1' && id[3] <= '3')
+    if (pid && id && !strncmp(id, "hm-", 3) && id[3] >= '1' && id[3] <= '4')
       seen[id[3] - '0'] = atoi(pid);
     hm_attachment_free(v[i]);
   }
@@ -110,12 +118,13 @@ START_TEST(test_adopt_only_ours) {
   ck_assert_msg(seen[1] == 0, "adopted the nobody-owned impostor %d", seen[1]);
   ck_assert_msg(seen[2] == 0, "adopted the impostor running another binary %d", seen[2]);
   ck_assert_int_eq(seen[3], c);
+  ck_assert_msg(seen[4] == 0, "adopted a process that does not lead its session %d", seen[4]);
   hm_fs_hotplugger_free(hp);
   hm_qemu_config_free(cfg);
   fake_qmp_free(fake);
   free(msg);
-  pid_t kids[] = {a, b, c};
-  for (int i = 0; i < 3; i++) {
+  pid_t kids[] = {a, b, c, d};
+  for (int i = 0; i < 4; i++) {
     kill(kids[i], SIGKILL);
     waitpid(kids[i], NULL, 0);
   }
