@@ -176,27 +176,6 @@ int hm_virtiofsd_argv(char ***out, int *out_ro_bind, const hm_virtiofsd_info *in
   return 0;
 }
 
-static int make_listener(const char *path, hm_error **err) {
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof(sa.sun_path))
-    return HM_ERR(err, HM_E_INVALID, "socket path too long: %s", path);
-  strcpy(sa.sun_path, path);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return HM_ERR(err, -errno, "socket: %s", strerror(errno));
-  unlink(path);
-  mode_t old = umask(0177);
-  int b = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-  umask(old);
-  if (b < 0 || listen(fd, 1) < 0) {
-    int e = errno;
-    close(fd);
-    unlink(path);
-    return HM_ERR(err, -e, "cannot listen on %s: %s", path, strerror(e));
-  }
-  return fd;
-}
-
 /* virtiofsd sets up its own sandbox (namespaces, pivot_root into the
  * source, its own seccomp list, capabilities): it keeps what that needs
  * (CAP_SYS_ADMIN among them) and gets only the filter on top. */
@@ -226,7 +205,9 @@ int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char
                info->path);
     goto out;
   }
-  if ((lfd = make_listener(socket_path, err)) < 0) {
+  /* Bound in a private directory and renamed onto its name: never missing
+   * or someone else's between an unlink and a bind (hm_unix_listen). */
+  if ((lfd = hm_unix_listen(socket_path, 1, err)) < 0) {
     r = lfd;
     goto out;
   }
