@@ -19,7 +19,7 @@
 #define HM_AGENT_MAX_LINE (1024 * 1024)
 /*
  * What the host accepts from the guest, which it does not trust (see
- * docs/security-limits.md for why these values). A longer answer line is
+ * docs/security.md, "Guest input limits" for why these values). A longer answer line is
  * dropped without being buffered whole; a longer field fails the answer.
  * The largest honest answer is a list: 256 mounts at about 1 KiB each.
  */
