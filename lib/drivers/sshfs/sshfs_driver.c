@@ -182,8 +182,13 @@ static void smount_free(smount *m) {
   free(m);
 }
 
+/* Markers are strings anyone can put in an environment: a process is taken
+ * for our sftp-server only when it also runs as our euid (reverse-sshfs
+ * needs root, so an impostor would have to be root already). Its exe is not
+ * compared: it runs chrooted, where /proc/PID/exe does not name the host's
+ * path. */
 static int sftp_alive_as(pid_t pid, const char *id) {
-  if (!hm_helper_alive(pid, "sftp-server"))
+  if (!hm_helper_alive(pid, "sftp-server") || !hm_proc_is_ours(pid, NULL))
     return 0;
   char *v = hm_proc_getenv(pid, HM_ENV_MOUNT);
   int ok = v && strcmp(v, id) == 0;
