@@ -44,9 +44,28 @@ void qf_start(qemu_fixture *f, unsigned slots) {
   snprintf(path, sizeof(path), "%s/test-qmp.sock", f->dir);
   for (int i = 0; i < 300 && access(path, F_OK) < 0; i++)
     usleep(20000);
+  /* The socket file exists from QEMU's bind(), before its listen():
+   * "connection refused" until then, so both connects retry for a while
+   * (as hm_qemu_hotplugger_new's doc says to while QEMU starts). */
   hm_error *err = NULL;
-  ck_assert_msg(hm_qmp_connect(&f->mon, path, 10000, &err) == 0, "%s", hm_error_message(err));
-  ck_assert_msg(hm_qemu_hotplugger_new(&f->hp, cfg, &err) == 0, "%s", hm_error_message(err));
+  int r = -1;
+  for (int i = 0; i < 500; i++) {
+    hm_error_free(err);
+    err = NULL;
+    if ((r = hm_qmp_connect(&f->mon, path, 10000, &err)) != HM_E_NOT_READY)
+      break;
+    usleep(20000);
+  }
+  ck_assert_msg(r == 0, "%s", hm_error_message(err));
+  for (int i = 0; i < 500; i++) {
+    hm_error_free(err);
+    err = NULL;
+    if ((r = hm_qemu_hotplugger_new(&f->hp, cfg, &err)) != HM_E_NOT_READY)
+      break;
+    usleep(20000);
+  }
+  ck_assert_msg(r == 0, "%s", hm_error_message(err));
+  hm_error_free(err);
   hm_qemu_config_free(cfg);
 }
 
