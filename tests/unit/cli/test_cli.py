@@ -12,6 +12,7 @@ import pty
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -82,10 +83,18 @@ def start_qemu(name, ready):
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
     procs.append(p)
-    for _ in range(100):
-        if os.path.exists(os.path.join(d, "qmp.sock")) or p.poll() is not None:
+    # Until QEMU listens: its socket file exists from bind(), before listen()
+    # (a connect is refused in between). QMP takes the next client after
+    # this one closes.
+    for _ in range(200):
+        if p.poll() is not None:
             break
-        time.sleep(0.05)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(os.path.join(d, "qmp.sock"))
+            break
+        except OSError:
+            time.sleep(0.05)
     return d
 
 
