@@ -153,13 +153,19 @@ static int write_all(int fd, const char *s, size_t n) {
   return 0;
 }
 
-/* The directory part and the last component of path ("." for a bare name). */
-static int split_path(const char *path, char **dir, const char **base) {
+/* Opens path's directory for an *_at call: *dfd, and *base pointing into
+ * path at its last component ("." is the directory of a bare name). */
+static int open_parent(const char *path, int *dfd, const char **base, hm_error **err) {
   const char *slash = strrchr(path, '/');
   *base = slash ? slash + 1 : path;
-  *dir =
+  char *dir =
       slash ? (slash == path ? strdup("/") : strndup(path, (size_t)(slash - path))) : strdup(".");
-  return *dir ? 0 : HM_E_NOMEM;
+  if (!dir)
+    return HM_ERR_NOMEM(err);
+  *dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int r = *dfd < 0 ? HM_ERR(err, -errno, "cannot open %s: %s", dir, strerror(errno)) : 0;
+  free(dir);
+  return r;
 }
 
 int hm_write_file_atomic_at(int dirfd, const char *name, const char *text, hm_error **err) {
@@ -200,16 +206,12 @@ fail:
 }
 
 int hm_write_file_atomic(const char *path, const char *text, hm_error **err) {
-  char *dir = NULL;
   const char *base;
-  if (split_path(path, &dir, &base) < 0)
-    return HM_ERR_NOMEM(err);
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  int r = dfd < 0 ? HM_ERR(err, -errno, "cannot open %s: %s", dir, strerror(errno))
-                  : hm_write_file_atomic_at(dfd, base, text, err);
-  if (dfd >= 0)
-    close(dfd);
-  free(dir);
+  int dfd, r = open_parent(path, &dfd, &base, err);
+  if (r < 0)
+    return r;
+  r = hm_write_file_atomic_at(dfd, base, text, err);
+  close(dfd);
   return r;
 }
 
@@ -311,16 +313,12 @@ int hm_unix_listen_at(int dirfd, const char *name, int backlog, hm_error **err) 
 }
 
 int hm_unix_listen(const char *path, int backlog, hm_error **err) {
-  char *dir = NULL;
   const char *base;
-  if (split_path(path, &dir, &base) < 0)
-    return HM_ERR_NOMEM(err);
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  int r = dfd < 0 ? HM_ERR(err, -errno, "cannot open %s: %s", dir, strerror(errno))
-                  : hm_unix_listen_at(dfd, base, backlog, err);
-  if (dfd >= 0)
-    close(dfd);
-  free(dir);
+  int dfd, r = open_parent(path, &dfd, &base, err);
+  if (r < 0)
+    return r;
+  r = hm_unix_listen_at(dfd, base, backlog, err);
+  close(dfd);
   return r;
 }
 
