@@ -154,6 +154,24 @@ static void run_checks(doctor *d, const hm_status *st, const char *dir, int from
     add_check(d, "slots", "hot-plug slots", CHECK_OK, "%ld reserved root ports", total);
   }
 
+  if (qmp_ok && hm_status_get(st, "ninepSlotsReadOnly")) {
+    long ro = atol(get(st, "ninepSlotsReadOnly")), rw = atol(get(st, "ninepSlotsWritable"));
+    if (ro + rw == 0) {
+      c = add_check(d, "9p-slots", "reserved 9p slots", CHECK_WARN,
+                    "none: 9p mounts go over virtio-serial, far slower than a boot-time 9p share");
+      add_fix(c, "restart the VM with the arguments of: hotmount qemu-args %s --9p-slots N", name);
+    } else if (hm_status_get(st, "ninepSlotsReadOnlyFree")) {
+      add_check(d, "9p-slots", "reserved 9p slots", CHECK_OK,
+                "read-only %s free of %ld, writable %s free of %ld (security model %s)",
+                get(st, "ninepSlotsReadOnlyFree"), ro, get(st, "ninepSlotsWritableFree"), rw,
+                get(st, "ninepSlotsModel"));
+    } else {
+      add_check(d, "9p-slots", "reserved 9p slots", CHECK_OK,
+                "%ld read-only, %ld writable (security model %s)", ro, rw,
+                get(st, "ninepSlotsModel"));
+    }
+  }
+
   int channel_ok = 0;
   if (!qmp_ok) {
     add_check(d, "agent-channel", "agent channel", CHECK_SKIP, "needs QMP");

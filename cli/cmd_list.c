@@ -43,9 +43,14 @@ int cmd_list(int argc, char **argv) {
            "HOST PATH");
     for (size_t i = 0; i < hm_mount_list_count(l); i++) {
       const hm_mount *m = hm_mount_list_get(l, i);
+      /* TYPE shows how the backend carries it when it says ("9p/pci"). */
+      char type[32];
+      const char *via = hm_mount_get_via(m);
+      snprintf(type, sizeof(type), "%s%s%s", hm_mount_type_name(hm_mount_get_type(m)),
+               via ? "/" : "", via ? via : "");
       /* Targets and reasons may come from the guest: escaped. */
       printf("%-8s %-10s %-13s %-3s %-30s %s\n", cli_safe(hm_mount_get_id(m)),
-             hm_mount_state_name(hm_mount_get_state(m)), hm_mount_type_name(hm_mount_get_type(m)),
+             hm_mount_state_name(hm_mount_get_state(m)), cli_safe(type),
              hm_mount_get_writable(m) ? "rw" : "ro", cli_safe(hm_mount_get_guest_path(m)),
              cli_safe(hm_mount_get_host_path(m)));
       if (hm_mount_get_reason(m))

@@ -31,17 +31,19 @@ static int mkdirs(const char *path) {
 }
 
 int cmd_qemu_args(int argc, char **argv) {
-  static const struct option opts[] = {{"slots", required_argument, NULL, 's'},
-                                       {"memory", required_argument, NULL, 'm'},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {NULL, 0, NULL, 0}};
-  const char *slots = NULL, *memory = NULL;
+  static const struct option opts[] = {
+      {"slots", required_argument, NULL, 's'},    {"memory", required_argument, NULL, 'm'},
+      {"9p-slots", required_argument, NULL, 'p'}, {"9p-security", required_argument, NULL, 'S'},
+      {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+  const char *slots = NULL, *memory = NULL, *p9slots = NULL, *p9sec = NULL;
   int c, rc = EXIT_OK;
   optind = 1;
   while ((c = getopt_long(argc, argv, "s:m:h", opts, NULL)) != -1) {
     switch (c) {
     case 's': slots = optarg; break;
     case 'm': memory = optarg; break;
+    case 'p': p9slots = optarg; break;
+    case 'S': p9sec = optarg; break;
     case 'h': cli_usage("qemu-args", 1); return EXIT_OK;
     default: cli_usage("qemu-args", 0); return EXIT_USAGE;
     }
@@ -68,6 +70,19 @@ int cmd_qemu_args(int argc, char **argv) {
     if (hm_qemu_config_set_slots(cfg, (unsigned)n, &err) < 0)
       goto fail;
   }
+  if (p9slots) {
+    char *end;
+    unsigned long n = strtoul(p9slots, &end, 10);
+    if (*end || end == p9slots || n > 100000) {
+      fprintf(stderr, "hotmount: --9p-slots takes a number, not \"%s\"\n", p9slots);
+      rc = EXIT_USAGE;
+      goto out;
+    }
+    if (hm_qemu_config_set_9p_slots(cfg, (unsigned)n, &err) < 0)
+      goto fail;
+  }
+  if (p9sec && hm_qemu_config_set_9p_security(cfg, p9sec, &err) < 0)
+    goto fail;
   if (memory && hm_qemu_config_set_memory(cfg, memory, &err) < 0)
     goto fail;
   if (hm_qemu_config_build_args(&args, cfg, &err) < 0)

@@ -45,15 +45,29 @@ static void print_transports(const hm_status *st) {
 }
 
 static void print_human(const hm_status *st) {
-  static const char *const shown[] = {"version",           "instance",
-                                      "backend",           "mounts",
-                                      "mountsBroken",      "agent",
-                                      "agentVersion",      "diod",
-                                      "sftpServer",        "qmp",
-                                      "slotsTotal",        "slotsFree",
-                                      "memoryShared",      "agentChannel",
-                                      "virtiofsd",         "virtiofsdFlavor",
-                                      "virtiofsdReadonly", NULL};
+  static const char *const shown[] = {"version",
+                                      "instance",
+                                      "backend",
+                                      "mounts",
+                                      "mountsBroken",
+                                      "agent",
+                                      "agentVersion",
+                                      "diod",
+                                      "sftpServer",
+                                      "qmp",
+                                      "slotsTotal",
+                                      "slotsFree",
+                                      "memoryShared",
+                                      "agentChannel",
+                                      "virtiofsd",
+                                      "virtiofsdFlavor",
+                                      "virtiofsdReadonly",
+                                      "ninepSlotsReadOnly",
+                                      "ninepSlotsWritable",
+                                      "ninepSlotsReadOnlyFree",
+                                      "ninepSlotsWritableFree",
+                                      "ninepSlotsModel",
+                                      NULL};
   printf("%-12s running (libhotmount %s)\n", "hotmountd", get(st, "version"));
   printf("%-12s %s\n", "instance", get(st, "instance"));
   printf("%-12s %s, QMP %s\n", "backend", get(st, "backend"),
@@ -62,6 +76,16 @@ static void print_human(const hm_status *st) {
          *get(st, "mountsBroken") ? get(st, "mountsBroken") : "0");
   if (*get(st, "slotsTotal"))
     printf("%-12s %s free of %s\n", "slots", get(st, "slotsFree"), get(st, "slotsTotal"));
+  if (*get(st, "ninepSlotsReadOnly")) {
+    if (!strcmp(get(st, "ninepSlotsReadOnly"), "0") && !strcmp(get(st, "ninepSlotsWritable"), "0"))
+      printf("%-12s none reserved (9p goes over virtio-serial; hotmount qemu-args --9p-slots N)\n",
+             "9p slots");
+    else
+      printf("%-12s read-only %s free of %s, writable %s free of %s (%s)\n", "9p slots",
+             get(st, "ninepSlotsReadOnlyFree"), get(st, "ninepSlotsReadOnly"),
+             get(st, "ninepSlotsWritableFree"), get(st, "ninepSlotsWritable"),
+             cli_safe(get(st, "ninepSlotsModel")));
+  }
   if (*get(st, "agentVersion"))
     printf("%-12s %s (%s)\n", "agent", get(st, "agent"), get(st, "agentVersion"));
   else

@@ -504,7 +504,10 @@ static int do_mount(const hm_agent_request *req, const char *norm, int *eno, cha
   hm_error *e = NULL;
   hm_guest_mount_call call;
   int is9p = req->type == HM_TYPE_9P;
-  if (is9p && hm_guest_port_validate(req->port, &e) < 0)
+  /* 9p without a port: a virtio-9p-pci device, mounted by its tag like
+   * virtiofs (no relay). */
+  int virtio9p = is9p && !req->port;
+  if (is9p && !virtio9p && hm_guest_port_validate(req->port, &e) < 0)
     return fail_err(eno, msg, EINVAL, "mount", e);
   /* 9p: the mount's source is the tag when given (the host sends the port
    * name), else the port name. */
@@ -512,6 +515,16 @@ static int do_mount(const hm_agent_request *req, const char *norm, int *eno, cha
                                req->readonly, req->options, &e);
   if (r < 0)
     return fail_err(eno, msg, r == HM_E_UNSUPPORTED ? EOPNOTSUPP : EINVAL, "mount", e);
+  if (virtio9p) {
+    char *data = NULL;
+    if (hm_guest_9p_data(&data, &call, -1) < 0) {
+      hm_guest_mount_call_clear(&call);
+      return fail(eno, msg, ENOMEM, "mount: out of memory");
+    }
+    free(call.data);
+    call.data = data;
+  }
+  const char *what = virtio9p ? "9p" : "virtiofs";
 
   char *fstype = NULL, *source = NULL, *resolved = NULL;
   hm_strv made = {0};
@@ -543,7 +556,7 @@ static int do_mount(const hm_agent_request *req, const char *norm, int *eno, cha
   }
 
   int64_t start = hm_now_ms(), deadline = start + req->timeout_ms;
-  if (is9p) {
+  if (is9p && !virtio9p) {
     /* A relay left from a mount there that went away without us. */
     agent_relay_stop(take_relay(resolved));
     if ((r = mount_9p(req, &call, resolved, start, eno, msg)) == 0)
@@ -556,19 +569,20 @@ static int do_mount(const hm_agent_request *req, const char *norm, int *eno, cha
     if (mount(call.source, resolved, call.fstype, call.flags, call.data) == 0)
       break;
     int err = errno;
-    if (!tag_missing(err, call.source)) {
-      r = fail(eno, msg, err, "mount: mounting virtiofs tag '%s' on %s failed: %s", call.source,
+    /* 9p over virtio: an unknown tag is ENOENT ("no channels available"). */
+    if (virtio9p ? err != ENOENT && err != ENODEV : !tag_missing(err, call.source)) {
+      r = fail(eno, msg, err, "mount: mounting %s tag '%s' on %s failed: %s", what, call.source,
                resolved, strerror(err));
       goto out;
     }
     if (hm_now_ms() >= deadline) {
       r = fail(eno, msg, ETIMEDOUT,
-               "mount: virtiofs tag '%s' did not appear within %d ms (last mount error: %s)",
+               "mount: %s tag '%s' did not appear within %d ms (last mount error: %s)", what,
                call.source, req->timeout_ms, strerror(err));
       goto out;
     }
     if (!waited++)
-      hm_info("waiting up to %d ms for virtiofs tag '%s'", req->timeout_ms, call.source);
+      hm_info("waiting up to %d ms for %s tag '%s'", req->timeout_ms, what, call.source);
     if (agent_retry_interval_ms > 0) {
       /* The reference design's strategy, kept only to measure against. */
       struct timespec ts = {agent_retry_interval_ms / 1000,
@@ -578,7 +592,7 @@ static int do_mount(const hm_agent_request *req, const char *norm, int *eno, cha
       agent_devwait_wait(devfd, deadline);
     }
   }
-  hm_info("mounted virtiofs tag '%s' on %s (%s) after %lld ms", call.source, resolved,
+  hm_info("mounted %s tag '%s' on %s (%s) after %lld ms", what, call.source, resolved,
           req->readonly ? "ro" : "rw", (long long)(hm_now_ms() - start));
   record_created(resolved, &made);
   r = 0;

@@ -253,6 +253,7 @@ _PROTOTYPES = {
     "hm_mount_get_persist": (_c_int, [_P(_Mount)]),
     "hm_mount_get_state": (_c_int, [_P(_Mount)]),
     "hm_mount_get_tag": (_c_char_p, [_P(_Mount)]),
+    "hm_mount_get_via": (_c_char_p, [_P(_Mount)]),
     "hm_mount_get_reason": (_c_char_p, [_P(_Mount)]),
     "hm_mount_list_count": (_c_size, [_P(_MountList)]),
     "hm_mount_list_get": (_P(_Mount), [_P(_MountList), _c_size]),
@@ -394,6 +395,7 @@ class Mount:
     state: str         # "attaching", "mounted", "detaching", "broken"
     tag: Optional[str]     # virtiofs tag or 9p port, if any
     reason: Optional[str]  # why it is broken, if it is
+    via: Optional[str] = None  # 9p on QEMU: "pci" (reserved slot) or "serial"
 
     @classmethod
     def _from_c(cls, m: "_P(_Mount)") -> "Mount":
@@ -412,6 +414,7 @@ class Mount:
             state=_dec(lib.hm_mount_state_name(s)) or str(s),
             tag=_dec(lib.hm_mount_get_tag(m)),
             reason=_dec(lib.hm_mount_get_reason(m)),
+            via=_dec(lib.hm_mount_get_via(m)),
         )
 
 

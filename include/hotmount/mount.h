@@ -175,6 +175,12 @@ HM_API const char *hm_mount_state_name(int state);
  * attached. Borrowed. Any thread. Since 0.1.
  */
 HM_API const char *hm_mount_get_tag(const hm_mount *m);
+/**
+ * hm_mount_get_via: how the backend carries the mount, when it says: for 9p on QEMU "pci" (a
+ * reserved 9p slot: a virtio-9p-pci device) or "serial" (a virtio-serial port served by diod);
+ * NULL otherwise. Borrowed. Any thread. Since 0.1.
+ */
+HM_API const char *hm_mount_get_via(const hm_mount *m);
 /** hm_mount_get_reason: why the mount is broken, or NULL; borrowed. Any thread. Since 0.1. */
 HM_API const char *hm_mount_get_reason(const hm_mount *m);
 

@@ -16,7 +16,9 @@ HM_BEGIN_DECLS
  * hm_qemu_config_build_args prints: guest RAM in a shared memfd (vhost-user
  * needs it), N reserved multifunction pcie-root-ports ("hm-rp-0".."hm-rp-N-1"),
  * one virtio-serial-pci ("hm-serial") carrying the agent port
- * "org.hotmount.agent.0" on INSTANCE/agent.sock, and QMP on INSTANCE/qmp.sock.
+ * "org.hotmount.agent.0" on INSTANCE/agent.sock, QMP on INSTANCE/qmp.sock, and
+ * reserved 9p fsdevs "hm-9p-ro-K"/"hm-9p-rw-K" whose paths are links in
+ * INSTANCE/9p/ (described to the backend by the QOM object "hm-9p-slots").
  */
 
 typedef struct hm_qemu_config hm_qemu_config;
@@ -34,8 +36,9 @@ HM_API int hm_qemu_config_new(hm_qemu_config **out, const char *instance_dir, hm
  */
 HM_API void hm_qemu_config_free(hm_qemu_config *cfg);
 /**
- * hm_qemu_config_set_slots: number of reserved hot-plug root ports, 1..256 (one per concurrent
- * mount). Returns 0, or HM_E_INVALID out of range. One thread at a time per config. Since 0.1.
+ * hm_qemu_config_set_slots: number of reserved hot-plug root ports, 1..64 (one per concurrent
+ * virtiofs mount or reserved-slot 9p mount; 9p mounts over virtio-serial use none). Returns 0, or
+ * HM_E_INVALID out of range. One thread at a time per config. Since 0.1.
  */
 HM_API int hm_qemu_config_set_slots(hm_qemu_config *cfg, unsigned slots, hm_error **err);
 /**
@@ -50,6 +53,24 @@ HM_API int hm_qemu_config_set_memory(hm_qemu_config *cfg, const char *size, hm_e
  * config. Since 0.1.
  */
 HM_API int hm_qemu_config_set_virtiofsd(hm_qemu_config *cfg, const char *path, hm_error **err);
+
+/**
+ * hm_qemu_config_set_9p_slots: reserved 9p slots, 0..64 of each kind: n read-only and n writable
+ * boot-time fsdevs (default 16 each; 0: none, every 9p mount then goes over virtio-serial). A 9p
+ * mount through a slot plugs a virtio-9p-pci device on one of the root ports (set_slots), at the
+ * speed of a boot-time 9p share. Returns 0, or HM_E_INVALID out of range. One thread at a time per
+ * config. Since 0.1.
+ */
+HM_API int hm_qemu_config_set_9p_slots(hm_qemu_config *cfg, unsigned n, hm_error **err);
+/**
+ * hm_qemu_config_set_9p_security: QEMU's security_model for the reserved 9p fsdevs (copied):
+ * "passthrough" (default when the caller is root: guest uids and modes are the host's), "none"
+ * (default otherwise: files are created as QEMU's user, a guest chown is ignored), "mapped-xattr"
+ * or "mapped-file" (guest ownership and modes kept in xattrs or files, never applied to the host
+ * inode). See docs/security.md for what each lets guest root do on the host. Returns 0, or
+ * HM_E_INVALID for another model. One thread at a time per config. Since 0.1.
+ */
+HM_API int hm_qemu_config_set_9p_security(hm_qemu_config *cfg, const char *model, hm_error **err);
 
 /**
  * hm_qemu_config_build_args: the QEMU arguments that make a VM hot-mount ready, one argv element

@@ -644,8 +644,8 @@ int hm_agent_has_capability(hm_agent *a, const char *cap) {
   return 0;
 }
 
-int hm_agent_mount(hm_agent *a, int type, const char *tag, const char *target, int readonly,
-                   const char *options, int timeout_ms, hm_error **err) {
+static int agent_mount(hm_agent *a, int type, const char *tag, const char *port, const char *target,
+                       int readonly, const char *options, int timeout_ms, hm_error **err) {
   if (!a || !tag || !target || timeout_ms < 0 || timeout_ms > HM_AGENT_MAX_TIMEOUT_MS)
     return HM_ERR(err, HM_E_INVALID, "missing argument or timeout out of range (0..%d ms)",
                   HM_AGENT_MAX_TIMEOUT_MS);
@@ -658,27 +658,52 @@ int hm_agent_mount(hm_agent *a, int type, const char *tag, const char *target, i
                   "the guest's hotmount-agent %s is too old for 9p mounts (it lacks "
                   "mount.9p.uname, which passes guest uids through); update it in the guest",
                   a->agent_version ? a->agent_version : "(unknown version)");
+  /* Likewise for a 9p mount over a virtio-9p-pci device (no relay port). */
+  if (type == HM_TYPE_9P && !port && !hm_agent_has_capability(a, "mount.9p.virtio"))
+    return HM_ERR(err, HM_E_AGENT,
+                  "the guest's hotmount-agent %s cannot mount 9p from a virtio-9p device (it "
+                  "lacks mount.9p.virtio); update it in the guest, or add the mount with "
+                  "-o via=serial",
+                  a->agent_version ? a->agent_version : "(unknown version)");
   hm_agent_request req = {
       .op = HM_AGENT_OP_MOUNT,
       .type = type,
-      /* Both are only read by the encoder; the casts do not let it write.
-       * 9p: tag is the virtio-serial port name; it is also the mount's
-       * source, so the agent gets it as both. */
+      /* Only read by the encoder; the casts do not let it write. */
       .tag = (char *)tag,
-      .port = type == HM_TYPE_9P ? (char *)tag : NULL,
+      .port = (char *)port,
       .target = (char *)target,
       .readonly = readonly != 0,
       .options = (char *)options,
       .timeout_ms = timeout_ms,
   };
   hm_agent_response resp;
-  int rc = call(a, &req, &resp, hm_now_ms() + timeout_ms + REPLY_GRACE_MS, __func__, err);
+  int rc = call(a, &req, &resp, hm_now_ms() + timeout_ms + REPLY_GRACE_MS, "hm_agent_mount", err);
   if (rc < 0)
     return rc;
   if (!resp.ok)
-    rc = agent_error(&resp, __func__, err);
+    rc = agent_error(&resp, "hm_agent_mount", err);
   hm_agent_response_clear(&resp);
   return rc;
+}
+
+int hm_agent_mount(hm_agent *a, int type, const char *tag, const char *target, int readonly,
+                   const char *options, int timeout_ms, hm_error **err) {
+  /* 9p: tag is the virtio-serial port name; it is also the mount's source,
+   * so the agent gets it as both. */
+  return agent_mount(a, type, tag, type == HM_TYPE_9P ? tag : NULL, target, readonly, options,
+                     timeout_ms, err);
+}
+
+int hm_agent_mount_att(hm_agent *a, int type, const hm_attachment *att, const char *target,
+                       int readonly, int timeout_ms, hm_error **err) {
+  const char *tag = hm_attachment_get_tag(att);
+  const char *gt = hm_attachment_get_data(att, "guestTransport");
+  int virtio9p = type == HM_TYPE_9P && gt && strcmp(gt, "virtio") == 0;
+  if (!tag)
+    return HM_ERR(err, HM_E_INTERNAL, "the backend set no tag for mount %s",
+                  hm_attachment_get_id(att));
+  return agent_mount(a, type, tag, type == HM_TYPE_9P && !virtio9p ? tag : NULL, target, readonly,
+                     hm_attachment_get_data(att, "guestOptions"), timeout_ms, err);
 }
 
 int hm_agent_umount(hm_agent *a, const char *target, unsigned flags, int timeout_ms,

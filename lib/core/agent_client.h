@@ -12,6 +12,7 @@
 #define HM_CORE_AGENT_CLIENT_H
 
 #include "core/agent_proto.h"
+#include <hotmount/driver.h>
 
 typedef struct hm_agent hm_agent;
 
@@ -33,16 +34,23 @@ HM_PRIVATE void hm_agent_free(hm_agent *a);
 
 /*
  * hm_agent_mount: asks the agent to mount. type: HM_TYPE_VIRTIOFS (tag = the
- * virtiofs tag) or HM_TYPE_9P (tag = the virtio-serial port name of its relay;
- * current agents answer "not supported yet"). options may be NULL.
- * timeout_ms is how long the agent may wait for the device to appear; the
- * caller waits that long plus a grace for the answer to travel back.
- * Errors: HM_E_AGENT (the agent's message, errno included), HM_E_TIMEOUT (the
- * device did not appear in time, or no answer), HM_E_NOT_READY (connection
- * closed), HM_E_INVALID (bad arguments).
+ * virtiofs tag) or HM_TYPE_9P (tag = the virtio-serial port name of its relay). options may be
+ * NULL. timeout_ms is how long the agent may wait for the device to appear; the caller waits that
+ * long plus a grace for the answer to travel back. Errors: HM_E_AGENT (the agent's message, errno
+ * included), HM_E_TIMEOUT (the device did not appear in time, or no answer), HM_E_NOT_READY
+ * (connection closed), HM_E_INVALID (bad arguments).
  */
 HM_PRIVATE int hm_agent_mount(hm_agent *a, int type, const char *tag, const char *target,
                               int readonly, const char *options, int timeout_ms, hm_error **err);
+
+/*
+ * hm_agent_mount_att: hm_agent_mount for what a backend's attach left in att:
+ * its tag, data "guestOptions", and data "guestTransport" ("virtio": a 9p tag
+ * is a virtio-9p-pci mount_tag, mounted trans=virtio; otherwise a 9p tag is
+ * the virtio-serial port of a trans=fd relay).
+ */
+HM_PRIVATE int hm_agent_mount_att(hm_agent *a, int type, const hm_attachment *att,
+                                  const char *target, int readonly, int timeout_ms, hm_error **err);
 
 /* hm_agent_umount: flags: HM_REMOVE_LAZY (MNT_DETACH), HM_REMOVE_FORCE
  * (MNT_FORCE). Errors as for hm_agent_mount. */

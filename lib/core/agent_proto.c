@@ -115,11 +115,12 @@ int hm_agent_request_encode(char **out, const hm_agent_request *req, hm_error **
     break;
   case HM_AGENT_OP_MOUNT: {
     const char *t = type_name(req->type);
+    /* 9p: a port (trans=fd through the relay) or a tag (trans=virtio). */
     if (!t || !req->target || (req->type == HM_TYPE_VIRTIOFS && !req->tag) ||
-        (req->type == HM_TYPE_9P && !req->port)) {
+        (req->type == HM_TYPE_9P && !req->port && !req->tag)) {
       json_object_put(o);
       return HM_ERR(err, HM_E_INVALID, "mount request needs a known type, a target and %s",
-                    req->type == HM_TYPE_9P ? "a port" : "a tag");
+                    req->type == HM_TYPE_9P ? "a port or a tag" : "a tag");
     }
     r |= add_str(o, "type", t);
     if (req->tag)
@@ -407,7 +408,7 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
     free(type);
     int virtiofs = out->type == HM_TYPE_VIRTIOFS;
     if ((r = get_str(o, "tag", virtiofs, HM_AGENT_MAX_PATH, &out->tag, what, func, err)) < 0 ||
-        (r = get_str(o, "port", !virtiofs, HM_AGENT_MAX_PATH, &out->port, what, func, err)) < 0 ||
+        (r = get_str(o, "port", 0, HM_AGENT_MAX_PATH, &out->port, what, func, err)) < 0 ||
         (r = get_str(o, "target", 1, HM_AGENT_MAX_PATH, &out->target, what, func, err)) < 0 ||
         (r = get_bool(o, "readonly", 1, &out->readonly, what, func, err)) < 0 ||
         (r = get_str(o, "options", 0, HM_AGENT_MAX_PATH, &out->options, what, func, err)) < 0 ||
@@ -416,6 +417,11 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
     out->timeout_ms = (int)x;
     if (virtiofs && out->port) {
       r = hm_error_set(err, HM_E_PROTOCOL, func, "mount: field 'port' is only for type 9p");
+      goto out;
+    }
+    /* 9p names its channel: a port (trans=fd relay) or a tag (trans=virtio). */
+    if (!virtiofs && !out->port && !out->tag) {
+      r = hm_error_set(err, HM_E_PROTOCOL, func, "mount: type 9p needs a 'port' or a 'tag'");
       goto out;
     }
     break;

@@ -49,8 +49,10 @@ typedef struct hm_agent_request {
   int major, minor;
   /* mount */
   int type;      /* HM_TYPE_VIRTIOFS or HM_TYPE_9P */
-  char *tag;     /* virtiofs: required; 9p: optional (the mount's source name) */
-  char *port;    /* 9p only (trans=fd relay port): required */
+  char *tag;     /* virtiofs: required; 9p: the mount's source name (the virtio-9p
+                    mount_tag when there is no port) */
+  char *port;    /* 9p only: the virtio-serial port of a trans=fd relay; absent: the
+                    9p device is a virtio-9p-pci whose mount_tag is tag (trans=virtio) */
   char *target;  /* mount, umount */
   int readonly;  /* mount */
   char *options; /* mount; NULL when absent */

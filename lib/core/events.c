@@ -148,8 +148,9 @@ void hm_inst_event_locked(hm_instance *inst, const hm_entry *e, int old_state, i
   if (ev->n_events < HM_EVENT_QUEUE_MAX && (it = calloc(1, sizeof(*it)))) {
     /* The snapshot shows the mount as it is; a removed one as it was last. */
     int shown = new_state == HM_STATE_REMOVED ? e->state : new_state;
-    if (hm_mount_build(&it->m, e->id, e->spec, e->att ? e->att->tag : NULL, shown, e->reason) ==
-        0) {
+    if (hm_mount_build(&it->m, e->id, e->spec, e->att ? e->att->tag : NULL,
+                       e->att ? hm_attachment_get_data(e->att, "via") : NULL, shown,
+                       e->reason) == 0) {
       it->kind = ITEM_EVENT;
       it->old_state = old_state;
       it->new_state = new_state;

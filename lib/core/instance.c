@@ -310,7 +310,8 @@ int hm_instance_connect_agent(hm_instance *inst, int timeout_ms, hm_error **err)
 }
 
 static int snapshot(hm_mount **out, const hm_entry *e) {
-  return hm_mount_build(out, e->id, e->spec, e->att ? e->att->tag : NULL, e->state, e->reason);
+  return hm_mount_build(out, e->id, e->spec, e->att ? e->att->tag : NULL,
+                        e->att ? hm_attachment_get_data(e->att, "via") : NULL, e->state, e->reason);
 }
 
 int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *request,
@@ -410,8 +411,8 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
     goto mounted;
   /* The backend knows the transport's guest-side options (9p: version,
    * msize, cache); virtiofs needs none. */
-  r = hm_agent_mount(inst->agent, e->spec->type, att->tag, e->spec->guest_path, !e->spec->writable,
-                     hm_attachment_get_data(att, "guestOptions"), inst->mount_timeout_ms, err);
+  r = hm_agent_mount_att(inst->agent, e->spec->type, att, e->spec->guest_path, !e->spec->writable,
+                         inst->mount_timeout_ms, err);
   char *boot = r == 0 ? hm_agent_boot_id(inst->agent) : NULL;
   hm_inst_agent_release(inst);
   if (boot) {

@@ -171,9 +171,7 @@ static void after_reboot(hm_instance *inst, const hm_agent_mount_info *v, size_t
     if (r == 0 && persist) {
       r = hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, &err);
       if (r == 0) {
-        r = hm_agent_mount(inst->agent, type, copy->tag, target, ro,
-                           hm_attachment_get_data(copy, "guestOptions"), inst->mount_timeout_ms,
-                           &err);
+        r = hm_agent_mount_att(inst->agent, type, copy, target, ro, inst->mount_timeout_ms, &err);
         hm_inst_agent_release(inst);
       }
     } else if (r == 0) {

@@ -146,7 +146,7 @@ const char *hm_mount_spec_get_option(const hm_mount_spec *s, const char *key) {
 /* ----------------------------------------------------------------- mounts */
 
 int hm_mount_build(hm_mount **out, const char *id, const hm_mount_spec *spec, const char *tag,
-                   int state, const char *reason) {
+                   const char *via, int state, const char *reason) {
   hm_mount *m = calloc(1, sizeof(*m));
   if (!m)
     return HM_E_NOMEM;
@@ -156,7 +156,7 @@ int hm_mount_build(hm_mount **out, const char *id, const hm_mount_spec *spec, co
   m->state = state;
   if (set_str(&m->id, id) < 0 || set_str(&m->host_path, spec->host_path) < 0 ||
       set_str(&m->guest_path, spec->guest_path) < 0 || set_str(&m->tag, tag) < 0 ||
-      set_str(&m->reason, reason) < 0) {
+      set_str(&m->via, via) < 0 || set_str(&m->reason, reason) < 0) {
     hm_mount_free(m);
     return HM_E_NOMEM;
   }
@@ -171,6 +171,7 @@ void hm_mount_free(hm_mount *m) {
   free(m->host_path);
   free(m->guest_path);
   free(m->tag);
+  free(m->via);
   free(m->reason);
   free(m);
 }
@@ -183,7 +184,7 @@ int hm_mount_copy(hm_mount **out, const hm_mount *m, hm_error **err) {
                         .type = m->type,
                         .writable = m->writable,
                         .persist = m->persist};
-  if (hm_mount_build(out, m->id, &spec, m->tag, m->state, m->reason) < 0)
+  if (hm_mount_build(out, m->id, &spec, m->tag, m->via, m->state, m->reason) < 0)
     return HM_ERR_NOMEM(err);
   return 0;
 }
@@ -211,6 +212,9 @@ int hm_mount_get_state(const hm_mount *m) {
 }
 const char *hm_mount_get_tag(const hm_mount *m) {
   return m ? m->tag : NULL;
+}
+const char *hm_mount_get_via(const hm_mount *m) {
+  return m ? m->via : NULL;
 }
 const char *hm_mount_get_reason(const hm_mount *m) {
   return m ? m->reason : NULL;

@@ -25,6 +25,7 @@ struct hm_mount {
   char *host_path;
   char *guest_path;
   char *tag;
+  char *via; /* how the backend carries it (attachment data "via"), or NULL */
   char *reason;
   int type;
   int writable;
@@ -37,9 +38,9 @@ struct hm_mount_list {
   size_t n;
 };
 
-/* Builds a mount snapshot; strings are copied (tag, reason may be NULL). */
+/* Builds a mount snapshot; strings are copied (tag, via, reason may be NULL). */
 HM_PRIVATE int hm_mount_build(hm_mount **out, const char *id, const hm_mount_spec *spec,
-                              const char *tag, int state, const char *reason);
+                              const char *tag, const char *via, int state, const char *reason);
 HM_PRIVATE int hm_mount_list_new(hm_mount_list **out);
 /* Takes ownership of m (freed on failure). */
 HM_PRIVATE int hm_mount_list_take(hm_mount_list *l, hm_mount *m);

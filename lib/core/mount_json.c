@@ -48,6 +48,8 @@ json_object *hm_mount_to_json_object(const hm_mount *m) {
   json_object_object_add(o, "state", json_object_new_string(hm_mount_state_name(m->state)));
   if (m->tag)
     json_object_object_add(o, "tag", json_object_new_string(m->tag));
+  if (m->via)
+    json_object_object_add(o, "via", json_object_new_string(m->via));
   if (m->reason)
     json_object_object_add(o, "reason", json_object_new_string(m->reason));
   return o;
@@ -194,7 +196,7 @@ static int state_parse(const char *name) {
 }
 
 int hm_mount_from_json_object(hm_mount **out, json_object *o, hm_error **err) {
-  json_object *id, *host, *guest, *type, *writable, *persist, *state, *tag, *reason;
+  json_object *id, *host, *guest, *type, *writable, *persist, *state, *tag, *via, *reason;
   if (!json_object_is_type(o, json_type_object))
     return HM_ERR(err, HM_E_PROTOCOL, "mount must be a JSON object");
   if (member(o, "id", json_type_string, 1, &id, __func__, err) < 0 ||
@@ -205,6 +207,7 @@ int hm_mount_from_json_object(hm_mount **out, json_object *o, hm_error **err) {
       member(o, "persist", json_type_boolean, 0, &persist, __func__, err) < 0 ||
       member(o, "state", json_type_string, 1, &state, __func__, err) < 0 ||
       member(o, "tag", json_type_string, 0, &tag, __func__, err) < 0 ||
+      member(o, "via", json_type_string, 0, &via, __func__, err) < 0 ||
       member(o, "reason", json_type_string, 0, &reason, __func__, err) < 0)
     return HM_E_PROTOCOL;
   int t = hm_mount_type_parse(json_object_get_string(type), err);
@@ -219,7 +222,8 @@ int hm_mount_from_json_object(hm_mount **out, json_object *o, hm_error **err) {
                         .writable = json_object_get_boolean(writable),
                         .persist = persist ? json_object_get_boolean(persist) : 0};
   if (hm_mount_build(out, json_object_get_string(id), &spec,
-                     tag ? json_object_get_string(tag) : NULL, st,
+                     tag ? json_object_get_string(tag) : NULL,
+                     via ? json_object_get_string(via) : NULL, st,
                      reason ? json_object_get_string(reason) : NULL) < 0)
     return HM_ERR_NOMEM(err);
   return 0;

@@ -14,7 +14,9 @@
 
 static json_object *entry_to_json(const hm_entry *e) {
   hm_mount *m = NULL;
-  if (hm_mount_build(&m, e->id, e->spec, e->att ? e->att->tag : NULL, e->state, e->reason) < 0)
+  if (hm_mount_build(&m, e->id, e->spec, e->att ? e->att->tag : NULL,
+                     e->att ? hm_attachment_get_data(e->att, "via") : NULL, e->state,
+                     e->reason) < 0)
     return NULL;
   json_object *o = hm_mount_to_json_object(m);
   hm_mount_free(m);

@@ -162,6 +162,7 @@ static const char *const p9_version[] = {"9p2000.L", "9p2000.u", "9p2000", NULL}
 static const char *const p9_security[] = {"passthrough", "mapped-xattr", "mapped-file", "none",
                                           NULL};
 static const char *const on_off[] = {"on", "off", NULL};
+static const char *const p9_via[] = {"pci", "serial", NULL};
 static const char *const idmap[] = {"none", "user", NULL};
 
 static const struct opt_rule rules[] = {
@@ -170,6 +171,7 @@ static const struct opt_rule rules[] = {
     {HM_TYPE_9P, "cache", p9_cache},
     {HM_TYPE_9P, "version", p9_version},
     {HM_TYPE_9P, "securityModel", p9_security},
+    {HM_TYPE_9P, "via", p9_via},
     {HM_TYPE_REVERSE_SSHFS, "cache", on_off},
     {HM_TYPE_REVERSE_SSHFS, "followSymlinks", on_off},
     {HM_TYPE_REVERSE_SSHFS, "idmap", idmap},

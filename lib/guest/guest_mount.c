@@ -293,8 +293,10 @@ int hm_guest_mount_build(hm_guest_mount_call *out, int type, const char *tag, in
 }
 
 int hm_guest_9p_data(char **out, const hm_guest_mount_call *c, int fd) {
-  if (asprintf(out, "trans=fd,rfdno=%d,wfdno=%d%s%s", fd, fd, c->data && *c->data ? "," : "",
-               c->data ? c->data : "") < 0) {
+  const char *sep = c->data && *c->data ? "," : "", *data = c->data ? c->data : "";
+  int n = fd >= 0 ? asprintf(out, "trans=fd,rfdno=%d,wfdno=%d%s%s", fd, fd, sep, data)
+                  : asprintf(out, "trans=virtio%s%s", sep, data);
+  if (n < 0) {
     *out = NULL;
     return -1;
   }

@@ -46,7 +46,9 @@ HM_PRIVATE int hm_guest_9p_options(char **out, unsigned *msize, const char *opti
 
 /*
  * hm_guest_9p_data: *out = "trans=fd,rfdno=FD,wfdno=FD," + c->data, the fs
- * data of a 9p call built by hm_guest_mount_build. -1 (ENOMEM) on failure.
+ * data of a 9p call built by hm_guest_mount_build; with fd < 0,
+ * "trans=virtio," + c->data (the source is a virtio-9p mount_tag). -1
+ * (ENOMEM) on failure.
  */
 HM_PRIVATE int hm_guest_9p_data(char **out, const hm_guest_mount_call *c, int fd);
 

@@ -480,6 +480,27 @@ int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attach
   int sv[2] = {-1, -1}, r, stage = 0;
   pid_t pid = -1;
   hm_strv env = {0};
+  /* The reserved-slot path when the VM has one for this mount (ninep_slot.c);
+   * this virtio-serial one otherwise. */
+  const char *why = NULL;
+  int slot = hm_ninep_choose_slot(h, spec, &why, err);
+  if (slot < 0)
+    return slot;
+  if (slot) {
+    r = hm_ninep_slot_attach(h, spec, att, err);
+    const char *via = hm_mount_spec_get_option(spec, "via");
+    if (r != HM_E_NO_SLOT || (via && strcmp(via, "pci") == 0))
+      return r;
+    /* Taken meanwhile (a root port or the last fsdev): the serial path. */
+    why = err && *err ? hm_error_message(*err) : "no free slot";
+    hm_info("%s: 9p over virtio-serial: %s", id, why);
+    if (err) {
+      hm_error_free(*err);
+      *err = NULL;
+    }
+  } else {
+    hm_info("%s: 9p over virtio-serial: %s", id, why);
+  }
   if ((r = names_make(&n, h, id, err)) < 0)
     return r;
   /* diod's root is the share (diod_start): the export is "/". */
@@ -582,6 +603,7 @@ int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attach
   snprintf(pidstr, sizeof(pidstr), "%d", (int)pid);
   if ((r = hm_attachment_set_tag(att, n.port, err)) < 0 ||
       (r = hm_attachment_set_data(att, "transport", "9p", err)) < 0 ||
+      (r = hm_attachment_set_data(att, "via", "serial", err)) < 0 ||
       (r = hm_attachment_set_data(att, "device", n.dev, err)) < 0 ||
       (r = hm_attachment_set_data(att, "chardev", n.chr, err)) < 0 ||
       (r = hm_attachment_set_data(att, "serialPort", n.port, err)) < 0 ||
@@ -615,10 +637,25 @@ out:
   return r;
 }
 
+/* 1 when att is a reserved-slot mount: by its data, or (an attach cut short,
+ * a lost record) by a virtio-9p-pci device of its id in QEMU. */
+static int is_slot(const hm_ninep_host *h, hm_attachment *att, hm_error **err) {
+  const char *via = hm_attachment_get_data(att, "via");
+  if (via)
+    return strcmp(via, "pci") == 0;
+  return hm_ninep_slot_has_device(h, hm_attachment_get_id(att), err);
+}
+
 int hm_ninep_detach(const hm_ninep_host *h, hm_attachment *att, hm_error **err) {
   names n;
-  int r = names_make(&n, h, hm_attachment_get_id(att), err);
+  int r = is_slot(h, att, err);
   if (r < 0)
+    return r;
+  if (r)
+    return hm_ninep_slot_detach(h, att, err);
+  /* A slot attach cut short before its device_add may have left its link. */
+  hm_ninep_slot_sweep(h);
+  if ((r = names_make(&n, h, hm_attachment_get_id(att), err)) < 0)
     return r;
   /* Unlike virtiofs, a port whose server died is unplugged as usual: the
    * guest's relay reads EOF, its 9p mount fails with EIO, nothing waits. */
@@ -641,8 +678,12 @@ static int qemu_has(const hm_ninep_host *h, const char *cmd, const char *key, co
 int hm_ninep_check(const hm_ninep_host *h, hm_attachment *att, char **reason, hm_error **err) {
   const char *id = hm_attachment_get_id(att);
   names n;
-  int r = names_make(&n, h, id, err);
+  int r = is_slot(h, att, err);
   if (r < 0)
+    return r;
+  if (r)
+    return hm_ninep_slot_check(h, att, reason, err);
+  if ((r = names_make(&n, h, id, err)) < 0)
     return r;
   if ((r = qemu_has(h, "qom-list", "name", n.dev, err)) < 0)
     goto out;
@@ -667,11 +708,25 @@ out:
 }
 
 int hm_ninep_watch_fd(const hm_ninep_host *h, hm_attachment *att) {
+  /* A slot mount has no helper process: QEMU serves it. */
+  if (is_slot(h, att, NULL) != 0)
+    return -1;
   pid_t pid = attachment_pid(h, att);
   return pid > 0 ? hm_pidfd_open(pid) : -1;
 }
 
+int hm_ninep_mark_slot(hm_attachment *att, hm_error **err) {
+  int r = hm_attachment_set_tag(att, hm_attachment_get_id(att), err);
+  r = r ?: hm_attachment_set_data(att, "transport", "9p", err);
+  r = r ?: hm_attachment_set_data(att, "via", "pci", err);
+  return r ?: hm_attachment_set_data(att, "guestTransport", "virtio", err);
+}
+
 int hm_ninep_mark(hm_attachment *att, hm_error **err) {
+  /* A slot mount found by its device keeps what scan learnt there. */
+  const char *via = hm_attachment_get_data(att, "via");
+  if (via && strcmp(via, "pci") == 0)
+    return 0;
   char port[96];
   snprintf(port, sizeof(port), HM_NINEP_PORT_PREFIX "%s", hm_attachment_get_id(att));
   int r = hm_attachment_set_tag(att, port, err);
@@ -717,7 +772,8 @@ int hm_ninep_is(const hm_ninep_host *h, hm_attachment *att) {
     if (json_object_object_get_ex(item, "name", &name) &&
         json_object_object_get_ex(item, "type", &type) &&
         strcmp(json_object_get_string(name), dev) == 0)
-      is = strcmp(json_object_get_string(type), "child<virtserialport>") == 0;
+      is = strcmp(json_object_get_string(type), "child<virtserialport>") == 0 ||
+           strcmp(json_object_get_string(type), "child<virtio-9p-pci>") == 0;
   }
   json_object_put(ret);
   return is;
@@ -758,8 +814,21 @@ void hm_ninep_scan(const hm_ninep_host *h, hm_attachment *(*get)(void *ud, const
     if (!link_exists(h, id))
       continue;
     hm_attachment *a = get(ud, id);
-    if (a)
-      hm_ninep_mark(a, NULL);
+    if (!a)
+      continue;
+    hm_ninep_mark(a, NULL);
+    /* A slot mount has no diod to tell: the link names the share, the
+     * fsdev's kind says whether it is writable. */
+    char target[4096];
+    ssize_t tn = readlinkat(dirfd(d), de->d_name, target, sizeof(target) - 1);
+    if (tn > 0 && !hm_attachment_get_data(a, "hostPath")) {
+      target[tn] = '\0';
+      hm_attachment_set_data(a, "hostPath", target, NULL);
+    }
+    const char *via = hm_attachment_get_data(a, "via");
+    int w = via && strcmp(via, "pci") == 0 ? hm_ninep_slot_writable(h, id) : -1;
+    if (w >= 0 && !hm_attachment_get_data(a, "writable"))
+      hm_attachment_set_data(a, "writable", w ? "1" : "0", NULL);
   }
   if (d)
     closedir(d);

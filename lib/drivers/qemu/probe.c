@@ -99,6 +99,24 @@ static int probe_qemu(hm_status *st, hm_qmp *qmp, const char *dir, int *port_ope
     json_object_put(ret);
     ret = NULL;
   }
+  /* Reserved 9p slots: the marker object qemu-args adds says how many. */
+  if (qom(qmp, "qom-list", "/objects", NULL, &ret) == 0) {
+    unsigned ro = 0, rw = 0;
+    char model[32] = "";
+    json_object *id = NULL;
+    if (hm_qmp_reply_has(ret, "name", HM_QEMU_9P_MARKER) &&
+        qom(qmp, "qom-get", "/objects/" HM_QEMU_9P_MARKER, "identity", &id) == 0 &&
+        sscanf(json_object_get_string(id) ? json_object_get_string(id) : "",
+               "ro=%u/rw=%u/model=%31[a-z-]", &ro, &rw, model) != 3)
+      ro = rw = 0;
+    r = r ?: hm_status_setf(st, "ninepSlotsReadOnly", "%u", ro);
+    r = r ?: hm_status_setf(st, "ninepSlotsWritable", "%u", rw);
+    if (ro || rw)
+      r = r ?: hm_status_setf(st, "ninepSlotsModel", "%s", model);
+    json_object_put(id);
+    json_object_put(ret);
+    ret = NULL;
+  }
   /* frontend-open: something in the guest holds the agent's port open. */
   if (hm_qmp_execute(qmp, "query-chardev", NULL, -1, &ret, PROBE_QMP_TIMEOUT_MS, NULL) == 0) {
     int found = 0;

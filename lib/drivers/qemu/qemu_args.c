@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int hm_qemu_config_new(hm_qemu_config **out, const char *instance_dir, hm_error **err) {
   if (!out || !instance_dir || !*instance_dir)
@@ -14,11 +15,15 @@ int hm_qemu_config_new(hm_qemu_config **out, const char *instance_dir, hm_error 
   if (strpbrk(instance_dir, "\n\r"))
     return HM_ERR(err, HM_E_INVALID, "instance directory contains a line break");
   hm_qemu_config *c = calloc(1, sizeof(*c));
-  if (!c || !(c->dir = strdup(instance_dir)) || !(c->memory = strdup("1024M"))) {
+  /* QEMU as root: passthrough (guest uids and modes as they are). As a
+   * user: none (files as that user; a guest chown is not an error). */
+  if (!c || !(c->dir = strdup(instance_dir)) || !(c->memory = strdup("1024M")) ||
+      !(c->ninep_model = strdup(geteuid() == 0 ? "passthrough" : "none"))) {
     hm_qemu_config_free(c);
     return HM_ERR_NOMEM(err);
   }
   c->slots = 32;
+  c->ninep_slots = HM_QEMU_9P_DEFAULT_SLOTS;
   *out = c;
   return 0;
 }
@@ -29,7 +34,38 @@ void hm_qemu_config_free(hm_qemu_config *cfg) {
   free(cfg->dir);
   free(cfg->memory);
   free(cfg->virtiofsd);
+  free(cfg->ninep_model);
   free(cfg);
+}
+
+int hm_qemu_config_set_9p_slots(hm_qemu_config *cfg, unsigned n, hm_error **err) {
+  if (!cfg)
+    return HM_ERR(err, HM_E_INVALID, "cfg is NULL");
+  if (n > HM_QEMU_9P_MAX_SLOTS)
+    return HM_ERR(err, HM_E_INVALID, "9p slots must be from 0 to %d per kind, not %u",
+                  HM_QEMU_9P_MAX_SLOTS, n);
+  cfg->ninep_slots = n;
+  return 0;
+}
+
+int hm_qemu_config_set_9p_security(hm_qemu_config *cfg, const char *model, hm_error **err) {
+  static const char *const models[] = {"passthrough", "none", "mapped-xattr", "mapped-file", NULL};
+  if (!cfg || !model)
+    return HM_ERR(err, HM_E_INVALID, "cfg and model must not be NULL");
+  for (const char *const *m = models; *m; m++) {
+    if (strcmp(*m, model) == 0) {
+      char *d = strdup(model);
+      if (!d)
+        return HM_ERR_NOMEM(err);
+      free(cfg->ninep_model);
+      cfg->ninep_model = d;
+      return 0;
+    }
+  }
+  return HM_ERR(err, HM_E_INVALID,
+                "9p security model \"%s\" is not one of passthrough, none, mapped-xattr, "
+                "mapped-file",
+                model);
 }
 
 int hm_qemu_config_set_slots(hm_qemu_config *cfg, unsigned slots, hm_error **err) {
@@ -140,6 +176,27 @@ int hm_qemu_config_build_args(char ***out, const hm_qemu_config *cfg, hm_error *
   r = r
           ?: hm_strv_push(
                  &v, "virtserialport,bus=hm-serial.0,chardev=hm-agent,name=" HM_QEMU_AGENT_PORT);
+  /* Reserved 9p slots (see qemu_internal.h): QEMU opens an fsdev's path only
+   * when a virtio-9p-pci using it is realized, so each path is a link the
+   * backend points at the share just before it plugs the device. */
+  for (unsigned k = 0; !r && k < 2 * cfg->ninep_slots; k++) {
+    unsigned i = k % cfg->ninep_slots;
+    const char *kind = k < cfg->ninep_slots ? "ro" : "rw";
+    r = r ?: hm_strv_push(&v, "-fsdev");
+    r = r
+            ?: hm_strv_pushf(&v,
+                             "local,id=" HM_QEMU_9P_FSDEV_PREFIX "%s-%u,path=%s/" HM_QEMU_9P_DIR
+                             "/%s-%u,security_model=%s%s",
+                             kind, i, dir, kind, i, cfg->ninep_model,
+                             k < cfg->ninep_slots ? ",readonly=on" : "");
+  }
+  if (cfg->ninep_slots) {
+    r = r ?: hm_strv_push(&v, "-object");
+    r = r
+            ?: hm_strv_pushf(&v,
+                             "authz-simple,id=" HM_QEMU_9P_MARKER ",identity=ro=%u/rw=%u/model=%s",
+                             cfg->ninep_slots, cfg->ninep_slots, cfg->ninep_model);
+  }
   r = r ?: hm_strv_push(&v, "-chardev");
   r = r ?: hm_strv_pushf(&v, "socket,id=hm-qmp,path=%s/qmp.sock,server=on,wait=off", dir);
   r = r ?: hm_strv_push(&v, "-mon");

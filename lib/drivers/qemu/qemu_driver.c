@@ -39,6 +39,7 @@ typedef struct qemu_impl {
   unsigned char reserved[HM_QEMU_MAX_SLOTS];
   int64_t freed_at[HM_QEMU_MAX_SLOTS]; /* when this process last emptied the slot */
   hm_ninep_host ninep;                 /* 9p: ninep.c, on this QMP connection */
+  hm_ninep_slots ninep_slots;          /* reserved 9p slots in flight */
 } qemu_impl;
 
 /*
@@ -230,6 +231,26 @@ static void release_slot(qemu_impl *q, int slot) {
   pthread_mutex_lock(&q->slot_lock);
   q->reserved[slot] = 0;
   pthread_mutex_unlock(&q->slot_lock);
+}
+
+static void mark_port_freed(qemu_impl *q, int slot) {
+  if (slot >= 0 && slot < HM_QEMU_MAX_SLOTS) {
+    pthread_mutex_lock(&q->slot_lock);
+    q->freed_at[slot] = hm_now_ms();
+    pthread_mutex_unlock(&q->slot_lock);
+  }
+}
+
+static int ninep_port_reserve(void *ud, hm_error **err) {
+  return reserve_slot(ud, err);
+}
+
+static void ninep_port_release(void *ud, int port) {
+  release_slot(ud, port);
+}
+
+static void ninep_port_freed(void *ud, int port) {
+  mark_port_freed(ud, port);
 }
 
 static int get_vfs(qemu_impl *q, hm_virtiofsd_info *out, hm_error **err) {
@@ -502,12 +523,7 @@ static int qemu_has(qemu_impl *q, const char *cmd, const char *key, const char *
 
 static void mark_freed(qemu_impl *q, hm_attachment *att) {
   const char *slot = hm_attachment_get_data(att, "slot");
-  int i = slot ? atoi(slot) : -1;
-  if (i >= 0 && i < HM_QEMU_MAX_SLOTS) {
-    pthread_mutex_lock(&q->slot_lock);
-    q->freed_at[i] = hm_now_ms();
-    pthread_mutex_unlock(&q->slot_lock);
-  }
+  mark_port_freed(q, slot ? atoi(slot) : -1);
 }
 
 static int qemu_detach(void *impl, hm_attachment *att, hm_error **err) {
@@ -658,18 +674,22 @@ static void scan_pid(pid_t pid, void *ud) {
     hm_helper_adopt(pid, "virtiofsd_pid", scan_get_cb, ud);
 }
 
-/* 9p ports ("hm-N-dev" virtserialports) get the 9p transport and tag. */
+/* 9p devices ("hm-N-dev" virtserialports, or virtio-9p-pci devices of
+ * reserved slots) get the 9p transport and tag. */
 static void scan_9p_ports(scan_acc *acc, json_object *ret) {
   size_t n = json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
   for (size_t i = 0; i < n; i++) {
     json_object *item = json_object_array_get_idx(ret, i), *name, *type;
     if (!json_object_object_get_ex(item, "name", &name) ||
-        !json_object_object_get_ex(item, "type", &type) ||
-        strcmp(json_object_get_string(type), "child<virtserialport>") != 0)
+        !json_object_object_get_ex(item, "type", &type))
+      continue;
+    int serial = strcmp(json_object_get_string(type), "child<virtserialport>") == 0;
+    int pci = strcmp(json_object_get_string(type), "child<virtio-9p-pci>") == 0;
+    if (!serial && !pci)
       continue;
     char *id = id_from(json_object_get_string(name), "-dev");
     hm_attachment *a = id ? scan_get(acc, id) : NULL;
-    if (a && hm_ninep_mark(a, NULL) < 0)
+    if (a && (pci ? hm_ninep_mark_slot(a, NULL) : hm_ninep_mark(a, NULL)) < 0)
       acc->oom = 1;
     free(id);
   }
@@ -701,6 +721,8 @@ static int qemu_scan(void *impl, hm_attachment ***out, size_t *n, hm_error **err
     hm_virtiofsd_find(marker, scan_pid, &acc);
     free(marker);
     hm_ninep_scan(&q->ninep, scan_get_cb, &acc);
+    /* A slot attach cut short may have left its link pointed at a share. */
+    hm_ninep_slot_sweep(&q->ninep);
   }
   if (acc.oom) {
     r = HM_ERR_NOMEM(err);
@@ -782,6 +804,21 @@ static int qemu_describe(void *impl, hm_status *st, hm_error **err) {
                   NULL);
     json_object_put(ret);
   }
+  hm_ninep_slot_info info;
+  if (hm_ninep_slot_info_get(&q->ninep, &info, NULL) == 0) {
+    snprintf(buf, sizeof(buf), "%u", info.ro);
+    hm_status_set(st, "ninepSlotsReadOnly", buf, NULL);
+    snprintf(buf, sizeof(buf), "%u", info.rw);
+    hm_status_set(st, "ninepSlotsWritable", buf, NULL);
+    int f = info.ro ? hm_ninep_slot_free(&q->ninep, 0, NULL) : 0;
+    snprintf(buf, sizeof(buf), "%d", f > 0 ? f : 0);
+    hm_status_set(st, "ninepSlotsReadOnlyFree", buf, NULL);
+    f = info.rw ? hm_ninep_slot_free(&q->ninep, 1, NULL) : 0;
+    snprintf(buf, sizeof(buf), "%d", f > 0 ? f : 0);
+    hm_status_set(st, "ninepSlotsWritableFree", buf, NULL);
+    if (info.ro || info.rw)
+      hm_status_set(st, "ninepSlotsModel", info.model, NULL);
+  }
   hm_virtiofsd_info vfs = {0};
   if (get_vfs(q, &vfs, NULL) == 0) {
     hm_status_set(st, "virtiofsd", vfs.path, NULL);
@@ -807,6 +844,7 @@ static void qemu_destroy(void *impl) {
   hm_virtiofsd_info_clear(&q->vfs);
   pthread_rwlock_destroy(&q->qmp_lock);
   pthread_mutex_destroy(&q->slot_lock);
+  pthread_mutex_destroy(&q->ninep_slots.lock);
   free(q->dir);
   free(q->qmp_path);
   free(q->virtiofsd_path);
@@ -821,6 +859,7 @@ int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *cfg, hm
     return HM_ERR_NOMEM(err);
   pthread_rwlock_init(&q->qmp_lock, NULL);
   pthread_mutex_init(&q->slot_lock, NULL);
+  pthread_mutex_init(&q->ninep_slots.lock, NULL);
   if (!(q->dir = strdup(cfg->dir)) || asprintf(&q->qmp_path, "%s/qmp.sock", cfg->dir) < 0 ||
       (cfg->virtiofsd && !(q->virtiofsd_path = strdup(cfg->virtiofsd)))) {
     qemu_destroy(q);
@@ -830,6 +869,10 @@ int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *cfg, hm
   q->ninep.dir = q->dir;
   q->ninep.qmp_get = ninep_qmp_get;
   q->ninep.qmp_put = ninep_qmp_put;
+  q->ninep.port_reserve = ninep_port_reserve;
+  q->ninep.port_release = ninep_port_release;
+  q->ninep.port_freed = ninep_port_freed;
+  q->ninep.slots = &q->ninep_slots;
   hm_qmp *c;
   int r = qmp_get(q, &c, err);
   if (r < 0) {

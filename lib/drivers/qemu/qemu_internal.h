@@ -8,10 +8,23 @@
 #define HM_QEMU_ROOT_PORT_PREFIX "hm-rp-"
 #define HM_QEMU_AGENT_PORT "org.hotmount.agent.0"
 
+/* Reserved 9p slots (ninep_slot.c): fsdevs hm-9p-ro-K (readonly=on) and
+ * hm-9p-rw-K, whose paths are links INSTANCE/9p/ro-K, INSTANCE/9p/rw-K; the
+ * QOM object hm-9p-slots (an authz-simple, which does nothing by itself)
+ * says in its identity how many of each and with what security model, so the
+ * backend learns the reservation from QEMU itself. */
+#define HM_QEMU_9P_MAX_SLOTS 64
+#define HM_QEMU_9P_MARKER "hm-9p-slots"
+#define HM_QEMU_9P_FSDEV_PREFIX "hm-9p-"
+#define HM_QEMU_9P_DIR "9p"
+#define HM_QEMU_9P_DEFAULT_SLOTS 16
+
 struct hm_qemu_config {
   char *dir;
   unsigned slots;
-  char *memory; /* normalized, e.g. "1024M" */
+  unsigned ninep_slots; /* per kind: this many read-only and this many writable */
+  char *ninep_model;    /* security_model of the fsdevs */
+  char *memory;         /* normalized, e.g. "1024M" */
   char *virtiofsd;
 };
 

@@ -555,6 +555,15 @@ void hm_qmp_set_event_callback(hm_qmp *q, hm_qmp_event_fn fn, void *ud, void (*d
     old_destroy(old_ud);
 }
 
+int hm_qmp_peer_uid(hm_qmp *q, uid_t *uid) {
+  struct ucred cr;
+  socklen_t len = sizeof(cr);
+  if (!q || q->fd < 0 || getsockopt(q->fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+    return -1;
+  *uid = cr.uid;
+  return 0;
+}
+
 int hm_qmp_is_connected(hm_qmp *q) {
   if (!q)
     return 0;

@@ -13,6 +13,7 @@
 
 #include "private.h"
 #include <json-c/json.h>
+#include <sys/types.h>
 
 typedef struct hm_qmp hm_qmp;
 
@@ -63,6 +64,9 @@ HM_PRIVATE void hm_qmp_set_event_callback(hm_qmp *q, hm_qmp_event_fn fn, void *u
 
 /* Non-zero while the connection is up. */
 HM_PRIVATE int hm_qmp_is_connected(hm_qmp *q);
+
+/* The uid QEMU runs as (SO_PEERCRED of the QMP socket): 0, or -1. */
+HM_PRIVATE int hm_qmp_peer_uid(hm_qmp *q, uid_t *uid);
 
 /* qmp_util.c: idioms on a connected client. */
 /* 1 when an object of the reply array has member key == value, else 0. */

@@ -50,7 +50,7 @@ SELF=$(readlink -f "$0")
 
 # Kernel modules to ship; their dependencies are added from modules.dep.
 MODULES="virtio_pci virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev
-fuse virtiofs netfs fscache 9pnet 9pnet_fd 9p virtio_console
+fuse virtiofs netfs fscache 9pnet 9pnet_fd 9pnet_virtio 9p virtio_console
 virtio_net net_failover failover virtio_rng"
 
 SUDO=

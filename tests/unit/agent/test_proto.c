@@ -143,7 +143,7 @@ START_TEST(request_fields) {
           "unknown type 'nfs'", 9);
   req_bad("{\"id\":9,\"op\":\"mount\",\"type\":\"9p\",\"target\":\"/x\",\"readonly\":true,"
           "\"timeout_ms\":1}",
-          HM_E_PROTOCOL, "missing field 'port'", 9);
+          HM_E_PROTOCOL, "type 9p needs a 'port' or a 'tag'", 9);
   req_bad("{\"id\":9,\"op\":\"mount\",\"type\":\"virtiofs\",\"tag\":\"t\\u0000x\",\"target\":"
           "\"/x\",\"readonly\":true,\"timeout_ms\":1}",
           HM_E_PROTOCOL, "'tag' contains a NUL", 9);

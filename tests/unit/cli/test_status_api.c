@@ -151,6 +151,10 @@ static char *transcript(const char *share, const char *chardev_file) {
       "{\"name\":\"hm-rp-0\",\"type\":\"child<pcie-root-port>\"},"
       "{\"name\":\"hm-rp-1\",\"type\":\"child<pcie-root-port>\"},"
       "{\"name\":\"other-rp\",\"type\":\"child<pcie-root-port>\"}]}},"
+      "{\"expect\":\"qom-list\",\"arguments\":{\"path\":\"/objects\"},"
+      "\"reply\":{\"return\":[{\"name\":\"hm-9p-slots\",\"type\":\"child<authz-simple>\"}]}},"
+      "{\"expect\":\"qom-get\",\"arguments\":{\"path\":\"/objects/hm-9p-slots\","
+      "\"property\":\"identity\"},\"reply\":{\"return\":\"ro=4/rw=2/model=none\"}},"
       "{\"expect\":\"query-chardev\",\"reply\":{\"return\":["
       "{\"frontend-open\":false,\"filename\":\"disconnected:unix:%s,server=on\","
       "\"label\":\"hm-agent\"},"
@@ -194,6 +198,10 @@ START_TEST(test_probe_ready_vm) {
   /* Only our own hm-rp-N ports are hot-plug slots. */
   ck_assert_str_eq(hm_status_get(st, "slotsTotal"), "2");
   ck_assert_str_eq(hm_status_get(st, "virtioSerial"), "true");
+  /* The reserved 9p slots, as the marker object says. */
+  ck_assert_str_eq(hm_status_get(st, "ninepSlotsReadOnly"), "4");
+  ck_assert_str_eq(hm_status_get(st, "ninepSlotsWritable"), "2");
+  ck_assert_str_eq(hm_status_get(st, "ninepSlotsModel"), "none");
   ck_assert_str_eq(hm_status_get(st, "agentChannel"), "true");
   ck_assert_str_eq(hm_status_get(st, "agentPortOpen"), "false");
   ck_assert_ptr_null(hm_status_get(st, "agentChannelPath"));

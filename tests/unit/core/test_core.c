@@ -313,7 +313,7 @@ START_TEST(test_mount_list_json) {
   hm_mount *m = NULL;
   hm_mount_list *l = NULL, *back = NULL;
   char *text = NULL;
-  ck_assert_int_eq(hm_mount_build(&m, "hm-1", &spec, "hm-1", HM_STATE_BROKEN, "gone"), 0);
+  ck_assert_int_eq(hm_mount_build(&m, "hm-1", &spec, "hm-1", NULL, HM_STATE_BROKEN, "gone"), 0);
   ck_assert_int_eq(hm_mount_list_new(&l), 0);
   ck_assert_int_eq(hm_mount_list_take(l, m), 0);
   ck_assert_int_eq(hm_mount_list_to_json(&text, l, NULL), 0);

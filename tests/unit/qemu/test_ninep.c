@@ -174,6 +174,15 @@ static void stop_qemu(void) {
   qf_stop(&fx);
 }
 
+/* A 9p spec forced onto the virtio-serial path (the fixture's VM has reserved
+ * 9p slots, which a read-only mount would otherwise take). */
+static hm_mount_spec *serial_spec(void) {
+  hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P);
+  ck_assert_int_eq(hm_mount_spec_set_option(s, "via", "serial", NULL), 0);
+  ck_assert_int_eq(hm_mount_spec_validate(s, NULL), 0);
+  return s;
+}
+
 static int count_fds(void) {
   int n = 0;
   DIR *d = opendir("/proc/self/fd");
@@ -209,7 +218,7 @@ START_TEST(test_attach_detach) {
   int leak_fd = open(leak, O_WRONLY | O_CREAT, 0600);
   ck_assert_int_ge(leak_fd, 0);
   int fds = count_fds();
-  hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P);
+  hm_mount_spec *s = serial_spec();
   hm_attachment *att = NULL;
   hm_attachment_new(&att, "hm-1", NULL);
   int ports = hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_9P, NULL);
@@ -304,7 +313,7 @@ START_TEST(test_rollback_chardev_add_fails) {
   qf_exec(&fx, "chardev-add", "{\"id\":\"hm-5-chr\",\"backend\":{\"type\":\"null\",\"data\":{}}}");
   int fds = count_fds();
   int ports = hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_9P, NULL);
-  hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P);
+  hm_mount_spec *s = serial_spec();
   hm_attachment *att = NULL;
   hm_attachment_new(&att, "hm-5", NULL);
   ck_assert_int_eq(hm_fs_hotplugger_attach(fx.hp, s, att, &err), HM_E_QMP);
@@ -327,7 +336,7 @@ START_TEST(test_rollback_device_add_fails) {
           "{\"driver\":\"virtserialport\",\"id\":\"hm-6-dev\",\"bus\":\"hm-serial.0\","
           "\"name\":\"test.taken\"}");
   int fds = count_fds();
-  hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P);
+  hm_mount_spec *s = serial_spec();
   hm_attachment *att = NULL;
   hm_attachment_new(&att, "hm-6", NULL);
   ck_assert_int_eq(hm_fs_hotplugger_attach(fx.hp, s, att, &err), HM_E_QMP);
@@ -345,7 +354,7 @@ END_TEST
 
 START_TEST(test_dead_diod) {
   hm_error *err = NULL;
-  hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P);
+  hm_mount_spec *s = serial_spec();
   hm_attachment *att = NULL;
   hm_attachment_new(&att, "hm-3", NULL);
   ck_assert_msg(hm_fs_hotplugger_attach(fx.hp, s, att, &err) == 0, "%s", hm_error_message(err));
@@ -372,7 +381,7 @@ END_TEST
 
 START_TEST(test_scan_finds_9p) {
   hm_error *err = NULL;
-  hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P);
+  hm_mount_spec *s = serial_spec();
   hm_attachment *att = NULL;
   hm_attachment_new(&att, "hm-4", NULL);
   ck_assert_msg(hm_fs_hotplugger_attach(fx.hp, s, att, &err) == 0, "%s", hm_error_message(err));
@@ -504,6 +513,177 @@ START_TEST(test_options) {
 }
 END_TEST
 
+/* --- reserved 9p slots (ninep_slot.c) ------------------------------------ */
+
+/* Where INSTANCE/9p/NAME points ("" when it is not a link). */
+static void slot_link(const char *name, char *out, size_t size) {
+  char p[512];
+  snprintf(p, sizeof(p), "%s/9p/%s", fx.dir, name);
+  ssize_t n = readlink(p, out, size - 1);
+  out[n > 0 ? n : 0] = '\0';
+}
+
+static hm_attachment *attach_ok(hm_mount_spec *s, const char *id) {
+  hm_attachment *att = NULL;
+  hm_error *err = NULL;
+  hm_attachment_new(&att, id, NULL);
+  ck_assert_msg(hm_fs_hotplugger_attach(fx.hp, s, att, &err) == 0, "%s: %s", id,
+                hm_error_message(err));
+  return att;
+}
+
+START_TEST(test_slot_attach) {
+  int fds = count_fds();
+  int ports = hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_VIRTIOFS, NULL);
+  hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P); /* read-only, no via: a slot */
+  hm_attachment *att = attach_ok(s, "hm-1");
+  ck_assert_str_eq(hm_attachment_get_tag(att), "hm-1");
+  ck_assert_str_eq(hm_attachment_get_data(att, "via"), "pci");
+  ck_assert_str_eq(hm_attachment_get_data(att, "guestTransport"), "virtio");
+  ck_assert_str_eq(hm_attachment_get_data(att, "fsdev"), "hm-9p-ro-0");
+  ck_assert_str_eq(hm_attachment_get_data(att, "guestOptions"),
+                   "version=9p2000.L,msize=524288,cache=fscache");
+  /* The device: a virtio-9p-pci on one of the root ports, the shared pool. */
+  char *v = qom_str("/machine/peripheral/hm-1-dev", "fsdev");
+  ck_assert_str_eq(v, "hm-9p-ro-0");
+  free(v);
+  v = qom_str("/machine/peripheral/hm-1-dev", "mount_tag");
+  ck_assert_str_eq(v, "hm-1");
+  free(v);
+  ck_assert_int_eq(hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_VIRTIOFS, NULL), ports - 1);
+  /* The fsdev's link is back at the placeholder, the marker link names the
+   * share, no diod runs and no descriptor stayed open. */
+  char t[256];
+  slot_link("ro-0", t, sizeof(t));
+  ck_assert_str_eq(t, "empty");
+  char mk[512], mt[4096] = "";
+  snprintf(mk, sizeof(mk), "%s/hm-1-9p", fx.dir);
+  ck_assert_int_gt(readlink(mk, mt, sizeof(mt) - 1), 0);
+  ck_assert_str_eq(mt, fx.share);
+  ck_assert_int_eq(diods(NULL, 0), 0);
+  ck_assert_int_eq(count_fds(), fds);
+  ck_assert_int_lt(hm_fs_hotplugger_watch_fd(fx.hp, att), 0);
+  char *why = NULL;
+  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &why, NULL), 1);
+  ck_assert_ptr_null(why);
+  /* The next read-only mount takes the next fsdev. */
+  hm_attachment *b = attach_ok(s, "hm-2");
+  ck_assert_str_eq(hm_attachment_get_data(b, "fsdev"), "hm-9p-ro-1");
+  /* Scan (a lost registry) finds both as slot mounts. */
+  hm_attachment **sv = NULL;
+  size_t n = 0;
+  ck_assert_int_eq(hm_fs_hotplugger_scan(fx.hp, &sv, &n, NULL), 0);
+  ck_assert_int_eq(n, 2);
+  for (size_t i = 0; i < n; i++) {
+    ck_assert_str_eq(hm_attachment_get_data(sv[i], "via"), "pci");
+    ck_assert_str_eq(hm_attachment_get_tag(sv[i]), hm_attachment_get_id(sv[i]));
+    ck_assert_str_eq(hm_attachment_get_data(sv[i], "hostPath"), fx.share);
+    hm_attachment_free(sv[i]);
+  }
+  free(sv);
+  hm_attachment_free(att);
+  hm_attachment_free(b);
+  hm_mount_spec_free(s);
+}
+END_TEST
+
+START_TEST(test_slot_choice) {
+  /* QEMU runs as root here and the slots use passthrough: a writable mount
+   * goes over virtio-serial unless via=pci insists. */
+  hm_mount_spec *rw = qf_spec(&fx, HM_TYPE_9P);
+  hm_mount_spec_set_writable(rw, 1, NULL);
+  hm_attachment *a = attach_ok(rw, "hm-1");
+  ck_assert_str_eq(hm_attachment_get_data(a, "via"), "serial");
+  ck_assert_str_eq(hm_attachment_get_tag(a), "org.hotmount.9p.hm-1");
+  hm_mount_spec_set_option(rw, "via", "pci", NULL);
+  hm_attachment *b = attach_ok(rw, "hm-2");
+  ck_assert_str_eq(hm_attachment_get_data(b, "via"), "pci");
+  ck_assert_str_eq(hm_attachment_get_data(b, "fsdev"), "hm-9p-rw-0");
+  /* Both root ports are taken now (SLOTS = 2, one by hm-2; a read-only
+   * slot mount takes the other): a further read-only mount falls back to
+   * the serial path, and via=pci is refused with the reason. */
+  hm_mount_spec *ro = qf_spec(&fx, HM_TYPE_9P);
+  hm_attachment *c = attach_ok(ro, "hm-3");
+  ck_assert_str_eq(hm_attachment_get_data(c, "via"), "pci");
+  hm_attachment *d = attach_ok(ro, "hm-4");
+  ck_assert_str_eq(hm_attachment_get_data(d, "via"), "serial");
+  hm_mount_spec_set_option(ro, "via", "pci", NULL);
+  hm_attachment *e = NULL;
+  hm_error *err = NULL;
+  hm_attachment_new(&e, "hm-5", NULL);
+  ck_assert_int_eq(hm_fs_hotplugger_attach(fx.hp, ro, e, &err), HM_E_NO_SLOT);
+  ck_assert_msg(strstr(hm_error_message(err), "hot-plug slots are in use"), "%s",
+                hm_error_message(err));
+  hm_error_free(err);
+  ck_assert(!link_exists("hm-5"));
+  ck_assert(!qf_has_device(&fx, "hm-5-dev"));
+  /* The serial ones detach without a guest; the slots' fsdevs stay taken. */
+  ck_assert_int_eq(hm_fs_hotplugger_detach(fx.hp, a, NULL), 0);
+  ck_assert_int_eq(hm_fs_hotplugger_detach(fx.hp, d, NULL), 0);
+  ck_assert_int_eq(diods(NULL, 0), 0);
+  hm_attachment *all[] = {a, b, c, d, e};
+  for (size_t i = 0; i < 5; i++)
+    hm_attachment_free(all[i]);
+  hm_mount_spec_free(rw);
+  hm_mount_spec_free(ro);
+}
+END_TEST
+
+START_TEST(test_slot_share_replaced) {
+  /* The share is swapped for another directory after it was checked: the
+   * attach refuses it and leaves nothing behind. */
+  int fds = count_fds();
+  hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P);
+  char moved[512], other[512];
+  snprintf(moved, sizeof(moved), "%s/share.orig", fx.dir);
+  snprintf(other, sizeof(other), "%s/other", fx.dir);
+  ck_assert_int_eq(mkdir(other, 0755), 0);
+  ck_assert_int_eq(rename(fx.share, moved), 0);
+  ck_assert_int_eq(rename(other, fx.share), 0);
+  hm_attachment *att = NULL;
+  hm_error *err = NULL;
+  hm_attachment_new(&att, "hm-7", NULL);
+  ck_assert_int_eq(hm_fs_hotplugger_attach(fx.hp, s, att, &err), HM_E_INVALID);
+  ck_assert_msg(strstr(hm_error_message(err), "replaced"), "%s", hm_error_message(err));
+  hm_error_free(err);
+  ck_assert(!link_exists("hm-7"));
+  ck_assert(!qf_has_device(&fx, "hm-7-dev"));
+  ck_assert_int_eq(count_fds(), fds);
+  /* Its fsdev and root port were given back: the original share, back in
+   * place, attaches to fsdev 0. */
+  ck_assert_int_eq(rename(fx.share, other), 0);
+  ck_assert_int_eq(rename(moved, fx.share), 0);
+  hm_attachment *b = attach_ok(s, "hm-8");
+  ck_assert_str_eq(hm_attachment_get_data(b, "fsdev"), "hm-9p-ro-0");
+  hm_attachment_free(att);
+  hm_attachment_free(b);
+  hm_mount_spec_free(s);
+}
+END_TEST
+
+START_TEST(test_slot_device_add_fails) {
+  /* The device id is taken: device_add fails after the link was pointed;
+   * the link goes back to the placeholder, the marker link goes. */
+  qf_exec(&fx, "device_add",
+          "{\"driver\":\"virtserialport\",\"id\":\"hm-6-dev\",\"bus\":\"hm-serial.0\","
+          "\"name\":\"test.taken\"}");
+  int fds = count_fds();
+  hm_mount_spec *s = qf_spec(&fx, HM_TYPE_9P);
+  hm_attachment *att = NULL;
+  hm_error *err = NULL;
+  hm_attachment_new(&att, "hm-6", NULL);
+  ck_assert_int_eq(hm_fs_hotplugger_attach(fx.hp, s, att, &err), HM_E_QMP);
+  hm_error_free(err);
+  char t[256];
+  slot_link("ro-0", t, sizeof(t));
+  ck_assert_str_eq(t, "empty");
+  ck_assert(!link_exists("hm-6"));
+  ck_assert_int_eq(count_fds(), fds);
+  hm_attachment_free(att);
+  hm_mount_spec_free(s);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ninep");
   TCase *tc0 = tcase_create("options");
@@ -520,6 +700,10 @@ int main(void) {
     tcase_add_test(tc, test_dead_diod);
     tcase_add_test(tc, test_scan_finds_9p);
     tcase_add_test(tc, test_unconfined_diod_not_adopted);
+    tcase_add_test(tc, test_slot_attach);
+    tcase_add_test(tc, test_slot_choice);
+    tcase_add_test(tc, test_slot_share_replaced);
+    tcase_add_test(tc, test_slot_device_add_fails);
     suite_add_tcase(s, tc);
   } else {
     printf("qemu-system-x86_64 or diod missing: only the option tests run\n");
