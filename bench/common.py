@@ -135,14 +135,16 @@ def mount_boot_9p(vm, tag="boot9p", mnt="/mnt/boot", msize=262144, cache="mmap")
 
 
 @contextlib.contextmanager
-def bench_vm(prefix, virtfs_share=None, ssh=False, extra_args=None, daemon=True):
+def bench_vm(prefix, virtfs_share=None, ssh=False, extra_args=None, daemon=True,
+             qemu_args_extra=None):
     """One guest booted with `hotmount qemu-args`, hotmountd serving it.
 
     virtfs_share: a host directory also given to QEMU at boot as a
     virtio-9p-pci share (-virtfs, mount tag boot9p; mount it with
     mount_boot_9p); the image then carries 9pnet_virtio.
     ssh: forward a free loopback port to the guest's dropbear and start
-    hotmountd with the --ssh-* options reverse-sshfs needs."""
+    hotmountd with the --ssh-* options reverse-sshfs needs.
+    qemu_args_extra: more options for `hotmount qemu-args` (--9p-slots ...)."""
     if os.geteuid() != 0:
         raise PermissionError("run as root (QEMU's virtiofsd, diod's read-only bind, -virtfs)")
     images = hmtest.image_dir() if os.environ.get("HM_E2E_IMAGE_DIR") else os.path.join(
@@ -169,7 +171,7 @@ def bench_vm(prefix, virtfs_share=None, ssh=False, extra_args=None, daemon=True)
                        "--ssh-identity", m["client_key"], "--ssh-known-hosts", b.known_hosts]
     try:
         with VM(b.work, image, instance_dir=b.inst, extra_args=extra,
-                ssh_port=b.ssh_port) as vm:
+                ssh_port=b.ssh_port, qemu_args_extra=qemu_args_extra) as vm:
             b.vm = vm
             if daemon:
                 d = hmtest.start_daemon(b.inst, *daemon_args)

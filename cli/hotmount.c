@@ -20,7 +20,8 @@ static const cli_command commands[] = {
     {"doctor", "doctor INSTANCE [--json]",
      "check a running VM for hot-mount readiness and say what to add to its QEMU command line",
      cmd_doctor},
-    {"qemu-args", "qemu-args INSTANCE [--slots N] [--memory SIZE]",
+    {"qemu-args",
+     "qemu-args INSTANCE [--slots N] [--memory SIZE] [--9p-slots N] [--9p-security MODEL]",
      "print the QEMU arguments that make a VM hot-mount ready, one per line", cmd_qemu_args},
     {"accel", "accel [--kernel KERNEL] [--qemu QEMU] [--timeout S] [--json]",
      "print the accelerator for QEMU here, kvm only when KVM booted KERNEL (else tcg); "

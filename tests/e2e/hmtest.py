@@ -237,6 +237,14 @@ class Ctx:
         links = [f for f in os.listdir(self.inst) if f.endswith("-9p")]
         if links:
             left.append("9p export links: %s" % links)
+        # reserved 9p slots: every fsdev link back at the empty placeholder
+        d9 = os.path.join(self.inst, "9p")
+        if os.path.isdir(d9):
+            astray = ["%s -> %s" % (f, os.readlink(os.path.join(d9, f)))
+                      for f in sorted(os.listdir(d9)) if os.path.islink(os.path.join(d9, f))
+                      and os.readlink(os.path.join(d9, f)) != "empty"]
+            if astray:
+                left.append("9p slot links not at the placeholder: %s" % astray)
         reg = self.list_json()
         if reg:
             left.append("registry: %s" % reg)

@@ -33,6 +33,17 @@ ADD_POINTS_9P = ["add:reserved", "add:9p-link-created", "add:9p-server-started",
                  "add:attached", "add:guest-mounted"]
 REMOVE_POINTS_9P = ["remove:detaching", "remove:guest-unmounted", "remove:device-deleted",
                     "remove:chardev-removed", "remove:9p-server-stopped"]
+# 9p through a reserved slot (lib/drivers/qemu/ninep_slot.c): marker link, the
+# fsdev's link pointed at the share, the virtio-9p-pci plugged.
+ADD_POINTS_9P_PCI = ["add:reserved", "add:9p-link-created", "add:9p-slot-pointed",
+                     "add:9p-device-added", "add:attached", "add:guest-mounted"]
+REMOVE_POINTS_9P_PCI = ["remove:detaching", "remove:guest-unmounted", "remove:device-deleted"]
+POINTS = {"serial": (ADD_POINTS_9P, REMOVE_POINTS_9P),
+          "pci": (ADD_POINTS_9P_PCI, REMOVE_POINTS_9P_PCI)}
+
+
+def add9p(c, host, mp, via, *extra):
+    return hm("add", c.inst, host, mp, "--type", "9p", "-o", "via=" + via, *extra)
 
 
 def daemon_pid(inst):
@@ -141,23 +152,28 @@ def case_add_kills(c, host):
              "clean after %s (remove if it was kept)" % point, left)
 
 
-def case_add_kills_9p(c, host):
+def case_add_kills_9p(c, host, via="serial"):
     """Every step of a 9p add, then restart: whole and listed, or gone with
-    no diod, port, chardev, export link, or fd left in QEMU."""
+    no diod, port, chardev, export link, or fd left in QEMU (pci: no device,
+    the fsdev links at their placeholder)."""
     t = c.t
     stop_daemon(c.inst)
     start_daemon(c.inst)
     anon = qemu_anon_sockets(c)
     t0 = time.monotonic()
-    for point in ADD_POINTS_9P:
+    for point in POINTS[via][0]:
         stop_daemon(c.inst)
         d = start_daemon(c.inst, point)
-        rc, out = hm("add", c.inst, host, "/mnt/crash9", "--type", "9p")
+        rc, out = add9p(c, host, "/mnt/crash9", via)
         died = wait_dead(c.inst)
-        t.ok(rc != 0 and died, "9p: daemon killed at %s during add" % point, out + d.stderr)
+        t.ok(rc != 0 and died, "9p/%s: daemon killed at %s during add" % (via, point),
+             out + d.stderr)
         d = start_daemon(c.inst)
         ok, detail = settled(c, host, "/mnt/crash9", "9p", anon)
-        t.ok(d.returncode == 0 and ok, "9p: after restart (%s): whole or gone" % point,
+        lst = c.list_json()
+        if lst and lst[0].get("via") != via:
+            ok, detail = False, "kept, but via %s: %s" % (lst[0].get("via"), lst)
+        t.ok(d.returncode == 0 and ok, "9p/%s: after restart (%s): whole or gone" % (via, point),
              detail + d.stderr)
         if c.list_json():
             rc, out = hm("remove", c.inst, "/mnt/crash9")
@@ -166,25 +182,26 @@ def case_add_kills_9p(c, host):
             left.append("QEMU holds %d path-less sockets, %d before" %
                         (qemu_anon_sockets(c), anon))
         t.ok(not left and "/mnt/crash9" not in c.guest_mounts(),
-             "9p: clean after %s (remove if it was kept)" % point, left)
-    t.note("9p: %d add kill points took %.0f s" % (len(ADD_POINTS_9P), time.monotonic() - t0))
+             "9p/%s: clean after %s (remove if it was kept)" % (via, point), left)
+    t.note("9p/%s: %d add kill points took %.0f s" %
+           (via, len(POINTS[via][0]), time.monotonic() - t0))
 
 
-def case_remove_kills_9p(c, host):
+def case_remove_kills_9p(c, host, via="serial"):
     t = c.t
     anon = qemu_anon_sockets(c)
     t0 = time.monotonic()
-    for point in REMOVE_POINTS_9P:
+    for point in POINTS[via][1]:
         stop_daemon(c.inst)
         start_daemon(c.inst)
-        rc, out = hm("add", c.inst, host, "/mnt/crash9", "--type", "9p")
-        if not t.ok(rc == 0, "9p: add before the kill at %s" % point, out):
+        rc, out = add9p(c, host, "/mnt/crash9", via)
+        if not t.ok(rc == 0, "9p/%s: add before the kill at %s" % (via, point), out):
             continue
         stop_daemon(c.inst)
         start_daemon(c.inst, point)
         rc, out = hm("remove", c.inst, "/mnt/crash9")
         died = wait_dead(c.inst)
-        t.ok(rc != 0 and died, "9p: daemon killed at %s during remove" % point, out)
+        t.ok(rc != 0 and died, "9p/%s: daemon killed at %s during remove" % (via, point), out)
         d = start_daemon(c.inst)
         lst = c.list_json()
         left = c.leftovers()
@@ -193,10 +210,10 @@ def case_remove_kills_9p(c, host):
                         (qemu_anon_sockets(c), anon))
         t.ok(d.returncode == 0 and not lst and not left and
              "/mnt/crash9" not in c.guest_mounts(),
-             "9p: after restart (%s): the remove was finished, nothing left" % point,
+             "9p/%s: after restart (%s): the remove was finished, nothing left" % (via, point),
              "registry %s leftovers %s %s" % (lst, left, d.stderr))
-    t.note("9p: %d remove kill points took %.0f s" %
-           (len(REMOVE_POINTS_9P), time.monotonic() - t0))
+    t.note("9p/%s: %d remove kill points took %.0f s" %
+           (via, len(POINTS[via][1]), time.monotonic() - t0))
 
 
 def case_diod_killed_while_down(c, host):
@@ -206,7 +223,7 @@ def case_diod_killed_while_down(c, host):
     stop_daemon(c.inst)
     start_daemon(c.inst)
     anon = qemu_anon_sockets(c)
-    rc, out = hm("add", c.inst, host, "/mnt/crash9", "--type", "9p")
+    rc, out = add9p(c, host, "/mnt/crash9", "serial")
     t.ok(rc == 0, "9p: add before diod is killed", out)
     stop_daemon(c.inst)
     procs = c.diod_procs()
@@ -226,14 +243,15 @@ def case_diod_killed_while_down(c, host):
          "9p: remove cleans it up (port, chardev, export link, guest mount)", (out, left))
 
 
-def case_corrupt_state_9p(c, host):
-    """A lost state file with a 9p mount: rebuilt from the port in QEMU,
-    diod's markers and the guest's list, as a 9p mount that still works."""
+def case_corrupt_state_9p(c, host, via="serial"):
+    """A lost state file with a 9p mount: rebuilt from the device in QEMU,
+    diod's markers or the marker link, and the guest's list, as a 9p mount
+    that still works."""
     t = c.t
     stop_daemon(c.inst)
     start_daemon(c.inst)
-    rc, out = hm("add", c.inst, host, "/mnt/lost9", "--type", "9p", "--writable")
-    t.ok(rc == 0, "9p: add before the state file is lost", out)
+    rc, out = add9p(c, host, "/mnt/lost9", via, "--writable")
+    t.ok(rc == 0, "9p/%s: add before the state file is lost" % via, out)
     stop_daemon(c.inst)
     with open(os.path.join(c.inst, "state.json"), "w") as f:
         f.write("not json")
@@ -242,9 +260,9 @@ def case_corrupt_state_9p(c, host):
     rc, out = c.guest("echo back > /mnt/lost9/from-guest && cat /mnt/lost9/probe")
     t.ok(d.returncode == 0 and len(lst) == 1 and lst[0]["mountPoint"] == "/mnt/lost9" and
          lst[0]["type"] == "9p" and lst[0]["hostPath"] == host and lst[0]["writable"] and
-         lst[0]["state"] == "mounted" and out.strip() == "probe",
-         "9p: corrupt state file: the mount is rebuilt as 9p (type, hostPath, writable) and "
-         "still works", "%s %s %s" % (lst, out, d.stderr))
+         lst[0]["state"] == "mounted" and lst[0].get("via") == via and out.strip() == "probe",
+         "9p/%s: corrupt state file: the mount is rebuilt as 9p (type, hostPath, writable, via) "
+         "and still works" % via, "%s %s %s" % (lst, out, d.stderr))
     for f in os.listdir(c.inst):
         if f.startswith("state.json.corrupt-"):
             os.unlink(os.path.join(c.inst, f))
@@ -255,7 +273,19 @@ def case_corrupt_state_9p(c, host):
         pass
     left = c.leftovers()
     t.ok(rc == 0 and not left and "/mnt/lost9" not in c.guest_mounts(),
-         "9p: remove after the rebuild, nothing left", (out, left))
+         "9p/%s: remove after the rebuild, nothing left" % via, (out, left))
+
+
+def case_add_kills_9p_pci(c, host):
+    case_add_kills_9p(c, host, "pci")
+
+
+def case_remove_kills_9p_pci(c, host):
+    case_remove_kills_9p(c, host, "pci")
+
+
+def case_corrupt_state_9p_pci(c, host):
+    case_corrupt_state_9p(c, host, "pci")
 
 
 def case_remove_kills(c, host):
@@ -410,6 +440,7 @@ def probe_host(c):
 
 CASES = [lambda c, f=f: f(c, probe_host(c)) for f in (
     case_add_kills, case_remove_kills, case_add_kills_9p, case_remove_kills_9p,
+    case_add_kills_9p_pci, case_remove_kills_9p_pci, case_corrupt_state_9p_pci,
     case_diod_killed_while_down, case_corrupt_state_9p, case_guest_unmount, case_corrupt_state,
     case_guest_reboot, case_helper_killed)]
 

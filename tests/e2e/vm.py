@@ -114,15 +114,16 @@ def fallback_qemu_args(instance_dir, slots=32, memory="1G"):
     return a
 
 
-def hotmount_qemu_args(instance_dir, memory="1G"):
-    """Args from `$HOTMOUNT_BIN qemu-args DIR`, or the fallback. Returns
-    (args, source)."""
+def hotmount_qemu_args(instance_dir, memory="1G", extra=None):
+    """Args from `$HOTMOUNT_BIN qemu-args DIR [EXTRA...]`, or the fallback.
+    Returns (args, source)."""
     hm = os.environ.get("HOTMOUNT_BIN")
     why = "HOTMOUNT_BIN not set" if not hm else "%s not built" % hm
     if hm and os.path.isfile(hm) and os.access(hm, os.X_OK):
         cmd = [hm, "qemu-args", instance_dir]
         if memory != "1G":
             cmd += ["--memory", memory]
+        cmd += list(extra or [])
         try:
             p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                timeout=30, universal_newlines=True)
@@ -366,7 +367,7 @@ class VM:
 
     def __init__(self, workdir, image_dir, instance_dir=None, memory="1G", smp=2,
                  append="", extra_args=None, boot_timeout=180, qemu=None,
-                 ssh_port=None, append_extra=""):
+                 ssh_port=None, append_extra="", qemu_args_extra=None):
         self.workdir = os.path.abspath(workdir)
         self.image_dir = os.path.abspath(image_dir)
         self.instance_dir = os.path.abspath(instance_dir or workdir)
@@ -374,6 +375,7 @@ class VM:
         self.smp = smp
         self.append = (append + " " + append_extra).strip()
         self.ssh_port = ssh_port
+        self.qemu_args_extra = list(qemu_args_extra or [])
         self.extra_args = list(extra_args or [])
         self.boot_timeout = boot_timeout
         self.qemu = qemu or os.environ.get("HM_QEMU", "qemu-system-x86_64")
@@ -387,7 +389,8 @@ class VM:
 
     # -- command line -----------------------------------------------------------
     def command_line(self):
-        hm_args, self.args_source = hotmount_qemu_args(self.instance_dir, self.memory)
+        hm_args, self.args_source = hotmount_qemu_args(self.instance_dir, self.memory,
+                                                       self.qemu_args_extra)
         test_sock = os.path.join(self.workdir, "test.sock")
         test_qmp = os.path.join(self.workdir, "test-qmp.sock")
         append = "console=ttyS0 panic=-1 loglevel=4 " + self.append

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """e2e-hostile-fs: guest root attacks the host through the filesystems.
 
-One VM. Four hot-mounts: 9p read-only (/mnt/s, the default `hotmount add
---type 9p`), 9p writable (/mnt/w), virtiofs writable (/mnt/v) and
-reverse-sshfs writable (/mnt/h). A secret file lies beside the shares on the
+One VM. Five hot-mounts: 9p read-only over virtio-serial (/mnt/s, -o
+via=serial), 9p writable (/mnt/w: over virtio-serial, what a root QEMU gets
+by default), 9p read-only through a reserved slot (/mnt/p: QEMU's own 9p
+server), virtiofs writable (/mnt/v) and reverse-sshfs writable (/mnt/h). A secret file lies beside the shares on the
 host, never inside one.
 
 1. Through the mounts: device nodes, setuid/setgid bits, symlinks that point
@@ -142,7 +143,7 @@ def setup(c):
         f.write(SECRET + "\n")
     c.elems = [e for e in c.secret_path.split("/") if e]
     c.host = {}
-    for name in ("s", "w", "v", "h"):
+    for name in ("s", "w", "v", "h", "p"):
         d = os.path.join(c.work, "share-" + name)
         os.makedirs(d)
         os.chmod(d, 0o777)
@@ -151,8 +152,11 @@ def setup(c):
         with open(os.path.join(d, "plain"), "w") as f:
             f.write("plain\n")
         c.host[name] = d
-    adds = [("s", "/mnt/s", ["--type", "9p"]),
+    # s: the raw-9P probe's port (serial path); p: a reserved 9p slot
+    # (QEMU's own 9p server, read-only fsdev)
+    adds = [("s", "/mnt/s", ["--type", "9p", "-o", "via=serial"]),
             ("w", "/mnt/w", ["--type", "9p", "--writable"]),
+            ("p", "/mnt/p", ["--type", "9p", "-o", "via=pci"]),
             ("v", "/mnt/v", ["--type", "virtiofs", "--writable"]),
             ("h", "/mnt/h", ["--type", "reverse-sshfs", "--writable"])]
     c.mounted = set()
@@ -165,7 +169,8 @@ def setup(c):
             c.mounted.add(name)
 
 
-MOUNTS = [("w", "/mnt/w", "9p"), ("v", "/mnt/v", "virtiofs"), ("h", "/mnt/h", "reverse-sshfs")]
+MOUNTS = [("w", "/mnt/w", "9p"), ("v", "/mnt/v", "virtiofs"), ("h", "/mnt/h", "reverse-sshfs"),
+          ("p", "/mnt/p", "9p/pci read-only")]
 
 
 def case_mount_attacks(c):
