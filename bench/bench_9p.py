@@ -18,7 +18,9 @@ for both virtio mounts alike.
   read  = dd if=MNT/f of=/dev/null bs=1M, after dropping the guest's caches
 
 Best of N (HM_BENCH_N, default 3) each; also the add latency of each hot
-path (hotmount add returns with the guest mounted) and remove. Run on demand:
+path (hotmount add returns with the guest mounted) and remove, and the slot
+path with each guest cache mode (cache=none|loose|fscache|mmap; the default
+is mmap writable, fscache read-only), best of 2. Run on demand:
   meson test -C build --benchmark      or      python3 bench/bench_9p.py
 Environment as for tests/e2e (HOTMOUNT_BIN, HM_AGENT_BIN, HM_E2E_IMAGE_DIR).
 """
@@ -69,6 +71,13 @@ def main():
             rows["serial"] = measure_rw(b.vm, "/mnt/serial", MIB, n)
             for via in ("pci", "serial"):
                 lat[via].append(timed_hm("remove", b.inst, "/mnt/" + via))
+            caches = {}
+            for cache in ("none", "loose", "fscache", "mmap"):
+                mp = "/mnt/c-" + cache
+                timed_hm("add", b.inst, share, mp, "--type", "9p", "--writable", "-o",
+                         "via=pci,msize=%d,cache=%s" % (MSIZE, cache))
+                caches[cache] = measure_rw(b.vm, mp, MIB, 2)
+                timed_hm("remove", b.inst, mp)
     finally:
         shutil.rmtree(share, ignore_errors=True)
     bw, br = rows["boot"]
@@ -83,6 +92,10 @@ def main():
         print("  %-58s %5.1f MiB/s %5.1f MiB/s %5.2fx %5.2fx" % (names[k], w, r, w / bw, r / br))
     for via in ("pci", "serial"):
         print("  hot 9p %-6s add %.2f s, remove %.2f s" % (via, lat[via][0], lat[via][1]))
+    print("  reserved slot by guest cache mode (best of 2):")
+    for cache, (w, r) in caches.items():
+        print("    cache=%-8s write %6.1f MiB/s  read %6.1f MiB/s  (%4.2fx / %4.2fx boot)"
+              % (cache, w, r, w / bw, r / br))
     return 0
 
 

@@ -730,6 +730,7 @@ int hm_ninep_mark(hm_attachment *att, hm_error **err) {
   char port[96];
   snprintf(port, sizeof(port), HM_NINEP_PORT_PREFIX "%s", hm_attachment_get_id(att));
   int r = hm_attachment_set_tag(att, port, err);
+  r = r ?: hm_attachment_set_data(att, "via", "serial", err);
   return r ?: hm_attachment_set_data(att, "transport", "9p", err);
 }
 

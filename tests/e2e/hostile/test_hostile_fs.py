@@ -189,9 +189,13 @@ def case_mount_attacks(c):
         rc, out = c.guest("cd %s && echo x > su && chmod 4755 su; echo y > sg && chmod 2755 sg;"
                           " echo z > both; chmod 6777 both; ls -l su sg both" % mp)
         bits = [special_bits(os.path.join(host, f)) for f in ("su", "sg", "both")]
-        t.ok(bits == [0, 0, 0],
-             "%s: guest chmod 4755/2755/6777: the host files exist with no setuid/setgid bit"
-             % kind, (bits, out))
+        if "read-only" in kind:
+            t.ok(bits == [None, None, None],
+                 "%s: guest creates and chmods nothing on the host" % kind, (bits, out))
+        else:
+            t.ok(bits == [0, 0, 0],
+                 "%s: guest chmod 4755/2755/6777: the host files exist with no setuid/setgid "
+                 "bit" % kind, (bits, out))
         # symlinks to the secret's host path, absolute and climbing; the guest
         # resolves them in its own tree
         up = "../" * 12

@@ -391,6 +391,7 @@ START_TEST(test_scan_finds_9p) {
   ck_assert_int_eq(n, 1);
   ck_assert_str_eq(hm_attachment_get_id(v[0]), "hm-4");
   ck_assert_str_eq(hm_attachment_get_tag(v[0]), "org.hotmount.9p.hm-4");
+  ck_assert_str_eq(hm_attachment_get_data(v[0], "via"), "serial");
   ck_assert_str_eq(hm_attachment_get_data(v[0], "transport"), "9p");
   ck_assert_str_eq(hm_attachment_get_data(v[0], "hostPath"), fx.share);
   ck_assert_str_eq(hm_attachment_get_data(v[0], "writable"), "0");
