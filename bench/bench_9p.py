@@ -17,7 +17,8 @@ for both virtio mounts alike.
   write = dd if=/dev/zero of=MNT/f bs=1M count=256 conv=fsync
   read  = dd if=MNT/f of=/dev/null bs=1M, after dropping the guest's caches
 
-Best of N (HM_BENCH_N, default 3) each; also the add latency of each hot
+boot and pci: best of N (HM_BENCH_N, default 5) rounds, the two interleaved
+in each round; serial: one 64 MiB round (it is ~20x slower). Also the add latency of each hot
 path (hotmount add returns with the guest mounted) and remove, and the slot
 path with each guest cache mode (cache=none|loose|fscache|mmap; the default
 is mmap writable, fscache read-only), best of 2. Run on demand:
@@ -40,9 +41,7 @@ MSIZE = 524288
 
 def timed_hm(*args):
     t0 = time.monotonic()
-    rc, out = hm(*args)
-    if rc != 0:
-        raise RuntimeError("hotmount %s: %s" % (" ".join(args[:1]), out))
+    hm(*args)  # raises on failure
     return time.monotonic() - t0
 
 
@@ -50,7 +49,7 @@ def main():
     if os.geteuid() != 0:
         print("bench_9p: run as root (diod's read-only bind, QEMU's virtfs)")
         return 77
-    n = reps(3)
+    n = reps(5)
     share = tempfile.mkdtemp(prefix="hm-bench9p-share-")
     rows, lat = {}, {}
     try:
@@ -60,36 +59,42 @@ def main():
             for via in ("pci", "serial"):
                 mp = "/mnt/" + via
                 lat[via] = [timed_hm("add", b.inst, share, mp, "--type", "9p", "--writable",
-                                     "-o", "via=%s,msize=%d" % (via, MSIZE))]
+                                     "-o", "via=" + via, "-o", "msize=%d" % MSIZE)]
                 rc, out = b.vm.sh("grep ' %s ' /proc/mounts" % mp)
                 print("# %s mount: %s" % (via, out.strip()))
             rc, out = b.vm.sh("grep ' /mnt/boot ' /proc/mounts")
             print("# boot mount: %s" % out.strip())
-            # interleaved, so machine noise falls on all three alike
-            rows["boot"] = measure_rw(b.vm, "/mnt/boot", MIB, n)
-            rows["pci"] = measure_rw(b.vm, "/mnt/pci", MIB, n)
-            rows["serial"] = measure_rw(b.vm, "/mnt/serial", MIB, n)
+            # boot and pci interleaved, one write+read each per round, so the
+            # machine's noise (shared, 2 cores) falls on both alike; best of n
+            best = {"boot": [0.0, 0.0], "pci": [0.0, 0.0]}
+            for _ in range(n):
+                for k in ("boot", "pci"):
+                    w, r = measure_rw(b.vm, "/mnt/" + k, MIB, 1)
+                    best[k] = [max(best[k][0], w), max(best[k][1], r)]
+            rows["boot"], rows["pci"] = tuple(best["boot"]), tuple(best["pci"])
+            # the serial path is some 20x slower: once, and 64 MiB
+            rows["serial"] = measure_rw(b.vm, "/mnt/serial", min(MIB, 64), 1)
             for via in ("pci", "serial"):
                 lat[via].append(timed_hm("remove", b.inst, "/mnt/" + via))
             caches = {}
             for cache in ("none", "loose", "fscache", "mmap"):
                 mp = "/mnt/c-" + cache
-                timed_hm("add", b.inst, share, mp, "--type", "9p", "--writable", "-o",
-                         "via=pci,msize=%d,cache=%s" % (MSIZE, cache))
+                timed_hm("add", b.inst, share, mp, "--type", "9p", "--writable", "-o", "via=pci",
+                         "-o", "msize=%d" % MSIZE, "-o", "cache=" + cache)
                 caches[cache] = measure_rw(b.vm, mp, MIB, 2)
                 timed_hm("remove", b.inst, mp)
     finally:
         shutil.rmtree(share, ignore_errors=True)
     bw, br = rows["boot"]
-    print("9p under TCG, %d MiB sequential, best of %d (one run, same VM, same directory):"
-          % (MIB, n))
+    print("9p under TCG, %d MiB sequential, best of %d interleaved rounds (serial: 64 MiB, "
+          "once), one run, same VM, same directory:" % (MIB, n))
     print("  %-58s %9s %9s %7s %7s" % ("", "write", "read", "w/boot", "r/boot"))
     names = {"boot": "boot-time virtio-9p-pci (-virtfs), msize %d" % MSIZE,
              "pci": "hot 9p, reserved slot (virtio-9p-pci), msize %d" % MSIZE,
              "serial": "hot 9p, virtio-serial + diod + relay, msize 65536"}
     for k in ("boot", "pci", "serial"):
         w, r = rows[k]
-        print("  %-58s %5.1f MiB/s %5.1f MiB/s %5.2fx %5.2fx" % (names[k], w, r, w / bw, r / br))
+        print("  %-58s %6.1f MiB/s %6.1f MiB/s %5.2fx %5.2fx" % (names[k], w, r, w / bw, r / br))
     for via in ("pci", "serial"):
         print("  hot 9p %-6s add %.2f s, remove %.2f s" % (via, lat[via][0], lat[via][1]))
     print("  reserved slot by guest cache mode (best of 2):")
