@@ -17,7 +17,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,7 +48,8 @@ static char *capture(const char *path, const char *arg) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) < 0)
     return NULL;
-  pid_t pid = fork();
+  int pidfd;
+  pid_t pid = hm_fork_pidfd(&pidfd);
   if (pid < 0) {
     close(p[0]);
     close(p[1]);
@@ -77,8 +77,10 @@ static char *capture(const char *path, const char *arg) {
     if (n > 0)
       len += (size_t)n;
   close(p[0]);
-  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-    ;
+  int st;
+  hm_pidfd_wait_exit(pidfd, pid, &st);
+  if (pidfd >= 0)
+    close(pidfd);
   if (buf)
     buf[len] = '\0';
   return buf;
@@ -264,15 +266,6 @@ void hm_virtiofsd_find(const char *marker, void (*fn)(pid_t pid, void *ud), void
   if (name)
     hm_proc_each("virtiofsd", name, eq + 1, found_one, &c);
   free(name);
-}
-
-int hm_pidfd_open(pid_t pid) {
-#ifdef SYS_pidfd_open
-  return (int)syscall(SYS_pidfd_open, pid, 0);
-#else
-  (void)pid;
-  return -1;
-#endif
 }
 
 int hm_virtiofsd_alive(pid_t pid) {
