@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/close_range.h>
 #include <linux/mount.h>
 #include <pthread.h>
@@ -306,6 +307,39 @@ int hm_helper_stop(pid_t pid, int (*alive)(pid_t pid), const char *name, int tim
     }
   }
   return r < 0 ? HM_ERR(err, HM_E_HELPER, "%s %d did not exit after SIGKILL", name, (int)pid) : 0;
+}
+
+int hm_proc_is_ours(pid_t pid, const char *exe) {
+  char p[64], line[256];
+  snprintf(p, sizeof(p), "/proc/%d/status", (int)pid);
+  FILE *f = fopen(p, "re");
+  if (!f)
+    return 0;
+  unsigned ruid = 0, euid = 0;
+  int have = 0;
+  while (fgets(line, sizeof(line), f))
+    if (sscanf(line, "Uid: %u %u", &ruid, &euid) == 2) {
+      have = 1;
+      break;
+    }
+  fclose(f);
+  if (!have || ruid != geteuid() || euid != geteuid())
+    return 0;
+  if (!exe)
+    return 1;
+  char want[PATH_MAX], got[PATH_MAX + 16];
+  if (!realpath(exe, want))
+    return 0;
+  snprintf(p, sizeof(p), "/proc/%d/exe", (int)pid);
+  ssize_t n = readlink(p, got, sizeof(got) - 1);
+  if (n < 0)
+    return 0;
+  got[n] = '\0';
+  /* A helper started before its package was upgraded runs a deleted file. */
+  static const char deleted[] = " (deleted)";
+  size_t wl = strlen(want);
+  return strcmp(got, want) == 0 || ((size_t)n == wl + sizeof(deleted) - 1 &&
+                                    strncmp(got, want, wl) == 0 && !strcmp(got + wl, deleted));
 }
 
 static int read_small(const char *path, char *buf, size_t size) {

@@ -123,6 +123,14 @@ HM_PRIVATE hm_attachment *hm_helper_adopt(pid_t pid, const char *pid_key,
                                           hm_attachment *(*get)(void *ud, const char *id),
                                           void *ud);
 
+/*
+ * hm_proc_is_ours: pid runs as our euid (real and effective) and, when exe
+ * is set, its /proc/PID/exe is that program (after realpath; a deleted
+ * binary of that name counts, for helpers started before an upgrade).
+ * Environment markers say what a helper serves, this says it is ours.
+ */
+HM_PRIVATE int hm_proc_is_ours(pid_t pid, const char *exe);
+
 /* The environment variable `name` of process pid (malloc'd), or NULL. */
 HM_PRIVATE char *hm_proc_getenv(pid_t pid, const char *name);
 
