@@ -113,10 +113,11 @@ int hm_pidfd_reap(int pidfd, pid_t pid, int *status) {
     return errno == ECHILD ? 1 : -1;
   if (si.si_pid == 0)
     return 0; /* still running */
+  /* The wait status waitpid would have given. */
   if (si.si_code == CLD_EXITED)
     *status = (si.si_status & 0xff) << 8;
   else
-    *status = si.si_status & 0x7f; /* killed by a signal: the wait status */
+    *status = (si.si_status & 0x7f) | (si.si_code == CLD_DUMPED ? 0x80 : 0);
   return 1;
 }
 
@@ -207,7 +208,8 @@ int hm_child_exited(pid_t pid, int timeout_ms, int *status) {
     r = hm_pidfd_reap(fd, pid, status);
   } else {
     int64_t deadline = hm_now_ms() + timeout_ms;
-    while ((r = hm_pidfd_reap(-1, pid, status)) == 0 && hm_now_ms() < deadline) {
+    while ((r = hm_pidfd_reap(-1, pid, status)) == 0 &&
+           (timeout_ms < 0 || hm_now_ms() < deadline)) {
       struct timespec ts = {0, 10 * 1000000};
       nanosleep(&ts, NULL);
     }

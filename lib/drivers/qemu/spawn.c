@@ -61,7 +61,8 @@ static char *resolve(const char *argv0) {
   for (const char *d = path; *d;) {
     size_t n = strcspn(d, ":");
     char *p = NULL;
-    if (asprintf(&p, "%.*s/%s", (int)n, n ? d : ".", argv0) < 0)
+    /* An empty entry is the current directory, as execvp has it. */
+    if (asprintf(&p, "%.*s/%s", n ? (int)n : 1, n ? d : ".", argv0) < 0)
       return NULL;
     if (access(p, X_OK) == 0)
       return p;

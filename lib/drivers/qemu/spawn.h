@@ -93,7 +93,7 @@ HM_PRIVATE pid_t hm_fork_pidfd(int *out_pidfd);
 /* Records pid (with its pidfd, which the table then owns) as a child of
  * ours. 0 or HM_E_NOMEM. */
 HM_PRIVATE int hm_child_add(pid_t pid, int pidfd);
-/* Waits up to timeout_ms for our child pid to exit. 1: it has, and is
+/* Waits up to timeout_ms (< 0: no limit) for our child pid to exit. 1: it has, and is
  * reaped and forgotten (*status as hm_pidfd_reap, status may be NULL); 0:
  * still running, or pid is not a child in the table. Thread-safe. */
 HM_PRIVATE int hm_child_exited(pid_t pid, int timeout_ms, int *status);

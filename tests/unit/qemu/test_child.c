@@ -178,6 +178,43 @@ START_TEST(test_not_our_child) {
 }
 END_TEST
 
+/* stdout_fd and stderr_fd (what the accelerator probe reads QEMU by), a
+ * program found in PATH, and its exit status through the pidfd. */
+START_TEST(test_stdout_stderr) {
+  int out[2], errp[2];
+  ck_assert_int_eq(pipe(out), 0);
+  ck_assert_int_eq(pipe(errp), 0);
+  char *argv[] = {"sh", "-c", "echo to-out; echo to-err >&2; exit 3", NULL};
+  hm_spawn_opts o = {.argv = argv,
+                     .pass_fd = -1,
+                     .as_fd = -1,
+                     .stdio_fd = -1,
+                     .stdout_fd = out[1],
+                     .stderr_fd = errp[1]};
+  hm_error *err = NULL;
+  pid_t pid = -1;
+  ck_assert_msg(hm_spawn(&pid, &o, &err) == 0, "%s", hm_error_message(err));
+  close(out[1]);
+  close(errp[1]);
+  char a[64] = "", b[64] = "";
+  ck_assert_int_gt(read(out[0], a, sizeof(a) - 1), 0);
+  ck_assert_int_gt(read(errp[0], b, sizeof(b) - 1), 0);
+  ck_assert_str_eq(a, "to-out\n");
+  ck_assert_str_eq(b, "to-err\n");
+  int st = -1;
+  ck_assert_int_eq(hm_child_exited(pid, 5000, &st), 1);
+  ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 3);
+  close(out[0]);
+  close(errp[0]);
+  /* Not in PATH: an error naming it, before anything was forked. */
+  char *none[] = {"hm-no-such-program", NULL};
+  o.argv = none;
+  ck_assert_int_eq(hm_spawn(&pid, &o, &err), HM_E_HELPER);
+  ck_assert_ptr_nonnull(strstr(hm_error_message(err), "cannot run hm-no-such-program"));
+  hm_error_free(err);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("children");
   TCase *tc = tcase_create("children");
@@ -185,6 +222,7 @@ int main(void) {
   tcase_add_test(tc, test_sigchld_ignored);
   tcase_add_test(tc, test_beside_glib_child_watch);
   tcase_add_test(tc, test_not_our_child);
+  tcase_add_test(tc, test_stdout_stderr);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_set_fork_status(sr, CK_FORK);
