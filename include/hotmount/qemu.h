@@ -132,8 +132,9 @@ HM_API int hm_qemu_probe(hm_status **out, const hm_qemu_config *cfg, hm_error **
  * "HOTMOUNT_ACCEL") and reason (one line, for logs). Pass accel to QEMU as `-accel VALUE`, with
  * the same CPU model the probe used (QEMU's default for q35). Returns 0, HM_E_INVALID (out NULL,
  * kernel unreadable, timeout over 600 s, a bad HOTMOUNT_ACCEL) or HM_E_NOMEM; an errno code when
- * the probe process cannot be started. Starts and reaps one child process of its own (only that
- * pid); blocks up to timeout_ms; any thread. Since 0.1.
+ * the probe process cannot be started. Starts and reaps one child process of its own, by its pidfd
+ * only (works with SIGCHLD ignored, beside a GLib child watch); blocks up to timeout_ms; any
+ * thread. Since 0.1.
  */
 HM_API int hm_qemu_accel_choose(hm_status **out, const char *qemu, const char *kernel,
                                 unsigned timeout_ms, hm_error **err);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "core/agent_client.h"
 #include "guest_path.h"
+#include "platform.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -267,7 +267,7 @@ static int send_line(hm_agent *a, const char *line, int64_t deadline, const char
   int rc = 0;
   pthread_mutex_lock(&a->wlock);
   while (off < len) {
-    ssize_t n = send(a->fd, line + off, len - off, MSG_NOSIGNAL);
+    ssize_t n = hm_plat_send(a->fd, line + off, len - off);
     if (n > 0) {
       off += (size_t)n;
       continue;
@@ -524,7 +524,7 @@ static int64_t first_id(void) {
    * request of an earlier connection after we reconnected through the same
    * virtio-serial port. Random start, kept below 2^40 (exact in doubles). */
   uint64_t r = 0;
-  if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+  if (hm_plat_random(&r, sizeof(r)) < 0)
     r = (uint64_t)hm_now_ms() ^ ((uint64_t)getpid() << 20);
   return (int64_t)(r & ((1ULL << 40) - 1)) + 1;
 }
@@ -559,7 +559,7 @@ int hm_agent_connect(hm_agent **out, const char *socket_path, int timeout_ms, hm
     hm_error_prefix(err, rc, __func__, "refusing the agent socket");
     goto fail;
   }
-  a->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  a->fd = hm_plat_socket(AF_UNIX, SOCK_STREAM);
   if (a->fd < 0) {
     rc = HM_ERR(err, -errno, "socket: %s", strerror(errno));
     goto fail;
@@ -575,8 +575,7 @@ int hm_agent_connect(hm_agent **out, const char *socket_path, int timeout_ms, hm
   }
   /* Non-blocking from here on: a stalled port must not block a writer past
    * its deadline. */
-  if (fcntl(a->fd, F_SETFL, fcntl(a->fd, F_GETFL) | O_NONBLOCK) < 0 ||
-      pipe2(a->wake, O_CLOEXEC) < 0) {
+  if (fcntl(a->fd, F_SETFL, fcntl(a->fd, F_GETFL) | O_NONBLOCK) < 0 || hm_plat_pipe(a->wake) < 0) {
     rc = HM_ERR(err, -errno, "setting up the connection: %s", strerror(errno));
     goto fail;
   }

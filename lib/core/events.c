@@ -18,6 +18,7 @@
 #include "driver_internal.h"
 #include "instance_internal.h"
 #include "mount_internal.h"
+#include "platform.h"
 #include "state.h"
 
 #include <hotmount/loop.h>
@@ -29,7 +30,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 enum { ITEM_EVENT, ITEM_OVERFLOW, ITEM_ADD_DONE, ITEM_REMOVE_DONE };
@@ -55,7 +55,7 @@ typedef struct job job;
 struct hm_events {
   pthread_mutex_t mu;
   pthread_cond_t idle; /* inflight dropped to 0 */
-  int fd;              /* eventfd: readable while head != NULL */
+  hm_wake wake;        /* readable while head != NULL */
   item *head, *tail;
   size_t n_events; /* EVENT items queued (completions do not count) */
   hm_event_fn fn;
@@ -79,11 +79,10 @@ static void push_locked(hm_events *ev, item *it) {
     ev->head = it;
   ev->tail = it;
   if (was_empty) {
-    uint64_t one = 1;
     /* Cannot fail short of a counter overflow, which one write per empty
      * queue never reaches. */
-    if (write(ev->fd, &one, sizeof(one)) < 0)
-      hm_warn("event queue: eventfd write failed: %s", strerror(errno));
+    if (hm_wake_signal(&ev->wake) < 0)
+      hm_warn("event queue: wake-up write failed: %s", strerror(errno));
   }
 }
 
@@ -105,12 +104,11 @@ static int events_get(hm_instance *inst, hm_events **out, hm_error **err) {
       pthread_mutex_unlock(&inst->lock);
       return HM_ERR_NOMEM(err);
     }
-    ev->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (ev->fd < 0) {
+    if (hm_wake_open(&ev->wake) < 0) {
       int e = errno;
       free(ev);
       pthread_mutex_unlock(&inst->lock);
-      return HM_ERR(err, e == ENOMEM ? HM_E_NOMEM : HM_E_IO, "cannot make an eventfd: %s",
+      return HM_ERR(err, e == ENOMEM ? HM_E_NOMEM : HM_E_IO, "cannot make the event fd: %s",
                     strerror(e));
     }
     pthread_mutex_init(&ev->mu, NULL);
@@ -211,11 +209,8 @@ int hm_instance_set_event_callback(hm_instance *inst, hm_event_fn fn, void *user
     }
     ev->tail = last;
     ev->n_events = 0;
-    if (!ev->head) {
-      uint64_t v;
-      if (read(ev->fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-        hm_warn("event queue: eventfd read failed: %s", strerror(errno));
-    }
+    if (!ev->head && hm_wake_drain(&ev->wake) < 0)
+      hm_warn("event queue: wake-up read failed: %s", strerror(errno));
   }
   pthread_mutex_unlock(&ev->mu);
   while (dropped) {
@@ -233,7 +228,7 @@ int hm_instance_get_fd(hm_instance *inst) {
   if (!inst)
     return HM_E_INVALID;
   int r = events_get(inst, &ev, NULL);
-  return r < 0 ? r : ev->fd;
+  return r < 0 ? r : ev->wake.rfd;
 }
 
 int hm_instance_dispatch(hm_instance *inst, hm_error **err) {
@@ -250,9 +245,8 @@ int hm_instance_dispatch(hm_instance *inst, hm_error **err) {
   item *batch = ev->head;
   ev->head = ev->tail = NULL;
   ev->n_events = 0;
-  uint64_t v;
-  if (read(ev->fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-    hm_warn("event queue: eventfd read failed: %s", strerror(errno));
+  if (hm_wake_drain(&ev->wake) < 0)
+    hm_warn("event queue: wake-up read failed: %s", strerror(errno));
   pthread_mutex_unlock(&ev->mu);
 
   int n = 0;
@@ -484,7 +478,7 @@ int hm_instance_attach_gmain(hm_instance *inst, struct _GMainContext *ctx, hm_er
     return r;
   if (ev->source)
     return HM_ERR(err, HM_E_EXISTS, "the instance is already attached to a GMainContext");
-  GSource *s = g_unix_fd_source_new(ev->fd, G_IO_IN);
+  GSource *s = g_unix_fd_source_new(ev->wake.rfd, G_IO_IN);
   g_source_set_callback(s, (GSourceFunc)(void (*)(void))on_fd, inst, NULL);
   g_source_set_name(s, "hotmount instance");
   g_source_attach(s, ctx);
@@ -535,7 +529,7 @@ void hm_inst_events_free(hm_instance *inst) {
   }
   if (ev->fn_destroy)
     ev->fn_destroy(ev->fn_data);
-  close(ev->fd);
+  hm_wake_close(&ev->wake);
   pthread_cond_destroy(&ev->idle);
   pthread_mutex_destroy(&ev->mu);
   free(ev);

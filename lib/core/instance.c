@@ -187,7 +187,7 @@ int hm_instance_new(hm_instance **out, const char *dir, hm_fs_hotplugger *hp, hm
   hp = NULL;
   inst->mount_timeout_ms = 20000;
   inst->next_id = 1;
-  inst->wake_fd = -1;
+  inst->wake = HM_WAKE_NONE;
   pthread_mutex_init(&inst->lock, NULL);
   pthread_rwlock_init(&inst->agent_lock, NULL);
   if (!(inst->dir = strdup(dir)) || asprintf(&inst->agent_path, "%s/agent.sock", dir) < 0 ||
@@ -216,7 +216,7 @@ int hm_instance_new(hm_instance **out, const char *dir, hm_fs_hotplugger *hp, hm
   /* Entries an earlier process left attaching/detaching stay so: not busy
    * here, so remove finishes them, and hm_instance_reconcile settles them
    * against what QEMU and the guest hold. */
-  inst->wake_fd = -1;
+  inst->wake = HM_WAKE_NONE;
   if ((r = hm_inst_monitor_start(inst, err)) < 0)
     goto fail;
   *out = inst;

@@ -5,6 +5,7 @@
 #define HM_INSTANCE_INTERNAL_H
 
 #include "agent_client.h"
+#include "platform.h"
 #include "state.h"
 
 #include <pthread.h>
@@ -41,7 +42,7 @@ struct hm_instance {
   pthread_t reattacher; /* broken --persist mounts of re-attaching backends */
   int reattacher_running;
   pthread_cond_t reattach_cond; /* signalled to stop it */
-  int wake_fd;                  /* eventfd: registry changed, or stop */
+  hm_wake wake;                 /* registry changed, or stop */
   int stopping;
 
   struct hm_events *events; /* main-loop integration (events.c); NULL until used */

@@ -16,6 +16,7 @@
 #include "driver_internal.h"
 #include "instance_internal.h"
 #include "mount_internal.h"
+#include "platform.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -23,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -334,7 +334,7 @@ static void *monitor_main(void *arg) {
     struct pollfd *pfd = calloc(nw + 1, sizeof(*pfd));
     if (!pfd)
       break;
-    pfd[0].fd = inst->wake_fd;
+    pfd[0].fd = inst->wake.rfd;
     pfd[0].events = POLLIN;
     for (size_t i = 0; i < nw; i++) {
       pfd[i + 1].fd = w[i].fd; /* -1 is ignored by poll */
@@ -342,11 +342,8 @@ static void *monitor_main(void *arg) {
     }
     int64_t left = next_guest - hm_now_ms();
     int n = poll(pfd, nw + 1, left > 0 ? (int)left : 0);
-    if (n > 0 && (pfd[0].revents & POLLIN)) {
-      uint64_t v;
-      if (read(inst->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-        hm_debug("monitor: wake read: %s", strerror(errno));
-    }
+    if (n > 0 && (pfd[0].revents & POLLIN) && hm_wake_drain(&inst->wake) < 0)
+      hm_debug("monitor: wake read: %s", strerror(errno));
     for (size_t i = 0; n > 0 && i < nw; i++) {
       if (!pfd[i + 1].revents)
         continue;
@@ -393,15 +390,13 @@ static void *reattach_main(void *arg) {
 }
 
 void hm_inst_monitor_wake(hm_instance *inst) {
-  uint64_t one = 1;
-  if (inst->wake_fd >= 0 && write(inst->wake_fd, &one, sizeof(one)) < 0)
+  if (inst->wake.wfd >= 0 && hm_wake_signal(&inst->wake) < 0)
     hm_debug("monitor: wake: %s", strerror(errno));
 }
 
 int hm_inst_monitor_start(hm_instance *inst, hm_error **err) {
-  inst->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (inst->wake_fd < 0)
-    return HM_ERR(err, -errno, "eventfd: %s", strerror(errno));
+  if (hm_wake_open(&inst->wake) < 0)
+    return HM_ERR(err, -errno, "cannot make the monitor's wake-up fd: %s", strerror(errno));
   /* The monitor must not take signals meant for the host program. */
   pthread_cond_init(&inst->reattach_cond, NULL);
   int r = hm_thread_create(&inst->monitor, monitor_main, inst);
@@ -432,7 +427,5 @@ void hm_inst_monitor_stop(hm_instance *inst) {
     inst->reattacher_running = 0;
   }
   pthread_cond_destroy(&inst->reattach_cond);
-  if (inst->wake_fd >= 0)
-    close(inst->wake_fd);
-  inst->wake_fd = -1;
+  hm_wake_close(&inst->wake);
 }

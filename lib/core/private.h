@@ -83,15 +83,6 @@ HM_PRIVATE int hm_unix_path_check(const char *path, hm_error **err);
 HM_PRIVATE int hm_unix_peer_check(int fd, const char *what, hm_error **err);
 
 /*
- * hm_proc_is_ours: pid runs as our euid (real and effective) and, when exe
- * is set, its /proc/PID/exe is that program (after realpath; a deleted
- * binary of that name counts, for helpers started before an upgrade).
- * Environment markers say what a helper serves, this says it is ours.
- */
-#include <sys/types.h>
-HM_PRIVATE int hm_proc_is_ours(pid_t pid, const char *exe);
-
-/*
  * hm_open_nofollow: open(2) of an absolute path in which no component may
  * be a symlink (openat2 RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS, or a
  * component-wise O_NOFOLLOW walk on older kernels); ELOOP when one is.

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "platform.h"
 #include "private.h"
 
 #include <stdio.h>
@@ -8,11 +9,8 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/openat2.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -268,7 +266,7 @@ int hm_dir_open_private(const char *path, int create, hm_error **err) {
 int hm_unix_listen_at(int dirfd, const char *name, int backlog, hm_error **err) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   char sub[64];
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = hm_plat_socket(AF_UNIX, SOCK_STREAM);
   if (fd < 0)
     return HM_ERR(err, -errno, "socket: %s", strerror(errno));
   /* A fresh 0700 directory nobody else can enter: the socket is bound there
@@ -277,7 +275,7 @@ int hm_unix_listen_at(int dirfd, const char *name, int backlog, hm_error **err) 
   int made = 0;
   for (int i = 0; i < 16 && !made; i++) {
     unsigned rnd = 0;
-    if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+    if (hm_plat_random(&rnd, sizeof(rnd)) < 0)
       rnd = (unsigned)hm_now_ms() + (unsigned)i;
     snprintf(sub, sizeof(sub), ".hm-bind-%d-%08x", (int)getpid(), rnd);
     if (mkdirat(dirfd, sub, 0700) == 0)
@@ -292,7 +290,15 @@ int hm_unix_listen_at(int dirfd, const char *name, int backlog, hm_error **err) 
   }
   /* Through the held directory fd: the socket lands in this directory even
    * if its path was renamed meanwhile, and the name stays short. */
-  snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s/s", dirfd, sub);
+  char dpath[sizeof(sa.sun_path)];
+  if (hm_plat_dirfd_path(dirfd, dpath, sizeof(dpath)) < 0 ||
+      snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s/s", dpath, sub) >=
+          (int)sizeof(sa.sun_path)) {
+    int e = errno == ENOSYS ? ENOSYS : ENAMETOOLONG;
+    unlinkat(dirfd, sub, AT_REMOVEDIR);
+    close(fd);
+    return HM_ERR(err, -e, "cannot name the directory of %s for bind: %s", name, strerror(e));
+  }
   char rel[96];
   snprintf(rel, sizeof(rel), "%s/s", sub);
   int r = 0;
@@ -347,50 +353,17 @@ int hm_unix_path_check(const char *path, hm_error **err) {
 }
 
 int hm_unix_peer_check(int fd, const char *what, hm_error **err) {
-  struct ucred cr;
-  socklen_t len = sizeof(cr);
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+  uid_t uid;
+  pid_t pid;
+  if (hm_plat_peer(fd, &uid, &pid) < 0)
     return HM_ERR(err, HM_E_PERM, "cannot learn who serves %s: %s", what, strerror(errno));
   /* The uid the listener had when it called listen(): a socket another
    * user slipped in is theirs even if the file's owner looks right. */
-  if (cr.uid != geteuid() && cr.uid != 0)
+  if (uid != geteuid() && uid != 0)
     return HM_ERR(err, HM_E_PERM,
                   "%s is served by uid %u (pid %d), not by us (uid %u) or root: refusing it", what,
-                  (unsigned)cr.uid, (int)cr.pid, (unsigned)geteuid());
+                  (unsigned)uid, (int)pid, (unsigned)geteuid());
   return 0;
-}
-
-int hm_proc_is_ours(pid_t pid, const char *exe) {
-  char p[64], line[256];
-  snprintf(p, sizeof(p), "/proc/%d/status", (int)pid);
-  FILE *f = fopen(p, "re");
-  if (!f)
-    return 0;
-  unsigned ruid = 0, euid = 0;
-  int have = 0;
-  while (fgets(line, sizeof(line), f))
-    if (sscanf(line, "Uid: %u %u", &ruid, &euid) == 2) {
-      have = 1;
-      break;
-    }
-  fclose(f);
-  if (!have || ruid != geteuid() || euid != geteuid())
-    return 0;
-  if (!exe)
-    return 1;
-  char want[PATH_MAX], got[PATH_MAX + 16];
-  if (!realpath(exe, want))
-    return 0;
-  snprintf(p, sizeof(p), "/proc/%d/exe", (int)pid);
-  ssize_t n = readlink(p, got, sizeof(got) - 1);
-  if (n < 0)
-    return 0;
-  got[n] = '\0';
-  /* A helper started before its package was upgraded runs a deleted file. */
-  static const char deleted[] = " (deleted)";
-  size_t wl = strlen(want);
-  return strcmp(got, want) == 0 || ((size_t)n == wl + sizeof(deleted) - 1 &&
-                                    strncmp(got, want, wl) == 0 && !strcmp(got + wl, deleted));
 }
 
 int hm_open_nofollow_walk(const char *path, int flags) {
@@ -398,7 +371,7 @@ int hm_open_nofollow_walk(const char *path, int flags) {
     errno = EINVAL;
     return -1;
   }
-  int cur = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  int cur = open("/", HM_O_PATH | O_DIRECTORY | O_CLOEXEC);
   const char *p = path;
   while (cur >= 0) {
     while (*p == '/')
@@ -420,7 +393,7 @@ int hm_open_nofollow_walk(const char *path, int flags) {
     const char *what = n ? name : ".";
     int next = openat(cur, what,
                       last ? flags | O_NOFOLLOW | O_CLOEXEC
-                           : O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                           : HM_O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     int e = errno;
     /* O_NOFOLLOW with O_DIRECTORY (or O_PATH) says ENOTDIR, or even opens
      * the link itself: a symlink is ELOOP here, as openat2 says. */
@@ -449,12 +422,10 @@ int hm_open_nofollow(const char *path, int flags) {
     errno = EINVAL;
     return -1;
   }
-  struct open_how how = {.flags = (unsigned long long)(flags | O_CLOEXEC),
-                         .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
-  int fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+  int fd = hm_plat_open_nosymlinks(path, flags);
   if (fd >= 0 || errno != ENOSYS)
     return fd;
-  /* Kernels before 5.6. */
+  /* Linux before 5.6, systems with no such open. */
   return hm_open_nofollow_walk(path, flags);
 }
 

@@ -2,6 +2,7 @@
 /* Request validation: every bad input is refused here, before anything is
  * reserved, attached or started, so a refusal leaves nothing behind. */
 #include "mount_internal.h"
+#include "platform.h"
 #include "guest_path.h"
 
 #include <errno.h>
@@ -60,7 +61,7 @@ static int check_host_path(hm_mount_spec *spec, hm_error **err) {
    * (hm_host_path_verify: attach, reconcile, re-attach).
    */
   struct stat st;
-  int fd = hm_open_nofollow(real, O_PATH | O_DIRECTORY);
+  int fd = hm_open_nofollow(real, HM_O_PATH | O_DIRECTORY);
   if (fd < 0 && errno == ENOTDIR) {
     r = HM_ERR(err, HM_E_INVALID, "host path \"%s\" is not a directory", p);
     goto out;
@@ -108,7 +109,7 @@ int hm_host_path_verify(const hm_mount_spec *spec, hm_error **err) {
     return HM_ERR(err, HM_E_INVALID, "no host path");
   if (!spec->host_dev && !spec->host_ino)
     return 0;
-  int fd = hm_open_nofollow(spec->host_path, O_PATH | O_DIRECTORY);
+  int fd = hm_open_nofollow(spec->host_path, HM_O_PATH | O_DIRECTORY);
   struct stat st;
   if (fd < 0) {
     int e = errno;

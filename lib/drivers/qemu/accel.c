@@ -11,10 +11,12 @@
  * console; anything else (no kernel to try, no /dev/kvm, a QEMU error, no
  * banner before the deadline) means TCG, decided in seconds.
  *
- * The probe QEMU is our own short-lived child: we reap exactly that pid, so
- * an embedder's SIGCHLD handling is not disturbed beyond it.
+ * The probe QEMU is our own short-lived child, started by hm_spawn and
+ * reaped through its pidfd only: an embedder's SIGCHLD handling (ignored,
+ * or a GLib child watch) is not disturbed, and does not disturb us.
  */
 #include "private.h"
+#include "spawn.h"
 #include "status_internal.h"
 
 #include <errno.h>
@@ -26,8 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define ACCEL_DEFAULT_TIMEOUT_MS 8000
@@ -104,24 +104,6 @@ static int scan_serial(char *tail, size_t *tlen, const char *buf, size_t n) {
   return 0;
 }
 
-static void child_exec(char *const argv[], int out_fd, int err_fd) {
-  sigset_t none;
-  sigemptyset(&none);
-  for (int s = 1; s < NSIG; s++)
-    signal(s, SIG_DFL);
-  sigprocmask(SIG_SETMASK, &none, NULL);
-  int null = open("/dev/null", O_RDONLY);
-  if (null < 0 || dup2(null, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
-    _exit(126);
-  /* Nothing of the embedder's (its sockets, its QMP connections) may stay
-   * open in QEMU. */
-  if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
-    for (int fd = 3; fd < 1024; fd++)
-      close(fd);
-  execvp(argv[0], argv);
-  _exit(127);
-}
-
 /* Boots kernel under `qemu -accel kvm` until its banner shows on the serial
  * console, or the deadline, or QEMU exits. 1: booted; 0: not (reason in
  * why, of size whylen); < 0: an error of ours (fork, pipes, memory). */
@@ -159,16 +141,34 @@ static int kvm_boots(const char *qemu, const char *kernel, int timeout_ms, char 
                         "-append",
                         "console=ttyS0 earlyprintk=ttyS0 panic=-1",
                         NULL};
-  pid_t pid = fork();
-  if (pid < 0) {
-    int e = errno;
-    close(outp[0]), close(outp[1]), close(errp[0]), close(errp[1]);
-    return HM_ERR(err, -e, "fork: %s", strerror(e));
-  }
-  if (pid == 0)
-    child_exec(argv, outp[1], errp[1]);
+  /* stdin /dev/null, stdout the serial console, stderr for the reason;
+   * nothing else of the embedder's (its sockets, its QMP connections) stays
+   * open in QEMU. */
+  hm_spawn_opts o = {.argv = (char **)argv,
+                     .pass_fd = -1,
+                     .as_fd = -1,
+                     .stdio_fd = -1,
+                     .stdout_fd = outp[1],
+                     .stderr_fd = errp[1]};
+  pid_t pid = -1;
+  hm_error *serr = NULL;
+  int sr = hm_spawn(&pid, &o, &serr);
   close(outp[1]);
   close(errp[1]);
+  if (sr < 0) {
+    close(outp[0]);
+    close(errp[0]);
+    if (sr != HM_E_HELPER) {
+      if (err)
+        *err = serr;
+      else
+        hm_error_free(serr);
+      return sr;
+    }
+    snprintf(why, whylen, "%s", hm_error_message(serr));
+    hm_error_free(serr);
+    return 0;
+  }
 
   char kept[ACCEL_ERR_KEEP] = "", tail[sizeof(ACCEL_BANNER)] = "";
   size_t kused = 0, tlen = 0;
@@ -203,23 +203,14 @@ static int kvm_boots(const char *qemu, const char *kernel, int timeout_ms, char 
         keep_err(kept, &kused, buf, (size_t)r);
     }
   }
-  int status = 0;
-  /* QEMU may have exited on its own (an error, or -no-reboot after a panic);
-   * else stop it now: the probe is done either way. */
-  if (open_fds == 0) {
-    /* both pipes at EOF: QEMU is exiting; give it a moment to finish */
-    for (int i = 0; i < 100 && !exited; i++)
-      if (waitpid(pid, &status, WNOHANG) == pid)
-        exited = 1;
-      else
-        usleep(10000);
-  } else if (waitpid(pid, &status, WNOHANG) == pid) {
-    exited = 1;
-  }
+  int status = -1;
+  /* QEMU may have exited on its own (an error, or -no-reboot after a panic;
+   * both pipes at EOF: it is exiting, give it a moment to finish); else
+   * stop it now: the probe is done either way. */
+  exited = hm_child_exited(pid, open_fds == 0 ? 1000 : 0, &status);
   if (!exited) {
-    kill(pid, SIGKILL);
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-      ;
+    hm_child_signal(pid, SIGKILL);
+    hm_child_exited(pid, -1, &status);
   }
   for (int i = 0; i < 2; i++)
     if (p[i].fd >= 0) {
@@ -237,8 +228,6 @@ static int kvm_boots(const char *qemu, const char *kernel, int timeout_ms, char 
 
   if (booted)
     snprintf(why, whylen, "KVM booted %s to its banner", kernel);
-  else if (exited && WIFEXITED(status) && WEXITSTATUS(status) == 127)
-    snprintf(why, whylen, "cannot run %s", qemu);
   else if (exited)
     snprintf(why, whylen, "QEMU with KVM exited before the kernel printed%s%s", kused ? ": " : "",
              kept);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Confinement for the host-side file servers: see jail.h. */
 #include "jail.h"
+#include "spawn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -309,7 +310,8 @@ int hm_jail_pivot(pid_t pid, const hm_share *s, hm_error **err) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  pid_t c = fork();
+  int cfd;
+  pid_t c = hm_fork_pidfd(&cfd);
   if (c == 0) {
     for (int sig = 1; sig < NSIG; sig++)
       signal(sig, SIG_DFL);
@@ -341,19 +343,22 @@ int hm_jail_pivot(pid_t pid, const hm_share *s, hm_error **err) {
     close(ep[0]);
     return HM_ERR(err, -e, "%s: fork: %s", __func__, strerror(e));
   }
-  int r[2] = {0, 0}, st = 0;
+  int r[2] = {0, 0}, st = -1;
   ssize_t got;
   while ((got = read(ep[0], r, sizeof(r))) < 0 && errno == EINTR)
     ;
   close(ep[0]);
-  while (waitpid(c, &st, 0) < 0 && errno == EINTR)
-    ;
+  hm_pidfd_wait_exit(cfd, c, &st);
+  if (cfd >= 0)
+    close(cfd);
   static const char *const step[] = {"", "setns", "chdir to the share", "pivot_root",
                                      "detach the old root"};
   if (got == (ssize_t)sizeof(r) && r[0] >= 1 && r[0] <= 4)
     return HM_ERR(err, HM_E_HELPER, "%s: helper %d: %s failed: %s", __func__, (int)pid, step[r[0]],
                   strerror(r[1]));
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+  /* st -1: SIGCHLD is ignored here, the status is lost; the check of the
+   * helper's root below decides then. */
+  if (st != -1 && (!WIFEXITED(st) || WEXITSTATUS(st) != 0))
     return HM_ERR(err, HM_E_HELPER, "%s: helper %d: the pivot did not finish", __func__, (int)pid);
   if (!hm_jail_root_is(pid, s))
     return HM_ERR(err, HM_E_HELPER,

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/close_range.h>
 #include <linux/mount.h>
 #include <pthread.h>
@@ -49,13 +50,43 @@ static void cloexec_from3(int keep) {
       fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
+/* argv0 as given when it has a '/', else the first executable of that name
+ * in PATH (malloc'd), or NULL with errno. */
+static char *resolve(const char *argv0) {
+  if (strchr(argv0, '/'))
+    return strdup(argv0);
+  const char *path = getenv("PATH");
+  if (!path || !*path)
+    path = "/usr/local/bin:/usr/bin:/bin";
+  for (const char *d = path; *d;) {
+    size_t n = strcspn(d, ":");
+    char *p = NULL;
+    /* An empty entry is the current directory, as execvp has it. */
+    if (asprintf(&p, "%.*s/%s", n ? (int)n : 1, n ? d : ".", argv0) < 0)
+      return NULL;
+    if (access(p, X_OK) == 0)
+      return p;
+    free(p);
+    d += n + (d[n] == ':');
+  }
+  errno = ENOENT;
+  return NULL;
+}
+
 int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
   char **argv = o->argv;
   int pass_fd = o->pass_fd, as_fd = o->as_fd, stdio_fd = o->stdio_fd;
+  int out_fd = o->stdout_fd, err_fd = o->stderr_fd;
   if ((o->share || o->confine) && geteuid() != 0)
     return HM_ERR(err, HM_E_UNSUPPORTED, "%s: confining %s needs root", __func__, argv[0]);
   /* Everything the child needs is made before fork: from there on it may
    * only make system calls. */
+  char *prog = resolve(argv[0]);
+  if (!prog) {
+    int e = errno;
+    return e == ENOMEM ? HM_ERR_NOMEM(err)
+                       : HM_ERR(err, HM_E_HELPER, "cannot run %s: %s", argv[0], strerror(e));
+  }
   hm_strv envp = {0};
   extern char **environ;
   for (char **e = environ; e && *e; e++)
@@ -71,6 +102,7 @@ int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
   if (pipe2(ep, O_CLOEXEC) < 0) {
     int e = errno;
     hm_strv_clear(&envp);
+    free(prog);
     return HM_ERR(err, -e, "pipe: %s", strerror(e));
   }
   int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -81,7 +113,8 @@ int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  pid_t pid = fork();
+  int pidfd = -1;
+  pid_t pid = hm_fork_pidfd(&pidfd);
   if (pid == 0) {
     for (int sig = 1; sig < NSIG; sig++)
       signal(sig, SIG_DFL);
@@ -99,11 +132,13 @@ int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
         _exit(124);
       fcntl(0, F_SETFD, 0);
       fcntl(1, F_SETFD, 0);
-      if (devnull >= 0)
+      if (devnull >= 0 && err_fd <= 0)
         dup2(devnull, 2);
     } else if (devnull >= 0) {
       dup2(devnull, 0);
     }
+    if ((out_fd > 0 && dup2(out_fd, 1) < 0) || (err_fd > 0 && dup2(err_fd, 2) < 0))
+      _exit(124);
     if (pass_fd >= 0) {
       if (dup2(pass_fd, as_fd) < 0)
         _exit(123);
@@ -113,7 +148,7 @@ int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
     cloexec_from3(pass_fd >= 0 ? as_fd : -1);
     if (o->confine && hm_confine_child(o->confine) < 0)
       goto child_fail;
-    execve(argv[0], argv, envp.v);
+    execve(prog, argv, envp.v);
     e[0] = 2;
   child_fail:
     e[1] = errno ? errno : EPERM;
@@ -121,15 +156,16 @@ int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
       _exit(126);
     _exit(127);
   }
+  int fork_errno = errno;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (devnull >= 0)
     close(devnull);
   close(ep[1]);
   hm_strv_clear(&envp);
   if (pid < 0) {
-    int e = errno;
     close(ep[0]);
-    return HM_ERR(err, -e, "fork: %s", strerror(e));
+    free(prog);
+    return HM_ERR(err, -fork_errno, "fork: %s", strerror(fork_errno));
   }
   int e[2] = {0, 0};
   ssize_t n;
@@ -137,14 +173,39 @@ int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
     ;
   close(ep[0]);
   if (n == (ssize_t)sizeof(e)) {
-    waitpid(pid, NULL, 0);
-    return HM_ERR(err, HM_E_HELPER, "cannot %s %s: %s", e[0] == 1 ? "confine" : "run", argv[0],
-                  strerror(e[1]));
+    /* It has exited or is about to: reap exactly it (its pidfd), blocking
+     * only until it has. */
+    int st;
+    hm_pidfd_wait_exit(pidfd, pid, &st);
+    if (pidfd >= 0)
+      close(pidfd);
+    int r = HM_ERR(err, HM_E_HELPER, "cannot %s %s: %s", e[0] == 1 ? "confine" : "run", prog,
+                   strerror(e[1]));
+    free(prog);
+    return r;
+  }
+  free(prog);
+  if (hm_child_add(pid, pidfd) < 0) {
+    /* Not supervised means not started: a helper we could not stop later
+     * must not run. */
+    if (pidfd >= 0) {
+      int st;
+      hm_pidfd_signal(pidfd, SIGKILL);
+      hm_pidfd_wait(pidfd, 2000);
+      hm_pidfd_reap(pidfd, pid, &st);
+      close(pidfd);
+    } else {
+      int st;
+      kill(pid, SIGKILL);
+      hm_pidfd_wait_exit(-1, pid, &st);
+    }
+    return HM_ERR_NOMEM(err);
   }
   *out_pid = pid;
   return 0;
 nomem:
   hm_strv_clear(&envp);
+  free(prog);
   return HM_ERR_NOMEM(err);
 }
 
@@ -169,36 +230,117 @@ char *hm_proc_getenv(pid_t pid, const char *name) {
   return found;
 }
 
+/* SIGTERM, then SIGKILL: 0 once stopped(ud, ms) says it is gone, -1 if
+ * it outlived SIGKILL too. */
+static int term_then_kill(int (*sig)(void *ud, int s), int (*stopped)(void *ud, int ms), void *ud,
+                          int timeout_ms) {
+  sig(ud, SIGTERM);
+  if (stopped(ud, timeout_ms))
+    return 0;
+  sig(ud, SIGKILL);
+  return stopped(ud, 2000) ? 0 : -1;
+}
+
+static int child_sig(void *ud, int s) {
+  return hm_child_signal(*(pid_t *)ud, s);
+}
+static int child_stopped(void *ud, int ms) {
+  return hm_child_exited(*(pid_t *)ud, ms, NULL);
+}
+static int pidfd_sig(void *ud, int s) {
+  return hm_pidfd_signal(*(int *)ud, s);
+}
+static int pidfd_stopped(void *ud, int ms) {
+  return hm_pidfd_wait(*(int *)ud, ms);
+}
+
+/* No pidfds (a kernel before 5.3): pid, checked by alive before each
+ * signal. */
+struct legacy {
+  pid_t pid;
+  int (*alive)(pid_t pid);
+};
+static int legacy_sig(void *ud, int s) {
+  struct legacy *l = ud;
+  return l->alive(l->pid) ? kill(l->pid, s) : 0;
+}
+static int legacy_stopped(void *ud, int ms) {
+  struct legacy *l = ud;
+  int64_t deadline = hm_now_ms() + ms;
+  while (l->alive(l->pid)) {
+    if (hm_now_ms() >= deadline)
+      return 0;
+    struct timespec ts = {0, 10 * 1000000};
+    nanosleep(&ts, NULL);
+  }
+  return 1;
+}
+
 int hm_helper_stop(pid_t pid, int (*alive)(pid_t pid), const char *name, int timeout_ms,
                    hm_error **err) {
   if (pid <= 1)
     return 0;
-  int st;
-  pid_t w = waitpid(pid, &st, WNOHANG);
-  if (w == pid)
-    return 0;
-  int child = !(w < 0 && errno == ECHILD);
-  /* Our own child is ours to kill even before it has exec'ed; a pid known
-   * only from the state file must still be the program we think it is. */
-  if (!child && !alive(pid))
-    return 0;
-  kill(pid, SIGTERM);
-  int64_t deadline = hm_now_ms() + timeout_ms;
-  int killed = 0;
-  for (;;) {
-    if (child ? waitpid(pid, &st, WNOHANG) == pid : !alive(pid))
+  int r;
+  if (hm_child_is_ours(pid)) {
+    /* Ours to kill even before it has exec'ed, and ours to reap. */
+    r = hm_child_exited(pid, 0, NULL) ? 0
+                                      : term_then_kill(child_sig, child_stopped, &pid, timeout_ms);
+  } else {
+    /* Known only from the state file: the pidfd is taken before the check,
+     * so what is signalled is the process the check saw, never a recycled
+     * pid. Not our child: not ours to reap. */
+    if (!alive)
       return 0;
-    if (hm_now_ms() >= deadline) {
-      if (killed)
-        return HM_ERR(err, HM_E_HELPER, "%s %d did not exit after SIGKILL", name, (int)pid);
-      kill(pid, SIGKILL);
-      killed = 1;
-      deadline = hm_now_ms() + 2000;
+    int fd = hm_pidfd_open(pid);
+    if (fd < 0 && errno == ESRCH)
+      return 0;
+    if (!alive(pid)) {
+      if (fd >= 0)
+        close(fd);
+      return 0;
     }
-    /* 10 ms steps keep stop latency low without a pidfd per helper. */
-    struct timespec ts = {0, 10 * 1000000};
-    nanosleep(&ts, NULL);
+    if (fd >= 0) {
+      r = term_then_kill(pidfd_sig, pidfd_stopped, &fd, timeout_ms);
+      close(fd);
+    } else {
+      struct legacy l = {pid, alive};
+      r = term_then_kill(legacy_sig, legacy_stopped, &l, timeout_ms);
+    }
   }
+  return r < 0 ? HM_ERR(err, HM_E_HELPER, "%s %d did not exit after SIGKILL", name, (int)pid) : 0;
+}
+
+int hm_proc_is_ours(pid_t pid, const char *exe) {
+  char p[64], line[256];
+  snprintf(p, sizeof(p), "/proc/%d/status", (int)pid);
+  FILE *f = fopen(p, "re");
+  if (!f)
+    return 0;
+  unsigned ruid = 0, euid = 0;
+  int have = 0;
+  while (fgets(line, sizeof(line), f))
+    if (sscanf(line, "Uid: %u %u", &ruid, &euid) == 2) {
+      have = 1;
+      break;
+    }
+  fclose(f);
+  if (!have || ruid != geteuid() || euid != geteuid())
+    return 0;
+  if (!exe)
+    return 1;
+  char want[PATH_MAX], got[PATH_MAX + 16];
+  if (!realpath(exe, want))
+    return 0;
+  snprintf(p, sizeof(p), "/proc/%d/exe", (int)pid);
+  ssize_t n = readlink(p, got, sizeof(got) - 1);
+  if (n < 0)
+    return 0;
+  got[n] = '\0';
+  /* A helper started before its package was upgraded runs a deleted file. */
+  static const char deleted[] = " (deleted)";
+  size_t wl = strlen(want);
+  return strcmp(got, want) == 0 || ((size_t)n == wl + sizeof(deleted) - 1 &&
+                                    strncmp(got, want, wl) == 0 && !strcmp(got + wl, deleted));
 }
 
 static int read_small(const char *path, char *buf, size_t size) {
@@ -212,7 +354,7 @@ static int read_small(const char *path, char *buf, size_t size) {
 }
 
 int hm_helper_alive(pid_t pid, const char *comm) {
-  if (pid <= 1)
+  if (pid <= 1 || hm_child_exited(pid, 0, NULL))
     return 0;
   char p[64], name[64], stat[256];
   snprintf(p, sizeof(p), "/proc/%d/comm", (int)pid);
@@ -220,9 +362,6 @@ int hm_helper_alive(pid_t pid, const char *comm) {
     return 0;
   name[strcspn(name, "\n")] = 0;
   if (strcmp(name, comm) != 0)
-    return 0;
-  int st;
-  if (waitpid(pid, &st, WNOHANG) == pid)
     return 0;
   snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
   if (read_small(p, stat, sizeof(stat)) == 0) {

@@ -17,7 +17,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,7 +48,8 @@ static char *capture(const char *path, const char *arg) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) < 0)
     return NULL;
-  pid_t pid = fork();
+  int pidfd;
+  pid_t pid = hm_fork_pidfd(&pidfd);
   if (pid < 0) {
     close(p[0]);
     close(p[1]);
@@ -77,8 +77,10 @@ static char *capture(const char *path, const char *arg) {
     if (n > 0)
       len += (size_t)n;
   close(p[0]);
-  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-    ;
+  int st;
+  hm_pidfd_wait_exit(pidfd, pid, &st);
+  if (pidfd >= 0)
+    close(pidfd);
   if (buf)
     buf[len] = '\0';
   return buf;
@@ -266,15 +268,6 @@ void hm_virtiofsd_find(const char *marker, void (*fn)(pid_t pid, void *ud), void
   free(name);
 }
 
-int hm_pidfd_open(pid_t pid) {
-#ifdef SYS_pidfd_open
-  return (int)syscall(SYS_pidfd_open, pid, 0);
-#else
-  (void)pid;
-  return -1;
-#endif
-}
-
 int hm_virtiofsd_alive(pid_t pid) {
   return hm_helper_alive(pid, "virtiofsd");
 }
@@ -308,11 +301,39 @@ static int dead(pid_t pid) {
   return rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X');
 }
 
-static int wait_dead(const pid_t *pids, size_t n, int64_t deadline) {
+/* The parent of pid, or -1. */
+static pid_t ppid_of(pid_t pid) {
+  char p[64], buf[512];
+  snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(p, "re");
+  if (!f)
+    return -1;
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *rp = strrchr(buf, ')');
+  int ppid = -1;
+  if (!rp || sscanf(rp + 2, "%*c %d", &ppid) != 1)
+    return -1;
+  return (pid_t)ppid;
+}
+
+/* virtiofsd's sandbox children, each pinned by a pidfd (fd -1: none, on
+ * kernels without pidfds, then known by pid only). */
+typedef struct kid {
+  pid_t pid;
+  int fd;
+} kid;
+
+static int kid_dead(const kid *k) {
+  return k->fd >= 0 ? hm_pidfd_wait(k->fd, 0) : dead(k->pid);
+}
+
+static int wait_dead(const kid *kids, size_t n, int64_t deadline) {
   for (;;) {
     size_t alive = 0;
     for (size_t i = 0; i < n; i++)
-      alive += !dead(pids[i]);
+      alive += !kid_dead(&kids[i]);
     if (!alive)
       return 0;
     if (hm_now_ms() >= deadline)
@@ -325,16 +346,33 @@ static int wait_dead(const pid_t *pids, size_t n, int64_t deadline) {
 int hm_virtiofsd_stop(pid_t pid, int timeout_ms, hm_error **err) {
   if (pid <= 1)
     return 0;
-  pid_t kids[16];
-  size_t nkids = children_of(pid, kids, 16);
-  int r = hm_helper_stop(pid, hm_virtiofsd_alive, "virtiofsd", timeout_ms, err);
-  if (r < 0)
-    return r;
-  if (nkids && wait_dead(kids, nkids, hm_now_ms() + timeout_ms) < 0) {
-    for (size_t i = 0; i < nkids; i++)
-      kill(kids[i], SIGKILL);
-    if (wait_dead(kids, nkids, hm_now_ms() + 2000) < 0)
-      return HM_ERR(err, HM_E_HELPER, "virtiofsd %d left a process behind", (int)pid);
+  pid_t pids[16];
+  kid kids[16];
+  size_t n = children_of(pid, pids, 16), nkids = 0;
+  /* Pinned while still pid's children (checked after the pidfd is taken):
+   * the SIGKILL below reaches them, never a pid recycled once they died. */
+  for (size_t i = 0; i < n; i++) {
+    int fd = hm_pidfd_open(pids[i]);
+    if (fd >= 0 && ppid_of(pids[i]) != pid) {
+      close(fd);
+      continue;
+    }
+    if (fd < 0 && errno == ESRCH)
+      continue;
+    kids[nkids++] = (kid){pids[i], fd};
   }
-  return 0;
+  int r = hm_helper_stop(pid, hm_virtiofsd_alive, "virtiofsd", timeout_ms, err);
+  if (r == 0 && nkids && wait_dead(kids, nkids, hm_now_ms() + timeout_ms) < 0) {
+    for (size_t i = 0; i < nkids; i++)
+      if (kids[i].fd >= 0)
+        hm_pidfd_signal(kids[i].fd, SIGKILL);
+      else
+        kill(kids[i].pid, SIGKILL);
+    if (wait_dead(kids, nkids, hm_now_ms() + 2000) < 0)
+      r = HM_ERR(err, HM_E_HELPER, "virtiofsd %d left a process behind", (int)pid);
+  }
+  for (size_t i = 0; i < nkids; i++)
+    if (kids[i].fd >= 0)
+      close(kids[i].fd);
+  return r;
 }

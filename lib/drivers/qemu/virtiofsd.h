@@ -10,6 +10,7 @@
 #define HM_VIRTIOFSD_H
 
 #include "private.h"
+#include "spawn.h"
 #include <sys/types.h>
 
 #define HM_VIRTIOFSD_C 1
@@ -51,9 +52,6 @@ HM_PRIVATE int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info,
  * virtiofsd (the C one forks its sandbox).
  */
 HM_PRIVATE void hm_virtiofsd_find(const char *marker, void (*fn)(pid_t pid, void *ud), void *ud);
-
-/* A pidfd for pid (readable when it exits), or -1 where the kernel has none. */
-HM_PRIVATE int hm_pidfd_open(pid_t pid);
 
 /* Stops pid if it is still a virtiofsd: SIGTERM, then SIGKILL after
  * timeout_ms; reaps it when it is our child. 0 when gone. */

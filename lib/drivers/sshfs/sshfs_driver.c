@@ -745,14 +745,25 @@ static void stop_orphan(sshfs_hp *hp, hm_attachment *att) {
   pid_t pid = p ? (pid_t)atoi(p) : 0;
   if (pid <= 1 || !sftp_alive_as(pid, att->id))
     return;
+  /* Pinned before the checks: what is signalled is the process they saw,
+   * never a pid recycled in between. */
+  int pfd = hm_pidfd_open(pid);
   char *inst = hm_proc_getenv(pid, HM_ENV_INSTANCE);
-  if (inst && strcmp(inst, hp->dir) == 0) {
-    kill(pid, SIGTERM);
-    for (int i = 0; i < 200 && sftp_alive_as(pid, att->id); i++)
-      usleep(10000);
-    if (sftp_alive_as(pid, att->id))
-      kill(pid, SIGKILL);
+  if (inst && strcmp(inst, hp->dir) == 0 && sftp_alive_as(pid, att->id)) {
+    if (pfd >= 0) {
+      hm_pidfd_signal(pfd, SIGTERM);
+      if (!hm_pidfd_wait(pfd, 2000))
+        hm_pidfd_signal(pfd, SIGKILL);
+    } else {
+      kill(pid, SIGTERM);
+      for (int i = 0; i < 200 && sftp_alive_as(pid, att->id); i++)
+        usleep(10000);
+      if (sftp_alive_as(pid, att->id))
+        kill(pid, SIGKILL);
+    }
   }
+  if (pfd >= 0)
+    close(pfd);
   free(inst);
 }
 

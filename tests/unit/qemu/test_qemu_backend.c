@@ -8,9 +8,11 @@
  * no socket file, slot free again). The full cycle with a guest is in e2e.
  */
 #include "qemu_fixture.h"
+#include "virtiofsd.h"
 
 #include <check.h>
 #include <dirent.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,6 +194,63 @@ START_TEST(test_rollback_device_add_fails) {
 }
 END_TEST
 
+/* In an embedder that ignores SIGCHLD (the kernel reaps its children, a
+ * wait says ECHILD): virtiofsd is started, healthy, its death is seen on the
+ * watch fd and by the check, the dead mount is retired; a rollback stops
+ * its virtiofsd at once rather than waiting out the stop timeout and
+ * SIGKILLing a pid that may be someone else's by then. */
+START_TEST(test_sigchld_ignored) {
+  ck_assert(signal(SIGCHLD, SIG_IGN) != SIG_ERR);
+  hm_error *err = NULL;
+  hm_mount_spec *s = make_spec();
+  hm_attachment *att = NULL;
+  hm_attachment_new(&att, "hm-1", NULL);
+  ck_assert_msg(hm_fs_hotplugger_attach(fx.hp, s, att, &err) == 0, "%s", hm_error_message(err));
+  char *reason = NULL;
+  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, NULL), 1);
+  int watch = hm_fs_hotplugger_watch_fd(fx.hp, att);
+  ck_assert_int_ge(watch, 0);
+  struct pollfd p = {.fd = watch, .events = POLLIN};
+  ck_assert_int_eq(poll(&p, 1, 0), 0);
+  pid_t pid = (pid_t)atoi(hm_attachment_get_data(att, "virtiofsd_pid"));
+  ck_assert_int_eq(kill(pid, SIGKILL), 0);
+  ck_assert_msg(poll(&p, 1, 5000) == 1, "virtiofsd's death not seen on the watch fd");
+  close(watch);
+  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, NULL), 0);
+  ck_assert_ptr_nonnull(strstr(reason, "virtiofsd for hm-1 is not running"));
+  free(reason);
+  ck_assert_msg(hm_fs_hotplugger_detach(fx.hp, att, &err) == 0, "%s", hm_error_message(err));
+  ck_assert_ptr_nonnull(hm_attachment_get_data(att, "retired"));
+  hm_attachment_free(att);
+
+  /* A rollback cleans up (chardev-add fails once virtiofsd runs). */
+  mon_exec("chardev-add", "{\"id\":\"hm-5-chr\",\"backend\":{\"type\":\"null\",\"data\":{}}}");
+  hm_attachment_new(&att, "hm-5", NULL);
+  ck_assert_int_eq(hm_fs_hotplugger_attach(fx.hp, s, att, &err), HM_E_QMP);
+  hm_error_free(err);
+  err = NULL;
+  ck_assert_int_eq(count_virtiofsd(), 0);
+  ck_assert_int_eq(count_sockets(), 0);
+  hm_attachment_free(att);
+  hm_mount_spec_free(s);
+
+  /* A stop says it stopped: a wait for the status the kernel has thrown
+   * away must not read as "did not exit after SIGKILL". */
+  hm_virtiofsd_info vfs;
+  ck_assert_msg(hm_virtiofsd_detect(&vfs, NULL, &err) == 0, "%s", hm_error_message(err));
+  char sock[128];
+  snprintf(sock, sizeof(sock), "%s/stop-vfs.sock", dir);
+  ck_assert_msg(hm_virtiofsd_start(&pid, &vfs, share, 0, NULL, sock, NULL, &err) == 0, "%s",
+                hm_error_message(err));
+  ck_assert(hm_virtiofsd_alive(pid));
+  ck_assert_msg(hm_virtiofsd_stop(pid, 3000, &err) == 0, "%s", hm_error_message(err));
+  ck_assert(!hm_virtiofsd_alive(pid));
+  ck_assert_int_eq(count_virtiofsd(), 0);
+  unlink(sock);
+  hm_virtiofsd_info_clear(&vfs);
+}
+END_TEST
+
 START_TEST(test_no_qemu) {
   hm_qemu_config *cfg = NULL;
   hm_fs_hotplugger *h = NULL;
@@ -217,6 +276,7 @@ int main(void) {
   tcase_add_test(tc, test_slots_and_attach);
   tcase_add_test(tc, test_rollback_chardev_add_fails);
   tcase_add_test(tc, test_rollback_device_add_fails);
+  tcase_add_test(tc, test_sigchld_ignored);
   suite_add_tcase(s, tc);
   TCase *tc2 = tcase_create("no-qemu");
   tcase_add_test(tc2, test_no_qemu);
