@@ -35,11 +35,14 @@ int cli_exit_code(int code) {
 /* What to do next, for the errors a person can act on. The library's
  * messages say what went wrong; these say which command helps. */
 static void hint(const hm_error *err) {
-  const char *msg = hm_error_message(err), *name = cli_instance_name();
+  const char *name = cli_instance_name();
+  /* HM_ECLASS_HTTP: about reaching hotmountd or the request itself, not
+   * about the VM or a mount. */
+  int http = hm_error_class(err) == HM_ECLASS_HTTP;
   switch (hm_error_code(err)) {
   case HM_E_NOT_READY:
     /* The client's own message already names the hotmountd command. */
-    if (strstr(msg, "hotmountd is not running"))
+    if (http)
       break;
     fprintf(stderr,
             "hint: the VM or its guest agent is not reachable; 'hotmount doctor %s' says what is "
@@ -53,7 +56,8 @@ static void hint(const hm_error *err) {
             name, name);
     break;
   case HM_E_NOT_FOUND:
-    if (strstr(msg, "no such resource"))
+    /* An unknown URL (a daemon of another version), not a mount. */
+    if (http)
       break;
     fprintf(stderr, "hint: 'hotmount list %s' shows what is mounted\n", name);
     break;
@@ -81,8 +85,8 @@ static void hint(const hm_error *err) {
 int cli_fail(const hm_error *err) {
   /* The most common mistake gets a short message with the exact command,
    * spelt with the instance as the user typed it. */
-  if (hm_error_code(err) == HM_E_NOT_READY && instance_name && instance_dir &&
-      strstr(hm_error_message(err), "hotmountd is not running")) {
+  if (hm_error_code(err) == HM_E_NOT_READY && hm_error_class(err) == HM_ECLASS_HTTP &&
+      instance_name && instance_dir) {
     fprintf(stderr,
             "hotmount: hotmountd is not running for %s (nothing answers on %s/hotmountd.sock)\n"
             "hint: start it with: hotmountd %s\n",

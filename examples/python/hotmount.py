@@ -52,13 +52,21 @@ HM_REMOVE_FORCE = 2
 class HotmountError(Exception):
     """A libhotmount error. str() is the library's message (it starts with
     the function that failed); .code is the HM_E_* value (negative); .errno is
-    the errno for the errno-backed codes, None for the library's own."""
+    the errno for the errno-backed codes, None for the library's own;
+    .error_class is where it came from (hm_error_class_name: "qmp", "agent",
+    "http", ... or "none") and .detail the peer's own name for it (QMP's
+    error class, "DeviceNotFound"), or None. Decide by these, not by str()."""
 
     code = 0
+    error_class = "none"
+    detail: Optional[str] = None
 
-    def __init__(self, message: str, code: Optional[int] = None):
+    def __init__(self, message: str, code: Optional[int] = None,
+                 error_class: str = "none", detail: Optional[str] = None):
         super().__init__(message)
         self.message = message
+        self.error_class = error_class
+        self.detail = detail
         if code is not None:
             self.code = code
         # HM_E_* of the library's own start at -4001; the rest are -errno.
@@ -167,11 +175,12 @@ _ERRORS = {cls.code: cls for cls in (
     QMPError, AgentError, HelperError, InternalError, AuthError)}
 
 
-def _error_for(code: int, message: str) -> HotmountError:
+def _error_for(code: int, message: str, error_class: str = "none",
+               detail: Optional[str] = None) -> HotmountError:
     cls = _ERRORS.get(code)
     if cls is None:
         cls = HotmountOSError if -4000 < code < 0 else HotmountError
-    return cls(message, code)
+    return cls(message, code, error_class, detail)
 
 
 # ---------------------------------------------------------------------------
@@ -222,6 +231,9 @@ _PROTOTYPES = {
     "hm_strerror": (_c_char_p, [_c_int]),
     "hm_error_code": (_c_int, [_ErrP]),
     "hm_error_message": (_c_char_p, [_ErrP]),
+    "hm_error_class": (_c_int, [_ErrP]),
+    "hm_error_class_name": (_c_char_p, [_c_int]),
+    "hm_error_detail": (_c_char_p, [_ErrP]),
     "hm_error_free": (None, [_ErrP]),
     "hm_free": (None, [ctypes.c_void_p]),
     "hm_instance_dir_resolve": (_c_int, [_P(_MallocStr), _c_char_p, _ErrPP]),
@@ -333,14 +345,18 @@ def _check(rc: int, err: "_ErrP") -> int:
         if err:
             code = lib.hm_error_code(err) or rc
             message = (lib.hm_error_message(err) or b"").decode("utf-8", "replace")
+            klass = lib.hm_error_class_name(lib.hm_error_class(err)).decode()
+            detail = lib.hm_error_detail(err)
+            detail = detail.decode("utf-8", "replace") if detail is not None else None
         else:
             code = rc
             message = ""
+            klass, detail = "none", None
     finally:
         lib.hm_error_free(err)
     if not message:
         message = lib.hm_strerror(code).decode("utf-8", "replace")
-    raise _error_for(code, message)
+    raise _error_for(code, message, klass, detail)
 
 
 def _take_string(p: "_MallocStr") -> str:

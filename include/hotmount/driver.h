@@ -18,10 +18,56 @@
 
 #include <hotmount/common.h>
 #include <hotmount/error.h>
+#include <hotmount/log.h>
 #include <hotmount/mount.h>
 #include <hotmount/status.h>
 
 HM_BEGIN_DECLS
+
+#if defined(__GNUC__) || defined(__clang__)
+#define HM_FORMAT_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define HM_FORMAT_PRINTF(a, b)
+#endif
+
+/**
+ * hm_error_set: the backend's way to fail an op. When err is non-NULL and *err is NULL, stores a
+ * new error with code (a negative HM_E_* value) and the printf-formatted message (start it with
+ * your backend's name, "mybackend: ..."), class HM_ECLASS_BACKEND (or the class code implies:
+ * HM_E_QMP is HM_ECLASS_QMP, ...); an error already in *err is kept. Returns code, so an op can
+ * `return hm_error_set(err, HM_E_IO, "mybackend: cannot open %s", path);`. Out of memory leaves a
+ * static "out of memory" error. Any thread. Since 0.1.
+ */
+HM_API int hm_error_set(hm_error **err, int code, const char *fmt, ...) HM_FORMAT_PRINTF(3, 4);
+
+/**
+ * hm_error_set_class: hm_error_set with an explicit class (HM_ECLASS_*; out of range: the class
+ * code implies) and detail, the peer's own identifier for the condition (copied; NULL for none),
+ * which callers read with hm_error_detail. Same return, ownership and thread rules. Since 0.1.
+ */
+HM_API int hm_error_set_class(hm_error **err, int code, int klass, const char *detail,
+                              const char *fmt, ...) HM_FORMAT_PRINTF(5, 6);
+
+/**
+ * hm_log: writes one line to the library's log (see hm_set_log_callback in log.h) at level
+ * (HM_LOG_*), printf-formatted; dropped when above the callback's max_level or with no callback.
+ * Lines are rate-limited per format string (a burst of 20, then 5 a second), so a peer that
+ * repeats one failure cannot flood the log; control characters are escaped. Never fails. Any
+ * thread, also inside ops. Since 0.1.
+ */
+HM_API void hm_log(int level, const char *fmt, ...) HM_FORMAT_PRINTF(2, 3);
+
+/**
+ * hm_alloc: n zeroed elements of size bytes from the library's allocator, for what a backend
+ * hands to the library to free (check's reason, scan's array); NULL when out of memory or when
+ * n * size overflows. Free with hm_free. Any thread. Since 0.1.
+ */
+HM_API void *hm_alloc(size_t n, size_t size);
+/**
+ * hm_strdup: a copy of s from the library's allocator (free with hm_free), for check's reason;
+ * NULL when s is NULL or out of memory. Any thread. Since 0.1.
+ */
+HM_API char *hm_strdup(const char *s);
 
 /**
  * hm_attachment: the library-owned record of one attach. The backend fills it
@@ -61,7 +107,9 @@ HM_API int hm_attachment_set_tag(hm_attachment *att, const char *tag, hm_error *
 HM_API const char *hm_attachment_get_tag(const hm_attachment *att);
 /**
  * hm_attachment_set_data: backend-private data key = value (both copied; value NULL removes key),
- * persisted in the state file so that detach works after a daemon restart. Returns 0, HM_E_INVALID
+ * persisted in the state file so that detach works after a daemon restart. The library reads only
+ * these keys, all documented at the op that sets them: "guestOptions", "guestTransport" and "via"
+ * (attach), "hostPath" and "writable" (scan); every other key is the backend's alone. Returns 0, HM_E_INVALID
  * (att or key NULL) or HM_E_NOMEM. The backend's thread inside an op. Since 0.1.
  */
 HM_API int hm_attachment_set_data(hm_attachment *att, const char *key, const char *value,
@@ -71,6 +119,33 @@ HM_API int hm_attachment_set_data(hm_attachment *att, const char *key, const cha
  * rule as att. Since 0.1.
  */
 HM_API const char *hm_attachment_get_data(const hm_attachment *att, const char *key);
+
+/**
+ * hm_attachment_set_type: which kind of mount att is (HM_TYPE_*). The library sets it before
+ * attach (from the spec) and when it loads its records; a backend sets it on what scan finds, so
+ * the library can adopt the mount with the right type. Returns 0 or HM_E_INVALID (NULL att, or
+ * not an HM_TYPE_* value). Same thread rule as att. Since 0.1.
+ */
+HM_API int hm_attachment_set_type(hm_attachment *att, int type, hm_error **err);
+/**
+ * hm_attachment_get_type: att's HM_TYPE_*, or 0 when unknown (a record of an older version, or a
+ * scanned attachment the backend did not type). Same thread rule as att. Since 0.1.
+ */
+HM_API int hm_attachment_get_type(const hm_attachment *att);
+/**
+ * hm_attachment_set_retired: for detach only: the backend cannot release the attachment's device
+ * now without harm (QEMU: its virtiofsd died, and unplugging would hang the guest), so it stays in
+ * the VM until the VM restarts. detach then returns 0 having done nothing; the mount leaves the
+ * list and the library keeps a hidden record (the device still takes its slot) until check says
+ * HM_CHECK_GONE. reason (copied) is a sentence for the log and the mount's reason. Returns 0,
+ * HM_E_INVALID (NULL or empty argument) or HM_E_NOMEM. The thread running detach. Since 0.1.
+ */
+HM_API int hm_attachment_set_retired(hm_attachment *att, const char *reason, hm_error **err);
+/**
+ * hm_attachment_get_retired: the reason hm_attachment_set_retired stored, or NULL; borrowed from
+ * att. Same thread rule as att. Since 0.1.
+ */
+HM_API const char *hm_attachment_get_retired(const hm_attachment *att);
 
 /**
  * hm_fs_hotplugger_ops: the vtable. Growable: set struct_size to
@@ -92,8 +167,11 @@ typedef struct hm_fs_hotplugger_ops {
   /**
    * attach: make spec's host directory available to the guest; set the tag on
    * att (virtiofs: the tag; 9p: the virtio-serial port name the guest agent
-   * opens). Data key "guestOptions", when set, is passed to the guest mount
-   * (9p: "version=9p2000.L,msize=...,cache=..."). spec is validated and normalized. On failure the
+   * opens, or the 9p tag). Data keys the library reads: "guestOptions", when
+   * set, is passed to the guest mount (9p: "version=9p2000.L,msize=...,
+   * cache=..."); "guestTransport" "virtio" makes the guest mount a 9p tag
+   * with trans=virtio instead of opening a port; "via", when set, is shown
+   * with the mount as how the backend carries it ("pci", "serial"). spec is validated and normalized. On failure the
    * backend must have undone all it did (rollback is the backend's job inside attach) and return a
    * negative code with *err set.
    */
@@ -116,8 +194,10 @@ typedef struct hm_fs_hotplugger_ops {
   int (*describe)(void *impl, hm_status *st, hm_error **err);
   /**
    * Optional (since 0.1): is the attachment whole (every device, helper and
-   * connection it needs still there)? 1: yes; 0: no, with *reason set to a
-   * malloc'd sentence; negative: could not tell. Must not wait on the guest.
+   * connection it needs still there)? HM_CHECK_WHOLE; HM_CHECK_BROKEN or
+   * HM_CHECK_GONE with *reason set to a sentence allocated with hm_strdup or
+   * hm_alloc (the library frees it with hm_free); negative: could not tell,
+   * *err set. Must not wait on the guest.
    */
   int (*check)(void *impl, hm_attachment *att, char **reason, hm_error **err);
   /**
@@ -130,9 +210,10 @@ typedef struct hm_fs_hotplugger_ops {
    * Optional (since 0.1): every attachment this instance's backend finds in
    * the VM and on the host, with as much data as it can recover (for
    * reconciliation after a crash or a lost state file). *out is an array of
-   * n attachments, both owned by the caller (hm_attachment_free each, then
-   * free the array). Data keys "hostPath" and "writable" ("0"/"1") let the
-   * library adopt a mount it has no record of.
+   * n attachments allocated with hm_alloc; the library takes the array and
+   * the attachments. Data keys "hostPath" and "writable" ("0"/"1"), and the
+   * type (hm_attachment_set_type), let the library adopt a mount it has no
+   * record of.
    */
   int (*scan)(void *impl, hm_attachment ***out, size_t *n, hm_error **err);
   /** Optional (since 0.1): HM_HOTPLUGGER_* flags. */
@@ -152,6 +233,15 @@ typedef struct hm_fs_hotplugger_ops {
    */
   int (*reattach)(void *impl, const hm_mount_spec *spec, hm_attachment *att, hm_error **err);
 } hm_fs_hotplugger_ops;
+
+/*
+ * Results of the check op. GONE is BROKEN in the strongest form: nothing of the attachment is
+ * left in the VM (its device or port is no longer there, e.g. after the VM restarted), so a
+ * record kept only for that device can be dropped. Backends that cannot tell return BROKEN.
+ */
+#define HM_CHECK_BROKEN 0
+#define HM_CHECK_WHOLE 1
+#define HM_CHECK_GONE 2
 
 /**
  * HM_HOTPLUGGER_GUEST_MOUNTS: the backend itself mounts in the guest (attach

@@ -36,6 +36,24 @@ HM_BEGIN_DECLS
 #define HM_E_INTERNAL (-4005)  /* a bug; please report */
 #define HM_E_AUTH (-4006) /* SSH: the guest's host key is not trusted, or our login was refused */
 
+/*
+ * Classes (as libgit2's error class): which layer or peer an error comes from, so that a caller
+ * decides by (code, class) and never by reading the message. hm_error_detail adds the peer's own
+ * name for the condition where the peer has one (QMP: the error class QEMU sent). Classes are
+ * stable numbers; hm_error_class_name gives the lower-case name the HTTP API carries.
+ */
+#define HM_ECLASS_NONE 0    /* unclassified: the library's own condition */
+#define HM_ECLASS_INPUT 1   /* the caller's input: a request, path, option or instance name */
+#define HM_ECLASS_OS 2      /* the host: a system call or allocation failed */
+#define HM_ECLASS_QMP 3     /* QEMU's monitor; detail: QEMU's class ("DeviceNotFound") */
+#define HM_ECLASS_AGENT 4   /* the guest agent or its channel */
+#define HM_ECLASS_HELPER 5  /* a helper process (virtiofsd, diod, sftp-server) */
+#define HM_ECLASS_SSH 6     /* the SSH link to the guest (reverse-sshfs) */
+#define HM_ECLASS_HTTP 7    /* reaching hotmountd over its socket, or its HTTP routing */
+#define HM_ECLASS_MOUNT 8   /* the mount registry: no such mount, mount point in use, busy */
+#define HM_ECLASS_BACKEND 9 /* a backend's own error (hm_error_set in driver.h) */
+#define HM_ECLASS_LAST HM_ECLASS_BACKEND
+
 typedef struct hm_error hm_error;
 
 /**
@@ -43,6 +61,28 @@ typedef struct hm_error hm_error;
  * call returned); 0 for NULL. err: borrowed. Any thread. Since 0.1.
  */
 HM_API int hm_error_code(const hm_error *err);
+
+/**
+ * hm_error_class: the error's class, one of HM_ECLASS_*; HM_ECLASS_NONE for NULL or an
+ * unclassified error. An error passed up through several layers keeps the class of where it
+ * started (a QMP failure reported by hm_instance_add is still HM_ECLASS_QMP), also across the
+ * HTTP API (hm_client_*). err: borrowed. Any thread. Since 0.1.
+ */
+HM_API int hm_error_class(const hm_error *err);
+
+/**
+ * hm_error_detail: the peer's own identifier for the condition, when it sent one: for
+ * HM_ECLASS_QMP the QMP error class ("DeviceNotFound", "GenericError", ...). NULL when there is
+ * none or err is NULL. Owned by err, lives until hm_error_free. Any thread. Since 0.1.
+ */
+HM_API const char *hm_error_detail(const hm_error *err);
+
+/**
+ * hm_error_class_name: the lower-case name of an HM_ECLASS_* value ("qmp", "agent", ...), as the
+ * HTTP API's error bodies carry it; "none" for HM_ECLASS_NONE and unknown values. Static string,
+ * never NULL. Any thread. Since 0.1.
+ */
+HM_API const char *hm_error_class_name(int klass);
 
 /**
  * hm_error_message: the error's message, starting with the name of the function that failed

@@ -106,9 +106,10 @@ static int code_for_status(long status) {
   }
 }
 
-/* Turns an error answer into *err with the daemon's code and message. */
+/* Turns an error answer into *err with the daemon's code, class, detail and
+ * message. */
 static int daemon_error(const char *func, long status, const buffer *b, hm_error **err) {
-  json_object *o = NULL, *msg = NULL, *code = NULL;
+  json_object *o = NULL, *msg = NULL, *code = NULL, *klass = NULL, *detail = NULL;
   if (b->data && hm_json_parse(&o, b->data, b->len, NULL) == 0 &&
       json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, "error", &msg) &&
       json_object_is_type(msg, json_type_string)) {
@@ -119,13 +120,21 @@ static int daemon_error(const char *func, long status, const buffer *b, hm_error
       if (v < 0 && v > -100000)
         c = (int)v;
     }
-    int r = hm_error_set(err, c, func, "%s", json_object_get_string(msg));
+    int k = HM_ECLASS_NONE;
+    if (json_object_object_get_ex(o, "class", &klass) &&
+        json_object_is_type(klass, json_type_string))
+      k = hm_error_class_parse(json_object_get_string(klass));
+    const char *d = NULL;
+    if (json_object_object_get_ex(o, "detail", &detail) &&
+        json_object_is_type(detail, json_type_string))
+      d = json_object_get_string(detail);
+    int r = hm_err_setc(err, c, k, d, func, "%s", json_object_get_string(msg));
     json_object_put(o);
     return r;
   }
   json_object_put(o);
-  return hm_error_set(err, HM_E_PROTOCOL, func,
-                      "the daemon answered HTTP %ld without a valid error body", status);
+  return hm_err_setc(err, HM_E_PROTOCOL, HM_ECLASS_HTTP, NULL, func,
+                     "the daemon answered HTTP %ld without a valid error body", status);
 }
 
 /* hotmountd takes the instance directory as a path; the socket lives in it. */
@@ -133,9 +142,9 @@ static int not_running(const char *func, const hm_client *c, const char *detail,
   const char *slash = strrchr(c->socket_path, '/');
   int dlen = slash ? (slash == c->socket_path ? 1 : (int)(slash - c->socket_path)) : 1;
   const char *dir = slash ? c->socket_path : ".";
-  return hm_error_set(err, HM_E_NOT_READY, func,
-                      "hotmountd is not running at %s (%s); start it with: hotmountd %.*s",
-                      c->socket_path, detail, dlen, dir);
+  return hm_err_setc(err, HM_E_NOT_READY, HM_ECLASS_HTTP, NULL, func,
+                     "hotmountd is not running at %s (%s); start it with: hotmountd %.*s",
+                     c->socket_path, detail, dlen, dir);
 }
 
 /*
@@ -162,7 +171,7 @@ static int request(hm_client *c, const char *func, const char *method, const cha
       headers = h;
   }
   if (!headers)
-    return hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+    return hm_err_set(err, HM_E_NOMEM, func, "out of memory");
   CURLcode cc = CURLE_OK;
 #define SET(opt, val)                                                                              \
   do {                                                                                             \
@@ -187,8 +196,8 @@ static int request(hm_client *c, const char *func, const char *method, const cha
 #undef SET
   if (cc != CURLE_OK) {
     curl_slist_free_all(headers);
-    return hm_error_set(err, HM_E_INTERNAL, func, "libcurl refused an option: %s",
-                        curl_easy_strerror(cc));
+    return hm_err_set(err, HM_E_INTERNAL, func, "libcurl refused an option: %s",
+                      curl_easy_strerror(cc));
   }
 
   cc = curl_easy_perform(c->curl);
@@ -200,22 +209,23 @@ static int request(hm_client *c, const char *func, const char *method, const cha
   case CURLE_OK: break;
   case CURLE_COULDNT_CONNECT: r = not_running(func, c, why, err); break;
   case CURLE_OPERATION_TIMEDOUT:
-    r = hm_error_set(err, HM_E_TIMEOUT, func, "no answer from hotmountd at %s within %ld ms",
-                     c->socket_path, c->timeout_ms);
+    r = hm_err_setc(err, HM_E_TIMEOUT, HM_ECLASS_HTTP, NULL, func,
+                    "no answer from hotmountd at %s within %ld ms", c->socket_path, c->timeout_ms);
     break;
-  case CURLE_OUT_OF_MEMORY: r = hm_error_set(err, HM_E_NOMEM, func, "out of memory"); break;
+  case CURLE_OUT_OF_MEMORY: r = hm_err_set(err, HM_E_NOMEM, func, "out of memory"); break;
   case CURLE_WRITE_ERROR:
-    r = resp->overflow ? hm_error_set(err, HM_E_PROTOCOL, func,
-                                      "the daemon's answer is larger than %d bytes", MAX_RESPONSE)
-                       : hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+    r = resp->overflow ? hm_err_setc(err, HM_E_PROTOCOL, HM_ECLASS_HTTP, NULL, func,
+                                     "the daemon's answer is larger than %d bytes", MAX_RESPONSE)
+                       : hm_err_set(err, HM_E_NOMEM, func, "out of memory");
     break;
   case CURLE_SEND_ERROR:
   case CURLE_RECV_ERROR:
-    r = hm_error_set(err, HM_E_IO, func, "talking to hotmountd at %s: %s", c->socket_path, why);
+    r = hm_err_setc(err, HM_E_IO, HM_ECLASS_HTTP, NULL, func, "talking to hotmountd at %s: %s",
+                    c->socket_path, why);
     break;
   default:
-    r = hm_error_set(err, HM_E_PROTOCOL, func, "bad answer from hotmountd at %s: %s",
-                     c->socket_path, why);
+    r = hm_err_setc(err, HM_E_PROTOCOL, HM_ECLASS_HTTP, NULL, func,
+                    "bad answer from hotmountd at %s: %s", c->socket_path, why);
     break;
   }
   if (r < 0) {

@@ -223,13 +223,13 @@ static void *reader_main(void *arg) {
 static struct pending *pending_add(hm_agent *a, const char *func, hm_error **err, int *rc) {
   struct pending *p = calloc(1, sizeof(*p));
   if (!p) {
-    *rc = hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+    *rc = hm_err_set(err, HM_E_NOMEM, func, "out of memory");
     return NULL;
   }
   pthread_mutex_lock(&a->lock);
   if (a->closed) {
-    *rc = hm_error_set(err, HM_E_NOT_READY, func, "agent connection is closed: %s",
-                       a->close_reason ? a->close_reason : "unknown reason");
+    *rc = hm_err_set(err, HM_E_NOT_READY, func, "agent connection is closed: %s",
+                     a->close_reason ? a->close_reason : "unknown reason");
     pthread_mutex_unlock(&a->lock);
     free(p);
     return NULL;
@@ -282,14 +282,14 @@ static int send_line(hm_agent *a, const char *line, int64_t deadline, const char
       if (left <= 0 || pfd.revents == 0) {
         if (off > 0)
           mark_closed(a, "a request could not be written completely in time");
-        rc = hm_error_set(err, HM_E_TIMEOUT, func,
-                          "the agent connection did not accept the request in time");
+        rc = hm_err_set(err, HM_E_TIMEOUT, func,
+                        "the agent connection did not accept the request in time");
         break;
       }
     }
     mark_closed(a, "write: %s", n < 0 ? strerror(errno) : "peer closed");
-    rc = hm_error_set(err, HM_E_NOT_READY, func, "cannot send to the agent: %s",
-                      n < 0 ? strerror(errno) : "connection closed");
+    rc = hm_err_set(err, HM_E_NOT_READY, func, "cannot send to the agent: %s",
+                    n < 0 ? strerror(errno) : "connection closed");
     break;
   }
   pthread_mutex_unlock(&a->wlock);
@@ -324,8 +324,8 @@ static int wait_any_locked(hm_agent *a, struct pending **ps, size_t n, int64_t d
 
 static int closed_error(hm_agent *a, const char *func, const char *op, hm_error **err) {
   pthread_mutex_lock(&a->lock);
-  int r = hm_error_set(err, HM_E_NOT_READY, func, "agent connection closed during %s: %s", op,
-                       a->close_reason ? a->close_reason : "unknown reason");
+  int r = hm_err_set(err, HM_E_NOT_READY, func, "agent connection closed during %s: %s", op,
+                     a->close_reason ? a->close_reason : "unknown reason");
   pthread_mutex_unlock(&a->lock);
   return r;
 }
@@ -337,9 +337,9 @@ static int agent_error(const hm_agent_response *resp, const char *func, hm_error
   int code = resp->err_no == ETIMEDOUT ? HM_E_TIMEOUT : HM_E_AGENT;
   char *q = hm_guest_path_quote(resp->error);
   if (!q)
-    return hm_error_set(err, HM_E_NOMEM, func, "out of memory");
-  int r = hm_error_set(err, code, func, "guest agent: %s (errno %d: %s)", q, resp->err_no,
-                       strerror(resp->err_no));
+    return hm_err_set(err, HM_E_NOMEM, func, "out of memory");
+  int r = hm_err_set(err, code, func, "guest agent: %s (errno %d: %s)", q, resp->err_no,
+                     strerror(resp->err_no));
   free(q);
   return r;
 }
@@ -349,13 +349,13 @@ static int answer_decode(hm_agent_response *resp, int op, struct pending *p, con
                          hm_error **err) {
   memset(resp, 0, sizeof(*resp));
   if (p->too_long)
-    return hm_error_set(err, HM_E_PROTOCOL, func,
-                        "the guest agent's answer to %s was longer than %d bytes (dropped)",
-                        hm_agent_op_name(op), HM_AGENT_MAX_ANSWER);
+    return hm_err_set(err, HM_E_PROTOCOL, func,
+                      "the guest agent's answer to %s was longer than %d bytes (dropped)",
+                      hm_agent_op_name(op), HM_AGENT_MAX_ANSWER);
   hm_error *e = NULL;
   int rc = hm_agent_response_from_msg(resp, op, p->msg, &e);
   if (rc < 0) {
-    rc = hm_error_set(err, rc, func, "bad answer from the guest agent: %s", hm_error_message(e));
+    rc = hm_err_set(err, rc, func, "bad answer from the guest agent: %s", hm_error_message(e));
     hm_error_free(e);
     hm_agent_response_clear(resp);
   }
@@ -374,7 +374,7 @@ static int call(hm_agent *a, hm_agent_request *req, hm_agent_response *resp, int
   hm_error *e = NULL;
   if ((rc = hm_agent_request_encode(&line, req, &e)) < 0) {
     pending_remove(a, p);
-    rc = hm_error_set(err, rc, func, "%s", hm_error_message(e));
+    rc = hm_err_set(err, rc, func, "%s", hm_error_message(e));
     hm_error_free(e);
     return rc;
   }
@@ -394,8 +394,7 @@ static int call(hm_agent *a, hm_agent_request *req, hm_agent_response *resp, int
   if (rc == HM_E_NOT_READY)
     return closed_error(a, func, op, err);
   if (rc == HM_E_TIMEOUT)
-    return hm_error_set(err, HM_E_TIMEOUT, func, "no answer from the guest agent to %s in time",
-                        op);
+    return hm_err_set(err, HM_E_TIMEOUT, func, "no answer from the guest agent to %s in time", op);
   return rc;
 }
 
@@ -406,11 +405,11 @@ static int hello_accept(hm_agent *a, hm_agent_response *resp, const char *func, 
   if (!resp->ok) {
     if (resp->err_no == EPROTONOSUPPORT) {
       char *q = hm_guest_path_quote(resp->error);
-      int r = q ? hm_error_set(err, HM_E_PROTOCOL, func,
-                               "guest agent refused protocol %d.%d: %s (update the agent or the "
-                               "host)",
-                               HM_AGENT_PROTO_MAJOR, HM_AGENT_PROTO_MINOR, q)
-                : hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+      int r = q ? hm_err_set(err, HM_E_PROTOCOL, func,
+                             "guest agent refused protocol %d.%d: %s (update the agent or the "
+                             "host)",
+                             HM_AGENT_PROTO_MAJOR, HM_AGENT_PROTO_MINOR, q)
+                : hm_err_set(err, HM_E_NOMEM, func, "out of memory");
       free(q);
       return r;
     }
@@ -422,14 +421,14 @@ static int hello_accept(hm_agent *a, hm_agent_response *resp, const char *func, 
   if (!name || !version) {
     free(name);
     free(version);
-    return hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+    return hm_err_set(err, HM_E_NOMEM, func, "out of memory");
   }
   if (resp->major != HM_AGENT_PROTO_MAJOR) {
-    int r = hm_error_set(err, HM_E_PROTOCOL, func,
-                         "guest agent %s %s speaks protocol %d.%d, this host %d.%d; major "
-                         "versions must match (update the agent or the host)",
-                         name, version, resp->major, resp->minor, HM_AGENT_PROTO_MAJOR,
-                         HM_AGENT_PROTO_MINOR);
+    int r = hm_err_set(err, HM_E_PROTOCOL, func,
+                       "guest agent %s %s speaks protocol %d.%d, this host %d.%d; major "
+                       "versions must match (update the agent or the host)",
+                       name, version, resp->major, resp->minor, HM_AGENT_PROTO_MAJOR,
+                       HM_AGENT_PROTO_MINOR);
     free(name);
     free(version);
     return r;
@@ -497,10 +496,10 @@ static int handshake(hm_agent *a, int timeout_ms, const char *func, hm_error **e
     }
   }
   if (got < 0) {
-    rc = hm_error_set(err, HM_E_TIMEOUT, func,
-                      "the guest agent did not answer hello within %d ms (is hotmount-agent "
-                      "running in the guest?)",
-                      timeout_ms);
+    rc = hm_err_set(err, HM_E_TIMEOUT, func,
+                    "the guest agent did not answer hello within %d ms (is hotmount-agent "
+                    "running in the guest?)",
+                    timeout_ms);
     goto out;
   }
   hm_agent_response resp;

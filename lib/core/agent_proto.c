@@ -90,7 +90,7 @@ static int finish(char **out, json_object *o, const char *func, hm_error **err) 
   char *line = NULL;
   if (!s || asprintf(&line, "%s\n", s) < 0) {
     json_object_put(o);
-    return hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+    return hm_err_set(err, HM_E_NOMEM, func, "out of memory");
   }
   json_object_put(o);
   *out = line;
@@ -216,19 +216,18 @@ static void safe_key(char *buf, size_t size, const char *key) {
 static json_object *parse_line(const char *line, size_t len, size_t max, const char *what,
                                const char *func, hm_error **err) {
   if (len > max) {
-    hm_error_set(err, HM_E_PROTOCOL, func, "%s is too long (%zu bytes, at most %zu)", what, len,
-                 max);
+    hm_err_set(err, HM_E_PROTOCOL, func, "%s is too long (%zu bytes, at most %zu)", what, len, max);
     return NULL;
   }
   if (memchr(line, '\0', len)) {
-    hm_error_set(err, HM_E_PROTOCOL, func, "%s contains a NUL byte", what);
+    hm_err_set(err, HM_E_PROTOCOL, func, "%s contains a NUL byte", what);
     return NULL;
   }
   /* Our messages nest three deep; json-c's default (32) would let a peer
    * make us build and free deep trees for nothing. */
   json_tokener *tok = json_tokener_new_ex(HM_AGENT_MAX_DEPTH);
   if (!tok) {
-    hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+    hm_err_set(err, HM_E_NOMEM, func, "out of memory");
     return NULL;
   }
   json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
@@ -238,21 +237,21 @@ static json_object *parse_line(const char *line, size_t len, size_t max, const c
   json_tokener_free(tok);
   if (!o || jerr != json_tokener_success) {
     json_object_put(o);
-    hm_error_set(err, HM_E_PROTOCOL, func, "%s is not valid JSON: %s", what,
-                 jerr == json_tokener_continue ? "unexpected end of line"
-                                               : json_tokener_error_desc(jerr));
+    hm_err_set(err, HM_E_PROTOCOL, func, "%s is not valid JSON: %s", what,
+               jerr == json_tokener_continue ? "unexpected end of line"
+                                             : json_tokener_error_desc(jerr));
     return NULL;
   }
   for (size_t i = end; i < len; i++) {
     if (line[i] != ' ' && line[i] != '\t' && line[i] != '\r') {
       json_object_put(o);
-      hm_error_set(err, HM_E_PROTOCOL, func, "%s has trailing data after the JSON value", what);
+      hm_err_set(err, HM_E_PROTOCOL, func, "%s has trailing data after the JSON value", what);
       return NULL;
     }
   }
   if (!json_object_is_type(o, json_type_object)) {
     json_object_put(o);
-    hm_error_set(err, HM_E_PROTOCOL, func, "%s is not a JSON object", what);
+    hm_err_set(err, HM_E_PROTOCOL, func, "%s is not a JSON object", what);
     return NULL;
   }
   return o;
@@ -270,7 +269,7 @@ static int check_keys(json_object *o, const char *const *allowed, const char *wh
     if (!found) {
       char k[64];
       safe_key(k, sizeof(k), key);
-      return hm_error_set(err, HM_E_PROTOCOL, func, "%s: unknown field '%s'", what, k);
+      return hm_err_set(err, HM_E_PROTOCOL, func, "%s: unknown field '%s'", what, k);
     }
   }
   return 0;
@@ -288,11 +287,11 @@ static int get_field(json_object *o, const char *key, json_type type, int requir
   *out = NULL;
   if (!json_object_object_get_ex(o, key, &v)) {
     if (required)
-      return hm_error_set(err, HM_E_PROTOCOL, func, "%s: missing field '%s'", what, key);
+      return hm_err_set(err, HM_E_PROTOCOL, func, "%s: missing field '%s'", what, key);
     return 0;
   }
   if (!json_object_is_type(v, type))
-    return hm_error_set(err, HM_E_PROTOCOL, func, "%s: field '%s' must be %s", what, key, tn[type]);
+    return hm_err_set(err, HM_E_PROTOCOL, func, "%s: field '%s' must be %s", what, key, tn[type]);
   *out = v;
   return 0;
 }
@@ -308,8 +307,8 @@ static int get_int(json_object *o, const char *key, int required, int64_t min, i
   /* json-c clamps integers beyond int64 to INT64_MIN/MAX without an error, so
    * every range here stops short of those. */
   if (errno == ERANGE || x < min || x > max)
-    return hm_error_set(err, HM_E_PROTOCOL, func, "%s: field '%s' is out of range (%lld..%lld)",
-                        what, key, (long long)min, (long long)max);
+    return hm_err_set(err, HM_E_PROTOCOL, func, "%s: field '%s' is out of range (%lld..%lld)", what,
+                      key, (long long)min, (long long)max);
   *out = x;
   return 0;
 }
@@ -335,15 +334,15 @@ static int get_str(json_object *o, const char *key, int required, size_t max, ch
   const char *s = json_object_get_string(v);
   size_t len = (size_t)json_object_get_string_len(v);
   if (len > max)
-    return hm_error_set(err, HM_E_PROTOCOL, func,
-                        "%s: field '%s' is too long (%zu bytes, at most %zu)", what, key, len, max);
+    return hm_err_set(err, HM_E_PROTOCOL, func,
+                      "%s: field '%s' is too long (%zu bytes, at most %zu)", what, key, len, max);
   /* Our strings are C strings: an escaped \u0000 would silently truncate. */
   if (len != strlen(s))
-    return hm_error_set(err, HM_E_PROTOCOL, func, "%s: field '%s' contains a NUL character", what,
-                        key);
+    return hm_err_set(err, HM_E_PROTOCOL, func, "%s: field '%s' contains a NUL character", what,
+                      key);
   char *d = strdup(s);
   if (!d)
-    return hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+    return hm_err_set(err, HM_E_NOMEM, func, "out of memory");
   free(*out);
   *out = d;
   return 0;
@@ -374,7 +373,7 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
     char k[64];
     safe_key(k, sizeof(k), opname);
     free(opname);
-    r = hm_error_set(err, HM_E_UNSUPPORTED, func, "unknown op '%s'", k);
+    r = hm_err_set(err, HM_E_UNSUPPORTED, func, "unknown op '%s'", k);
     goto out;
   }
   free(opname);
@@ -401,8 +400,8 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
       char k[64];
       safe_key(k, sizeof(k), type);
       free(type);
-      r = hm_error_set(err, HM_E_PROTOCOL, func,
-                       "mount: unknown type '%s' (expected \"virtiofs\" or \"9p\")", k);
+      r = hm_err_set(err, HM_E_PROTOCOL, func,
+                     "mount: unknown type '%s' (expected \"virtiofs\" or \"9p\")", k);
       goto out;
     }
     free(type);
@@ -416,7 +415,7 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
       goto out;
     out->timeout_ms = (int)x;
     if (virtiofs && out->port) {
-      r = hm_error_set(err, HM_E_PROTOCOL, func, "mount: field 'port' is only for type 9p");
+      r = hm_err_set(err, HM_E_PROTOCOL, func, "mount: field 'port' is only for type 9p");
       goto out;
     }
     /* 9p names its channel: a port (trans=fd relay) or a tag (trans=virtio). */
@@ -455,7 +454,7 @@ int hm_agent_msg_parse(hm_agent_msg **out, int64_t *id, const char *line, size_t
   hm_agent_msg *m = r < 0 ? NULL : malloc(sizeof(*m));
   if (!m) {
     json_object_put(o);
-    return r < 0 ? r : hm_error_set(err, HM_E_NOMEM, __func__, "out of memory");
+    return r < 0 ? r : hm_err_set(err, HM_E_NOMEM, __func__, "out of memory");
   }
   m->o = o;
   *out = m;
@@ -477,11 +476,11 @@ static int check_boot_id(const char *b, const char *what, const char *func, hm_e
   for (; b[n]; n++)
     if (!((b[n] >= '0' && b[n] <= '9') || (b[n] >= 'a' && b[n] <= 'f') ||
           (b[n] >= 'A' && b[n] <= 'F') || b[n] == '-'))
-      return hm_error_set(err, HM_E_PROTOCOL, func,
-                          "%s: field 'boot_id' holds a character other than hex digits and '-'",
-                          what);
+      return hm_err_set(err, HM_E_PROTOCOL, func,
+                        "%s: field 'boot_id' holds a character other than hex digits and '-'",
+                        what);
   if (n == 0)
-    return hm_error_set(err, HM_E_PROTOCOL, func, "%s: field 'boot_id' is empty", what);
+    return hm_err_set(err, HM_E_PROTOCOL, func, "%s: field 'boot_id' is empty", what);
   return 0;
 }
 static int decode_mounts(hm_agent_response *out, json_object *arr, const char *func,
@@ -490,18 +489,18 @@ static int decode_mounts(hm_agent_response *out, json_object *arr, const char *f
   const char *what = "list: mount entry";
   size_t n = json_object_array_length(arr);
   if (n > HM_AGENT_MAX_MOUNTS)
-    return hm_error_set(err, HM_E_PROTOCOL, func, "list: %zu mounts, at most %d are accepted", n,
-                        HM_AGENT_MAX_MOUNTS);
+    return hm_err_set(err, HM_E_PROTOCOL, func, "list: %zu mounts, at most %d are accepted", n,
+                      HM_AGENT_MAX_MOUNTS);
   out->mounts = calloc(n ? n : 1, sizeof(*out->mounts));
   if (!out->mounts)
-    return hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+    return hm_err_set(err, HM_E_NOMEM, func, "out of memory");
   for (size_t i = 0; i < n; i++) {
     json_object *e = json_object_array_get_idx(arr, i);
     hm_agent_mount_info *m = &out->mounts[i];
     out->n_mounts = i + 1;
     int r;
     if (!json_object_is_type(e, json_type_object))
-      return hm_error_set(err, HM_E_PROTOCOL, func, "list: mounts[%zu] is not an object", i);
+      return hm_err_set(err, HM_E_PROTOCOL, func, "list: mounts[%zu] is not an object", i);
     if ((r = check_keys(e, keys, what, func, err)) < 0 ||
         (r = get_str(e, "target", 1, HM_AGENT_MAX_PATH, &m->target, what, func, err)) < 0 ||
         (r = get_str(e, "fstype", 1, HM_AGENT_MAX_NAME, &m->fstype, what, func, err)) < 0 ||
@@ -523,7 +522,7 @@ int hm_agent_response_from_msg(hm_agent_response *out, int op, const hm_agent_ms
   memset(out, 0, sizeof(*out));
   const char *what = hm_agent_op_name(op);
   if (!what)
-    return hm_error_set(err, HM_E_INVALID, func, "unknown op %d", op);
+    return hm_err_set(err, HM_E_INVALID, func, "unknown op %d", op);
   json_object *o = msg->o;
   int64_t x = 0;
   json_object *v = NULL;
@@ -558,8 +557,8 @@ int hm_agent_response_from_msg(hm_agent_response *out, int op, const hm_agent_ms
         (r = get_field(o, "capabilities", json_type_array, 1, &v, what, func, err)) < 0)
       goto out;
     if (json_object_array_length(v) > HM_AGENT_MAX_CAPS) {
-      r = hm_error_set(err, HM_E_PROTOCOL, func, "hello: %zu capabilities, at most %d are accepted",
-                       json_object_array_length(v), HM_AGENT_MAX_CAPS);
+      r = hm_err_set(err, HM_E_PROTOCOL, func, "hello: %zu capabilities, at most %d are accepted",
+                     json_object_array_length(v), HM_AGENT_MAX_CAPS);
       goto out;
     }
     hm_strv caps = {0};
@@ -567,25 +566,25 @@ int hm_agent_response_from_msg(hm_agent_response *out, int op, const hm_agent_ms
       json_object *c = json_object_array_get_idx(v, i);
       if (!json_object_is_type(c, json_type_string)) {
         hm_strv_clear(&caps);
-        r = hm_error_set(err, HM_E_PROTOCOL, func, "hello: capabilities[%zu] is not a string", i);
+        r = hm_err_set(err, HM_E_PROTOCOL, func, "hello: capabilities[%zu] is not a string", i);
         goto out;
       }
       if (json_object_get_string_len(c) > HM_AGENT_MAX_NAME) {
         hm_strv_clear(&caps);
-        r = hm_error_set(err, HM_E_PROTOCOL, func,
-                         "hello: capabilities[%zu] is too long (at most %d bytes)", i,
-                         HM_AGENT_MAX_NAME);
+        r = hm_err_set(err, HM_E_PROTOCOL, func,
+                       "hello: capabilities[%zu] is too long (at most %d bytes)", i,
+                       HM_AGENT_MAX_NAME);
         goto out;
       }
       if (hm_strv_push(&caps, json_object_get_string(c)) < 0) {
         hm_strv_clear(&caps);
-        r = hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+        r = hm_err_set(err, HM_E_NOMEM, func, "out of memory");
         goto out;
       }
     }
     out->capabilities = hm_strv_steal(&caps);
     if (!out->capabilities)
-      r = hm_error_set(err, HM_E_NOMEM, func, "out of memory");
+      r = hm_err_set(err, HM_E_NOMEM, func, "out of memory");
     break;
   }
   case HM_AGENT_OP_LIST:
@@ -608,7 +607,7 @@ int hm_agent_response_decode(hm_agent_response *out, int op, const char *line, s
   hm_agent_msg *msg = NULL;
   int64_t id;
   if (!hm_agent_op_name(op))
-    return hm_error_set(err, HM_E_INVALID, __func__, "unknown op %d", op);
+    return hm_err_set(err, HM_E_INVALID, __func__, "unknown op %d", op);
   int r = hm_agent_msg_parse(&msg, &id, line, len, err);
   if (r < 0)
     return r;

@@ -10,6 +10,14 @@ struct hm_fs_hotplugger {
   void *impl;
 };
 
+void *hm_alloc(size_t n, size_t size) {
+  return calloc(n ? n : 1, size ? size : 1);
+}
+
+char *hm_strdup(const char *s) {
+  return s ? strdup(s) : NULL;
+}
+
 int hm_attachment_new(hm_attachment **out, const char *id, hm_error **err) {
   if (!out || !id || !*id)
     return HM_ERR(err, HM_E_INVALID, "out and id must not be NULL or empty");
@@ -27,6 +35,7 @@ void hm_attachment_free(hm_attachment *att) {
     return;
   free(att->id);
   free(att->tag);
+  free(att->retired);
   hm_kv_clear(&att->data);
   free(att);
 }
@@ -35,8 +44,9 @@ hm_attachment *hm_attachment_copy(const hm_attachment *a) {
   hm_attachment *c = NULL;
   if (hm_attachment_new(&c, a->id, NULL) < 0)
     return NULL;
+  c->type = a->type;
   if ((a->tag && hm_attachment_set_tag(c, a->tag, NULL) < 0) ||
-      hm_kv_copy(&c->data, &a->data) < 0) {
+      (a->retired && !(c->retired = strdup(a->retired))) || hm_kv_copy(&c->data, &a->data) < 0) {
     hm_attachment_free(c);
     return NULL;
   }
@@ -70,6 +80,34 @@ int hm_attachment_set_data(hm_attachment *att, const char *key, const char *valu
 
 const char *hm_attachment_get_data(const hm_attachment *att, const char *key) {
   return att && key ? hm_kv_get(&att->data, key) : NULL;
+}
+
+int hm_attachment_set_type(hm_attachment *att, int type, hm_error **err) {
+  if (!att)
+    return HM_ERR(err, HM_E_INVALID, "att is NULL");
+  if (!hm_mount_type_name(type))
+    return HM_ERRC(err, HM_E_INVALID, HM_ECLASS_INPUT, "%d is not an HM_TYPE_* value", type);
+  att->type = type;
+  return 0;
+}
+
+int hm_attachment_get_type(const hm_attachment *att) {
+  return att ? att->type : 0;
+}
+
+int hm_attachment_set_retired(hm_attachment *att, const char *reason, hm_error **err) {
+  if (!att || !reason || !*reason)
+    return HM_ERR(err, HM_E_INVALID, "att and reason must not be NULL or empty");
+  char *copy = strdup(reason);
+  if (!copy)
+    return HM_ERR_NOMEM(err);
+  free(att->retired);
+  att->retired = copy;
+  return 0;
+}
+
+const char *hm_attachment_get_retired(const hm_attachment *att) {
+  return att ? att->retired : NULL;
 }
 
 int hm_fs_hotplugger_new(hm_fs_hotplugger **out, const hm_fs_hotplugger_ops *ops, void *impl,
@@ -147,10 +185,23 @@ int hm_fs_hotplugger_describe(hm_fs_hotplugger *hp, hm_status *st, hm_error **er
   return hp->ops.describe ? hp->ops.describe(hp->impl, st, err) : 0;
 }
 
-int hm_fs_hotplugger_check(hm_fs_hotplugger *hp, hm_attachment *att, char **reason,
+int hm_fs_hotplugger_check(hm_fs_hotplugger *hp, hm_attachment *att, char **reason, int *gone,
                            hm_error **err) {
   *reason = NULL;
-  return hp->ops.check ? hp->ops.check(hp->impl, att, reason, err) : 1;
+  if (gone)
+    *gone = 0;
+  int r = hp->ops.check ? hp->ops.check(hp->impl, att, reason, err) : HM_CHECK_WHOLE;
+  if (r == HM_CHECK_GONE) {
+    if (gone)
+      *gone = 1;
+    r = HM_CHECK_BROKEN;
+  } else if (r > HM_CHECK_WHOLE) {
+    /* Not a result the vtable defines: could not tell. */
+    free(*reason);
+    *reason = NULL;
+    r = HM_ERR(err, HM_E_INTERNAL, "backend %s: check returned %d", hp->ops.name, r);
+  }
+  return r;
 }
 
 int hm_fs_hotplugger_watch_fd(hm_fs_hotplugger *hp, hm_attachment *att) {

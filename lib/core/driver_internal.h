@@ -8,6 +8,8 @@ struct hm_attachment {
   char *id;
   char *tag;
   hm_kv data;
+  int type;      /* HM_TYPE_*, 0 unknown */
+  char *retired; /* hm_attachment_set_retired's reason */
 };
 
 /* A deep copy (id, tag, data), or NULL when out of memory. */
@@ -18,9 +20,11 @@ HM_PRIVATE int hm_fs_hotplugger_attach(hm_fs_hotplugger *hp, const hm_mount_spec
 HM_PRIVATE int hm_fs_hotplugger_detach(hm_fs_hotplugger *hp, hm_attachment *att, hm_error **err);
 HM_PRIVATE int hm_fs_hotplugger_free_slots(hm_fs_hotplugger *hp, int type, hm_error **err);
 HM_PRIVATE int hm_fs_hotplugger_describe(hm_fs_hotplugger *hp, hm_status *st, hm_error **err);
-/* 1 whole, 0 broken (*reason malloc'd), <0 unknown; 1 when the backend has no check. */
+/* 1 whole, 0 broken (*reason malloc'd; *gone, when gone is non-NULL, set
+ * for the backend's HM_CHECK_GONE), <0 unknown; 1 when the backend has no
+ * check. */
 HM_PRIVATE int hm_fs_hotplugger_check(hm_fs_hotplugger *hp, hm_attachment *att, char **reason,
-                                      hm_error **err);
+                                      int *gone, hm_error **err);
 HM_PRIVATE int hm_fs_hotplugger_watch_fd(hm_fs_hotplugger *hp, hm_attachment *att);
 /* HM_E_UNSUPPORTED when the backend cannot scan. */
 HM_PRIVATE int hm_fs_hotplugger_scan(hm_fs_hotplugger *hp, hm_attachment ***out, size_t *n,

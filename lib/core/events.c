@@ -340,9 +340,9 @@ static void *job_main(void *arg) {
     it->result = hm_instance_remove(j->inst, it->guest_path, j->flags, &it->err);
   }
   if (it->result < 0 && !it->err)
-    hm_error_set(&it->err, it->result,
-                 it->kind == ITEM_ADD_DONE ? "hm_instance_add_async" : "hm_instance_remove_async",
-                 "%s", hm_strerror(it->result));
+    hm_err_set(&it->err, it->result,
+               it->kind == ITEM_ADD_DONE ? "hm_instance_add_async" : "hm_instance_remove_async",
+               "%s", hm_strerror(it->result));
   j->spec = NULL;
   hm_events *ev = j->ev;
   pthread_mutex_lock(&ev->mu);
@@ -364,7 +364,7 @@ static int start_job(hm_instance *inst, job *j, const char *func, hm_error **err
   pthread_mutex_lock(&ev->mu);
   if (ev->closing) {
     pthread_mutex_unlock(&ev->mu);
-    return hm_error_set(err, HM_E_BUSY, func, "the instance is being freed");
+    return hm_err_set(err, HM_E_BUSY, func, "the instance is being freed");
   }
   ev->inflight++;
   pthread_mutex_unlock(&ev->mu);
@@ -384,8 +384,8 @@ static int start_job(hm_instance *inst, job *j, const char *func, hm_error **err
   pthread_mutex_unlock(&ev->mu);
   reap(done);
   if (e != 0) {
-    return hm_error_set(err, e == EAGAIN ? HM_E_IO : HM_E_INTERNAL, func,
-                        "cannot start a worker thread: %s", strerror(e));
+    return hm_err_set(err, e == EAGAIN ? HM_E_IO : HM_E_INTERNAL, func,
+                      "cannot start a worker thread: %s", strerror(e));
   }
   return 0;
 }

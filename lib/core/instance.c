@@ -346,21 +346,21 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
   hm_entry *other = find_overlap(inst, spec->guest_path);
   if (other) {
     r = strcmp(other->spec->guest_path, spec->guest_path) == 0
-            ? HM_ERR(err, HM_E_EXISTS, "%s is already %s (%s)", spec->guest_path,
-                     other->state == HM_STATE_ATTACHING ? "being mounted" : "a hot-mount",
-                     other->id)
-            : HM_ERR(err, HM_E_EXISTS, "%s overlaps the hot-mount at %s (%s)", spec->guest_path,
-                     other->spec->guest_path, other->id);
+            ? HM_ERRC(err, HM_E_EXISTS, HM_ECLASS_MOUNT, "%s is already %s (%s)", spec->guest_path,
+                      other->state == HM_STATE_ATTACHING ? "being mounted" : "a hot-mount",
+                      other->id)
+            : HM_ERRC(err, HM_E_EXISTS, HM_ECLASS_MOUNT, "%s overlaps the hot-mount at %s (%s)",
+                      spec->guest_path, other->spec->guest_path, other->id);
     pthread_mutex_unlock(&inst->lock);
     goto fail_spec;
   }
   hm_entry *host_other = find_host_overlap(inst, spec->host_path);
   if (host_other) {
-    r = HM_ERR(err, HM_E_EXISTS,
-               "host path %s overlaps %s, already shared at %s (%s): a share may not lie "
-               "inside another one, nor contain one",
-               spec->host_path, host_other->spec->host_path, host_other->spec->guest_path,
-               host_other->id);
+    r = HM_ERRC(err, HM_E_EXISTS, HM_ECLASS_MOUNT,
+                "host path %s overlaps %s, already shared at %s (%s): a share may not lie "
+                "inside another one, nor contain one",
+                spec->host_path, host_other->spec->host_path, host_other->spec->guest_path,
+                host_other->id);
     pthread_mutex_unlock(&inst->lock);
     goto fail_spec;
   }
@@ -396,6 +396,7 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
     r = HM_ERR_NOMEM(err);
     goto fail_agent;
   }
+  att->type = e->spec->type;
   if ((r = hm_host_path_verify(e->spec, err)) < 0)
     goto fail_agent;
   if ((r = hm_fs_hotplugger_attach(hp, e->spec, att, err)) < 0)
@@ -501,15 +502,15 @@ int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags
   hm_entry *e = hm_inst_find_entry(inst, norm);
   if (!e) {
     pthread_mutex_unlock(&inst->lock);
-    r = HM_ERR(err, HM_E_NOT_FOUND, "nothing is hot-mounted at %s", norm);
+    r = HM_ERRC(err, HM_E_NOT_FOUND, HM_ECLASS_MOUNT, "nothing is hot-mounted at %s", norm);
     free(norm);
     return r;
   }
   free(norm);
   if (e->busy) {
     pthread_mutex_unlock(&inst->lock);
-    return HM_ERR(err, HM_E_BUSY, "%s is being %s", e->spec->guest_path,
-                  e->state == HM_STATE_ATTACHING ? "mounted" : "removed");
+    return HM_ERRC(err, HM_E_BUSY, HM_ECLASS_MOUNT, "%s is being %s", e->spec->guest_path,
+                   e->state == HM_STATE_ATTACHING ? "mounted" : "removed");
   }
   int prev_state = e->state;
   /* A broken mount's backend may be dead: a plain unmount would wait on it
@@ -567,7 +568,7 @@ int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags
   if (!att && (r = hm_attachment_new(&tmp, e->id, err)) < 0)
     goto broken;
   r = hm_fs_hotplugger_detach(hp, att ? att : tmp, err);
-  const char *retired = hm_attachment_get_data(att ? att : tmp, "retired");
+  const char *retired = hm_attachment_get_retired(att ? att : tmp);
   if (r == 0 && retired && att) {
     /* The backend could not unplug it without hanging the guest: the mount
      * is gone from the guest and from list, the record stays (hidden) so the

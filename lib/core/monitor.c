@@ -119,7 +119,7 @@ static void fired(hm_instance *inst, const char *id) {
   if (!copy)
     return;
   char *reason = NULL;
-  int r = hm_fs_hotplugger_check(hp, copy, &reason, NULL);
+  int r = hm_fs_hotplugger_check(hp, copy, &reason, NULL, NULL);
   if (r != 1)
     mark_broken(inst, id, reason ? reason : "its helper process exited");
   free(reason);

@@ -92,12 +92,12 @@ static int member(json_object *o, const char *key, json_type type, int required,
   *v = NULL;
   if (!json_object_object_get_ex(o, key, v) || !*v) {
     if (required)
-      return hm_error_set(err, HM_E_INVALID, func, "missing member \"%s\"", key);
+      return hm_err_set(err, HM_E_INVALID, func, "missing member \"%s\"", key);
     return 0;
   }
   if (!json_object_is_type(*v, type))
-    return hm_error_set(err, HM_E_INVALID, func, "member \"%s\" must be a %s", key,
-                        json_type_to_name(type));
+    return hm_err_set(err, HM_E_INVALID, func, "member \"%s\" must be a %s", key,
+                      json_type_to_name(type));
   return 0;
 }
 
@@ -108,7 +108,7 @@ static int check_known(json_object *o, const char *const *known, const char *fun
     for (const char *const *k = known; *k; k++)
       ok |= strcmp(*k, key) == 0;
     if (!ok)
-      return hm_error_set(err, HM_E_INVALID, func, "unknown member \"%s\"", key);
+      return hm_err_set(err, HM_E_INVALID, func, "unknown member \"%s\"", key);
   }
   return 0;
 }

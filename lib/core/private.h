@@ -11,20 +11,27 @@
 #define HM_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
 /*
- * hm_error_set: when err is non-NULL, stores a new error "func: message" in
+ * hm_err_set: when err is non-NULL, stores a new error "func: message" in
  * *err (replacing nothing: *err must be NULL). Returns code, so callers write
  * `return HM_ERR(err, HM_E_INVALID, "bad %s", x);`.
  */
-HM_PRIVATE int hm_error_set(hm_error **err, int code, const char *func, const char *fmt, ...)
+HM_PRIVATE int hm_err_set(hm_error **err, int code, const char *func, const char *fmt, ...)
     HM_PRINTF(4, 5);
 /* Prefixes an existing error's message with "func: context: " and gives it
  * code (or makes a new error from the context). Returns code. */
 HM_PRIVATE int hm_error_prefix(hm_error **err, int code, const char *func, const char *fmt, ...)
     HM_PRINTF(4, 5);
-#define HM_ERR(err, code, ...) hm_error_set((err), (code), __func__, __VA_ARGS__)
-#define HM_ERR_NOMEM(err) hm_error_set((err), HM_E_NOMEM, __func__, "out of memory")
+/* Same with a class (HM_ECLASS_*) and the peer's detail (copied; may be NULL). */
+HM_PRIVATE int hm_err_setc(hm_error **err, int code, int klass, const char *detail,
+                           const char *func, const char *fmt, ...) HM_PRINTF(6, 7);
+/* The HM_ECLASS_* named name (hm_error_class_name's inverse); HM_ECLASS_NONE when unknown. */
+HM_PRIVATE int hm_error_class_parse(const char *name);
+#define HM_ERR(err, code, ...) hm_err_set((err), (code), __func__, __VA_ARGS__)
+#define HM_ERRC(err, code, klass, ...)                                                             \
+  hm_err_setc((err), (code), (klass), NULL, __func__, __VA_ARGS__)
+#define HM_ERR_NOMEM(err) hm_err_set((err), HM_E_NOMEM, __func__, "out of memory")
 
-HM_PRIVATE void hm_log(int level, const char *fmt, ...) HM_PRINTF(2, 3);
+/* hm_log itself is public (driver.h), for backends. */
 #define hm_debug(...) hm_log(HM_LOG_DEBUG, __VA_ARGS__)
 #define hm_info(...) hm_log(HM_LOG_INFO, __VA_ARGS__)
 #define hm_warn(...) hm_log(HM_LOG_WARNING, __VA_ARGS__)

@@ -69,20 +69,67 @@ static const char *guest_target(const guest_view *g, const char *tag) {
   return NULL;
 }
 
-static hm_attachment *take_scanned(hm_attachment **scan, size_t n, const char *id) {
+/* What one backend's scan found: each attachment with the backend that
+ * found it, which is the one to check it and roll it back. */
+typedef struct scanned {
+  hm_attachment *a;
+  hm_fs_hotplugger *hp;
+} scanned;
+
+static hm_attachment *take_scanned(scanned *scan, size_t n, const char *id) {
   for (size_t i = 0; i < n; i++) {
-    if (scan[i] && strcmp(scan[i]->id, id) == 0) {
-      hm_attachment *a = scan[i];
-      scan[i] = NULL;
+    if (scan[i].a && strcmp(scan[i].a->id, id) == 0) {
+      hm_attachment *a = scan[i].a;
+      scan[i].a = NULL;
       return a;
     }
   }
   return NULL;
 }
 
+/* Every backend's scan, in one array. A backend that cannot scan adds
+ * nothing; one that fails fails the whole reconcile (nothing can be decided
+ * without its view). */
+static int scan_all(hm_instance *inst, scanned **out, size_t *nout, hm_error **err) {
+  scanned *all = NULL;
+  size_t n = 0;
+  for (size_t b = 0; b < inst->n_backends; b++) {
+    hm_fs_hotplugger *hp = inst->backends[b];
+    hm_attachment **v = NULL;
+    size_t nv = 0;
+    int r = hm_fs_hotplugger_scan(hp, &v, &nv, err);
+    if (r == HM_E_UNSUPPORTED) {
+      hm_error_free(*err);
+      *err = NULL;
+      continue;
+    }
+    scanned *grown = r < 0 ? NULL : realloc(all, (n + nv + 1) * sizeof(*all));
+    if (grown) {
+      all = grown;
+      for (size_t i = 0; i < nv; i++)
+        all[n++] = (scanned){v[i], hp};
+      free(v);
+      continue;
+    }
+    for (size_t i = 0; i < nv; i++)
+      hm_attachment_free(v[i]);
+    free(v);
+    for (size_t i = 0; i < n; i++)
+      hm_attachment_free(all[i].a);
+    free(all);
+    if (r >= 0)
+      r = HM_ERR_NOMEM(err);
+    return hm_error_prefix(err, r, "hm_instance_reconcile", "cannot ask backend %s what it holds",
+                           hm_fs_hotplugger_get_name(hp));
+  }
+  *out = all;
+  *nout = n;
+  return 0;
+}
+
 /* Guest unmount (when it has it) then backend detach. 0 when all is gone. */
-static int roll_back(hm_instance *inst, hm_attachment *att, const char *target, const guest_view *g,
-                     char **why) {
+static int roll_back(hm_instance *inst, hm_fs_hotplugger *hp, hm_attachment *att,
+                     const char *target, const guest_view *g, char **why) {
   hm_error *err = NULL;
   if (target) {
     int r = hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, &err);
@@ -99,7 +146,7 @@ static int roll_back(hm_instance *inst, hm_attachment *att, const char *target, 
   } else if (!g->known) {
     char *reason = NULL;
     /* Unknown guest, and a device might be in use there: do not pull it. */
-    int whole = hm_fs_hotplugger_check(inst->hp, att, &reason, NULL);
+    int whole = hm_fs_hotplugger_check(hp, att, &reason, NULL, NULL);
     free(reason);
     if (whole != 0) {
       *why = strdup("the guest agent is not reachable, so the device cannot be safely "
@@ -107,7 +154,7 @@ static int roll_back(hm_instance *inst, hm_attachment *att, const char *target, 
       return HM_E_NOT_READY;
     }
   }
-  int r = hm_fs_hotplugger_detach(inst->hp, att, &err);
+  int r = hm_fs_hotplugger_detach(hp, att, &err);
   if (r < 0 && asprintf(why, "%s", hm_error_message(err)) < 0)
     *why = NULL;
   hm_error_free(err);
@@ -163,22 +210,18 @@ static unsigned id_number(const char *id) {
 int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
   if (!inst)
     return HM_ERR(err, HM_E_INVALID, "inst is NULL");
-  hm_attachment **scan = NULL;
+  scanned *scan = NULL;
   size_t nscan = 0;
   guest_view g = {0};
   hm_error *e2 = NULL;
-  int r = hm_fs_hotplugger_scan(inst->hp, &scan, &nscan, &e2);
-  if (r < 0 && r != HM_E_UNSUPPORTED) {
-    /* Without the backend's view nothing can be decided. */
-    r = hm_error_prefix(&e2, r, __func__, "cannot ask the backend what it holds");
+  int r = scan_all(inst, &scan, &nscan, &e2);
+  if (r < 0) {
     if (err && !*err)
       *err = e2;
     else
       hm_error_free(e2);
     return r;
   }
-  hm_error_free(e2);
-  e2 = NULL;
   if (hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, &e2) == 0) {
     g.known = hm_agent_list(inst->agent, &g.v, &g.n, NULL) == 0;
     hm_inst_agent_release(inst);
@@ -211,6 +254,9 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
     hm_attachment_free(found);
     if (!e->att && hm_attachment_new(&e->att, e->id, NULL) < 0)
       continue;
+    e->att->type = e->spec->type;
+    /* Every entry is checked, rolled back and settled by its own backend. */
+    hm_fs_hotplugger *own = hm_inst_backend(inst, e->spec->type);
     if (!e->att->tag)
       hm_attachment_set_tag(e->att, e->id, NULL);
     if (e->retired) {
@@ -219,8 +265,8 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
       hm_attachment *a = e->att;
       pthread_mutex_unlock(&inst->lock);
       char *reason = NULL;
-      int whole = hm_fs_hotplugger_check(inst->hp, a, &reason, NULL);
-      int gone = whole == 0 && reason && strstr(reason, "gone");
+      int gone = 0;
+      hm_fs_hotplugger_check(own, a, &reason, &gone, NULL);
       free(reason);
       pthread_mutex_lock(&inst->lock);
       if (gone) {
@@ -237,7 +283,6 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
     int drop = 0, new_state = state;
     char *new_reason = NULL;
     hm_attachment *new_att = NULL;
-    hm_fs_hotplugger *own = hm_inst_backend(inst, e->spec->type);
     /* The shared directory must still be the one validated: a path whose
      * parent was swapped for a symlink would have a re-attach serve
      * something else. The mount is not adopted or re-established then. */
@@ -255,7 +300,7 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
       goto settled;
     }
     char *reason = NULL, *why = NULL;
-    int whole = hm_fs_hotplugger_check(inst->hp, e->att, &reason, NULL);
+    int whole = hm_fs_hotplugger_check(own, e->att, &reason, NULL, NULL);
     const char *target = guest_target(&g, e->att->tag);
     int in_guest = target && strcmp(target, e->spec->guest_path) == 0;
     if ((state == HM_STATE_ATTACHING || state == HM_STATE_MOUNTED || state == HM_STATE_BROKEN) &&
@@ -264,7 +309,7 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
       if (state != HM_STATE_MOUNTED)
         hm_info("reconcile: %s at %s is whole: adopted", e->id, e->spec->guest_path);
     } else if (state == HM_STATE_ATTACHING || state == HM_STATE_DETACHING) {
-      if (roll_back(inst, e->att, target, &g, &why) == 0) {
+      if (roll_back(inst, own, e->att, target, &g, &why) == 0) {
         hm_info("reconcile: %s (%s, interrupted) rolled back", e->id,
                 state == HM_STATE_ATTACHING ? "add" : "remove");
         drop = 1;
@@ -307,14 +352,15 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
 
   /* What the backend holds that the registry does not know. */
   for (size_t i = 0; i < nscan; i++) {
-    hm_attachment *a = scan[i];
+    hm_attachment *a = scan[i].a;
+    hm_fs_hotplugger *hp = scan[i].hp;
     if (!a)
       continue;
     const char *host = hm_attachment_get_data(a, "hostPath");
     const char *w = hm_attachment_get_data(a, "writable");
     const char *target = guest_target(&g, a->tag);
     char *reason = NULL, *why = NULL;
-    int whole = hm_fs_hotplugger_check(inst->hp, a, &reason, NULL);
+    int whole = hm_fs_hotplugger_check(hp, a, &reason, NULL, NULL);
     free(reason);
     pthread_mutex_lock(&inst->lock);
     unsigned num = id_number(a->id);
@@ -333,9 +379,8 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
         hm_mount_spec_set_host_path(e->spec, host, NULL) == 0 &&
         hm_mount_spec_set_guest_path(e->spec, target, NULL) == 0) {
       e->spec->writable = w && strcmp(w, "1") == 0;
-      const char *transport = hm_attachment_get_data(a, "transport");
-      if (transport && strcmp(transport, "9p") == 0)
-        e->spec->type = HM_TYPE_9P;
+      if (a->type)
+        e->spec->type = a->type;
       e->att = a;
       e->state = HM_STATE_MOUNTED;
       pthread_mutex_lock(&inst->lock);
@@ -359,7 +404,7 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
     }
     if (e)
       hm_inst_entry_free(e);
-    if (roll_back(inst, a, target, &g, &why) == 0)
+    if (roll_back(inst, hp, a, target, &g, &why) == 0)
       hm_info("reconcile: removed leftover %s", a->id);
     else
       hm_warn("reconcile: leftover %s could not be removed: %s", a->id, why ? why : "?");

@@ -119,6 +119,7 @@ static int entry_from_json(hm_entry **out, json_object *o, hm_error **err) {
   if (get(o, "backend", json_type_object, &v) == 0) {
     if (hm_attachment_new(&e->att, m->id, NULL) < 0 || (m->tag && !(e->att->tag = strdup(m->tag))))
       goto nomem;
+    e->att->type = e->spec->type;
     json_object_object_foreach(v, key, val) {
       if (!json_object_is_type(val, json_type_string)) {
         r = HM_ERR(err, HM_E_PROTOCOL, "backend data %s of %s is not a string", key, m->id);

@@ -90,9 +90,8 @@ char *hm_guest_path_quote(const char *s) {
 #define PATH_ERR(err, path, fmt, ...)                                                              \
   do {                                                                                             \
     char *q_ = hm_guest_path_quote(path);                                                          \
-    int r_ =                                                                                       \
-        q_ ? hm_error_set((err), HM_E_INVALID, func, "guest path '%s' " fmt, q_, ##__VA_ARGS__)    \
-           : hm_error_set((err), HM_E_NOMEM, func, "out of memory");                               \
+    int r_ = q_ ? hm_err_set((err), HM_E_INVALID, func, "guest path '%s' " fmt, q_, ##__VA_ARGS__) \
+                : hm_err_set((err), HM_E_NOMEM, func, "out of memory");                            \
     free(q_);                                                                                      \
     return r_;                                                                                     \
   } while (0)
@@ -101,11 +100,11 @@ int hm_guest_path_normalize(char **out, const char *path, hm_error **err) {
   static const char func[] = "hm_guest_path_normalize";
   *out = NULL;
   if (!path || !*path)
-    return hm_error_set(err, HM_E_INVALID, func, "guest path is empty");
+    return hm_err_set(err, HM_E_INVALID, func, "guest path is empty");
   size_t n = strlen(path);
   if (n >= PATH_MAX)
-    return hm_error_set(err, HM_E_INVALID, func,
-                        "guest path is too long (%zu bytes, the limit is %d)", n, PATH_MAX - 1);
+    return hm_err_set(err, HM_E_INVALID, func,
+                      "guest path is too long (%zu bytes, the limit is %d)", n, PATH_MAX - 1);
   if (path[0] != '/')
     PATH_ERR(err, path, "is not absolute");
   size_t at;
@@ -166,7 +165,7 @@ static const char *const system_dirs[] = {
 int hm_guest_path_check(const char *normalized, hm_error **err) {
   static const char func[] = "hm_guest_path_check";
   if (!normalized || normalized[0] != '/')
-    return hm_error_set(err, HM_E_INVALID, func, "guest path is not absolute");
+    return hm_err_set(err, HM_E_INVALID, func, "guest path is not absolute");
   if (strcmp(normalized, "/") == 0)
     PATH_ERR(err, normalized, "is the root directory; refusing to mount over it");
   for (size_t i = 0; i < sizeof(system_trees) / sizeof(system_trees[0]); i++) {

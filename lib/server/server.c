@@ -105,12 +105,17 @@ static enum MHD_Result reply(struct MHD_Connection *conn, request *rq, const cha
   return r;
 }
 
-static char *error_body(int code, const char *message) {
+/* {"error": message, "code": code, "class": "qmp", "detail": "DeviceNotFound"}: the
+ * class and detail let a client decide as an embedder would (hm_error_class). */
+static char *error_body(int code, int klass, const char *detail, const char *message) {
   json_object *o = json_object_new_object();
   if (!o)
     return NULL;
   json_object_object_add(o, "error", json_object_new_string(message ? message : ""));
   json_object_object_add(o, "code", json_object_new_int(code));
+  json_object_object_add(o, "class", json_object_new_string(hm_error_class_name(klass)));
+  if (detail)
+    json_object_object_add(o, "detail", json_object_new_string(detail));
   const char *s =
       json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
   char *copy = s ? strdup(s) : NULL;
@@ -130,7 +135,8 @@ static enum MHD_Result reply_error(struct MHD_Connection *conn, request *rq, con
   if (vasprintf(&msg, fmt, ap) < 0)
     msg = NULL;
   va_end(ap);
-  char *body = msg ? error_body(code, msg) : NULL;
+  /* The server's own refusals are about the request itself. */
+  char *body = msg ? error_body(code, HM_ECLASS_HTTP, NULL, msg) : NULL;
   free(msg);
   return reply(conn, rq, method, url, status, body, NULL);
 }
@@ -141,7 +147,8 @@ static enum MHD_Result reply_hm_error(struct MHD_Connection *conn, request *rq, 
   if (!err || hm_error_code(err) == 0)
     err = NULL;
   int c = err ? hm_error_code(err) : code;
-  char *body = error_body(c, err ? hm_error_message(err) : hm_strerror(c));
+  char *body = error_body(c, hm_error_class(err), hm_error_detail(err),
+                          err ? hm_error_message(err) : hm_strerror(c));
   hm_error_free(err);
   return reply(conn, rq, method, url, (unsigned)status_for_code(c), body, NULL);
 }
@@ -227,7 +234,7 @@ static int delete_from_body(delete_args *a, const char *text, size_t len, hm_err
     return r;
   if (!json_object_is_type(o, json_type_object)) {
     json_object_put(o);
-    return hm_error_set(err, HM_E_INVALID, "hm_server", "request body must be a JSON object");
+    return hm_err_set(err, HM_E_INVALID, "hm_server", "request body must be a JSON object");
   }
   r = 0;
   json_object_object_foreach(o, key, val) {
@@ -235,18 +242,18 @@ static int delete_from_body(delete_args *a, const char *text, size_t len, hm_err
                      : !strcmp(key, "lazy") || !strcmp(key, "force") ? json_type_boolean
                                                                      : json_type_null;
     if (want == json_type_null) {
-      r = hm_error_set(err, HM_E_INVALID, "hm_server", "unknown member \"%s\"", key);
+      r = hm_err_set(err, HM_E_INVALID, "hm_server", "unknown member \"%s\"", key);
       break;
     }
     if (!json_object_is_type(val, want)) {
-      r = hm_error_set(err, HM_E_INVALID, "hm_server", "member \"%s\" must be a %s", key,
-                       json_type_to_name(want));
+      r = hm_err_set(err, HM_E_INVALID, "hm_server", "member \"%s\" must be a %s", key,
+                     json_type_to_name(want));
       break;
     }
     if (want == json_type_string) {
       free(a->mount_point);
       if (!(a->mount_point = strdup(json_object_get_string(val)))) {
-        r = hm_error_set(err, HM_E_NOMEM, "hm_server", "out of memory");
+        r = hm_err_set(err, HM_E_NOMEM, "hm_server", "out of memory");
         break;
       }
     } else if (!strcmp(key, "lazy")) {
@@ -257,7 +264,7 @@ static int delete_from_body(delete_args *a, const char *text, size_t len, hm_err
   }
   json_object_put(o);
   if (r == 0 && !a->mount_point)
-    r = hm_error_set(err, HM_E_INVALID, "hm_server", "missing member \"mountPoint\"");
+    r = hm_err_set(err, HM_E_INVALID, "hm_server", "missing member \"mountPoint\"");
   return r;
 }
 
@@ -268,17 +275,17 @@ static enum MHD_Result delete_mounts(hm_server *srv, struct MHD_Connection *conn
   int r;
   MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, delete_query_arg, &a);
   if (a.bad) {
-    r = hm_error_set(&err, HM_E_INVALID, "hm_server", "%s", a.bad);
+    r = hm_err_set(&err, HM_E_INVALID, "hm_server", "%s", a.bad);
   } else if (rq->len) {
     if (a.mount_point) {
-      r = hm_error_set(&err, HM_E_INVALID, "hm_server",
-                       "give the mount point in the body or the query, not both");
+      r = hm_err_set(&err, HM_E_INVALID, "hm_server",
+                     "give the mount point in the body or the query, not both");
     } else {
       r = delete_from_body(&a, rq->body, rq->len, &err);
     }
   } else if (!a.mount_point) {
-    r = hm_error_set(&err, HM_E_INVALID, "hm_server",
-                     "missing mount point (body {\"mountPoint\": ...} or query ?mountPoint=...)");
+    r = hm_err_set(&err, HM_E_INVALID, "hm_server",
+                   "missing mount point (body {\"mountPoint\": ...} or query ?mountPoint=...)");
   } else {
     r = 0;
   }
@@ -317,20 +324,20 @@ static int agent_wait_from_body(int *timeout_ms, const char *text, size_t len, h
   if (r < 0)
     return r;
   if (!json_object_is_type(o, json_type_object))
-    r = hm_error_set(err, HM_E_INVALID, "hm_server", "request body must be a JSON object");
+    r = hm_err_set(err, HM_E_INVALID, "hm_server", "request body must be a JSON object");
   json_object_object_foreach(o, key, val) {
     if (r < 0)
       break;
     if (strcmp(key, "timeoutMs") != 0)
-      r = hm_error_set(err, HM_E_INVALID, "hm_server", "unknown member \"%s\"", key);
+      r = hm_err_set(err, HM_E_INVALID, "hm_server", "unknown member \"%s\"", key);
     else
       v = val;
   }
   if (r == 0 && v) {
     int64_t t = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
     if (t < 1 || t > MAX_AGENT_WAIT_MS)
-      r = hm_error_set(err, HM_E_INVALID, "hm_server",
-                       "member \"timeoutMs\" must be an integer from 1 to %d", MAX_AGENT_WAIT_MS);
+      r = hm_err_set(err, HM_E_INVALID, "hm_server",
+                     "member \"timeoutMs\" must be an integer from 1 to %d", MAX_AGENT_WAIT_MS);
     else
       *timeout_ms = (int)t;
   }
@@ -459,7 +466,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     char *body = NULL, *msg = NULL;
     if (asprintf(&msg, "hm_server: method %s is not allowed on %s (allowed: %s)", method, url,
                  allow) >= 0)
-      body = error_body(HM_E_UNSUPPORTED, msg);
+      body = error_body(HM_E_UNSUPPORTED, HM_ECLASS_HTTP, NULL, msg);
     free(msg);
     return reply(conn, rq, method, url, 405, body, allow);
   }
@@ -498,32 +505,32 @@ static int make_listener(hm_server *srv, const char *path, hm_error **err) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   struct stat st;
   if (strlen(path) >= sizeof(sa.sun_path))
-    return hm_error_set(err, HM_E_INVALID, func, "socket path %s is too long (limit %zu bytes)",
-                        path, sizeof(sa.sun_path) - 1);
+    return hm_err_set(err, HM_E_INVALID, func, "socket path %s is too long (limit %zu bytes)", path,
+                      sizeof(sa.sun_path) - 1);
   memcpy(sa.sun_path, path, strlen(path) + 1);
 
   if (lstat(path, &st) == 0) {
     if (!S_ISSOCK(st.st_mode))
-      return hm_error_set(err, HM_E_EXISTS, func, "%s exists and is not a socket; not replacing it",
-                          path);
+      return hm_err_set(err, HM_E_EXISTS, func, "%s exists and is not a socket; not replacing it",
+                        path);
     int live = socket_is_live(&sa);
     if (live > 0)
-      return hm_error_set(err, HM_E_EXISTS, func, "a server is already running on %s", path);
+      return hm_err_set(err, HM_E_EXISTS, func, "a server is already running on %s", path);
     if (live < 0)
-      return hm_error_set(err, live, func, "cannot probe the existing socket %s: %s", path,
-                          strerror(-live));
+      return hm_err_set(err, live, func, "cannot probe the existing socket %s: %s", path,
+                        strerror(-live));
     /* Left behind by a server that died: nobody answers on it. */
     if (unlink(path) < 0 && errno != ENOENT)
-      return hm_error_set(err, -errno, func, "cannot remove the stale socket %s: %s", path,
-                          strerror(errno));
+      return hm_err_set(err, -errno, func, "cannot remove the stale socket %s: %s", path,
+                        strerror(errno));
     hm_info("hm_server: replaced the stale socket %s", path);
   } else if (errno != ENOENT) {
-    return hm_error_set(err, -errno, func, "%s: %s", path, strerror(errno));
+    return hm_err_set(err, -errno, func, "%s: %s", path, strerror(errno));
   }
 
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
-    return hm_error_set(err, -errno, func, "socket: %s", strerror(errno));
+    return hm_err_set(err, -errno, func, "socket: %s", strerror(errno));
   /* The file must never exist with a wider mode, not even for a moment.
    * umask is process-wide; this is the documented window in which another
    * thread creating files would get 0600 too, which errs on the safe side. */
@@ -534,15 +541,15 @@ static int make_listener(hm_server *srv, const char *path, hm_error **err) {
   if (r < 0) {
     close(fd);
     if (e == EADDRINUSE)
-      return hm_error_set(err, HM_E_EXISTS, func, "%s appeared while starting (another server?)",
-                          path);
-    return hm_error_set(err, -e, func, "cannot bind %s: %s", path, strerror(e));
+      return hm_err_set(err, HM_E_EXISTS, func, "%s appeared while starting (another server?)",
+                        path);
+    return hm_err_set(err, -e, func, "cannot bind %s: %s", path, strerror(e));
   }
   if (lstat(path, &st) < 0 || listen(fd, 64) < 0) {
     e = errno;
     unlink(path);
     close(fd);
-    return hm_error_set(err, -e, func, "cannot listen on %s: %s", path, strerror(e));
+    return hm_err_set(err, -e, func, "cannot listen on %s: %s", path, strerror(e));
   }
   srv->dev = st.st_dev;
   srv->ino = st.st_ino;

@@ -85,7 +85,7 @@ static int exec_fd(const hm_ninep_host *h, const char *cmd, json_object *args, i
   return r;
 }
 
-/* cmd {key: value}; "not found" counts as done when gone_ok. */
+/* cmd {key: value}; QMP's DeviceNotFound counts as done when gone_ok. */
 static int exec_id(const hm_ninep_host *h, const char *cmd, const char *key, const char *value,
                    int gone_ok, hm_error **err) {
   json_object *args = json_object_new_object();
@@ -93,12 +93,22 @@ static int exec_id(const hm_ninep_host *h, const char *cmd, const char *key, con
   hm_error *e = NULL;
   int r = exec_fd(h, cmd, args, -1, NULL, &e);
   json_object_put(args);
-  if (r == HM_E_QMP && gone_ok && strstr(hm_error_message(e), "not found"))
+  if (r == HM_E_QMP && gone_ok && hm_qmp_error_is(e, "DeviceNotFound"))
     r = 0;
   if (r < 0 && err && !*err)
     *err = e;
   else
     hm_error_free(e);
+  return r;
+}
+
+static int chardev_remove(const hm_ninep_host *h, const char *id, hm_error **err) {
+  hm_qmp *c;
+  int r = h->qmp_get(h->ud, &c, err);
+  if (r < 0)
+    return r;
+  r = hm_qmp_chardev_remove(c, id, err);
+  h->qmp_put(h->ud);
   return r;
 }
 
@@ -404,7 +414,7 @@ static int teardown(const hm_ninep_host *h, const names *n, pid_t pid, hm_error 
   if (r < 0)
     return r;
   hm_fault("remove:device-deleted");
-  if ((r = exec_id(h, "chardev-remove", "id", n->chr, 1, err)) < 0)
+  if ((r = chardev_remove(h, n->chr, err)) < 0)
     return r;
   hm_fault("remove:chardev-removed");
   /* Left when the daemon died between getfd and chardev-add. QEMU keeps
@@ -602,7 +612,7 @@ int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attach
   char pidstr[24];
   snprintf(pidstr, sizeof(pidstr), "%d", (int)pid);
   if ((r = hm_attachment_set_tag(att, n.port, err)) < 0 ||
-      (r = hm_attachment_set_data(att, "transport", "9p", err)) < 0 ||
+      (r = hm_attachment_set_type(att, HM_TYPE_9P, err)) < 0 ||
       (r = hm_attachment_set_data(att, "via", "serial", err)) < 0 ||
       (r = hm_attachment_set_data(att, "device", n.dev, err)) < 0 ||
       (r = hm_attachment_set_data(att, "chardev", n.chr, err)) < 0 ||
@@ -619,7 +629,7 @@ fail:
   if (stage >= 3)
     device_unplug(h, n.dev, NULL);
   if (stage >= 2)
-    exec_id(h, "chardev-remove", "id", n.chr, 1, NULL);
+    chardev_remove(h, n.chr, NULL);
   if (pid > 0)
     diod_stop(pid, NULL);
   if (stage >= 1)
@@ -688,7 +698,7 @@ int hm_ninep_check(const hm_ninep_host *h, hm_attachment *att, char **reason, hm
   if ((r = qemu_has(h, "qom-list", "name", n.dev, err)) < 0)
     goto out;
   if (!r) {
-    r = asprintf(reason, "port %s is gone from QEMU", n.dev) < 0 ? HM_E_NOMEM : 0;
+    r = asprintf(reason, "port %s is gone from QEMU", n.dev) < 0 ? HM_E_NOMEM : HM_CHECK_GONE;
     goto out;
   }
   if ((r = qemu_has(h, "query-chardev", "label", n.chr, err)) < 0)
@@ -717,7 +727,7 @@ int hm_ninep_watch_fd(const hm_ninep_host *h, hm_attachment *att) {
 
 int hm_ninep_mark_slot(hm_attachment *att, hm_error **err) {
   int r = hm_attachment_set_tag(att, hm_attachment_get_id(att), err);
-  r = r ?: hm_attachment_set_data(att, "transport", "9p", err);
+  r = r ?: hm_attachment_set_type(att, HM_TYPE_9P, err);
   r = r ?: hm_attachment_set_data(att, "via", "pci", err);
   return r ?: hm_attachment_set_data(att, "guestTransport", "virtio", err);
 }
@@ -731,7 +741,7 @@ int hm_ninep_mark(hm_attachment *att, hm_error **err) {
   snprintf(port, sizeof(port), HM_NINEP_PORT_PREFIX "%s", hm_attachment_get_id(att));
   int r = hm_attachment_set_tag(att, port, err);
   r = r ?: hm_attachment_set_data(att, "via", "serial", err);
-  return r ?: hm_attachment_set_data(att, "transport", "9p", err);
+  return r ?: hm_attachment_set_type(att, HM_TYPE_9P, err);
 }
 
 /* Does INSTANCE/ID-9p exist (see the top of this file)? */
@@ -744,6 +754,9 @@ static int link_exists(const hm_ninep_host *h, const char *id) {
 }
 
 int hm_ninep_is(const hm_ninep_host *h, hm_attachment *att) {
+  if (hm_attachment_get_type(att))
+    return hm_attachment_get_type(att) == HM_TYPE_9P;
+  /* Records of versions that kept the type in a data key. */
   const char *t = hm_attachment_get_data(att, "transport");
   if (t)
     return strcmp(t, "9p") == 0;

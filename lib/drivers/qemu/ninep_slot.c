@@ -480,7 +480,7 @@ int hm_ninep_slot_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_a
   char portstr[16];
   snprintf(portstr, sizeof(portstr), "%d", port);
   if ((r = hm_attachment_set_tag(att, id, err)) < 0 ||
-      (r = hm_attachment_set_data(att, "transport", "9p", err)) < 0 ||
+      (r = hm_attachment_set_type(att, HM_TYPE_9P, err)) < 0 ||
       (r = hm_attachment_set_data(att, "via", "pci", err)) < 0 ||
       (r = hm_attachment_set_data(att, "guestTransport", "virtio", err)) < 0 ||
       (r = hm_attachment_set_data(att, "device", dev, err)) < 0 ||

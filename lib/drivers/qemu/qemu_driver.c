@@ -287,18 +287,12 @@ static json_object *socket_chardev_args(const char *id, const char *path) {
 }
 
 static int chardev_remove(qemu_impl *q, const char *id, hm_error **err) {
-  json_object *args = json_object_new_object();
-  json_object_object_add(args, "id", json_object_new_string(id));
-  hm_error *e = NULL;
-  int r = qmp_exec(q, "chardev-remove", args, NULL, &e);
-  json_object_put(args);
-  /* Already gone is what we wanted. */
-  if (r == HM_E_QMP && strstr(hm_error_message(e), "not found"))
-    r = 0;
-  if (r < 0 && err && !*err)
-    *err = e;
-  else
-    hm_error_free(e);
+  hm_qmp *c;
+  int r = qmp_get(q, &c, err);
+  if (r < 0)
+    return r;
+  r = hm_qmp_chardev_remove(c, id, err);
+  qmp_put(q);
   return r;
 }
 
@@ -558,7 +552,7 @@ static int qemu_detach(void *impl, hm_attachment *att, hm_error **err) {
                "its virtiofsd died, so the guest cannot release %s; it stays plugged (using "
                "one slot) until the VM restarts",
                dev);
-      r = hm_attachment_set_data(att, "retired", msg, err);
+      r = hm_attachment_set_retired(att, msg, err);
       goto out;
     }
   }
@@ -596,7 +590,7 @@ static int qemu_check(void *impl, hm_attachment *att, char **reason, hm_error **
   if ((r = qemu_has(q, "qom-list", "name", dev, err)) < 0)
     return r;
   if (!r)
-    return asprintf(reason, "device %s is gone from QEMU", dev) < 0 ? HM_E_NOMEM : 0;
+    return asprintf(reason, "device %s is gone from QEMU", dev) < 0 ? HM_E_NOMEM : HM_CHECK_GONE;
   if ((r = qemu_has(q, "query-chardev", "label", chr, err)) < 0)
     return r;
   if (!r)

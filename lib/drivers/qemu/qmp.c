@@ -369,9 +369,11 @@ static int error_reply(json_object *reply, const char *command, hm_error **err) 
   json_object_object_get_ex(reply, "error", &e);
   json_object_object_get_ex(e, "class", &cls);
   json_object_object_get_ex(e, "desc", &desc);
-  return hm_error_set(err, HM_E_QMP, "hm_qmp_execute", "%s: %s: %s", command,
-                      cls ? json_object_get_string(cls) : "UnknownError",
-                      desc ? json_object_get_string(desc) : "(no description)");
+  /* QEMU's class goes in the detail: callers decide by it, not by desc. */
+  const char *klass =
+      json_object_is_type(cls, json_type_string) ? json_object_get_string(cls) : "UnknownError";
+  return hm_err_setc(err, HM_E_QMP, HM_ECLASS_QMP, klass, "hm_qmp_execute", "%s: %s: %s", command,
+                     klass, desc ? json_object_get_string(desc) : "(no description)");
 }
 
 int hm_qmp_execute(hm_qmp *q, const char *command, json_object *args, int fd,

@@ -36,7 +36,8 @@ HM_PRIVATE void hm_qmp_free(hm_qmp *q);
  * with the command as SCM_RIGHTS ancillary data (for getfd/add-fd); the fd
  * stays owned by the caller. On success, *out_return (if non-NULL) gets a new
  * reference to the "return" member. An {"error": {class, desc}} reply gives
- * HM_E_QMP with "COMMAND: CLASS: DESC" in the message; a closed connection
+ * HM_E_QMP, class HM_ECLASS_QMP, detail CLASS (hm_qmp_error_is), and
+ * "COMMAND: CLASS: DESC" in the message; a closed connection
  * HM_E_NOT_READY; no reply within timeout_ms HM_E_TIMEOUT (the late reply
  * is then dropped when it arrives).
  */
@@ -78,5 +79,13 @@ HM_PRIVATE int hm_qmp_has(hm_qmp *c, const char *cmd, const char *key, const cha
 /* device_del dev and wait for its DEVICE_DELETED; 0 when it was not there.
  * HM_E_TIMEOUT when the guest (or QEMU) did not let go in timeout_ms. */
 HM_PRIVATE int hm_qmp_device_del(hm_qmp *c, const char *dev, int timeout_ms, hm_error **err);
+/* QEMU answered with an error of QMP class qmp_class ("DeviceNotFound"). */
+HM_PRIVATE int hm_qmp_error_is(const hm_error *e, const char *qmp_class);
+/*
+ * chardev-remove of id; 0 also when QEMU has no such chardev. QEMU 7.2
+ * answers a missing id with GenericError (unlike device_del's
+ * DeviceNotFound), so "gone" is decided by query-chardev, not by the text.
+ */
+HM_PRIVATE int hm_qmp_chardev_remove(hm_qmp *c, const char *id, hm_error **err);
 
 #endif

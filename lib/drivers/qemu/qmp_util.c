@@ -32,6 +32,27 @@ int hm_qmp_has(hm_qmp *c, const char *cmd, const char *key, const char *name, hm
   return r;
 }
 
+int hm_qmp_error_is(const hm_error *e, const char *qmp_class) {
+  const char *d = hm_error_detail(e);
+  return hm_error_class(e) == HM_ECLASS_QMP && d && strcmp(d, qmp_class) == 0;
+}
+
+int hm_qmp_chardev_remove(hm_qmp *c, const char *id, hm_error **err) {
+  json_object *args = json_object_new_object();
+  json_object_object_add(args, "id", json_object_new_string(id));
+  hm_error *e = NULL;
+  int r = hm_qmp_execute(c, "chardev-remove", args, -1, NULL, QMP_TIMEOUT_MS, &e);
+  json_object_put(args);
+  /* Refused: already gone is what we wanted, anything else is an error. */
+  if (r == HM_E_QMP && hm_qmp_has(c, "query-chardev", "label", id, NULL) == 0)
+    r = 0;
+  if (r < 0 && err && !*err)
+    *err = e;
+  else
+    hm_error_free(e);
+  return r;
+}
+
 static int match_device(json_object *data, void *ud) {
   json_object *dev;
   return json_object_object_get_ex(data, "device", &dev) &&
@@ -46,7 +67,7 @@ int hm_qmp_device_del(hm_qmp *c, const char *dev, int timeout_ms, hm_error **err
   hm_error *e = NULL;
   int r = hm_qmp_execute(c, "device_del", args, -1, NULL, QMP_TIMEOUT_MS, &e);
   json_object_put(args);
-  if (r == HM_E_QMP && strstr(hm_error_message(e), "not found")) {
+  if (r == HM_E_QMP && hm_qmp_error_is(e, "DeviceNotFound")) {
     /* Already gone: nothing to wait for. */
     hm_error_free(e);
     return 0;

@@ -710,7 +710,7 @@ static int set_att(sshfs_hp *hp, const hm_mount_spec *spec, hm_attachment *att, 
   snprintf(pid, sizeof(pid), "%d", (int)m->sftp_pid);
   int r = 0;
   r = r ?: hm_attachment_set_tag(att, tag, err);
-  r = r ?: hm_attachment_set_data(att, "transport", "reverse-sshfs", err);
+  r = r ?: hm_attachment_set_type(att, HM_TYPE_REVERSE_SSHFS, err);
   r = r ?: hm_attachment_set_data(att, "sftpPid", pid, err);
   r = r ?: hm_attachment_set_data(att, "hostPath", hm_mount_spec_get_host_path(spec), err);
   r = r ?: hm_attachment_set_data(att, "guestPath", m->guest_path, err);

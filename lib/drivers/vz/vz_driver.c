@@ -34,23 +34,23 @@ typedef struct vz_impl {
 static int shim_error(hm_error **err, int code, char *msg, const char *func, const char *ctx) {
   if (code >= 0 || code == HM_E_INTERNAL)
     code = HM_E_HELPER;
-  hm_error_set(err, code, func, "%s: %s", ctx, msg ? msg : "Virtualization.framework failed");
+  hm_err_set(err, code, func, "%s: %s", ctx, msg ? msg : "Virtualization.framework failed");
   free(msg);
   return code;
 }
 
 static int check_spares(unsigned spares, hm_error **err, const char *func) {
   if (spares < 1 || spares > HM_VZ_MAX_SPARES)
-    return hm_error_set(err, HM_E_INVALID, func, "spares must be 1..%d, not %u", HM_VZ_MAX_SPARES,
-                        spares);
+    return hm_err_set(err, HM_E_INVALID, func, "spares must be 1..%d, not %u", HM_VZ_MAX_SPARES,
+                      spares);
   return 0;
 }
 
 int hm_vz_config_reserve_with_shim(const hm_vz_shim_ops *ops, void *vz_configuration,
                                    unsigned spares, hm_error **err) {
   if (!ops || !ops->reserve || !vz_configuration)
-    return hm_error_set(err, HM_E_INVALID, "hm_vz_config_reserve",
-                        "the configuration must not be NULL");
+    return hm_err_set(err, HM_E_INVALID, "hm_vz_config_reserve",
+                      "the configuration must not be NULL");
   int r = check_spares(spares, err, "hm_vz_config_reserve");
   if (r < 0)
     return r;
@@ -81,11 +81,11 @@ static int vz_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att, 
   vz_impl *v = impl;
   int type = hm_mount_spec_get_type(spec);
   if (type != HM_TYPE_VIRTIOFS)
-    return hm_error_set(err, HM_E_UNSUPPORTED, "hm_vz_attach",
-                        "the VZ backend mounts only virtiofs, not %s", hm_mount_type_name(type));
+    return hm_err_set(err, HM_E_UNSUPPORTED, "hm_vz_attach",
+                      "the VZ backend mounts only virtiofs, not %s", hm_mount_type_name(type));
   const char *host = hm_mount_spec_get_host_path(spec);
   if (!host || !*host)
-    return hm_error_set(err, HM_E_INVALID, "hm_vz_attach", "the mount has no host path");
+    return hm_err_set(err, HM_E_INVALID, "hm_vz_attach", "the mount has no host path");
 
   int pick = -1;
   pthread_mutex_lock(&v->lock);
@@ -96,10 +96,10 @@ static int vz_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att, 
     v->slot[pick] = SLOT_BUSY;
   pthread_mutex_unlock(&v->lock);
   if (pick < 0)
-    return hm_error_set(err, HM_E_NO_SLOT, "hm_vz_attach",
-                        "all %u spare virtio-fs devices are in use (the number is fixed when "
-                        "the VM is configured: hm_vz_config_reserve)",
-                        v->spares);
+    return hm_err_set(err, HM_E_NO_SLOT, "hm_vz_attach",
+                      "all %u spare virtio-fs devices are in use (the number is fixed when "
+                      "the VM is configured: hm_vz_config_reserve)",
+                      v->spares);
 
   char tag[32], slot[16];
   snprintf(tag, sizeof(tag), HM_VZ_TAG_PREFIX "%d", pick);
@@ -171,8 +171,8 @@ static int count_free(vz_impl *v) {
 
 static int vz_free_slots(void *impl, int type, hm_error **err) {
   if (type != HM_TYPE_VIRTIOFS)
-    return hm_error_set(err, HM_E_UNSUPPORTED, "hm_vz_free_slots", "no slots for %s",
-                        hm_mount_type_name(type));
+    return hm_err_set(err, HM_E_UNSUPPORTED, "hm_vz_free_slots", "no slots for %s",
+                      hm_mount_type_name(type));
   return count_free(impl);
 }
 
@@ -202,16 +202,16 @@ int hm_vz_hotplugger_new_with_shim(hm_fs_hotplugger **out, const hm_vz_shim_ops 
                                    void *vz_virtual_machine, void *dispatch_queue, unsigned spares,
                                    hm_error **err) {
   if (!out || !vz_virtual_machine || !dispatch_queue)
-    return hm_error_set(err, HM_E_INVALID, "hm_vz_hotplugger_new",
-                        "out, the virtual machine and its queue must not be NULL");
+    return hm_err_set(err, HM_E_INVALID, "hm_vz_hotplugger_new",
+                      "out, the virtual machine and its queue must not be NULL");
   if (!ops || !ops->open || !ops->set_share || !ops->clear_share)
-    return hm_error_set(err, HM_E_INVALID, "hm_vz_hotplugger_new", "incomplete shim");
+    return hm_err_set(err, HM_E_INVALID, "hm_vz_hotplugger_new", "incomplete shim");
   int r = check_spares(spares, err, "hm_vz_hotplugger_new");
   if (r < 0)
     return r;
   vz_impl *v = calloc(1, sizeof(*v));
   if (!v)
-    return hm_error_set(err, HM_E_NOMEM, "hm_vz_hotplugger_new", "out of memory");
+    return hm_err_set(err, HM_E_NOMEM, "hm_vz_hotplugger_new", "out of memory");
   v->ops = ops;
   v->spares = spares;
   pthread_mutex_init(&v->lock, NULL);

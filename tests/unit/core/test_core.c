@@ -56,6 +56,60 @@ static int validate(const char *host, const char *guest, char **msg, hm_mount_sp
   return r;
 }
 
+START_TEST(test_error_classes) {
+  ck_assert_int_eq(hm_error_class(NULL), HM_ECLASS_NONE);
+  ck_assert_ptr_null(hm_error_detail(NULL));
+  hm_error *err = NULL;
+  /* A peer's code implies its class; the library's own conditions have none. */
+  HM_ERR(&err, HM_E_AGENT, "x");
+  ck_assert_int_eq(hm_error_class(err), HM_ECLASS_AGENT);
+  hm_error_free(err);
+  err = NULL;
+  HM_ERR(&err, HM_E_IO, "x");
+  ck_assert_int_eq(hm_error_class(err), HM_ECLASS_NONE);
+  hm_error_free(err);
+  err = NULL;
+  /* Public setters, for backends: message as given, class BACKEND. */
+  ck_assert_int_eq(hm_error_set(&err, HM_E_IO, "mine: %s %d", "disk", 3), HM_E_IO);
+  ck_assert_str_eq(hm_error_message(err), "mine: disk 3");
+  ck_assert_int_eq(hm_error_class(err), HM_ECLASS_BACKEND);
+  ck_assert_int_eq(hm_error_set(&err, HM_E_TIMEOUT, "second"), HM_E_TIMEOUT);
+  ck_assert_str_eq(hm_error_message(err), "mine: disk 3"); /* the first one stays */
+  hm_error_free(err);
+  err = NULL;
+  ck_assert_int_eq(hm_error_set(NULL, HM_E_IO, "nowhere"), HM_E_IO);
+  ck_assert_int_eq(hm_error_set_class(&err, HM_E_QMP, HM_ECLASS_QMP, "DeviceNotFound", "q"),
+                   HM_E_QMP);
+  ck_assert_str_eq(hm_error_detail(err), "DeviceNotFound");
+  /* Context added on the way up keeps where it came from. */
+  hm_error_prefix(&err, HM_E_NOT_READY, "outer", "while %s", "y");
+  ck_assert_int_eq(hm_error_code(err), HM_E_NOT_READY);
+  ck_assert_int_eq(hm_error_class(err), HM_ECLASS_QMP);
+  ck_assert_str_eq(hm_error_detail(err), "DeviceNotFound");
+  ck_assert_str_eq(hm_error_message(err), "outer: while y: q");
+  hm_error_free(err);
+  err = NULL;
+  /* An out-of-range class falls back to the code's. */
+  hm_error_set_class(&err, HM_E_HELPER, 99, NULL, "h");
+  ck_assert_int_eq(hm_error_class(err), HM_ECLASS_HELPER);
+  hm_error_free(err);
+  for (int k = HM_ECLASS_NONE; k <= HM_ECLASS_LAST; k++)
+    ck_assert_int_eq(hm_error_class_parse(hm_error_class_name(k)), k);
+  ck_assert_str_eq(hm_error_class_name(HM_ECLASS_HTTP), "http");
+  ck_assert_str_eq(hm_error_class_name(-1), "none");
+  ck_assert_int_eq(hm_error_class_parse("bogus"), HM_ECLASS_NONE);
+  /* Library-owned allocation for backends. */
+  char *d = hm_strdup("why");
+  ck_assert_str_eq(d, "why");
+  hm_free(d);
+  ck_assert_ptr_null(hm_strdup(NULL));
+  void **v = hm_alloc(4, sizeof(void *));
+  ck_assert(v && !v[3]);
+  hm_free(v);
+  ck_assert_ptr_null(hm_alloc(SIZE_MAX / 2, 4));
+}
+END_TEST
+
 START_TEST(test_error_basics) {
   ck_assert_int_eq(hm_error_code(NULL), 0);
   ck_assert_str_eq(hm_error_message(NULL), "");
@@ -652,6 +706,7 @@ int main(void) {
   TCase *tc = tcase_create("core");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_error_basics);
+  tcase_add_test(tc, test_error_classes);
   tcase_add_test(tc, test_version);
   tcase_add_test(tc, test_spec_defaults_and_setters);
   tcase_add_test(tc, test_validate_host_paths);

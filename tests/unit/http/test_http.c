@@ -263,6 +263,20 @@ static hm_mount_spec *spec_of(const char *host, const char *guest) {
 
 /* ---- tests ---- */
 
+/* The error body's class (hm_error_class_name) and detail (NULL: none). */
+static void expect_class(const resp *r, const char *klass, const char *detail) {
+  json_object *o = json_tokener_parse(r->body), *k = NULL, *d = NULL;
+  ck_assert_msg(o && json_object_object_get_ex(o, "class", &k), "no class: %s", r->body);
+  ck_assert_str_eq(json_object_get_string(k), klass);
+  if (detail) {
+    ck_assert_msg(json_object_object_get_ex(o, "detail", &d), "no detail: %s", r->body);
+    ck_assert_str_eq(json_object_get_string(d), detail);
+  } else {
+    ck_assert_msg(!json_object_object_get_ex(o, "detail", &d), "detail: %s", r->body);
+  }
+  json_object_put(o);
+}
+
 START_TEST(test_list_empty) {
   env e;
   env_up(&e, 0);
@@ -412,6 +426,7 @@ START_TEST(test_delete) {
   resp r;
   http(&e, "DELETE", "/v1/mounts", "{\"mountPoint\":\"/mnt/x\"}", &r);
   expect_error(&r, 404, HM_E_NOT_FOUND, "nothing is hot-mounted at /mnt/x");
+  expect_class(&r, "mount", NULL);
   resp_free(&r);
   http(&e, "DELETE", "/v1/mounts?mountPoint=/mnt/y&lazy=true", NULL, &r);
   expect_error(&r, 404, HM_E_NOT_FOUND, "/mnt/y");
@@ -437,6 +452,7 @@ START_TEST(test_delete) {
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     http(&e, "DELETE", bad[i].path, bad[i].body, &r);
     expect_error(&r, 400, HM_E_INVALID, bad[i].needle);
+    expect_class(&r, "input", NULL);
     resp_free(&r);
   }
 
@@ -444,6 +460,9 @@ START_TEST(test_delete) {
   EXPECT_FAIL(hm_client_remove(e.cli, "/mnt/x", HM_REMOVE_LAZY | HM_REMOVE_FORCE, &err), err,
               HM_E_NOT_FOUND, "hm_client_remove: ");
   ck_assert(strstr(hm_error_message(err), "nothing is hot-mounted at /mnt/x"));
+  /* The class crosses the HTTP API: the daemon's registry said it. */
+  ck_assert_int_eq(hm_error_class(err), HM_ECLASS_MOUNT);
+  ck_assert_ptr_null(hm_error_detail(err));
   hm_error_free(err);
   err = NULL;
   EXPECT_FAIL(hm_client_remove(e.cli, "/mnt/x", 0x80, &err), err, HM_E_INVALID, "flags");
@@ -458,6 +477,7 @@ START_TEST(test_routes) {
   resp r;
   http(&e, "GET", "/v1/nope", NULL, &r);
   expect_error(&r, 404, HM_E_NOT_FOUND, "/v1/nope");
+  expect_class(&r, "http", NULL); /* the route, not a mount, is missing */
   resp_free(&r);
   http(&e, "GET", "/", NULL, &r);
   expect_error(&r, 404, HM_E_NOT_FOUND, NULL);

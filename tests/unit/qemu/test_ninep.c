@@ -225,7 +225,7 @@ START_TEST(test_attach_detach) {
   ck_assert_int_eq(ports, 128 - 1 - 1); /* port 0 is for a console; the agent's */
   ck_assert_msg(hm_fs_hotplugger_attach(fx.hp, s, att, &err) == 0, "%s", hm_error_message(err));
   ck_assert_str_eq(hm_attachment_get_tag(att), "org.hotmount.9p.hm-1");
-  ck_assert_str_eq(hm_attachment_get_data(att, "transport"), "9p");
+  ck_assert_int_eq(hm_attachment_get_type(att), HM_TYPE_9P);
   char want[512];
   /* diod's root is the share: the export is "/". */
   snprintf(want, sizeof(want), "version=9p2000.L,msize=65536,cache=fscache,aname=/,uname=root");
@@ -254,7 +254,7 @@ START_TEST(test_attach_detach) {
   ck_assert_int_gt(readlink(lp, target, sizeof(target) - 1), 0);
   ck_assert_str_eq(target, fx.share);
   char *reason = NULL;
-  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, NULL), 1);
+  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, NULL, NULL), 1);
   int wfd = hm_fs_hotplugger_watch_fd(fx.hp, att);
   ck_assert_int_ge(wfd, 0);
   close(wfd);
@@ -269,8 +269,9 @@ START_TEST(test_attach_detach) {
   ck_assert(!link_exists("hm-1"));
   ck_assert_int_eq(hm_fs_hotplugger_free_slots(fx.hp, HM_TYPE_9P, NULL), ports);
   ck_assert_int_eq(hm_fs_hotplugger_detach(fx.hp, att, NULL), 0);
-  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, NULL), 0);
-  ck_assert_ptr_nonnull(strstr(reason, "gone"));
+  int gone = 0;
+  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, &gone, NULL), 0);
+  ck_assert_int_eq(gone, 1); /* the port is no longer in QEMU: typed, not read from reason */
   free(reason);
   hm_attachment_free(bare);
   hm_attachment_free(att);
@@ -365,12 +366,14 @@ START_TEST(test_dead_diod) {
   ck_assert_int_eq(poll(&p, 1, 5000), 1);
   close(wfd);
   char *reason = NULL;
-  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, NULL), 0);
+  int gone = 1;
+  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, &gone, NULL), 0);
+  ck_assert_int_eq(gone, 0); /* broken, but its port is still plugged */
   ck_assert_msg(strstr(reason, "diod") != NULL, "%s", reason);
   free(reason);
   /* Unlike virtiofs, the port is unplugged as usual (not retired). */
   ck_assert_msg(hm_fs_hotplugger_detach(fx.hp, att, &err) == 0, "%s", hm_error_message(err));
-  ck_assert_ptr_null(hm_attachment_get_data(att, "retired"));
+  ck_assert_ptr_null(hm_attachment_get_retired(att));
   ck_assert(!qf_has_device(&fx, "hm-3-dev"));
   ck_assert(!qf_has_chardev(&fx, "hm-3-chr"));
   ck_assert(!link_exists("hm-3"));
@@ -392,7 +395,7 @@ START_TEST(test_scan_finds_9p) {
   ck_assert_str_eq(hm_attachment_get_id(v[0]), "hm-4");
   ck_assert_str_eq(hm_attachment_get_tag(v[0]), "org.hotmount.9p.hm-4");
   ck_assert_str_eq(hm_attachment_get_data(v[0], "via"), "serial");
-  ck_assert_str_eq(hm_attachment_get_data(v[0], "transport"), "9p");
+  ck_assert_int_eq(hm_attachment_get_type(v[0]), HM_TYPE_9P);
   ck_assert_str_eq(hm_attachment_get_data(v[0], "hostPath"), fx.share);
   ck_assert_str_eq(hm_attachment_get_data(v[0], "writable"), "0");
   ck_assert_str_eq(hm_attachment_get_data(v[0], "diod_pid"),

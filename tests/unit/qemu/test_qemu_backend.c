@@ -207,7 +207,7 @@ START_TEST(test_sigchld_ignored) {
   hm_attachment_new(&att, "hm-1", NULL);
   ck_assert_msg(hm_fs_hotplugger_attach(fx.hp, s, att, &err) == 0, "%s", hm_error_message(err));
   char *reason = NULL;
-  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, NULL), 1);
+  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, NULL, NULL), 1);
   int watch = hm_fs_hotplugger_watch_fd(fx.hp, att);
   ck_assert_int_ge(watch, 0);
   struct pollfd p = {.fd = watch, .events = POLLIN};
@@ -216,11 +216,11 @@ START_TEST(test_sigchld_ignored) {
   ck_assert_int_eq(kill(pid, SIGKILL), 0);
   ck_assert_msg(poll(&p, 1, 5000) == 1, "virtiofsd's death not seen on the watch fd");
   close(watch);
-  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, NULL), 0);
+  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &reason, NULL, NULL), 0);
   ck_assert_ptr_nonnull(strstr(reason, "virtiofsd for hm-1 is not running"));
   free(reason);
   ck_assert_msg(hm_fs_hotplugger_detach(fx.hp, att, &err) == 0, "%s", hm_error_message(err));
-  ck_assert_ptr_nonnull(hm_attachment_get_data(att, "retired"));
+  ck_assert_ptr_nonnull(hm_attachment_get_retired(att));
   hm_attachment_free(att);
 
   /* A rollback cleans up (chardev-add fails once virtiofsd runs). */
@@ -251,6 +251,42 @@ START_TEST(test_sigchld_ignored) {
 }
 END_TEST
 
+/* What QEMU 7.2 answers for ids it does not have, and that "already gone"
+ * is decided from QMP's typed answers, never from the text. */
+START_TEST(test_qmp_missing_ids) {
+  hm_error *err = NULL;
+  json_object *args = json_object_new_object();
+  json_object_object_add(args, "id", json_object_new_string("hm-9-dev"));
+  ck_assert_int_eq(hm_qmp_execute(fx.mon, "device_del", args, -1, NULL, 5000, &err), HM_E_QMP);
+  json_object_put(args);
+  ck_assert_int_eq(hm_error_class(err), HM_ECLASS_QMP);
+  ck_assert_str_eq(hm_error_detail(err), "DeviceNotFound");
+  ck_assert(hm_qmp_error_is(err, "DeviceNotFound"));
+  hm_error_free(err);
+  err = NULL;
+  /* chardev-remove of a missing id is only a GenericError... */
+  args = json_object_new_object();
+  json_object_object_add(args, "id", json_object_new_string("hm-9-chr"));
+  ck_assert_int_eq(hm_qmp_execute(fx.mon, "chardev-remove", args, -1, NULL, 5000, &err), HM_E_QMP);
+  json_object_put(args);
+  ck_assert_str_eq(hm_error_detail(err), "GenericError");
+  ck_assert(!hm_qmp_error_is(err, "DeviceNotFound"));
+  hm_error_free(err);
+  err = NULL;
+  /* ...so hm_qmp_chardev_remove asks QEMU whether it is there: gone is done. */
+  ck_assert_int_eq(hm_qmp_chardev_remove(fx.mon, "hm-9-chr", NULL), 0);
+  ck_assert_int_eq(hm_qmp_device_del(fx.mon, "hm-9-dev", 1000, NULL), 0);
+  /* A chardev QEMU refuses to remove (in use by a port) is an error. */
+  mon_exec("chardev-add", "{\"id\":\"busy-chr\",\"backend\":{\"type\":\"null\",\"data\":{}}}");
+  mon_exec("device_add", "{\"driver\":\"virtserialport\",\"id\":\"busy-dev\","
+                         "\"bus\":\"hm-serial.0\",\"chardev\":\"busy-chr\",\"name\":\"t.busy\"}");
+  ck_assert_int_eq(hm_qmp_chardev_remove(fx.mon, "busy-chr", &err), HM_E_QMP);
+  ck_assert_int_eq(hm_error_class(err), HM_ECLASS_QMP);
+  ck_assert(has_chardev("busy-chr"));
+  hm_error_free(err);
+}
+END_TEST
+
 START_TEST(test_no_qemu) {
   hm_qemu_config *cfg = NULL;
   hm_fs_hotplugger *h = NULL;
@@ -277,6 +313,7 @@ int main(void) {
   tcase_add_test(tc, test_rollback_chardev_add_fails);
   tcase_add_test(tc, test_rollback_device_add_fails);
   tcase_add_test(tc, test_sigchld_ignored);
+  tcase_add_test(tc, test_qmp_missing_ids);
   suite_add_tcase(s, tc);
   TCase *tc2 = tcase_create("no-qemu");
   tcase_add_test(tc2, test_no_qemu);
