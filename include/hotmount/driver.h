@@ -232,6 +232,16 @@ typedef struct hm_fs_hotplugger_ops {
    * attach, it undoes its own partial work on failure.
    */
   int (*reattach)(void *impl, const hm_mount_spec *spec, hm_attachment *att, hm_error **err);
+  /**
+   * Optional (since 0.1): the backend's rules for spec before anything is
+   * reserved: which options (hm_mount_spec_get_option_count/_key/_option)
+   * and values its transport of spec's type takes, and anything else it
+   * cannot do. spec has passed hm_mount_spec_validate (paths normalized,
+   * option values are text). 0, or HM_E_INVALID (HM_E_UNSUPPORTED) with
+   * *err naming the option. Without this op the library refuses every
+   * option, so that none is silently ignored. Any thread, concurrently.
+   */
+  int (*validate)(void *impl, const hm_mount_spec *spec, hm_error **err);
 } hm_fs_hotplugger_ops;
 
 /*

@@ -109,15 +109,27 @@ HM_API int hm_mount_spec_get_persist(const hm_mount_spec *spec);
  * another thread changes spec. Since 0.1.
  */
 HM_API const char *hm_mount_spec_get_option(const hm_mount_spec *spec, const char *key);
+/**
+ * hm_mount_spec_get_option_count: how many options spec has (0 for NULL); with
+ * hm_mount_spec_get_option_key, how a backend's validate op walks them to refuse the ones it does
+ * not know. Not while another thread changes spec. Since 0.1.
+ */
+HM_API size_t hm_mount_spec_get_option_count(const hm_mount_spec *spec);
+/**
+ * hm_mount_spec_get_option_key: the key of option i (0 <= i < count), or NULL past the end;
+ * borrowed from spec, valid until spec changes. Not while another thread changes spec. Since 0.1.
+ */
+HM_API const char *hm_mount_spec_get_option_key(const hm_mount_spec *spec, size_t i);
 
 /**
  * hm_mount_spec_validate: checks the spec and normalizes it in place. The host path must exist and
  * be a directory; it is replaced by its canonical path (symlinks resolved). The guest path must be
  * absolute, is normalized (no "//", "." or ".." components; "..": rejected), and must not be a
  * system path ("/", "/proc", "/etc", ...). Paths must be valid UTF-8, contain no control
- * characters, and fit PATH_MAX. Options must be known for the type. Returns 0 or HM_E_INVALID with
- * a message naming the problem (HM_E_NOMEM). hm_instance_add validates a copy itself; call this to
- * check input early. One thread at a time per spec. Since 0.1.
+ * characters, and fit PATH_MAX; so must option values. Which options a type takes is the rule of
+ * the backend that attaches it (its validate op), which hm_instance_add applies after this. Returns
+ * 0 or HM_E_INVALID with a message naming the problem (HM_E_NOMEM). hm_instance_add validates a
+ * copy itself; call this to check input early. One thread at a time per spec. Since 0.1.
  */
 HM_API int hm_mount_spec_validate(hm_mount_spec *spec, hm_error **err);
 

@@ -204,6 +204,22 @@ int hm_fs_hotplugger_check(hm_fs_hotplugger *hp, hm_attachment *att, char **reas
   return r;
 }
 
+int hm_fs_hotplugger_validate(hm_fs_hotplugger *hp, const hm_mount_spec *spec, hm_error **err) {
+  if (!hp->ops.validate) {
+    const char *key = hm_mount_spec_get_option_key(spec, 0);
+    return key ? HM_ERRC(err, HM_E_INVALID, HM_ECLASS_INPUT,
+                         "unknown option \"%s\" for %s mounts (backend %s takes no options)", key,
+                         hm_mount_type_name(hm_mount_spec_get_type(spec)), hp->ops.name)
+               : 0;
+  }
+  int r = hp->ops.validate(hp->impl, spec, err);
+  if (r > 0)
+    r = 0;
+  if (r < 0 && err && !*err)
+    HM_ERR(err, r, "backend %s refused the mount without saying why", hp->ops.name);
+  return r;
+}
+
 int hm_fs_hotplugger_watch_fd(hm_fs_hotplugger *hp, hm_attachment *att) {
   return hp->ops.watch_fd ? hp->ops.watch_fd(hp->impl, att) : -1;
 }

@@ -25,6 +25,9 @@ HM_PRIVATE int hm_fs_hotplugger_describe(hm_fs_hotplugger *hp, hm_status *st, hm
  * check. */
 HM_PRIVATE int hm_fs_hotplugger_check(hm_fs_hotplugger *hp, hm_attachment *att, char **reason,
                                       int *gone, hm_error **err);
+/* The backend's validate op; without one, any option is refused. */
+HM_PRIVATE int hm_fs_hotplugger_validate(hm_fs_hotplugger *hp, const hm_mount_spec *spec,
+                                         hm_error **err);
 HM_PRIVATE int hm_fs_hotplugger_watch_fd(hm_fs_hotplugger *hp, hm_attachment *att);
 /* HM_E_UNSUPPORTED when the backend cannot scan. */
 HM_PRIVATE int hm_fs_hotplugger_scan(hm_fs_hotplugger *hp, hm_attachment ***out, size_t *n,

@@ -335,6 +335,8 @@ int hm_instance_add(hm_instance *inst, hm_mount **out, const hm_mount_spec *requ
                    : "");
     goto fail_spec;
   }
+  if ((r = hm_fs_hotplugger_validate(hp, spec, err)) < 0)
+    goto fail_spec;
   /* Backends that mount in the guest themselves need no agent. */
   int own_mount = hm_fs_hotplugger_guest_mounts(hp);
 

@@ -143,6 +143,14 @@ const char *hm_mount_spec_get_option(const hm_mount_spec *s, const char *key) {
   return s && key ? hm_kv_get(&s->options, key) : NULL;
 }
 
+size_t hm_mount_spec_get_option_count(const hm_mount_spec *s) {
+  return s ? s->options.n : 0;
+}
+
+const char *hm_mount_spec_get_option_key(const hm_mount_spec *s, size_t i) {
+  return s && i < s->options.n ? s->options.keys[i] : NULL;
+}
+
 /* ----------------------------------------------------------------- mounts */
 
 int hm_mount_build(hm_mount **out, const char *id, const hm_mount_spec *spec, const char *tag,

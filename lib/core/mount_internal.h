@@ -68,6 +68,22 @@ HM_PRIVATE json_object *hm_mount_spec_to_json_object(const hm_mount_spec *spec);
  */
 HM_PRIVATE int hm_host_path_verify(const hm_mount_spec *spec, hm_error **err);
 
+/*
+ * A backend's option rules, for its validate op: for mounts of type, option
+ * key takes one of values (NULL-terminated), or, when values is NULL, a
+ * decimal number from min to max. hm_option_rules_check refuses an option
+ * of spec that no rule names, or a value its rule does not take
+ * (HM_E_INVALID naming key, value and type).
+ */
+typedef struct hm_option_rule {
+  int type;
+  const char *key;
+  const char *const *values;
+  unsigned long min, max;
+} hm_option_rule;
+HM_PRIVATE int hm_option_rules_check(const hm_mount_spec *spec, const hm_option_rule *rules,
+                                     size_t n, hm_error **err);
+
 /* Parses text as one JSON value (nothing else after it). HM_E_INVALID otherwise. */
 HM_PRIVATE int hm_json_parse(json_object **out, const char *text, size_t len, hm_error **err);
 

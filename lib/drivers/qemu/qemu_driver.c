@@ -886,6 +886,7 @@ int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *cfg, hm
       .check = qemu_check,
       .watch_fd = qemu_watch_fd,
       .scan = qemu_scan,
+      .validate = hm_qemu_validate,
   };
   return hm_fs_hotplugger_new(out, &ops, q, err);
 }

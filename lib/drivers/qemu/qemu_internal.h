@@ -32,4 +32,8 @@ struct hm_qemu_config {
  * Returns a new string or NULL on OOM. */
 HM_PRIVATE char *hm_qemu_opt_escape(const char *value);
 
+/* options.c: the backend's validate op (which options virtiofs and 9p
+ * mounts take). impl is unused. */
+HM_PRIVATE int hm_qemu_validate(void *impl, const hm_mount_spec *spec, hm_error **err);
+
 #endif

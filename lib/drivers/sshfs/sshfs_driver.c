@@ -28,6 +28,7 @@
  */
 #include "driver_internal.h"
 #include "guest_path.h"
+#include "mount_internal.h"
 #include "spawn.h"
 #include "sshfs_internal.h"
 
@@ -444,6 +445,21 @@ static char *beat_script(const char *qpath) {
                qpath) < 0)
     return NULL;
   return s;
+}
+
+/* The options sshfs_command turns into sshfs flags, and no others. */
+static const char *const on_off[] = {"on", "off", NULL};
+static const char *const idmap_values[] = {"none", "user", NULL};
+static const hm_option_rule sshfs_rules[] = {
+    {HM_TYPE_REVERSE_SSHFS, "cache", on_off, 0, 0},
+    {HM_TYPE_REVERSE_SSHFS, "followSymlinks", on_off, 0, 0},
+    {HM_TYPE_REVERSE_SSHFS, "idmap", idmap_values, 0, 0},
+};
+
+static int sshfs_validate(void *impl, const hm_mount_spec *spec, hm_error **err) {
+  (void)impl;
+  return hm_option_rules_check(spec, sshfs_rules, sizeof(sshfs_rules) / sizeof(sshfs_rules[0]),
+                               err);
 }
 
 static char *sshfs_command(const hm_mount_spec *spec, const char *id, const char *qpath) {
@@ -905,6 +921,7 @@ int hm_sshfs_hotplugger_new(hm_fs_hotplugger **out, const hm_ssh_config *cfg,
       .flags = HM_HOTPLUGGER_GUEST_MOUNTS,
       .guest_umount = sshfs_guest_umount,
       .reattach = sshfs_reattach,
+      .validate = sshfs_validate,
   };
   return hm_fs_hotplugger_new(out, &ops, hp, err);
 }

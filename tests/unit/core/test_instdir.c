@@ -731,6 +731,121 @@ START_TEST(test_reconcile_guest_targets) {
 }
 END_TEST
 
+/* Two backends: reconcile must scan both and check, adopt and settle each
+ * entry with its own backend. The main one (virtiofs) calls everything
+ * broken; the second (9p) holds hm-5, whole, whose device can later only be
+ * retired, and then leaves the VM (HM_CHECK_GONE). */
+static int second_gone;
+static int main_broken(void *impl, hm_attachment *att, char **reason, hm_error **err) {
+  (void)impl;
+  (void)att;
+  (void)err;
+  *reason = hm_strdup("the main backend was asked about a 9p mount");
+  return HM_CHECK_BROKEN;
+}
+static int second_check(void *impl, hm_attachment *att, char **reason, hm_error **err) {
+  (void)impl;
+  (void)err;
+  ck_assert_int_eq(hm_attachment_get_type(att), HM_TYPE_9P);
+  if (!second_gone)
+    return HM_CHECK_WHOLE;
+  *reason = hm_strdup("its port left the VM");
+  return HM_CHECK_GONE;
+}
+static int second_scan(void *impl, hm_attachment ***out, size_t *n, hm_error **err) {
+  (void)impl;
+  hm_attachment **v = hm_alloc(1, sizeof(*v));
+  ck_assert_int_eq(hm_attachment_new(&v[0], "hm-5", err), 0);
+  hm_attachment_set_tag(v[0], "hm-5", NULL);
+  hm_attachment_set_type(v[0], HM_TYPE_9P, NULL);
+  hm_attachment_set_data(v[0], "hostPath", scan_hosts[0], NULL);
+  hm_attachment_set_data(v[0], "writable", "0", NULL);
+  *out = v;
+  *n = 1;
+  return 0;
+}
+static int second_detach(void *impl, hm_attachment *att, hm_error **err) {
+  (void)impl;
+  return hm_attachment_set_retired(att, "its server died; the port stays until the VM restarts",
+                                   err);
+}
+
+static const char *status_of(hm_instance *inst, const char *key, char *buf, size_t len) {
+  hm_status *st = NULL;
+  ck_assert_int_eq(hm_instance_status(inst, &st, NULL), 0);
+  snprintf(buf, len, "%s", hm_status_get(st, key) ? hm_status_get(st, key) : "(none)");
+  hm_status_free(st);
+  return buf;
+}
+
+START_TEST(test_reconcile_per_backend) {
+  char *inst_dir = in_tmp("inst");
+  ck_assert_int_eq(mkdir(inst_dir, 0700), 0);
+  scan_hosts[0] = in_tmp("s0");
+  ck_assert_int_eq(mkdir(scan_hosts[0], 0755), 0);
+  static const hm_fs_hotplugger_ops main_ops = {.struct_size = sizeof(main_ops),
+                                                .name = "main",
+                                                .types = 1u << HM_TYPE_VIRTIOFS,
+                                                .attach = fake_attach,
+                                                .detach = count_detach,
+                                                .check = main_broken};
+  static const hm_fs_hotplugger_ops second_ops = {.struct_size = sizeof(second_ops),
+                                                  .name = "second",
+                                                  .types = 1u << HM_TYPE_9P,
+                                                  .attach = fake_attach,
+                                                  .detach = second_detach,
+                                                  .check = second_check,
+                                                  .scan = second_scan};
+  script_agent a;
+  script_agent_start(&a, inst_dir);
+  for (int round = 0; round < 2; round++) {
+    hm_fs_hotplugger *hp = NULL, *hp2 = NULL;
+    ck_assert_int_eq(hm_fs_hotplugger_new(&hp, &main_ops, NULL, NULL), 0);
+    ck_assert_int_eq(hm_fs_hotplugger_new(&hp2, &second_ops, NULL, NULL), 0);
+    hm_instance *inst = NULL;
+    ck_assert_int_eq(hm_instance_new(&inst, inst_dir, hp, NULL), 0);
+    ck_assert_int_eq(hm_instance_add_backend(inst, hp2, NULL), 0);
+    hm_error *err = NULL;
+    ck_assert_msg(hm_instance_reconcile(inst, &err) == 0, "%s", hm_error_message(err));
+    /* Round 0 adopts what the second backend found, as 9p; round 1 finds
+     * it in the registry and keeps it mounted (checked by its backend). */
+    hm_mount_list *l = NULL;
+    ck_assert_int_eq(hm_instance_list(inst, &l, NULL), 0);
+    ck_assert_int_eq(hm_mount_list_count(l), 1);
+    const hm_mount *m = hm_mount_list_get(l, 0);
+    ck_assert_str_eq(hm_mount_get_id(m), "hm-5");
+    ck_assert_int_eq(hm_mount_get_type(m), HM_TYPE_9P);
+    ck_assert_msg(hm_mount_get_state(m) == HM_STATE_MOUNTED, "round %d: %s", round,
+                  hm_mount_get_reason(m) ? hm_mount_get_reason(m) : "");
+    hm_mount_list_free(l);
+    hm_instance_free(inst);
+  }
+  /* Removed, but the backend retires its device: hidden, still counted. */
+  hm_fs_hotplugger *hp = NULL, *hp2 = NULL;
+  ck_assert_int_eq(hm_fs_hotplugger_new(&hp, &main_ops, NULL, NULL), 0);
+  ck_assert_int_eq(hm_fs_hotplugger_new(&hp2, &second_ops, NULL, NULL), 0);
+  hm_instance *inst = NULL;
+  ck_assert_int_eq(hm_instance_new(&inst, inst_dir, hp, NULL), 0);
+  ck_assert_int_eq(hm_instance_add_backend(inst, hp2, NULL), 0);
+  hm_error *err = NULL;
+  ck_assert_msg(hm_instance_remove(inst, "/mnt/good", 0, &err) == 0, "%s", hm_error_message(err));
+  char buf[64];
+  ck_assert_str_eq(status_of(inst, "devicesRetired", buf, sizeof(buf)), "1");
+  /* Still there: reconcile keeps the record. */
+  second_gone = 0;
+  ck_assert_int_eq(hm_instance_reconcile(inst, NULL), 0);
+  ck_assert_str_eq(status_of(inst, "devicesRetired", buf, sizeof(buf)), "1");
+  /* Gone from the VM (typed, not read from the reason): dropped. */
+  second_gone = 1;
+  ck_assert_int_eq(hm_instance_reconcile(inst, NULL), 0);
+  ck_assert_str_eq(status_of(inst, "devicesRetired", buf, sizeof(buf)), "0");
+  hm_instance_free(inst);
+  script_agent_stop(&a);
+  free(scan_hosts[0]);
+  free(inst_dir);
+}
+END_TEST
+
 int main(void) {
   if (geteuid() != 0) {
     fprintf(stderr, "test-instdir needs root (chown to nobody, a child as nobody): skipped\n");
@@ -750,6 +865,7 @@ int main(void) {
   tcase_add_test(tc, test_shares_overlap_and_reserved);
   tcase_add_test(tc, test_reconcile_swapped_share);
   tcase_add_test(tc, test_reconcile_guest_targets);
+  tcase_add_test(tc, test_reconcile_per_backend);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
