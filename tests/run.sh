@@ -11,7 +11,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}
 
-PKGS="meson ninja-build pkg-config gcc g++ clang-format libjson-c-dev libglib2.0-dev
+PKGS="meson ninja-build pkg-config make gcc g++ clang-format libjson-c-dev libglib2.0-dev
 libssh-dev libcurl4-openssl-dev libmicrohttpd-dev check qemu-system-x86 qemu-utils
 busybox-static kmod cpio python3 procps clang diod openssh-sftp-server
 openssh-client dropbear-bin sshfs fuse3 mmdebstrap e2fsprogs libclang-rt-14-dev"
