@@ -109,8 +109,8 @@ HM_API const char *hm_attachment_get_tag(const hm_attachment *att);
  * hm_attachment_set_data: backend-private data key = value (both copied; value NULL removes key),
  * persisted in the state file so that detach works after a daemon restart. The library reads only
  * these keys, all documented at the op that sets them: "guestOptions", "guestTransport" and "via"
- * (attach), "hostPath" and "writable" (scan); every other key is the backend's alone. Returns 0, HM_E_INVALID
- * (att or key NULL) or HM_E_NOMEM. The backend's thread inside an op. Since 0.1.
+ * (attach), "hostPath" and "writable" (scan); every other key is the backend's alone. Returns 0,
+ * HM_E_INVALID (att or key NULL) or HM_E_NOMEM. The backend's thread inside an op. Since 0.1.
  */
 HM_API int hm_attachment_set_data(hm_attachment *att, const char *key, const char *value,
                                   hm_error **err);
@@ -171,9 +171,9 @@ typedef struct hm_fs_hotplugger_ops {
    * set, is passed to the guest mount (9p: "version=9p2000.L,msize=...,
    * cache=..."); "guestTransport" "virtio" makes the guest mount a 9p tag
    * with trans=virtio instead of opening a port; "via", when set, is shown
-   * with the mount as how the backend carries it ("pci", "serial"). spec is validated and normalized. On failure the
-   * backend must have undone all it did (rollback is the backend's job inside attach) and return a
-   * negative code with *err set.
+   * with the mount as how the backend carries it ("pci", "serial"). spec is validated and
+   * normalized. On failure the backend must have undone all it did (rollback is the backend's job
+   * inside attach) and return a negative code with *err set.
    */
   int (*attach)(void *impl, const hm_mount_spec *spec, hm_attachment *att, hm_error **err);
   /**

@@ -420,7 +420,7 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
     }
     /* 9p names its channel: a port (trans=fd relay) or a tag (trans=virtio). */
     if (!virtiofs && !out->port && !out->tag) {
-      r = hm_error_set(err, HM_E_PROTOCOL, func, "mount: type 9p needs a 'port' or a 'tag'");
+      r = hm_err_set(err, HM_E_PROTOCOL, func, "mount: type 9p needs a 'port' or a 'tag'");
       goto out;
     }
     break;

@@ -85,6 +85,7 @@ int hm_err_setc(hm_error **err, int code, int klass, const char *detail, const c
   return code;
 }
 
+#undef hm_error_set /* private.h's literal-format guard */
 int hm_error_set(hm_error **err, int code, const char *fmt, ...) {
   if (!fmt)
     fmt = "(no message)";

@@ -27,6 +27,10 @@ HM_PRIVATE int hm_err_setc(hm_error **err, int code, int klass, const char *deta
 /* The HM_ECLASS_* named name (hm_error_class_name's inverse); HM_ECLASS_NONE when unknown. */
 HM_PRIVATE int hm_error_class_parse(const char *name);
 #define HM_ERR(err, code, ...) hm_err_set((err), (code), __func__, __VA_ARGS__)
+/* Inside the library the public hm_error_set (driver.h, for backends) takes
+ * a literal format only: an old-style call hm_error_set(err, code, func,
+ * "...") would otherwise compile and use func as the format. */
+#define hm_error_set(err, code, fmt, ...) hm_error_set((err), (code), "" fmt, ##__VA_ARGS__)
 #define HM_ERRC(err, code, klass, ...)                                                             \
   hm_err_setc((err), (code), (klass), NULL, __func__, __VA_ARGS__)
 #define HM_ERR_NOMEM(err) hm_err_set((err), HM_E_NOMEM, __func__, "out of memory")

@@ -571,7 +571,7 @@ START_TEST(test_slot_attach) {
   ck_assert_int_eq(count_fds(), fds);
   ck_assert_int_lt(hm_fs_hotplugger_watch_fd(fx.hp, att), 0);
   char *why = NULL;
-  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &why, NULL), 1);
+  ck_assert_int_eq(hm_fs_hotplugger_check(fx.hp, att, &why, NULL, NULL), 1);
   ck_assert_ptr_null(why);
   /* The next read-only mount takes the next fsdev. */
   hm_attachment *b = attach_ok(s, "hm-2");
