@@ -569,6 +569,8 @@ int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags
   hm_attachment *att = e->att;
   if (!att && (r = hm_attachment_new(&tmp, e->id, err)) < 0)
     goto broken;
+  if (tmp)
+    tmp->type = e->spec->type;
   r = hm_fs_hotplugger_detach(hp, att ? att : tmp, err);
   const char *retired = hm_attachment_get_retired(att ? att : tmp);
   if (r == 0 && retired && att) {
