@@ -2,6 +2,7 @@
 /* The fs_hotplugger wrapper: versioned vtable copy and attachment records. */
 #include "driver_internal.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +12,9 @@ struct hm_fs_hotplugger {
 };
 
 void *hm_alloc(size_t n, size_t size) {
+  /* Checked here: a sanitizer's calloc reports an overflow as a bug. */
+  if (size && n > SIZE_MAX / size)
+    return NULL;
   return calloc(n ? n : 1, size ? size : 1);
 }
 

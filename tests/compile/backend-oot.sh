@@ -20,8 +20,12 @@ case "$(pkg-config --cflags hotmount)" in
   *"$tmp/dest"*) ;;
   *) echo "pkg-config does not point into the staged install: $(pkg-config --cflags hotmount)"; exit 1;;
 esac
-make -s -C "$tmp/oot" >"$tmp/make.log" 2>&1 || { cat "$tmp/make.log"; echo "make failed"; exit 1; }
+# CC and HM_OOT_SANITIZE: the compiler and sanitizers the library was built
+# with (a sanitized library needs a sanitized program).
+san=${HM_OOT_SANITIZE:-}
+CFLAGS="-O2 -g $san" LDFLAGS="$san" make -s -C "$tmp/oot" >"$tmp/make.log" 2>&1 ||
+  { cat "$tmp/make.log"; echo "make failed"; exit 1; }
 echo "built against $(pkg-config --cflags --libs hotmount)"
 mkdir -m 0700 "$tmp/instance"
 mkdir "$tmp/root" "$tmp/share"
-LD_PRELOAD="${HM_OOT_PRELOAD:-}" LD_LIBRARY_PATH="$libdir" "$tmp/oot/oot-demo" "$tmp/root" "$tmp/instance" "$tmp/share"
+LD_LIBRARY_PATH="$libdir" "$tmp/oot/oot-demo" "$tmp/root" "$tmp/instance" "$tmp/share"
