@@ -69,6 +69,16 @@ static const char *guest_target(const guest_view *g, const char *tag) {
   return NULL;
 }
 
+/* A bind mount has no tag of its own (the guest lists the share's source):
+ * it is the share-type mount at its mount point, which only hotmount makes. */
+static const char *guest_bind_target(const guest_view *g, const char *guest_path) {
+  for (size_t i = 0; g->known && i < g->n; i++)
+    if (strcmp(g->v[i].target, guest_path) == 0 && g->v[i].source[0] &&
+        strcmp(g->v[i].fstype, "fuse.sshfs") != 0)
+      return g->v[i].target;
+  return NULL;
+}
+
 static hm_attachment *take_scanned(hm_attachment **scan, size_t n, const char *id) {
   for (size_t i = 0; i < n; i++) {
     if (scan[i] && strcmp(scan[i]->id, id) == 0) {
@@ -81,8 +91,8 @@ static hm_attachment *take_scanned(hm_attachment **scan, size_t n, const char *i
 }
 
 /* Guest unmount (when it has it) then backend detach. 0 when all is gone. */
-static int roll_back(hm_instance *inst, hm_attachment *att, const char *target, const guest_view *g,
-                     char **why) {
+static int roll_back(hm_instance *inst, hm_fs_hotplugger *hp, hm_attachment *att,
+                     const char *target, const guest_view *g, char **why) {
   hm_error *err = NULL;
   if (target) {
     int r = hm_inst_agent_acquire(inst, HM_AGENT_CONNECT_TIMEOUT_MS, &err);
@@ -99,7 +109,7 @@ static int roll_back(hm_instance *inst, hm_attachment *att, const char *target, 
   } else if (!g->known) {
     char *reason = NULL;
     /* Unknown guest, and a device might be in use there: do not pull it. */
-    int whole = hm_fs_hotplugger_check(inst->hp, att, &reason, NULL);
+    int whole = hm_fs_hotplugger_check(hp, att, &reason, NULL);
     free(reason);
     if (whole != 0) {
       *why = strdup("the guest agent is not reachable, so the device cannot be safely "
@@ -107,7 +117,7 @@ static int roll_back(hm_instance *inst, hm_attachment *att, const char *target, 
       return HM_E_NOT_READY;
     }
   }
-  int r = hm_fs_hotplugger_detach(inst->hp, att, &err);
+  int r = hm_fs_hotplugger_detach(hp, att, &err);
   if (r < 0 && asprintf(why, "%s", hm_error_message(err)) < 0)
     *why = NULL;
   hm_error_free(err);
@@ -255,8 +265,9 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
       goto settled;
     }
     char *reason = NULL, *why = NULL;
-    int whole = hm_fs_hotplugger_check(inst->hp, e->att, &reason, NULL);
-    const char *target = guest_target(&g, e->att->tag);
+    int whole = hm_fs_hotplugger_check(own, e->att, &reason, NULL);
+    const char *target = e->spec->type == HM_TYPE_BIND ? guest_bind_target(&g, e->spec->guest_path)
+                                                       : guest_target(&g, e->att->tag);
     int in_guest = target && strcmp(target, e->spec->guest_path) == 0;
     if ((state == HM_STATE_ATTACHING || state == HM_STATE_MOUNTED || state == HM_STATE_BROKEN) &&
         whole == 1 && in_guest) {
@@ -264,7 +275,7 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
       if (state != HM_STATE_MOUNTED)
         hm_info("reconcile: %s at %s is whole: adopted", e->id, e->spec->guest_path);
     } else if (state == HM_STATE_ATTACHING || state == HM_STATE_DETACHING) {
-      if (roll_back(inst, e->att, target, &g, &why) == 0) {
+      if (roll_back(inst, own, e->att, target, &g, &why) == 0) {
         hm_info("reconcile: %s (%s, interrupted) rolled back", e->id,
                 state == HM_STATE_ATTACHING ? "add" : "remove");
         drop = 1;
@@ -359,7 +370,7 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
     }
     if (e)
       hm_inst_entry_free(e);
-    if (roll_back(inst, a, target, &g, &why) == 0)
+    if (roll_back(inst, inst->hp, a, target, &g, &why) == 0)
       hm_info("reconcile: removed leftover %s", a->id);
     else
       hm_warn("reconcile: leftover %s could not be removed: %s", a->id, why ? why : "?");
