@@ -10,7 +10,8 @@
  *   detaching       | anything                       | finish the remove, forget
  *   mounted/broken  | whole and mounted in the guest | mounted
  *   mounted/broken  | backend part missing           | broken, with the reason
- *   mounted/broken  | not mounted in the guest       | broken (remove cleans up)
+ *   mounted/broken  | not mounted in the guest       | broken (remove cleans up);
+ *                   |                                | bind: forget (nothing on the host)
  *   (nothing)       | whole, mounted, hostPath known | adopt (state file was lost)
  *   (nothing)       | anything else                  | roll back
  *
@@ -290,6 +291,11 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
       new_state = HM_STATE_BROKEN;
       new_reason = reason;
       reason = NULL;
+    } else if (g.known && !in_guest && e->spec->type == HM_TYPE_BIND) {
+      /* A bind has nothing on the host: gone from the guest, it is gone. */
+      hm_info("reconcile: bind mount %s at %s is gone from the guest: dropped", e->id,
+              e->spec->guest_path);
+      drop = 1;
     } else if (g.known && !in_guest) {
       new_state = HM_STATE_BROKEN;
       new_reason = strdup("not mounted in the guest (the guest rebooted, or it was unmounted "

@@ -651,7 +651,8 @@ END_TEST
  * boot-time share that holds it (longest share wins), and names the problem
  * when none does. */
 START_TEST(test_bind_backend) {
-  char a[PATH_MAX], ab[PATH_MAX], ab_c[PATH_MAX], other[PATH_MAX], file[PATH_MAX];
+  char a[PATH_MAX + 32], ab[PATH_MAX + 32], ab_c[PATH_MAX + 32], other[PATH_MAX + 32],
+      file[PATH_MAX + 32];
   snprintf(a, sizeof(a), "%s/a", tmpdir);
   snprintf(ab, sizeof(ab), "%s/a/b", tmpdir);
   snprintf(ab_c, sizeof(ab_c), "%s/a/b/c d", tmpdir);
