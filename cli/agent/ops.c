@@ -677,6 +677,14 @@ static int do_bind(const hm_agent_request *req, const char *norm, int *eno, char
     r = fail(eno, msg, errno, "bind: statvfs %s: %s", src, strerror(errno));
     goto out;
   }
+  /* The bind's flags are its own: a remount without MS_RDONLY would make a
+   * read-only mounted share writable through it. */
+  if (!req->readonly && (sv.f_flag & ST_RDONLY)) {
+    r = fail(eno, msg, EROFS,
+             "bind: source %s is on a read-only mount (%s %s at %s); add it read-only", src, fstype,
+             from, at);
+    goto out;
+  }
   if ((r = prepare_target(norm, &made, &resolved, eno, msg)) < 0)
     goto out;
   char fdpath[64];

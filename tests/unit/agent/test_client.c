@@ -599,6 +599,18 @@ START_TEST(bind_refused) {
   r = hm_agent_mount(a, HM_TYPE_BIND, src, "/etc", 1, NULL, 5000, &err);
   expect_agent_error(r, err, "/etc");
   hm_error_free(err);
+  err = NULL;
+  /* A share mounted read-only is not made writable through a bind. */
+  ck_assert_int_eq(mount(NULL, share, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0);
+  r = hm_agent_mount(a, HM_TYPE_BIND, src, mnt, 0, NULL, 5000, &err);
+  expect_agent_error(r, err, "is on a read-only mount");
+  hm_error_free(err);
+  err = NULL;
+  ck_assert(!is_mount_point(mnt));
+  ck_assert_int_lt(access(mnt_top, F_OK), 0);
+  r = hm_agent_mount(a, HM_TYPE_BIND, src, mnt, 1, NULL, 5000, &err);
+  ck_assert_msg(r == 0, "read-only bind of a read-only share: %s", hm_error_message(err));
+  ck_assert_int_eq(hm_agent_umount(a, mnt, 0, 5000, NULL), 0);
   umount2(share, MNT_DETACH);
   hm_agent_free(a);
 }
