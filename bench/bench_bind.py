@@ -22,8 +22,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hmtest  # noqa: E402
 from common import bench_vm, hm, mount_boot_9p, reps  # noqa: E402
+import hmtest  # noqa: E402  (on the path once common is imported)
 
 
 def one(vm, inst, host, typ):
