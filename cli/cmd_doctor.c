@@ -234,6 +234,27 @@ static void run_checks(doctor *d, const hm_status *st, const char *dir, int from
     add_check(d, "readonly", "read-only", CHECK_SKIP, "needs virtiofsd");
   }
 
+  /* bind: the boot-time shares hotmountd was told about. */
+  if (!hm_status_get(st, "bootShares")) {
+    add_check(d, "bind", "bind mounts", CHECK_SKIP,
+              "%s (the boot-time shares are its --boot-share options)",
+              from_daemon ? "this hotmountd has no bind backend" : "needs hotmountd");
+  } else if (is(st, "bootShares", "0")) {
+    add_check(d, "bind", "bind mounts", CHECK_SKIP,
+              "no boot-time share declared (hotmountd %s --boot-share HOSTDIR=GUESTDIR enables "
+              "--type bind)",
+              name);
+  } else {
+    char list[1024] = "";
+    for (long i = 0; i < atol(get(st, "bootShares")); i++) {
+      char key[48];
+      size_t l = strlen(list);
+      snprintf(key, sizeof(key), "bootShare.%ld", i);
+      snprintf(list + l, sizeof(list) - l, "%s%s", i ? ", " : "", get(st, key));
+    }
+    add_check(d, "bind", "bind mounts", CHECK_OK, "boot-time shares (HOST=GUEST): %s", list);
+  }
+
   /* reverse-sshfs: only when the instance has SSH settings. */
   char *sshcfg = NULL;
   hm_ssh_config *cfg = NULL;

@@ -42,6 +42,11 @@ static void print_transports(const hm_status *st) {
   else
     printf("  %-14s no: needs sftp-server (Debian: apt install openssh-sftp-server)\n",
            "reverse-sshfs");
+  if (atol(get(st, "bootShares")) > 0)
+    printf("  %-14s yes: %s boot-time share(s) declared\n", "bind", get(st, "bootShares"));
+  else
+    printf("  %-14s no: no boot-time share declared (hotmountd --boot-share HOSTDIR=GUESTDIR)\n",
+           "bind");
 }
 
 static void print_human(const hm_status *st) {

@@ -38,6 +38,8 @@ static void usage(FILE *f) {
              "                     (for comparison benchmarks only)\n"
              "  --delay-mount MS   wait MS before carrying out each valid mount request\n"
              "                     (for tests only: plays a slow guest)\n"
+             "  --bind-test-fstype TYPE  also take TYPE mounts as shares a bind mount may\n"
+             "                     come from (for tests only: e.g. tmpfs)\n"
              "  --version          print the version and exit\n"
              "  --help             print this help and exit\n");
 }
@@ -62,6 +64,7 @@ int main(int argc, char **argv) {
     OPT_RETRY,
     OPT_DELAY_MOUNT,
     OPT_RELAY_SPLICE,
+    OPT_BIND_TEST_FSTYPE,
     OPT_VERSION,
     OPT_HELP
   };
@@ -72,6 +75,7 @@ int main(int argc, char **argv) {
       {"retry-interval", required_argument, NULL, OPT_RETRY},
       {"delay-mount", required_argument, NULL, OPT_DELAY_MOUNT},
       {"relay-splice", no_argument, NULL, OPT_RELAY_SPLICE},
+      {"bind-test-fstype", required_argument, NULL, OPT_BIND_TEST_FSTYPE},
       {"version", no_argument, NULL, OPT_VERSION},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
@@ -109,6 +113,7 @@ int main(int argc, char **argv) {
       break;
     }
     case OPT_RELAY_SPLICE: agent_relay_splice = 1; break;
+    case OPT_BIND_TEST_FSTYPE: agent_bind_test_fstype = optarg; break;
     case OPT_VERSION:
       printf("%s %s (protocol %d.%d)\n", HM_AGENT_NAME, HM_VERSION_STRING, HM_AGENT_PROTO_MAJOR,
              HM_AGENT_PROTO_MINOR);

@@ -8,7 +8,7 @@
 
 static const cli_command commands[] = {
     {"add",
-     "add INSTANCE HOST_PATH GUEST_PATH [--type virtiofs|9p|reverse-sshfs] [--writable] "
+     "add INSTANCE HOST_PATH GUEST_PATH [--type virtiofs|9p|reverse-sshfs|bind] [--writable] "
      "[--persist] "
      "[-o KEY=VALUE]...",
      "hot-mount a host directory into the running VM (read-only unless --writable)", cmd_add},

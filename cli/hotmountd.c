@@ -49,10 +49,64 @@ static void usage(FILE *f) {
              "                [--ssh-host HOST] [--ssh-port PORT] [--ssh-user USER]\n"
              "                [--ssh-identity KEYFILE] [--ssh-known-hosts FILE | "
              "--ssh-fingerprint SHA256:...]\n"
+             "                [--boot-share HOSTDIR=GUESTDIR]...\n"
              "Serves the hot-mount API of one VM on INSTANCE/hotmountd.sock.\n"
              "The VM must run with the arguments of 'hotmount qemu-args INSTANCE'.\n"
              "--ssh-* settings (for reverse-sshfs mounts) are stored in INSTANCE/ssh.json and\n"
-             "used by later starts too.\n");
+             "used by later starts too.\n"
+             "--boot-share (repeatable) declares a share the VM got at boot, mounted in the\n"
+             "guest at GUESTDIR: 'hotmount add --type bind' shows directories inside it.\n");
+}
+
+/* --boot-share HOSTDIR=GUESTDIR, split at the first '='; the host side is
+ * made absolute (the daemon runs from /). */
+typedef struct boot_shares {
+  char **host, **guest;
+  size_t n;
+} boot_shares;
+
+static void boot_shares_clear(boot_shares *b) {
+  for (size_t i = 0; i < b->n; i++) {
+    free(b->host[i]);
+    free(b->guest[i]);
+  }
+  free(b->host);
+  free(b->guest);
+  memset(b, 0, sizeof(*b));
+}
+
+static int boot_share_add(boot_shares *b, const char *arg) {
+  const char *eq = strchr(arg, '=');
+  if (!eq || eq == arg || eq[1] != '/') {
+    fprintf(stderr,
+            "hotmountd: --boot-share takes HOSTDIR=GUESTDIR with an absolute GUESTDIR, not '%s'\n",
+            arg);
+    return -1;
+  }
+  char *h = strndup(arg, (size_t)(eq - arg));
+  char *host = h && h[0] != '/' ? realpath(h, NULL) : h;
+  if (!host) {
+    fprintf(stderr, "hotmountd: --boot-share %s: %s\n", h ? h : arg, strerror(errno));
+    free(h);
+    return -1;
+  }
+  if (host != h)
+    free(h);
+  char **nh = realloc(b->host, (b->n + 1) * sizeof(*nh));
+  if (nh)
+    b->host = nh;
+  char **ng = nh ? realloc(b->guest, (b->n + 1) * sizeof(*ng)) : NULL;
+  if (ng)
+    b->guest = ng;
+  char *guest = ng ? strdup(eq + 1) : NULL;
+  if (!guest) {
+    free(host);
+    fprintf(stderr, "hotmountd: out of memory\n");
+    return -1;
+  }
+  b->host[b->n] = host;
+  b->guest[b->n++] = guest;
+  return 0;
 }
 
 /* --ssh-* options: merged into INSTANCE/ssh.json (validated, then saved);
@@ -202,11 +256,20 @@ int main(int argc, char **argv) {
                                        {"ssh-identity", required_argument, NULL, 1003},
                                        {"ssh-known-hosts", required_argument, NULL, 1004},
                                        {"ssh-fingerprint", required_argument, NULL, 1005},
+                                       {"boot-share", required_argument, NULL, 1006},
                                        {NULL, 0, NULL, 0}};
   int foreground = 0, debug = 0, wait_s = 10, c;
   const char *virtiofsd = NULL;
   char *ssh_set[6] = {NULL};
+  boot_shares shares = {0};
   while ((c = getopt_long(argc, argv, "fv:dw:h", opts, NULL)) != -1) {
+    if (c == 1006) {
+      if (boot_share_add(&shares, optarg) < 0) {
+        boot_shares_clear(&shares);
+        return 2;
+      }
+      continue;
+    }
     if (c >= 1000 && c <= 1005) {
       /* Files are stored as absolute paths: the daemon runs from /. */
       free(ssh_set[c - 1000]);
@@ -348,6 +411,14 @@ int main(int argc, char **argv) {
   hp = NULL;
   if (ssh_backend(inst, dir, ssh_set, &err) < 0)
     goto fail;
+  /* Always there, with no share too: a bind add then says what is missing. */
+  if (hm_bind_hotplugger_new(&hp, (const char *const *)shares.host,
+                             (const char *const *)shares.guest, shares.n, &err) < 0 ||
+      hm_instance_add_backend(inst, hp, &err) < 0) {
+    hp = NULL;
+    goto fail;
+  }
+  hp = NULL;
   /* Settle what an earlier daemon left behind before taking requests. */
   if (hm_instance_reconcile(inst, &err) < 0)
     goto fail;
@@ -396,5 +467,6 @@ done:
   free(logpath);
   for (size_t i = 0; i < 6; i++)
     free(ssh_set[i]);
+  boot_shares_clear(&shares);
   return rc;
 }

@@ -18,6 +18,9 @@ extern int agent_delay_mount_ms;
 /* 1: the 9p relay splices from the client to the port (--relay-splice);
  * by default it copies with read/write. */
 extern int agent_relay_splice;
+/* A file system type taken as a share for bind mounts besides virtiofs, 9p
+ * and drvfs (--bind-test-fstype; tests only), or NULL. */
+extern const char *agent_bind_test_fstype;
 
 typedef struct agent_conn agent_conn;
 

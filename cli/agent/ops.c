@@ -18,6 +18,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/wait.h>
@@ -74,6 +75,7 @@ int agent_delay_mount_ms;
  * comparisons; bench/bench_9p_pieces.py measured it slower, with more guest
  * CPU: splicing from a socket moves no pages). */
 int agent_relay_splice;
+const char *agent_bind_test_fstype;
 
 /*
  * Directories this agent created for a mount point, so that umount removes
@@ -500,6 +502,229 @@ static int mount_9p(const hm_agent_request *req, const hm_guest_mount_call *call
   return 0;
 }
 
+/*
+ * The mount point: not a mount point already, created (what was made goes to
+ * *made, for rollback), and resolved (*resolved, malloc'd): a symlink on the
+ * way may lead somewhere the path check would refuse.
+ */
+static int prepare_target(const char *norm, hm_strv *made, char **resolved, int *eno, char **msg) {
+  char *fstype = NULL, *source = NULL;
+  hm_error *e = NULL;
+  int r = 0;
+  *resolved = NULL;
+  if (find_mount(norm, &fstype, &source) == 1) {
+    r = fail(eno, msg, EBUSY, "mount: %s is already a mount point (%s from %s)", norm, fstype,
+             source);
+    goto out;
+  }
+  if ((r = mkdir_p(norm, made, eno, msg)) < 0)
+    goto out;
+  if (!(*resolved = realpath(norm, NULL))) {
+    r = fail(eno, msg, errno, "mount: cannot resolve %s: %s", norm, strerror(errno));
+    goto out;
+  }
+  if (strcmp(*resolved, norm) != 0) {
+    if ((r = hm_guest_path_check(*resolved, &e)) < 0) {
+      r = fail(eno, msg, EPERM, "mount: %s resolves to %s: %s", norm, *resolved,
+               hm_error_message(e));
+      hm_error_free(e);
+      goto out;
+    }
+    if (find_mount(*resolved, NULL, NULL) == 1) {
+      r = fail(eno, msg, EBUSY, "mount: %s (%s) is already a mount point", norm, *resolved);
+      goto out;
+    }
+  }
+out:
+  if (r < 0) {
+    free(*resolved);
+    *resolved = NULL;
+  }
+  free(fstype);
+  free(source);
+  return r;
+}
+
+/* inner is outer or below it (both normal). */
+static int path_within(const char *inner, const char *outer) {
+  size_t n = strlen(outer);
+  if (n == 1)
+    return 1;
+  return strncmp(inner, outer, n) == 0 && (inner[n] == '\0' || inner[n] == '/');
+}
+
+/*
+ * Opens the directory at the normal path src with O_PATH, one component at a
+ * time and refusing symbolic links anywhere: a link inside a share could lead
+ * out of it (to the guest's /etc, or another share), and the path the host
+ * computed has none (it is the canonical host path's tail).
+ */
+static int open_no_links(const char *src, int *eno, char **msg) {
+  int dfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0)
+    return fail(eno, msg, errno, "bind: cannot open /: %s", strerror(errno));
+  char *copy = strdup(src), *save = NULL;
+  if (!copy) {
+    close(dfd);
+    return fail(eno, msg, ENOMEM, "bind: out of memory");
+  }
+  for (char *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+    struct stat st;
+    int fd = -1;
+    if (fstatat(dfd, c, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+      errno = ELOOP;
+    } else {
+      fd = openat(dfd, c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    }
+    if (fd < 0) {
+      int e = errno;
+      /* Name the component: the part of src up to it. */
+      size_t upto = (size_t)(c - copy) + strlen(c);
+      fail(eno, msg, e == ELOOP ? EPERM : e, "bind: source %.*s: %s", (int)upto, src,
+           e == ELOOP     ? "is a symbolic link; give the path without links (a link could "
+                            "lead out of the share)"
+           : e == ENOENT  ? "no such directory"
+           : e == ENOTDIR ? "not a directory"
+                          : strerror(e));
+      close(dfd);
+      free(copy);
+      return -1;
+    }
+    close(dfd);
+    dfd = fd;
+  }
+  free(copy);
+  return dfd;
+}
+
+/* The share src lies on: the innermost mount whose target contains it (and
+ * holds the same file system as fd), its fstype and source. 0, or -1 with
+ * the answer set. */
+static int share_of(const char *src, int fd, char **fstype, char **source, char **at, int *eno,
+                    char **msg) {
+  char *text = read_file("/proc/self/mountinfo");
+  if (!text)
+    return fail(eno, msg, errno, "bind: cannot read /proc/self/mountinfo: %s", strerror(errno));
+  hm_agent_mount_info *v = NULL;
+  size_t n = 0;
+  hm_error *e = NULL;
+  int r = hm_guest_mountinfo_parse(&v, &n, text, 0, &e);
+  free(text);
+  if (r < 0)
+    return fail_err(eno, msg, EIO, "bind: /proc/self/mountinfo", e);
+  size_t best = n, best_len = 0;
+  /* Later lines are mounted on top of earlier ones: >= keeps the last. */
+  for (size_t i = 0; i < n; i++) {
+    size_t l = strlen(v[i].target);
+    if (path_within(src, v[i].target) && (best == n || l >= best_len)) {
+      best = i;
+      best_len = l;
+    }
+  }
+  struct stat a, b;
+  r = 0;
+  if (best == n)
+    r = fail(eno, msg, EINVAL, "bind: no mount holds %s", src);
+  else if (fstat(fd, &a) < 0 || stat(v[best].target, &b) < 0 || a.st_dev != b.st_dev)
+    r = fail(eno, msg, EAGAIN, "bind: the mounts around %s changed while it was checked; retry",
+             src);
+  else if (!(*fstype = strdup(v[best].fstype)) || !(*source = strdup(v[best].source)) ||
+           !(*at = strdup(v[best].target)))
+    r = fail(eno, msg, ENOMEM, "bind: out of memory");
+  hm_agent_mount_info_free(v, n);
+  return r;
+}
+
+static int is_share_fstype(const char *fstype) {
+  return hm_guest_fstype_is_share(fstype) ||
+         (agent_bind_test_fstype && strcmp(fstype, agent_bind_test_fstype) == 0);
+}
+
+/*
+ * bind: source (a directory inside a boot-time share) onto norm, then the
+ * per-mount flags: nosuid, nodev, read-only when asked, and the share's
+ * noexec/atime flags kept. The source is bound through an O_PATH descriptor,
+ * so what was checked is what gets mounted.
+ */
+static int do_bind(const hm_agent_request *req, const char *norm, int *eno, char **msg) {
+  hm_error *e = NULL;
+  char *src = NULL, *fstype = NULL, *from = NULL, *at = NULL, *resolved = NULL;
+  hm_strv made = {0};
+  int fd = -1, r, mounted = 0;
+  int64_t start = hm_now_ms();
+  if (hm_guest_path_normalize(&src, req->source, &e) < 0)
+    return fail_err(eno, msg, EINVAL, "bind: source", e);
+  /* The mount point would be made inside the share, on the host's disk. */
+  if (path_within(norm, src)) {
+    r = fail(eno, msg, EINVAL, "bind: the mount point %s lies inside the source %s", norm, src);
+    goto out;
+  }
+  if ((fd = open_no_links(src, eno, msg)) < 0) {
+    r = -1;
+    goto out;
+  }
+  if ((r = share_of(src, fd, &fstype, &from, &at, eno, msg)) < 0)
+    goto out;
+  if (!is_share_fstype(fstype)) {
+    r = fail(eno, msg, EPERM,
+             "bind: source %s is not inside a share the host gave the guest: it is on a %s "
+             "mount (%s at %s), and only virtiofs, 9p and drvfs shares can be bound",
+             src, fstype, from, at);
+    goto out;
+  }
+  struct statvfs sv;
+  if (fstatvfs(fd, &sv) < 0) {
+    r = fail(eno, msg, errno, "bind: statvfs %s: %s", src, strerror(errno));
+    goto out;
+  }
+  /* The bind's flags are its own: a remount without MS_RDONLY would make a
+   * read-only mounted share writable through it. */
+  if (!req->readonly && (sv.f_flag & ST_RDONLY)) {
+    r = fail(eno, msg, EROFS,
+             "bind: source %s is on a read-only mount (%s %s at %s); add it read-only", src, fstype,
+             from, at);
+    goto out;
+  }
+  if ((r = prepare_target(norm, &made, &resolved, eno, msg)) < 0)
+    goto out;
+  char fdpath[64];
+  snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+  if (mount(fdpath, resolved, NULL, MS_BIND, NULL) < 0) {
+    r = fail(eno, msg, errno, "bind: bind-mounting %s on %s failed: %s", src, resolved,
+             strerror(errno));
+    goto out;
+  }
+  mounted = 1;
+  /* A bind takes the flags only on a remount of itself. */
+  unsigned long flags =
+      MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (req->readonly ? MS_RDONLY : 0) |
+      (sv.f_flag & ST_NOEXEC ? MS_NOEXEC : 0) | (sv.f_flag & ST_NOATIME ? MS_NOATIME : 0) |
+      (sv.f_flag & ST_NODIRATIME ? MS_NODIRATIME : 0) | (sv.f_flag & ST_RELATIME ? MS_RELATIME : 0);
+  if (mount(NULL, resolved, NULL, flags, NULL) < 0) {
+    r = fail(eno, msg, errno, "bind: setting %s on the bind mount %s failed: %s",
+             req->readonly ? "ro,nosuid,nodev" : "nosuid,nodev", resolved, strerror(errno));
+    goto out;
+  }
+  hm_info("bound %s (%s %s at %s) on %s (%s) after %lld ms", src, fstype, from, at, resolved,
+          req->readonly ? "ro" : "rw", (long long)(hm_now_ms() - start));
+  record_created(resolved, &made);
+  r = 0;
+out:
+  if (r < 0 && mounted && umount2(resolved, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+    hm_warn("rollback: unmounting %s failed: %s", resolved, strerror(errno));
+  if (r < 0)
+    rmdir_made(&made);
+  if (fd >= 0)
+    close(fd);
+  hm_strv_clear(&made);
+  free(src);
+  free(fstype);
+  free(from);
+  free(at);
+  free(resolved);
+  return r;
+}
+
 static int do_mount(const hm_agent_request *req, const char *norm, int *eno, char **msg) {
   hm_error *e = NULL;
   hm_guest_mount_call call;
@@ -526,34 +751,11 @@ static int do_mount(const hm_agent_request *req, const char *norm, int *eno, cha
   }
   const char *what = virtio9p ? "9p" : "virtiofs";
 
-  char *fstype = NULL, *source = NULL, *resolved = NULL;
+  char *resolved = NULL;
   hm_strv made = {0};
   int devfd = -1;
-  int fm = find_mount(norm, &fstype, &source);
-  if (fm == 1) {
-    r = fail(eno, msg, EBUSY, "mount: %s is already a mount point (%s from %s)", norm, fstype,
-             source);
+  if ((r = prepare_target(norm, &made, &resolved, eno, msg)) < 0)
     goto out;
-  }
-  if ((r = mkdir_p(norm, &made, eno, msg)) < 0)
-    goto out;
-  /* A symlink on the way may lead somewhere the path check would refuse. */
-  if (!(resolved = realpath(norm, NULL))) {
-    r = fail(eno, msg, errno, "mount: cannot resolve %s: %s", norm, strerror(errno));
-    goto out;
-  }
-  if (strcmp(resolved, norm) != 0) {
-    if ((r = hm_guest_path_check(resolved, &e)) < 0) {
-      r = fail(eno, msg, EPERM, "mount: %s resolves to %s: %s", norm, resolved,
-               hm_error_message(e));
-      hm_error_free(e);
-      goto out;
-    }
-    if (find_mount(resolved, NULL, NULL) == 1) {
-      r = fail(eno, msg, EBUSY, "mount: %s (%s) is already a mount point", norm, resolved);
-      goto out;
-    }
-  }
 
   int64_t start = hm_now_ms(), deadline = start + req->timeout_ms;
   if (is9p && !virtio9p) {
@@ -601,8 +803,6 @@ out:
     rmdir_made(&made);
   agent_devwait_close(devfd);
   hm_strv_clear(&made);
-  free(fstype);
-  free(source);
   free(resolved);
   hm_guest_mount_call_clear(&call);
   return r;
@@ -633,7 +833,7 @@ int agent_op_mount(const hm_agent_request *req, int *eno, char **msg) {
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
       ;
   }
-  int r = do_mount(req, norm, eno, msg);
+  int r = req->type == HM_TYPE_BIND ? do_bind(req, norm, eno, msg) : do_mount(req, norm, eno, msg);
   release(norm);
   free(norm);
   return r;
@@ -655,7 +855,7 @@ static int do_umount(const hm_agent_request *req, const char *norm, int *eno, ch
     r = fail(eno, msg, EINVAL, "umount: %s is not mounted", norm);
     goto out;
   }
-  if (!hm_guest_fstype_is_ours(fstype)) {
+  if (!hm_guest_fstype_is_ours(fstype) && !is_share_fstype(fstype)) {
     r = fail(eno, msg, EPERM,
              "umount: refusing to unmount %s: it is a %s mount (from %s), not one hotmount makes",
              norm, fstype, source);

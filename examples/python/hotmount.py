@@ -405,11 +405,11 @@ class Mount:
     id: str
     host_path: str
     guest_path: str
-    type: str          # "virtiofs", "9p", "reverse-sshfs"
+    type: str          # "virtiofs", "9p", "reverse-sshfs", "bind"
     writable: bool
     persist: bool
     state: str         # "attaching", "mounted", "detaching", "broken"
-    tag: Optional[str]     # virtiofs tag or 9p port, if any
+    tag: Optional[str]     # virtiofs tag, 9p port, or bind's guest source dir, if any
     reason: Optional[str]  # why it is broken, if it is
     via: Optional[str] = None  # 9p on QEMU: "pci" (reserved slot) or "serial"
 

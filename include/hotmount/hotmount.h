@@ -13,6 +13,7 @@
 #include <hotmount/qemu.h>
 #include <hotmount/vz.h>
 #include <hotmount/sshfs.h>
+#include <hotmount/bind.h>
 #include <hotmount/instance.h>
 #include <hotmount/loop.h>
 #include <hotmount/server.h>

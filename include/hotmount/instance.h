@@ -62,8 +62,8 @@ HM_API int hm_instance_reconcile(hm_instance *inst, hm_error **err);
  * (given to hm_instance_new) does not serve; a mount's type picks the first backend that supports
  * it. Takes ownership of hp (freed with the instance, also on failure). Call it right after
  * hm_instance_new, before hm_instance_reconcile and before any other thread uses the instance.
- * hotmountd adds the reverse-sshfs backend this way. Returns 0, or HM_E_INVALID (NULL argument,
- * too many backends). Since 0.1.
+ * hotmountd adds the reverse-sshfs and bind backends this way. Returns 0, or HM_E_INVALID (NULL
+ * argument, too many backends). Since 0.1.
  */
 HM_API int hm_instance_add_backend(hm_instance *inst, hm_fs_hotplugger *hp, hm_error **err);
 

@@ -12,10 +12,13 @@ HM_BEGIN_DECLS
 #define HM_TYPE_VIRTIOFS 1
 #define HM_TYPE_9P 2
 #define HM_TYPE_REVERSE_SSHFS 3
+/* A guest bind mount of a directory the guest already has through a boot-time
+ * share (virtiofs, 9p, WSL2's drvfs): no host device (hm_bind_hotplugger_new). */
+#define HM_TYPE_BIND 4
 
 /**
- * hm_mount_type_name: "virtiofs", "9p" or "reverse-sshfs" for an HM_TYPE_*; NULL for an unknown
- * type. Static string. Any thread. Since 0.1.
+ * hm_mount_type_name: "virtiofs", "9p", "reverse-sshfs" or "bind" for an HM_TYPE_*; NULL for an
+ * unknown type. Static string. Any thread. Since 0.1.
  */
 HM_API const char *hm_mount_type_name(int type);
 
@@ -62,7 +65,8 @@ HM_API int hm_mount_spec_set_guest_path(hm_mount_spec *spec, const char *path, h
 HM_API int hm_mount_spec_set_type(hm_mount_spec *spec, int type, hm_error **err);
 /**
  * hm_mount_spec_set_writable: non-zero lets the guest write (default 0: read-only, enforced on the
- * host). Returns 0 or HM_E_INVALID (spec NULL). One thread at a time per spec. Since 0.1.
+ * host; for HM_TYPE_BIND only by the guest mount flag, see docs/security.md). Returns 0 or
+ * HM_E_INVALID (spec NULL). One thread at a time per spec. Since 0.1.
  */
 HM_API int hm_mount_spec_set_writable(hm_mount_spec *spec, int writable, hm_error **err);
 /**
@@ -183,8 +187,9 @@ HM_API int hm_mount_get_state(const hm_mount *m);
  */
 HM_API const char *hm_mount_state_name(int state);
 /**
- * hm_mount_get_tag: the tag (virtiofs) or port (9p) the guest mounts; NULL before the backend
- * attached. Borrowed. Any thread. Since 0.1.
+ * hm_mount_get_tag: the tag (virtiofs) or port (9p) the guest mounts, or for bind the guest
+ * directory (inside a boot-time share) that is bind-mounted; NULL before the backend attached.
+ * Borrowed. Any thread. Since 0.1.
  */
 HM_API const char *hm_mount_get_tag(const hm_mount *m);
 /**

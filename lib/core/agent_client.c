@@ -647,8 +647,17 @@ static int agent_mount(hm_agent *a, int type, const char *tag, const char *port,
   if (!a || !tag || !target || timeout_ms < 0 || timeout_ms > HM_AGENT_MAX_TIMEOUT_MS)
     return HM_ERR(err, HM_E_INVALID, "missing argument or timeout out of range (0..%d ms)",
                   HM_AGENT_MAX_TIMEOUT_MS);
-  if (type != HM_TYPE_VIRTIOFS && type != HM_TYPE_9P)
+  if (type != HM_TYPE_VIRTIOFS && type != HM_TYPE_9P && type != HM_TYPE_BIND)
     return HM_ERR(err, HM_E_INVALID, "type %d cannot be mounted by the guest agent", type);
+  /* An agent from before bind mounts would refuse the type as a protocol
+   * error; say what to do instead. */
+  if (type == HM_TYPE_BIND && !hm_agent_has_capability(a, "mount.bind"))
+    return HM_ERR(err, HM_E_AGENT,
+                  "the guest's hotmount-agent %s cannot make bind mounts (it lacks mount.bind); "
+                  "update it in the guest",
+                  a->agent_version ? a->agent_version : "(unknown version)");
+  /* bind: tag is the guest directory to bind-mount. */
+  int bind = type == HM_TYPE_BIND;
   /* An agent from before 9p identity passing refuses uname=; say why. */
   if (type == HM_TYPE_9P && options && strstr(options, "uname=") &&
       !hm_agent_has_capability(a, "mount.9p.uname"))
@@ -667,11 +676,12 @@ static int agent_mount(hm_agent *a, int type, const char *tag, const char *port,
       .op = HM_AGENT_OP_MOUNT,
       .type = type,
       /* Only read by the encoder; the casts do not let it write. */
-      .tag = (char *)tag,
+      .tag = bind ? NULL : (char *)tag,
       .port = (char *)port,
+      .source = bind ? (char *)tag : NULL,
       .target = (char *)target,
       .readonly = readonly != 0,
-      .options = (char *)options,
+      .options = bind ? NULL : (char *)options,
       .timeout_ms = timeout_ms,
   };
   hm_agent_response resp;

@@ -34,7 +34,9 @@ HM_PRIVATE void hm_agent_free(hm_agent *a);
 
 /*
  * hm_agent_mount: asks the agent to mount. type: HM_TYPE_VIRTIOFS (tag = the
- * virtiofs tag) or HM_TYPE_9P (tag = the virtio-serial port name of its relay). options may be
+ * virtiofs tag), HM_TYPE_9P (tag = the virtio-serial port name of its relay) or HM_TYPE_BIND
+ * (tag = the guest directory to bind-mount; options ignored; an agent without "mount.bind" is
+ * refused with HM_E_AGENT saying to update it). options may be
  * NULL. timeout_ms is how long the agent may wait for the device to appear; the caller waits that
  * long plus a grace for the answer to travel back. Errors: HM_E_AGENT (the agent's message, errno
  * included), HM_E_TIMEOUT (the device did not appear in time, or no answer), HM_E_NOT_READY

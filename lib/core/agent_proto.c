@@ -28,6 +28,7 @@ static const char *type_name(int type) {
   switch (type) {
   case HM_TYPE_VIRTIOFS: return "virtiofs";
   case HM_TYPE_9P: return "9p";
+  case HM_TYPE_BIND: return "bind";
   default: return NULL;
   }
 }
@@ -49,6 +50,7 @@ void hm_agent_request_clear(hm_agent_request *req) {
     return;
   free(req->tag);
   free(req->port);
+  free(req->source);
   free(req->target);
   free(req->options);
   memset(req, 0, sizeof(*req));
@@ -116,13 +118,20 @@ int hm_agent_request_encode(char **out, const hm_agent_request *req, hm_error **
   case HM_AGENT_OP_MOUNT: {
     const char *t = type_name(req->type);
     /* 9p: a port (trans=fd through the relay) or a tag (trans=virtio). */
+    int bind = req->type == HM_TYPE_BIND;
     if (!t || !req->target || (req->type == HM_TYPE_VIRTIOFS && !req->tag) ||
-        (req->type == HM_TYPE_9P && !req->port && !req->tag)) {
+        (req->type == HM_TYPE_9P && !req->port && !req->tag) ||
+        (bind && (!req->source || req->tag || req->port || req->options)) ||
+        (!bind && req->source)) {
       json_object_put(o);
       return HM_ERR(err, HM_E_INVALID, "mount request needs a known type, a target and %s",
-                    req->type == HM_TYPE_9P ? "a port or a tag" : "a tag");
+                    req->type == HM_TYPE_9P ? "a port or a tag"
+                    : bind                  ? "a source (and no tag, port or options)"
+                                            : "a tag (and no source)");
     }
     r |= add_str(o, "type", t);
+    if (req->source)
+      r |= add_str(o, "source", req->source);
     if (req->tag)
       r |= add_str(o, "tag", req->tag);
     if (req->port)
@@ -350,8 +359,9 @@ static int get_str(json_object *o, const char *key, int required, size_t max, ch
 
 int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len, hm_error **err) {
   static const char *const k_hello[] = {"id", "op", "major", "minor", NULL};
-  static const char *const k_mount[] = {"id",     "op",       "type",    "tag",        "port",
-                                        "target", "readonly", "options", "timeout_ms", NULL};
+  static const char *const k_mount[] = {"id",      "op",         "type",   "tag",
+                                        "port",    "source",     "target", "readonly",
+                                        "options", "timeout_ms", NULL};
   static const char *const k_umount[] = {"id", "op", "target", "lazy", "force", NULL};
   static const char *const k_list[] = {"id", "op", NULL};
   const char *func = __func__;
@@ -395,29 +405,43 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
       goto out;
     out->type = strcmp(type, "virtiofs") == 0 ? HM_TYPE_VIRTIOFS
                 : strcmp(type, "9p") == 0     ? HM_TYPE_9P
+                : strcmp(type, "bind") == 0   ? HM_TYPE_BIND
                                               : 0;
     if (!out->type) {
       char k[64];
       safe_key(k, sizeof(k), type);
       free(type);
       r = hm_err_set(err, HM_E_PROTOCOL, func,
-                     "mount: unknown type '%s' (expected \"virtiofs\" or \"9p\")", k);
+                     "mount: unknown type '%s' (expected \"virtiofs\", \"9p\" or \"bind\")", k);
       goto out;
     }
     free(type);
-    int virtiofs = out->type == HM_TYPE_VIRTIOFS;
+    int virtiofs = out->type == HM_TYPE_VIRTIOFS, bind = out->type == HM_TYPE_BIND;
     if ((r = get_str(o, "tag", virtiofs, HM_AGENT_MAX_PATH, &out->tag, what, func, err)) < 0 ||
         (r = get_str(o, "port", 0, HM_AGENT_MAX_PATH, &out->port, what, func, err)) < 0 ||
+        (r = get_str(o, "source", bind, HM_AGENT_MAX_PATH, &out->source, what, func, err)) < 0 ||
         (r = get_str(o, "target", 1, HM_AGENT_MAX_PATH, &out->target, what, func, err)) < 0 ||
         (r = get_bool(o, "readonly", 1, &out->readonly, what, func, err)) < 0 ||
         (r = get_str(o, "options", 0, HM_AGENT_MAX_PATH, &out->options, what, func, err)) < 0 ||
         (r = get_int(o, "timeout_ms", 1, 0, HM_AGENT_MAX_TIMEOUT_MS, &x, what, func, err)) < 0)
       goto out;
     out->timeout_ms = (int)x;
-    if (virtiofs && out->port) {
+    if ((virtiofs || bind) && out->port) {
       r = hm_err_set(err, HM_E_PROTOCOL, func, "mount: field 'port' is only for type 9p");
       goto out;
     }
+    if (!bind && out->source) {
+      r = hm_err_set(err, HM_E_PROTOCOL, func, "mount: field 'source' is only for type bind");
+      goto out;
+    }
+    /* A bind has no device: what the fields of the others name it has not. */
+    if (bind && (out->tag || out->options)) {
+      r = hm_err_set(err, HM_E_PROTOCOL, func, "mount: type bind takes no '%s'",
+                     out->tag ? "tag" : "options");
+      goto out;
+    }
+    if (bind)
+      break;
     /* 9p names its channel: a port (trans=fd relay) or a tag (trans=virtio). */
     if (!virtiofs && !out->port && !out->tag) {
       r = hm_err_set(err, HM_E_PROTOCOL, func, "mount: type 9p needs a 'port' or a 'tag'");

@@ -48,11 +48,13 @@ typedef struct hm_agent_request {
   /* hello */
   int major, minor;
   /* mount */
-  int type;      /* HM_TYPE_VIRTIOFS or HM_TYPE_9P */
+  int type;      /* HM_TYPE_VIRTIOFS, HM_TYPE_9P or HM_TYPE_BIND */
   char *tag;     /* virtiofs: required; 9p: the mount's source name (the virtio-9p
                     mount_tag when there is no port) */
   char *port;    /* 9p only: the virtio-serial port of a trans=fd relay; absent: the
                     9p device is a virtio-9p-pci whose mount_tag is tag (trans=virtio) */
+  char *source;  /* bind only (required there): the guest directory to bind-mount, inside a
+                    boot-time virtiofs, 9p or drvfs share */
   char *target;  /* mount, umount */
   int readonly;  /* mount */
   char *options; /* mount; NULL when absent */

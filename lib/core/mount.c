@@ -9,19 +9,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *const type_names[] = {NULL, "virtiofs", "9p", "reverse-sshfs"};
+static const char *const type_names[] = {NULL, "virtiofs", "9p", "reverse-sshfs", "bind"};
 static const char *const state_names[] = {NULL, "attaching", "mounted", "detaching", "broken"};
 
 const char *hm_mount_type_name(int type) {
-  return type >= HM_TYPE_VIRTIOFS && type <= HM_TYPE_REVERSE_SSHFS ? type_names[type] : NULL;
+  return type >= HM_TYPE_VIRTIOFS && type <= HM_TYPE_BIND ? type_names[type] : NULL;
 }
 
 int hm_mount_type_parse(const char *name, hm_error **err) {
-  for (int t = HM_TYPE_VIRTIOFS; name && t <= HM_TYPE_REVERSE_SSHFS; t++)
+  for (int t = HM_TYPE_VIRTIOFS; name && t <= HM_TYPE_BIND; t++)
     if (strcmp(name, type_names[t]) == 0)
       return t;
   return HM_ERR(err, HM_E_INVALID,
-                "unknown mount type \"%s\" (expected virtiofs, 9p or reverse-sshfs)",
+                "unknown mount type \"%s\" (expected virtiofs, 9p, reverse-sshfs or bind)",
                 name ? name : "(null)");
 }
 

@@ -10,7 +10,8 @@
  *   detaching       | anything                       | finish the remove, forget
  *   mounted/broken  | whole and mounted in the guest | mounted
  *   mounted/broken  | backend part missing           | broken, with the reason
- *   mounted/broken  | not mounted in the guest       | broken (remove cleans up)
+ *   mounted/broken  | not mounted in the guest       | broken (remove cleans up);
+ *                   |                                | bind: forget (nothing on the host)
  *   (nothing)       | whole, mounted, hostPath known | adopt (state file was lost)
  *   (nothing)       | anything else                  | roll back
  *
@@ -65,6 +66,16 @@ static const char *guest_target(const guest_view *g, const char *tag) {
   for (size_t i = 0; g->known && tag && i < g->n; i++)
     if (strcmp(g->v[i].source, tag) == 0 &&
         (!strcmp(g->v[i].fstype, "virtiofs") || !strcmp(g->v[i].fstype, "9p")))
+      return g->v[i].target;
+  return NULL;
+}
+
+/* A bind mount has no tag of its own (the guest lists the share's source):
+ * it is the share-type mount at its mount point, which only hotmount makes. */
+static const char *guest_bind_target(const guest_view *g, const char *guest_path) {
+  for (size_t i = 0; g->known && i < g->n; i++)
+    if (strcmp(g->v[i].target, guest_path) == 0 && g->v[i].source[0] &&
+        strcmp(g->v[i].fstype, "fuse.sshfs") != 0)
       return g->v[i].target;
   return NULL;
 }
@@ -301,7 +312,8 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
     }
     char *reason = NULL, *why = NULL;
     int whole = hm_fs_hotplugger_check(own, e->att, &reason, NULL, NULL);
-    const char *target = guest_target(&g, e->att->tag);
+    const char *target = e->spec->type == HM_TYPE_BIND ? guest_bind_target(&g, e->spec->guest_path)
+                                                       : guest_target(&g, e->att->tag);
     int in_guest = target && strcmp(target, e->spec->guest_path) == 0;
     if ((state == HM_STATE_ATTACHING || state == HM_STATE_MOUNTED || state == HM_STATE_BROKEN) &&
         whole == 1 && in_guest) {
@@ -324,6 +336,11 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
       new_state = HM_STATE_BROKEN;
       new_reason = reason;
       reason = NULL;
+    } else if (g.known && !in_guest && e->spec->type == HM_TYPE_BIND) {
+      /* A bind has nothing on the host: gone from the guest, it is gone. */
+      hm_info("reconcile: bind mount %s at %s is gone from the guest: dropped", e->id,
+              e->spec->guest_path);
+      drop = 1;
     } else if (g.known && !in_guest) {
       new_state = HM_STATE_BROKEN;
       new_reason = strdup("not mounted in the guest (the guest rebooted, or it was unmounted "

@@ -304,8 +304,12 @@ int hm_guest_9p_data(char **out, const hm_guest_mount_call *c, int fd) {
 }
 
 int hm_guest_fstype_is_ours(const char *fstype) {
+  return hm_guest_fstype_is_share(fstype) || strcmp(fstype, "fuse.sshfs") == 0;
+}
+
+int hm_guest_fstype_is_share(const char *fstype) {
   return strcmp(fstype, "virtiofs") == 0 || strcmp(fstype, "9p") == 0 ||
-         strcmp(fstype, "fuse.sshfs") == 0;
+         strcmp(fstype, "drvfs") == 0;
 }
 
 /* Decodes mountinfo's \ooo escapes (space, tab, newline, backslash) in place. */

@@ -67,8 +67,12 @@ HM_PRIVATE int hm_guest_mount_build(hm_guest_mount_call *out, int type, const ch
                                     int readonly, const char *options, hm_error **err);
 HM_PRIVATE void hm_guest_mount_call_clear(hm_guest_mount_call *c);
 
-/* Filesystem types hotmount creates (and so may list and unmount). */
+/* Filesystem types hotmount creates (and so may list and unmount): the share
+ * types below (a bind mount of a share has its type) and fuse.sshfs. */
 HM_PRIVATE int hm_guest_fstype_is_ours(const char *fstype);
+/* Filesystem types a bind mount may take its source from: a share the host
+ * gave the guest (virtiofs, 9p, and WSL's drvfs, which WSL2 shows as 9p). */
+HM_PRIVATE int hm_guest_fstype_is_share(const char *fstype);
 
 /*
  * hm_guest_mountinfo_parse: the entries of a /proc/PID/mountinfo text, octal

@@ -5,6 +5,7 @@
 #include "tests.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +26,8 @@
 static char tmpdir[64];
 static char sock_path[128];
 static pid_t agent_pid = -1;
+/* An extra option for the agent of the next start_agent (NULL: none). */
+static const char *agent_opt, *agent_optarg;
 
 static void path_in(char *buf, size_t size, const char *name) {
   snprintf(buf, size, "%s/%s", tmpdir, name);
@@ -57,7 +61,8 @@ static void start_agent(void) {
   if (agent_pid == 0) {
     /* Do not outlive a test that failed before its teardown. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    execl(bin, bin, "--socket", sock_path, "--log-level", "info", (char *)NULL);
+    execl(bin, bin, "--socket", sock_path, "--log-level", "info", agent_opt, agent_optarg,
+          (char *)NULL);
     _exit(127);
   }
   for (int i = 0; i < 500; i++) {
@@ -140,7 +145,7 @@ START_TEST(list_mounts) {
   ck_assert_msg(r == 0, "list: %s", hm_error_message(err));
   for (size_t i = 0; i < n; i++) {
     ck_assert_msg(strcmp(v[i].fstype, "virtiofs") == 0 || strcmp(v[i].fstype, "9p") == 0 ||
-                      strcmp(v[i].fstype, "fuse.sshfs") == 0,
+                      strcmp(v[i].fstype, "drvfs") == 0 || strcmp(v[i].fstype, "fuse.sshfs") == 0,
                   "list returned a %s mount", v[i].fstype);
     ck_assert_str_ne(v[i].target, t);
   }
@@ -437,9 +442,183 @@ START_TEST(agent_killed_mid_request) {
 }
 END_TEST
 
+/* ---- bind mounts, against the real agent taking ramfs as a share ---- */
+
+static void start_agent_bind(void) {
+  agent_opt = "--bind-test-fstype";
+  agent_optarg = "ramfs";
+  start_agent();
+  agent_opt = agent_optarg = NULL;
+}
+
+static void write_file(const char *dir, const char *name, const char *text) {
+  char p[512];
+  snprintf(p, sizeof(p), "%s/%s", dir, name);
+  FILE *f = fopen(p, "w");
+  ck_assert_msg(f != NULL, "%s: %s", p, strerror(errno));
+  fputs(text, f);
+  ck_assert_int_eq(fclose(f), 0);
+}
+
+static int read_is(const char *dir, const char *name, const char *text) {
+  char p[512], buf[256] = "";
+  snprintf(p, sizeof(p), "%s/%s", dir, name);
+  FILE *f = fopen(p, "r");
+  if (!f)
+    return 0;
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  return strcmp(buf, text) == 0;
+}
+
+static int is_mount_point(const char *path) {
+  FILE *f = fopen("/proc/self/mountinfo", "r");
+  char line[4096], a[4096];
+  int found = 0;
+  while (f && fgets(line, sizeof(line), f))
+    found |= sscanf(line, "%*s %*s %*s %*s %4095s", a) == 1 && strcmp(a, path) == 0;
+  if (f)
+    fclose(f);
+  return found;
+}
+
+/* share = a ramfs (what the test agent takes as a share) holding proj/. */
+static void make_share(char *share, size_t size) {
+  path_in(share, size, "share");
+  ck_assert_int_eq(mkdir(share, 0755), 0);
+  ck_assert_int_eq(mount("hm-test-share", share, "ramfs", 0, NULL), 0);
+  char proj[256];
+  snprintf(proj, sizeof(proj), "%s/proj", share);
+  ck_assert_int_eq(mkdir(proj, 0755), 0);
+  write_file(proj, "f", "hello");
+}
+
+START_TEST(bind_read_only_and_writable) {
+  hm_agent *a = connect_ok();
+  ck_assert(hm_agent_has_capability(a, "mount.bind"));
+  char share[256], proj[300], mnt[256], mnt_top[256];
+  make_share(share, sizeof(share));
+  snprintf(proj, sizeof(proj), "%s/proj", share);
+  path_in(mnt_top, sizeof(mnt_top), "mnt");
+  path_in(mnt, sizeof(mnt), "mnt/proj");
+  hm_error *err = NULL;
+
+  int r = hm_agent_mount(a, HM_TYPE_BIND, proj, mnt, 1, NULL, 5000, &err);
+  ck_assert_msg(r == 0, "bind: %s", hm_error_message(err));
+  ck_assert(is_mount_point(mnt));
+  ck_assert(read_is(mnt, "f", "hello"));
+  /* The share's later writes show through; the bind itself is read-only,
+   * nosuid, nodev. */
+  write_file(proj, "g", "from the share");
+  ck_assert(read_is(mnt, "g", "from the share"));
+  char p[512];
+  snprintf(p, sizeof(p), "%s/h", mnt);
+  ck_assert_int_lt(open(p, O_WRONLY | O_CREAT, 0644), 0);
+  ck_assert_int_eq(errno, EROFS);
+  struct statvfs sv;
+  ck_assert_int_eq(statvfs(mnt, &sv), 0);
+  ck_assert(sv.f_flag & ST_RDONLY);
+  ck_assert(sv.f_flag & ST_NOSUID);
+  ck_assert(sv.f_flag & ST_NODEV);
+  /* A second mount on the same point is refused. */
+  r = hm_agent_mount(a, HM_TYPE_BIND, proj, mnt, 1, NULL, 5000, &err);
+  expect_agent_error(r, err, "already a mount point");
+  hm_error_free(err);
+  err = NULL;
+
+  r = hm_agent_umount(a, mnt, 0, 5000, &err);
+  ck_assert_msg(r == 0, "umount: %s", hm_error_message(err));
+  ck_assert(!is_mount_point(mnt));
+  /* The directories the agent made are gone again. */
+  ck_assert_int_lt(access(mnt_top, F_OK), 0);
+
+  r = hm_agent_mount(a, HM_TYPE_BIND, proj, mnt, 0, NULL, 5000, &err);
+  ck_assert_msg(r == 0, "writable bind: %s", hm_error_message(err));
+  write_file(mnt, "w", "from the bind");
+  ck_assert(read_is(proj, "w", "from the bind"));
+  ck_assert_int_eq(statvfs(mnt, &sv), 0);
+  ck_assert(!(sv.f_flag & ST_RDONLY));
+  ck_assert(sv.f_flag & ST_NOSUID);
+  r = hm_agent_umount(a, mnt, 0, 5000, &err);
+  ck_assert_msg(r == 0, "umount: %s", hm_error_message(err));
+  umount2(share, MNT_DETACH);
+  hm_agent_free(a);
+}
+END_TEST
+
+START_TEST(bind_refused) {
+  hm_agent *a = connect_ok();
+  char share[256], plain[256], src[512], mnt[256], mnt_top[256];
+  make_share(share, sizeof(share));
+  path_in(plain, sizeof(plain), "plain");
+  ck_assert_int_eq(mkdir(plain, 0755), 0);
+  path_in(mnt_top, sizeof(mnt_top), "mnt");
+  path_in(mnt, sizeof(mnt), "mnt/x");
+  struct {
+    const char *src_fmt; /* %s: share, or plain for the first */
+    const char *needle;
+  } cases[] = {
+      {"%s", "not inside a share the host gave the guest"}, /* plain: on /tmp's file system */
+      {"%s/missing", "no such directory"},
+      {"%s/link", "is a symbolic link"},   /* -> proj, inside the share */
+      {"%s/out", "is a symbolic link"},    /* -> /etc, out of it */
+      {"%s/link/f", "is a symbolic link"}, /* a link on the way */
+      {"%s/proj/f", "not a directory"},
+      {"%s/proj/../proj", "'..'"},
+      {"relative/%s", "absolute"},
+  };
+  char lnk[300];
+  snprintf(lnk, sizeof(lnk), "%s/link", share);
+  ck_assert_int_eq(symlink("proj", lnk), 0);
+  snprintf(lnk, sizeof(lnk), "%s/out", share);
+  ck_assert_int_eq(symlink("/etc", lnk), 0);
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    snprintf(src, sizeof(src), cases[i].src_fmt, i == 0 ? plain : share);
+    hm_error *err = NULL;
+    int r = hm_agent_mount(a, HM_TYPE_BIND, src, mnt, 1, NULL, 5000, &err);
+    ck_assert_msg(r == HM_E_AGENT, "case %zu (%s): %d %s", i, src, r, hm_error_message(err));
+    ck_assert_msg(strstr(hm_error_message(err), cases[i].needle), "case %zu: '%s' lacks '%s'", i,
+                  hm_error_message(err), cases[i].needle);
+    hm_error_free(err);
+    /* Nothing left: no mount, no directory. */
+    ck_assert(!is_mount_point(mnt));
+    ck_assert_msg(access(mnt_top, F_OK) < 0, "case %zu left %s", i, mnt_top);
+  }
+  /* The mount point may not lie inside the source (it would be made in the
+   * share, on the host's disk). */
+  char inside[512];
+  snprintf(src, sizeof(src), "%s/proj", share);
+  snprintf(inside, sizeof(inside), "%s/proj/sub", share);
+  hm_error *err = NULL;
+  int r = hm_agent_mount(a, HM_TYPE_BIND, src, inside, 1, NULL, 5000, &err);
+  expect_agent_error(r, err, "lies inside the source");
+  hm_error_free(err);
+  err = NULL;
+  /* A bind of a system path is refused like any mount. */
+  r = hm_agent_mount(a, HM_TYPE_BIND, src, "/etc", 1, NULL, 5000, &err);
+  expect_agent_error(r, err, "/etc");
+  hm_error_free(err);
+  err = NULL;
+  /* A share mounted read-only is not made writable through a bind. */
+  ck_assert_int_eq(mount(NULL, share, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0);
+  r = hm_agent_mount(a, HM_TYPE_BIND, src, mnt, 0, NULL, 5000, &err);
+  expect_agent_error(r, err, "is on a read-only mount");
+  hm_error_free(err);
+  err = NULL;
+  ck_assert(!is_mount_point(mnt));
+  ck_assert_int_lt(access(mnt_top, F_OK), 0);
+  r = hm_agent_mount(a, HM_TYPE_BIND, src, mnt, 1, NULL, 5000, &err);
+  ck_assert_msg(r == 0, "read-only bind of a read-only share: %s", hm_error_message(err));
+  ck_assert_int_eq(hm_agent_umount(a, mnt, 0, 5000, NULL), 0);
+  umount2(share, MNT_DETACH);
+  hm_agent_free(a);
+}
+END_TEST
+
 /* ---- scripted peers ---- */
 
-enum fake_mode { FAKE_DROP_FIRST, FAKE_MAJOR_2, FAKE_REFUSE, FAKE_SILENT };
+enum fake_mode { FAKE_DROP_FIRST, FAKE_MAJOR_2, FAKE_REFUSE, FAKE_SILENT, FAKE_OLD };
 
 struct fake {
   int lfd;
@@ -539,6 +718,33 @@ START_TEST(hello_mismatch) {
 }
 END_TEST
 
+/* An agent without mount.bind: refused on the host with what to do, before
+ * anything is sent. */
+START_TEST(bind_old_agent) {
+  make_tmpdir();
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/fake.sock", tmpdir);
+  struct fake f = {.mode = FAKE_OLD};
+  f.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ck_assert_int_eq(bind(f.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  ck_assert_int_eq(listen(f.lfd, 1), 0);
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, fake_main, &f), 0);
+  hm_agent *a = NULL;
+  hm_error *err = NULL;
+  int r = hm_agent_connect(&a, sa.sun_path, 3000, &err);
+  ck_assert_msg(r == 0, "connect: %s", hm_error_message(err));
+  r = hm_agent_mount(a, HM_TYPE_BIND, "/srv/share/x", "/mnt/x", 1, NULL, 1000, &err);
+  ck_assert_int_eq(r, HM_E_AGENT);
+  ck_assert_error(err, HM_E_AGENT, "lacks mount.bind); update it in the guest");
+  hm_error_free(err);
+  ck_assert_int_eq(f.hellos, 1); /* no mount request reached it */
+  hm_agent_free(a);
+  pthread_join(t, NULL);
+  close(f.lfd);
+}
+END_TEST
+
 START_TEST(hello_timeout) {
   hm_agent *a;
   hm_error *err = NULL;
@@ -618,6 +824,13 @@ Suite *client_suite(void) {
   tcase_add_test(tc, hello_resent);
   tcase_add_test(tc, hello_mismatch);
   tcase_add_test(tc, hello_timeout);
+  tcase_add_test(tc, bind_old_agent);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("real-agent-bind");
+  tcase_add_checked_fixture(tc, start_agent_bind, stop_agent);
+  tcase_set_timeout(tc, 30);
+  tcase_add_test(tc, bind_read_only_and_writable);
+  tcase_add_test(tc, bind_refused);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -84,6 +84,75 @@ START_TEST(request_roundtrip) {
 }
 END_TEST
 
+/* bind: a source, no tag, port or options, both ways. */
+START_TEST(request_bind) {
+  hm_agent_request in = {.id = 11,
+                         .op = HM_AGENT_OP_MOUNT,
+                         .type = HM_TYPE_BIND,
+                         .source = "/srv/boot share/proj",
+                         .target = "/mnt/proj",
+                         .readonly = 1,
+                         .timeout_ms = 100};
+  char *line = NULL;
+  ck_assert_int_eq(hm_agent_request_encode(&line, &in, NULL), 0);
+  ck_assert_ptr_nonnull(strstr(line, "\"type\":\"bind\""));
+  ck_assert_ptr_nonnull(strstr(line, "\"source\":\"/srv/boot share/proj\""));
+  hm_agent_request out;
+  ck_assert_int_eq(dec(&out, line, NULL), 0);
+  ck_assert_int_eq(out.type, HM_TYPE_BIND);
+  ck_assert_str_eq(out.source, "/srv/boot share/proj");
+  ck_assert_str_eq(out.target, "/mnt/proj");
+  ck_assert_int_eq(out.readonly, 1);
+  ck_assert_ptr_null(out.tag);
+  ck_assert_ptr_null(out.port);
+  ck_assert_ptr_null(out.options);
+  hm_agent_request_clear(&out);
+  free(line);
+
+  /* The encoder refuses what the decoder would. */
+  hm_error *err = NULL;
+  hm_agent_request no_src = in;
+  no_src.source = NULL;
+  ck_assert_int_eq(hm_agent_request_encode(&line, &no_src, &err), HM_E_INVALID);
+  ck_assert_error(err, HM_E_INVALID, "a source");
+  hm_error_free(err);
+  err = NULL;
+  hm_agent_request with_tag = in;
+  with_tag.tag = "hm-1";
+  ck_assert_int_eq(hm_agent_request_encode(&line, &with_tag, &err), HM_E_INVALID);
+  hm_error_free(err);
+  err = NULL;
+  hm_agent_request vfs_src = {.id = 1,
+                              .op = HM_AGENT_OP_MOUNT,
+                              .type = HM_TYPE_VIRTIOFS,
+                              .tag = "t",
+                              .source = "/x",
+                              .target = "/mnt/x"};
+  ck_assert_int_eq(hm_agent_request_encode(&line, &vfs_src, &err), HM_E_INVALID);
+  ck_assert_error(err, HM_E_INVALID, "no source");
+  hm_error_free(err);
+
+  req_bad("{\"id\":9,\"op\":\"mount\",\"type\":\"bind\",\"target\":\"/mnt/x\","
+          "\"readonly\":true,\"timeout_ms\":1}",
+          HM_E_PROTOCOL, "missing field 'source'", 9);
+  req_bad("{\"id\":9,\"op\":\"mount\",\"type\":\"bind\",\"source\":\"/s\",\"tag\":\"t\","
+          "\"target\":\"/mnt/x\",\"readonly\":true,\"timeout_ms\":1}",
+          HM_E_PROTOCOL, "type bind takes no 'tag'", 9);
+  req_bad("{\"id\":9,\"op\":\"mount\",\"type\":\"bind\",\"source\":\"/s\",\"options\":"
+          "\"rw\",\"target\":\"/mnt/x\",\"readonly\":true,\"timeout_ms\":1}",
+          HM_E_PROTOCOL, "type bind takes no 'options'", 9);
+  req_bad("{\"id\":9,\"op\":\"mount\",\"type\":\"bind\",\"source\":\"/s\",\"port\":"
+          "\"p\",\"target\":\"/mnt/x\",\"readonly\":true,\"timeout_ms\":1}",
+          HM_E_PROTOCOL, "'port' is only for type 9p", 9);
+  req_bad("{\"id\":9,\"op\":\"mount\",\"type\":\"virtiofs\",\"tag\":\"t\",\"source\":"
+          "\"/s\",\"target\":\"/mnt/x\",\"readonly\":true,\"timeout_ms\":1}",
+          HM_E_PROTOCOL, "'source' is only for type bind", 9);
+  req_bad("{\"id\":9,\"op\":\"mount\",\"type\":\"bind\",\"source\":5,"
+          "\"target\":\"/mnt/x\",\"readonly\":true,\"timeout_ms\":1}",
+          HM_E_PROTOCOL, "field 'source' must be a string", 9);
+}
+END_TEST
+
 START_TEST(request_malformed) {
   req_bad("", HM_E_PROTOCOL, "not valid JSON", 0);
   req_bad("{\"id\":1,\"op\":\"list\"", HM_E_PROTOCOL, "not valid JSON", 0);
@@ -415,6 +484,7 @@ Suite *proto_suite(void) {
   Suite *s = suite_create("proto");
   TCase *tc = tcase_create("codec");
   tcase_add_test(tc, request_roundtrip);
+  tcase_add_test(tc, request_bind);
   tcase_add_test(tc, request_malformed);
   tcase_add_test(tc, request_unknown_op);
   tcase_add_test(tc, request_fields);

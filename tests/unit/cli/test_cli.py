@@ -154,7 +154,7 @@ try:
     got, err = complete("remove", "vm-")
     ok(got == ["vm-one", "vm-two"], "completion: instance names from $HOTMOUNT_HOME", (got, err))
     got, err = complete("add", "vm-one", "/tmp", "/mnt/x", "--type", "")
-    ok(got == ["9p", "reverse-sshfs", "virtiofs"], "completion: --type values", (got, err))
+    ok(got == ["9p", "bind", "reverse-sshfs", "virtiofs"], "completion: --type values", (got, err))
     got, err = complete("doctor", "--")
     ok(got == ["--help", "--json"], "completion: doctor's options", (got, err))
     shim = os.path.join(home, "shim")
@@ -246,12 +246,21 @@ try:
     ok(doc and doc["facts"].get("slotsTotal") == 4 and doc["facts"].get("memorySize") == 268435456,
        "doctor facts: 4 slots, 256 MiB", show(r))
 
+    for bad in ("nodelim", "=/mnt/x", "/srv/x=relative"):
+        p = subprocess.run([HOTMOUNTD, "ready", "--boot-share", bad], env=env,
+                           capture_output=True, text=True, timeout=60)
+        ok(p.returncode == 2 and "--boot-share takes HOSTDIR=GUESTDIR" in p.stderr and
+           bad in p.stderr, "hotmountd --boot-share %s: usage error naming it" % bad, p.stderr)
+    p = subprocess.run([HOTMOUNTD, "ready", "--boot-share", "/nonexistent-hm=/mnt/x"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    ok(p.returncode != 0 and "/nonexistent-hm" in p.stdout + p.stderr,
+       "hotmountd --boot-share of a missing directory fails naming it", p.stdout + p.stderr)
     p = subprocess.run([HOTMOUNTD, "ready"], env=env, capture_output=True, text=True, timeout=60)
     ok(p.returncode == 0, "hotmountd starts on the ready VM", p.stderr)
     r = hm("status", "ready")
     expect(r, 0, "status (human): daemon running, slots, transports",
            out=["running", "4 free of 4", "transports on this host", "virtiofs", "9p",
-                "reverse-sshfs"])
+                "reverse-sshfs", "no boot-time share declared"])
     r = hm("status", "ready", "--json")
     doc = as_json(r)
     missing = [k for k in STATUS_KEYS if not doc or k not in doc]
@@ -267,6 +276,9 @@ try:
        "doctor with the daemon running asks the daemon, not QMP", show(r))
     ok(r[0] == 9 and c.get("agent", {}).get("status") == "fail",
        "doctor through the daemon: the agent check fails (no guest)", show(r))
+    ok(c.get("bind", {}).get("status") == "skip" and
+       "--boot-share" in c.get("bind", {}).get("detail", ""),
+       "doctor: bind skipped, saying how to declare a boot-time share", show(r))
     expect(hm("doctor", "ready"), 9, "doctor (human) through the daemon says so",
            out=["hotmountd is running", "guest agent"])
 

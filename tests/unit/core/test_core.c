@@ -714,6 +714,107 @@ START_TEST(test_hotplugger_vtable) {
 }
 END_TEST
 
+/* The bind backend maps a host path to the guest directory inside the
+ * boot-time share that holds it (longest share wins), and names the problem
+ * when none does. */
+START_TEST(test_bind_backend) {
+  char a[PATH_MAX + 32], ab[PATH_MAX + 32], ab_c[PATH_MAX + 32], other[PATH_MAX + 32],
+      file[PATH_MAX + 32];
+  snprintf(a, sizeof(a), "%s/a", tmpdir);
+  snprintf(ab, sizeof(ab), "%s/a/b", tmpdir);
+  snprintf(ab_c, sizeof(ab_c), "%s/a/b/c d", tmpdir);
+  snprintf(other, sizeof(other), "%s/other", tmpdir);
+  snprintf(file, sizeof(file), "%s/file", tmpdir);
+  ck_assert_int_eq(mkdir(a, 0755), 0);
+  ck_assert_int_eq(mkdir(ab, 0755), 0);
+  ck_assert_int_eq(mkdir(ab_c, 0755), 0);
+  ck_assert_int_eq(mkdir(other, 0755), 0);
+  fclose(fopen(file, "w"));
+  const char *hosts[] = {a, ab};
+  const char *guests[] = {"/srv/a", "/mnt/b"};
+  hm_fs_hotplugger *hp = NULL;
+  hm_error *err = NULL;
+  ck_assert_int_eq(hm_bind_hotplugger_new(&hp, hosts, guests, 2, &err), 0);
+  ck_assert(hm_fs_hotplugger_supports(hp, HM_TYPE_BIND));
+  ck_assert(!hm_fs_hotplugger_supports(hp, HM_TYPE_VIRTIOFS));
+  ck_assert_str_eq(hm_fs_hotplugger_get_name(hp), "bind");
+
+  struct {
+    const char *host, *want;
+  } cases[] = {{a, "/srv/a"}, {ab, "/mnt/b"}, {ab_c, "/mnt/b/c d"}};
+  for (size_t i = 0; i < 3; i++) {
+    hm_mount_spec *spec = NULL;
+    hm_attachment *att = NULL;
+    ck_assert_int_eq(hm_mount_spec_new(&spec, NULL), 0);
+    ck_assert_int_eq(hm_mount_spec_set_type(spec, HM_TYPE_BIND, NULL), 0);
+    ck_assert_int_eq(hm_mount_spec_set_host_path(spec, cases[i].host, NULL), 0);
+    ck_assert_int_eq(hm_mount_spec_set_guest_path(spec, "/mnt/x", NULL), 0);
+    ck_assert_int_eq(hm_mount_spec_validate(spec, NULL), 0);
+    ck_assert_int_eq(hm_attachment_new(&att, "hm-1", NULL), 0);
+    int r = hm_fs_hotplugger_attach(hp, spec, att, &err);
+    ck_assert_msg(r == 0, "attach %s: %s", cases[i].host, hm_error_message(err));
+    ck_assert_str_eq(hm_attachment_get_tag(att), cases[i].want);
+    ck_assert_int_eq(hm_fs_hotplugger_detach(hp, att, NULL), 0);
+    hm_attachment_free(att);
+    hm_mount_spec_free(spec);
+  }
+  /* Outside every share: refused, naming the path and the shares. */
+  hm_mount_spec *spec = NULL;
+  hm_attachment *att = NULL;
+  ck_assert_int_eq(hm_mount_spec_new(&spec, NULL), 0);
+  ck_assert_int_eq(hm_mount_spec_set_type(spec, HM_TYPE_BIND, NULL), 0);
+  ck_assert_int_eq(hm_mount_spec_set_host_path(spec, other, NULL), 0);
+  ck_assert_int_eq(hm_mount_spec_set_guest_path(spec, "/mnt/x", NULL), 0);
+  ck_assert_int_eq(hm_mount_spec_validate(spec, NULL), 0);
+  ck_assert_int_eq(hm_attachment_new(&att, "hm-2", NULL), 0);
+  ck_assert_int_eq(hm_fs_hotplugger_attach(hp, spec, att, &err), HM_E_INVALID);
+  ck_assert_msg(strstr(hm_error_message(err), "is not inside a boot-time share of this VM") &&
+                    strstr(hm_error_message(err), other) &&
+                    strstr(hm_error_message(err), "(guest /mnt/b)"),
+                "%s", hm_error_message(err));
+  ck_assert_ptr_null(hm_attachment_get_tag(att));
+  hm_error_free(err);
+  err = NULL;
+  hm_fs_hotplugger_free(hp);
+
+  /* No share at all: says how to declare one. */
+  ck_assert_int_eq(hm_bind_hotplugger_new(&hp, NULL, NULL, 0, NULL), 0);
+  ck_assert_int_eq(hm_fs_hotplugger_attach(hp, spec, att, &err), HM_E_INVALID);
+  ck_assert_msg(strstr(hm_error_message(err), "none is declared (hotmountd --boot-share"), "%s",
+                hm_error_message(err));
+  hm_error_free(err);
+  err = NULL;
+  hm_fs_hotplugger_free(hp);
+  hm_attachment_free(att);
+  hm_mount_spec_free(spec);
+
+  /* Bad declarations, each named. */
+  struct {
+    const char *host, *guest, *needle;
+  } bad[] = {{"rel/dir", "/mnt/a", "is not absolute"},
+             {"/nonexistent/hm", "/mnt/a", "/nonexistent/hm: No such file"},
+             {file, "/mnt/a", "is not a directory"},
+             {a, "mnt/a", "share guest directory"},
+             {a, "/mnt/../a", "'..'"},
+             {a, "/mnt//a/", "not in normal form (say /mnt/a)"}};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    const char *h[] = {bad[i].host}, *g[] = {bad[i].guest};
+    hp = NULL;
+    ck_assert_int_eq(hm_bind_hotplugger_new(&hp, h, g, 1, &err), HM_E_INVALID);
+    ck_assert_ptr_null(hp);
+    ck_assert_msg(strstr(hm_error_message(err), bad[i].needle) &&
+                      !strncmp(hm_error_message(err), "hm_bind_hotplugger_new: ", 24),
+                  "case %zu: %s", i, hm_error_message(err));
+    hm_error_free(err);
+    err = NULL;
+  }
+  ck_assert_int_eq(hm_bind_hotplugger_new(NULL, NULL, NULL, 0, &err), HM_E_INVALID);
+  hm_error_free(err);
+  ck_assert_int_eq(hm_mount_type_parse("bind", NULL), HM_TYPE_BIND);
+  ck_assert_str_eq(hm_mount_type_name(HM_TYPE_BIND), "bind");
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("core");
   TCase *tc = tcase_create("core");
@@ -733,6 +834,7 @@ int main(void) {
   tcase_add_test(tc, test_virtiofsd_argv);
   tcase_add_test(tc, test_instance_dir);
   tcase_add_test(tc, test_hotplugger_vtable);
+  tcase_add_test(tc, test_bind_backend);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
