@@ -9,10 +9,12 @@
  * embedding program's signal handling is not disturbed.
  *
  * Who may talk to us: the socket file is 0600, and each request is checked
- * against the peer's credentials (SO_PEERCRED) too, because the file mode is
- * only as good as the directory it sits in and whoever may chmod it.
+ * against the peer's credentials too (hm_plat_peer: SO_PEERCRED on Linux,
+ * getpeereid elsewhere), because the file mode is only as good as the
+ * directory it sits in and whoever may chmod it.
  */
 #include "mount_internal.h"
+#include "platform.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -387,16 +389,16 @@ static const struct route *find_route(const char *url, const char *method, const
   return NULL;
 }
 
-/* The connecting process's uid, or -1 when it cannot be learnt. */
+/* The connecting process's uid, or -1 when it cannot be learnt (then the
+ * caller refuses the peer). */
 static long peer_uid(struct MHD_Connection *conn) {
   const union MHD_ConnectionInfo *ci =
       MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-  struct ucred cred;
-  socklen_t len = sizeof(cred);
-  if (!ci || getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
-      len != sizeof(cred))
+  uid_t uid;
+  pid_t pid;
+  if (!ci || hm_plat_peer(ci->connect_fd, &uid, &pid) < 0)
     return -1;
-  return (long)cred.uid;
+  return (long)uid;
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
