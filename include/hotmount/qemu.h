@@ -19,6 +19,11 @@ HM_BEGIN_DECLS
  * "org.hotmount.agent.0" on INSTANCE/agent.sock, QMP on INSTANCE/qmp.sock, and
  * reserved 9p fsdevs "hm-9p-ro-K"/"hm-9p-rw-K" whose paths are links in
  * INSTANCE/9p/ (described to the backend by the QOM object "hm-9p-slots").
+ *
+ * Linux hosts only: in a build without the Linux backends (macOS; meson
+ * -Dlinux_backends=disabled) every function below that returns a code
+ * returns HM_E_UNSUPPORTED ("the QEMU backend is Linux-only") and sets *out
+ * to NULL; hm_qemu_config_free does nothing. hm_strv_free works everywhere.
  */
 
 typedef struct hm_qemu_config hm_qemu_config;

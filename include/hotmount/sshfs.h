@@ -19,6 +19,12 @@
  *   hm_ssh_config_set(cfg, "knownHosts", "/path/known_hosts", &err);
  *   hm_sshfs_hotplugger_new(&hp, cfg, instance_dir, &err);
  *   hm_instance_add_backend(inst, hp, &err);
+ *
+ * Linux hosts only: in a build without the Linux backends (macOS; meson
+ * -Dlinux_backends=disabled) every function below that returns a code
+ * returns HM_E_UNSUPPORTED ("the reverse-sshfs backend is Linux-only") and
+ * sets *out to NULL; hm_ssh_config_get returns NULL, hm_ssh_config_free does
+ * nothing.
  */
 
 #include <hotmount/common.h>

@@ -6,10 +6,11 @@
  * SO_PEERCRED, openat2, getrandom, O_PATH, pipe2, SOCK_CLOEXEC, MSG_NOSIGNAL,
  * /proc). One implementation is built: platform_linux.c, or
  * platform_posix.c (meson -Dplatform=auto|linux|posix; auto: linux on
- * Linux). The Linux-only backends (lib/drivers/qemu, lib/drivers/sshfs) and
- * the guest agent use Linux directly; they are not built elsewhere.
- * tests/compile/portable.sh builds lib/core and the VZ backend with the
- * portable variant and Linux's own interfaces poisoned.
+ * Linux). lib/server uses it too. The Linux-only backends (lib/drivers/qemu,
+ * lib/drivers/sshfs) and the guest agent use Linux directly; they are not
+ * built elsewhere (-Dlinux_backends; lib/drivers/linux_only_stubs.c stands
+ * in). tests/compile/portable.sh builds lib/core, lib/server and the VZ
+ * backend with the portable variant and Linux's own interfaces poisoned.
  */
 #ifndef HM_PLATFORM_H
 #define HM_PLATFORM_H

@@ -486,9 +486,25 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   *con_cls = NULL;
 }
 
+/* A unix stream socket, close-on-exec (hm_plat_socket) and non-blocking;
+ * -1 with errno. */
+static int unix_socket_nonblock(void) {
+  int fd = hm_plat_socket(AF_UNIX, SOCK_STREAM);
+  if (fd < 0)
+    return -1;
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
 /* 1 when something accepts connections at sa. */
 static int socket_is_live(const struct sockaddr_un *sa) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int fd = unix_socket_nonblock();
   if (fd < 0)
     return -errno;
   int r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
@@ -530,7 +546,7 @@ static int make_listener(hm_server *srv, const char *path, hm_error **err) {
     return hm_err_set(err, -errno, func, "%s: %s", path, strerror(errno));
   }
 
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int fd = unix_socket_nonblock();
   if (fd < 0)
     return hm_err_set(err, -errno, func, "socket: %s", strerror(errno));
   /* The file must never exist with a wider mode, not even for a moment.

@@ -1,13 +1,14 @@
 #!/bin/sh
-# lib/core and the VZ backend build and link with the portable platform
-# layer (lib/core/platform_posix.c, what a macOS build uses), checked on
+# lib/core, the VZ backend, the HTTP API server (lib/server/server.c) and the
+# Linux backends' stubs (lib/drivers/linux_only_stubs.c) build and link with
+# the portable platform layer (lib/core/platform_posix.c, what a macOS build uses), checked on
 # Linux as far as Linux can:
 #   - every source compiles with the Linux-only interfaces poisoned
 #     (portable-poison.h: eventfd, SO_PEERCRED, openat2, O_PATH, pipe2,
 #     getrandom, MSG_NOSIGNAL, ...) and includes no Linux-only header itself
 #     (<linux/*>, <sys/eventfd.h>, <sys/syscall.h>, ...);
 #   - the objects link into one shared object with no undefined symbol
-#     beyond libc, GLib and json-c (so nothing in them calls into the
+#     beyond libc, GLib, json-c and libmicrohttpd (so nothing in them calls into the
 #     Linux-only backends or platform_linux.c);
 #   - platform_posix.c's macOS branches type-check against declarations of
 #     the macOS calls glibc lacks (portable-macos.h);
@@ -17,7 +18,7 @@
 set -eu
 src=$1 bld=$2; shift 2
 cc="$*"
-deps="json-c glib-2.0"
+deps="json-c glib-2.0 libmicrohttpd"
 if ! pkg-config --exists $deps; then echo "1..0 # SKIP pkg-config: no $deps"; exit 0; fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 here=$src/tests/compile
@@ -26,6 +27,8 @@ flags="-std=c11 -D_GNU_SOURCE -DHM_PLATFORM_POSIX=1 -fPIC -fvisibility=hidden -W
   $(pkg-config --cflags $deps)"
 sources=$(ls "$src"/lib/core/*.c | grep -v platform_linux.c)
 sources="$sources $src/lib/guest/guest_path.c $src/lib/drivers/vz/vz_driver.c"
+# The HTTP API and the Linux backends' stand-ins (what a macOS build links).
+sources="$sources $src/lib/server/server.c $src/lib/drivers/linux_only_stubs.c"
 deny='/linux/|/asm/|/asm-generic/|sys/eventfd\.h|sys/signalfd\.h|sys/syscall\.h|sys/prctl\.h|sys/epoll\.h|sys/inotify\.h|sys/mount\.h|sys/sendfile\.h|sys/fsuid\.h|sys/capability\.h'
 n=0 status=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
@@ -51,9 +54,9 @@ for f in $sources; do
 "
 done
 if [ -z "$errs" ]; then
-  ok "lib/core + vz_driver.c compile with the Linux-only interfaces poisoned and no Linux header"
+  ok "lib/core + vz_driver.c + server.c + stubs compile with the Linux-only interfaces poisoned and no Linux header"
 else
-  notok "lib/core + vz_driver.c use Linux-only interfaces outside platform_linux.c" "$errs"
+  notok "lib/core + vz_driver.c + server.c + stubs use Linux-only interfaces outside platform_linux.c" "$errs"
 fi
 
 # 2: link, nothing undefined but libc, GLib, json-c.
@@ -63,7 +66,7 @@ if [ -z "$errs" ] && out=$($cc -shared -o "$tmp/libcore-portable.so" $objs -Wl,-
     $(pkg-config --libs $deps) -pthread 2>&1); then
   ok "they link with nothing undefined (no call into the Linux backends)"
 else
-  notok "link of lib/core + vz_driver.c (portable)" "${out:-not linked: compile failed}"
+  notok "link of lib/core + vz_driver.c + server.c + stubs (portable)" "${out:-not linked: compile failed}"
 fi
 
 # 3: the macOS branches of platform_posix.c type-check.
