@@ -15,9 +15,9 @@
 
 #include <stddef.h>
 
-#define NO_QEMU(err) \
+#define NO_QEMU(err)                                                                               \
   HM_ERR(err, HM_E_UNSUPPORTED, "the QEMU backend is Linux-only (not in this build)")
-#define NO_SSHFS(err) \
+#define NO_SSHFS(err)                                                                              \
   HM_ERR(err, HM_E_UNSUPPORTED, "the reverse-sshfs backend is Linux-only (not in this build)")
 
 int hm_qemu_config_new(hm_qemu_config **out, const char *instance_dir, hm_error **err) {
@@ -77,8 +77,8 @@ int hm_qemu_probe(hm_status **out, const hm_qemu_config *cfg, hm_error **err) {
   return NO_QEMU(err);
 }
 
-int hm_qemu_accel_choose(hm_status **out, const char *qemu, const char *kernel,
-                         unsigned timeout_ms, hm_error **err) {
+int hm_qemu_accel_choose(hm_status **out, const char *qemu, const char *kernel, unsigned timeout_ms,
+                         hm_error **err) {
   (void)qemu, (void)kernel, (void)timeout_ms;
   if (out)
     *out = NULL;
