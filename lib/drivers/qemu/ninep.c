@@ -74,8 +74,8 @@ static void names_clear(names *n) {
   n->link = NULL;
 }
 
-static int exec_fd(const hm_ninep_host *h, const char *cmd, json_object *args, int fd,
-                   json_object **ret, hm_error **err) {
+int hm_ninep_exec(const hm_ninep_host *h, const char *cmd, json_object *args, int fd,
+                  json_object **ret, hm_error **err) {
   hm_qmp *c;
   int r = h->qmp_get(h->ud, &c, err);
   if (r < 0)
@@ -91,7 +91,7 @@ static int exec_id(const hm_ninep_host *h, const char *cmd, const char *key, con
   json_object *args = json_object_new_object();
   json_object_object_add(args, key, json_object_new_string(value));
   hm_error *e = NULL;
-  int r = exec_fd(h, cmd, args, -1, NULL, &e);
+  int r = hm_ninep_exec(h, cmd, args, -1, NULL, &e);
   json_object_put(args);
   if (r == HM_E_QMP && gone_ok && hm_qmp_error_is(e, "DeviceNotFound"))
     r = 0;
@@ -395,8 +395,9 @@ static pid_t attachment_pid(const hm_ninep_host *h, hm_attachment *att) {
 }
 
 /* device_del and wait for DEVICE_DELETED. A virtserialport leaves at once
- * (no guest cooperation: the guest sees the port go, its relay gets EOF). */
-static int device_unplug(const hm_ninep_host *h, const char *dev, hm_error **err) {
+ * (no guest cooperation: the guest sees the port go, its relay gets EOF); a
+ * slot's virtio-9p-pci when the guest ejects it (ACPI, about 0.1 s). */
+int hm_ninep_unplug(const hm_ninep_host *h, const char *dev, hm_error **err) {
   hm_qmp *c;
   int r = h->qmp_get(h->ud, &c, err);
   if (r < 0)
@@ -404,13 +405,13 @@ static int device_unplug(const hm_ninep_host *h, const char *dev, hm_error **err
   r = hm_qmp_device_del(c, dev, UNPLUG_TIMEOUT_MS, err);
   h->qmp_put(h->ud);
   if (r == HM_E_TIMEOUT)
-    return hm_error_prefix(err, r, "hm_qemu", "QEMU did not remove port %s", dev);
+    return hm_error_prefix(err, r, "hm_qemu", "9p device %s was not released", dev);
   return r;
 }
 
 /* Everything of mount id, in removal order; each step tolerates "gone". */
 static int teardown(const hm_ninep_host *h, const names *n, pid_t pid, hm_error **err) {
-  int r = device_unplug(h, n->dev, err);
+  int r = hm_ninep_unplug(h, n->dev, err);
   if (r < 0)
     return r;
   hm_fault("remove:device-deleted");
@@ -448,7 +449,7 @@ int hm_ninep_free_ports(const hm_ninep_host *h, hm_error **err) {
   json_object_object_add(args, "path", json_object_new_string(ctl));
   json_object_object_add(args, "property", json_object_new_string("max_ports"));
   hm_error *e = NULL;
-  int r = exec_fd(h, "qom-get", args, -1, &ret, &e);
+  int r = hm_ninep_exec(h, "qom-get", args, -1, &ret, &e);
   json_object_put(args);
   if (r == HM_E_QMP) {
     hm_error_free(e);
@@ -470,7 +471,7 @@ int hm_ninep_free_ports(const hm_ninep_host *h, hm_error **err) {
   json_object_object_add(args, "path",
                          json_object_new_string("/machine/peripheral/hm-serial/"
                                                 "virtio-backend/hm-serial.0"));
-  r = exec_fd(h, "qom-list", args, -1, &ret, err);
+  r = hm_ninep_exec(h, "qom-list", args, -1, &ret, err);
   json_object_put(args);
   if (r < 0)
     return r;
@@ -599,7 +600,7 @@ int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attach
   json_object_object_add(args, "chardev", json_object_new_string(n.chr));
   json_object_object_add(args, "name", json_object_new_string(n.port));
   json_object_object_add(args, "id", json_object_new_string(n.dev));
-  r = exec_fd(h, "device_add", args, -1, NULL, err);
+  r = hm_ninep_exec(h, "device_add", args, -1, NULL, err);
   json_object_put(args);
   if (r < 0)
     goto fail;
@@ -627,7 +628,7 @@ int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attach
 fail:
   /* Reverse order; each step is skipped when it never happened. */
   if (stage >= 3)
-    device_unplug(h, n.dev, NULL);
+    hm_ninep_unplug(h, n.dev, NULL);
   if (stage >= 2)
     chardev_remove(h, n.chr, NULL);
   if (pid > 0)
@@ -773,7 +774,7 @@ int hm_ninep_is(const hm_ninep_host *h, hm_attachment *att) {
   /* An attach cut short: what QEMU has under that name says. */
   json_object *args = json_object_new_object(), *ret = NULL;
   json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
-  int r = exec_fd(h, "qom-list", args, -1, &ret, NULL);
+  int r = hm_ninep_exec(h, "qom-list", args, -1, &ret, NULL);
   json_object_put(args);
   if (r < 0)
     return 0;

@@ -47,6 +47,12 @@ typedef struct hm_ninep_host {
   hm_ninep_slots *slots;
 } hm_ninep_host;
 
+/* A QMP command on the backend's connection (fd: passed with it, or -1). */
+HM_PRIVATE int hm_ninep_exec(const hm_ninep_host *h, const char *cmd, json_object *args, int fd,
+                             json_object **ret, hm_error **err);
+/* device_del of dev and the wait for DEVICE_DELETED; gone already is done. */
+HM_PRIVATE int hm_ninep_unplug(const hm_ninep_host *h, const char *dev, hm_error **err);
+
 /* The diod to run: $HOTMOUNT_DIOD, else diod in PATH or /usr/sbin. */
 HM_PRIVATE int hm_ninep_diod_path(char **out, hm_error **err);
 

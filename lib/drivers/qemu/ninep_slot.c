@@ -38,24 +38,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define QMP_TIMEOUT_MS 10000
-#define UNPLUG_TIMEOUT_MS 15000
 /* What the issue asked for and what Linux 6.1's virtio transport takes
  * (it lowers anything above 500 KiB to 512000 and says so in dmesg). */
 #define SLOT_MSIZE_DEFAULT 524288
 
 static const char *const kind_name[2] = {"ro", "rw"};
-
-static int exec(const hm_ninep_host *h, const char *cmd, json_object *args, json_object **ret,
-                hm_error **err) {
-  hm_qmp *c;
-  int r = h->qmp_get(h->ud, &c, err);
-  if (r < 0)
-    return r;
-  r = hm_qmp_execute(c, cmd, args, -1, ret, QMP_TIMEOUT_MS, err);
-  h->qmp_put(h->ud);
-  return r;
-}
 
 static json_object *path_args(const char *path, const char *property) {
   json_object *a = json_object_new_object();
@@ -88,7 +75,7 @@ static int fsdev_parse(const char *s, int *kind) {
 int hm_ninep_slot_info_get(const hm_ninep_host *h, hm_ninep_slot_info *out, hm_error **err) {
   memset(out, 0, sizeof(*out));
   json_object *args = path_args("/objects", NULL), *ret = NULL;
-  int r = exec(h, "qom-list", args, &ret, err);
+  int r = hm_ninep_exec(h, "qom-list", args, -1, &ret, err);
   json_object_put(args);
   if (r < 0)
     return r;
@@ -98,7 +85,7 @@ int hm_ninep_slot_info_get(const hm_ninep_host *h, hm_ninep_slot_info *out, hm_e
   if (!found)
     return 0;
   args = path_args("/objects/" HM_QEMU_9P_MARKER, "identity");
-  r = exec(h, "qom-get", args, &ret, err);
+  r = hm_ninep_exec(h, "qom-get", args, -1, &ret, err);
   json_object_put(args);
   if (r < 0)
     return r;
@@ -135,7 +122,7 @@ static int fsdevs_used(const hm_ninep_host *h, unsigned char used[2][HM_QEMU_9P_
   if (has_dev)
     *has_dev = 0;
   json_object *args = path_args("/machine/peripheral", NULL), *list = NULL;
-  int r = exec(h, "qom-list", args, &list, err);
+  int r = hm_ninep_exec(h, "qom-list", args, -1, &list, err);
   json_object_put(args);
   if (r < 0)
     return r;
@@ -151,7 +138,7 @@ static int fsdevs_used(const hm_ninep_host *h, unsigned char used[2][HM_QEMU_9P_
     args = path_args(path, "fsdev");
     hm_error *e = NULL;
     /* A device that went away between the two calls is simply not there. */
-    int g = exec(h, "qom-get", args, &fs, &e);
+    int g = hm_ninep_exec(h, "qom-get", args, -1, &fs, &e);
     json_object_put(args);
     if (g == HM_E_NOT_READY)
       r = HM_ERR(err, g, "%s", hm_error_message(e));
@@ -385,18 +372,6 @@ static int slot_guest_options(char **out, const hm_mount_spec *spec, hm_error **
   return 0;
 }
 
-static int unplug(const hm_ninep_host *h, const char *dev, hm_error **err) {
-  hm_qmp *c;
-  int r = h->qmp_get(h->ud, &c, err);
-  if (r < 0)
-    return r;
-  r = hm_qmp_device_del(c, dev, UNPLUG_TIMEOUT_MS, err);
-  h->qmp_put(h->ud);
-  if (r == HM_E_TIMEOUT)
-    return hm_error_prefix(err, r, "hm_qemu", "the guest did not release 9p device %s", dev);
-  return r;
-}
-
 int hm_ninep_slot_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attachment *att,
                          hm_error **err) {
   const char *id = hm_attachment_get_id(att);
@@ -465,7 +440,7 @@ int hm_ninep_slot_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_a
   json_object_object_add(args, "mount_tag", json_object_new_string(id));
   json_object_object_add(args, "bus", json_object_new_string(portname));
   json_object_object_add(args, "addr", json_object_new_string("0"));
-  r = exec(h, "device_add", args, NULL, err);
+  r = hm_ninep_exec(h, "device_add", args, -1, NULL, err);
   json_object_put(args);
   /* Realized or not, QEMU is done with the path: back to the placeholder. */
   int lr = link_point(d, linkname, "empty", NULL);
@@ -494,7 +469,7 @@ int hm_ninep_slot_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_a
 
 fail:
   if (stage >= 3) {
-    unplug(h, dev, NULL);
+    hm_ninep_unplug(h, dev, NULL);
     h->port_freed(h->ud, port);
   }
   if (stage >= 2)
@@ -546,7 +521,7 @@ int hm_ninep_slot_detach(const hm_ninep_host *h, hm_attachment *att, hm_error **
   /* Warm before the unplug too (see qemu_driver.c's SLOT_COOLDOWN_MS). */
   if (port >= 0)
     h->port_freed(h->ud, port);
-  int r = unplug(h, dev, err);
+  int r = hm_ninep_unplug(h, dev, err);
   if (r < 0)
     return r;
   if (port >= 0)
