@@ -441,9 +441,9 @@ int main(int argc, char **argv) {
   goto out;
 fail:
   fail_msg = failure_message(err, argv[optind]);
-  fprintf(log_file, "hotmountd: %s\n", fail_msg ? fail_msg : hm_error_message(err));
-  report(ready_fd, fail_msg ? fail_msg : hm_error_message(err));
-  free(fail_msg);
+  if (!fail_msg)
+    fail_msg = strdup(hm_error_message(err));
+  fprintf(log_file, "hotmountd: %s\n", fail_msg ? fail_msg : "failed to start");
 out:
   /* Mounts outlive the daemon: the next one picks them up from state.json. */
   hm_server_free(srv);
@@ -459,6 +459,12 @@ out:
       lst.st_dev == fst.st_dev && lst.st_ino == fst.st_ino)
     unlinkat(dfd, "hotmountd.pid", 0);
   close(lfd);
+  /* Told only now, with the lock released: a caller that starts another
+   * daemon right after this one failed must not find the instance taken. */
+  if (fail_msg) {
+    report(ready_fd, fail_msg);
+    free(fail_msg);
+  }
 done:
   if (dfd >= 0)
     close(dfd);
