@@ -510,9 +510,12 @@ int hm_instance_remove(hm_instance *inst, const char *guest_path, unsigned flags
   }
   free(norm);
   if (e->busy) {
+    /* Said under the lock: e belongs to the add or remove under way, which
+     * may free it once we let go. */
+    r = HM_ERRC(err, HM_E_BUSY, HM_ECLASS_MOUNT, "%s is being %s", e->spec->guest_path,
+                e->state == HM_STATE_ATTACHING ? "mounted" : "removed");
     pthread_mutex_unlock(&inst->lock);
-    return HM_ERRC(err, HM_E_BUSY, HM_ECLASS_MOUNT, "%s is being %s", e->spec->guest_path,
-                   e->state == HM_STATE_ATTACHING ? "mounted" : "removed");
+    return r;
   }
   int prev_state = e->state;
   /* A broken mount's backend may be dead: a plain unmount would wait on it

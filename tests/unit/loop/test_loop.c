@@ -22,6 +22,7 @@
 #include <glib.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,11 +131,12 @@ typedef struct env {
   pid_t agent;
 } env;
 
-static void env_up(env *e, int guest_mounts) {
+/* base: the directory the instance directory is made in. */
+static void env_up_in(env *e, int guest_mounts, const char *base) {
   memset(e, 0, sizeof(*e));
   e->b.helper_fd = -1;
   e->b.mounts = guest_mounts;
-  snprintf(e->dir, sizeof(e->dir), "/tmp/hm-loop-XXXXXX");
+  snprintf(e->dir, sizeof(e->dir), "%s/hm-loop-XXXXXX", base);
   ck_assert_ptr_nonnull(mkdtemp(e->dir));
   snprintf(e->share, sizeof(e->share), "%s/share", e->dir);
   ck_assert_int_eq(mkdir(e->share, 0755), 0);
@@ -167,6 +169,10 @@ static void env_up(env *e, int guest_mounts) {
   hm_error *err = NULL;
   ck_assert_msg(hm_fs_hotplugger_new(&hp, &ops, &e->b, &err) == 0, "%s", hm_error_message(err));
   ck_assert_msg(hm_instance_new(&e->inst, e->dir, hp, &err) == 0, "%s", hm_error_message(err));
+}
+
+static void env_up(env *e, int guest_mounts) {
+  env_up_in(e, guest_mounts, "/tmp");
 }
 
 static void guest_path(env *e, char *buf, size_t len, const char *name) {
@@ -647,6 +653,118 @@ START_TEST(test_free_waits) {
 }
 END_TEST
 
+/* ---- an entry is not read after its add has let go of it ---- */
+
+/*
+ * Once an add has set busy = 0 and unlocked, a concurrent remove may free
+ * the entry: the add must not read it after that (issue 16; the add once
+ * logged "mounted HOST at GUEST" from the entry there). This test makes the
+ * remove win that race every time instead of once in a blue moon:
+ *  - both threads run on one CPU, the adder under SCHED_IDLE, so when its
+ *    last unlock wakes the remover, the remover runs at once and runs to the
+ *    end (nothing on its way blocks: the instance directory is on a tmpfs and
+ *    the backend's unmount and detach do nothing) before the adder goes on;
+ *  - the remover must be waiting on the lock at that unlock: state.json is
+ *    made a directory, so every save fails and logs a warning while the lock
+ *    is held, and the log callback sleeps when the adder logs it.
+ * A read after the unlock is then a read of freed memory: ASan and TSan
+ * report it (the loop suite runs in both sanitizer passes of tests/run.sh).
+ * Without a sanitizer the "mounted" line is checked to name the right paths.
+ */
+static __thread int is_adder;
+static pthread_mutex_t race_mu = PTHREAD_MUTEX_INITIALIZER;
+static char race_mounted[512];
+
+static void race_log(int level, const char *msg, void *ud) {
+  (void)level;
+  (void)ud;
+  if (strncmp(msg, "mounted ", 8) == 0) {
+    pthread_mutex_lock(&race_mu);
+    snprintf(race_mounted, sizeof(race_mounted), "%s", msg);
+    pthread_mutex_unlock(&race_mu);
+  }
+  if (is_adder && strstr(msg, "state.json"))
+    usleep(50 * 1000); /* the remover gets to wait on the instance lock */
+}
+
+typedef struct race {
+  env *e;
+  const char *guest;
+  int add_r, remove_r, tries;
+  char add_msg[256];
+} race;
+
+static void *race_add(void *arg) {
+  race *rc = arg;
+  is_adder = 1;
+  struct sched_param sp = {0};
+  ck_assert_int_eq(pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp), 0);
+  hm_mount_spec *s = spec_of(rc->e->share, rc->guest);
+  hm_error *err = NULL;
+  rc->add_r = hm_instance_add(rc->e->inst, NULL, s, &err);
+  snprintf(rc->add_msg, sizeof(rc->add_msg), "%s", err ? hm_error_message(err) : "");
+  hm_error_free(err);
+  hm_mount_spec_free(s);
+  return NULL;
+}
+
+static void *race_remove(void *arg) {
+  race *rc = arg;
+  /* Until the entry exists and is no longer busy: NOT_FOUND, then BUSY. */
+  for (rc->tries = 0; rc->tries < 20000; rc->tries++) {
+    rc->remove_r = hm_instance_remove(rc->e->inst, rc->guest, 0, NULL);
+    if (rc->remove_r != HM_E_NOT_FOUND && rc->remove_r != HM_E_BUSY)
+      break;
+    usleep(200);
+  }
+  return NULL;
+}
+
+START_TEST(test_add_no_read_after_release) {
+  env e;
+  char base[64] = "/tmp/hm-race-XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(base));
+  ck_assert_int_eq(mount("tmpfs", base, "tmpfs", 0, "size=8m,mode=0755"), 0);
+  env_up_in(&e, 1, base);
+  e.b.mounts = 0; /* own guest mounts (no agent), but no mount(2): nothing blocks */
+  char ga[160], state[160];
+  guest_path(&e, ga, sizeof(ga), "a");
+  snprintf(state, sizeof(state), "%s/state.json", e.dir);
+  ck_assert_int_eq(mkdir(state, 0700), 0);
+  race_mounted[0] = '\0';
+  hm_set_log_callback(race_log, HM_LOG_INFO, NULL, NULL);
+
+  cpu_set_t one, saved;
+  ck_assert_int_eq(sched_getaffinity(0, sizeof(saved), &saved), 0);
+  CPU_ZERO(&one);
+  for (int c = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, &saved)) {
+      CPU_SET(c, &one);
+      break;
+    }
+  ck_assert_int_eq(sched_setaffinity(0, sizeof(one), &one), 0); /* inherited by both threads */
+  race rc = {&e, ga, -1, -1, 0, ""};
+  pthread_t ta, tr;
+  ck_assert_int_eq(pthread_create(&tr, NULL, race_remove, &rc), 0);
+  ck_assert_int_eq(pthread_create(&ta, NULL, race_add, &rc), 0);
+  pthread_join(ta, NULL);
+  pthread_join(tr, NULL);
+  sched_setaffinity(0, sizeof(saved), &saved);
+  hm_set_log_callback(NULL, HM_LOG_INFO, NULL, NULL);
+
+  ck_assert_msg(rc.add_r == 0, "add: %d %s", rc.add_r, rc.add_msg);
+  ck_assert_msg(rc.remove_r == 0, "remove: %d after %d tries", rc.remove_r, rc.tries);
+  char want[512];
+  snprintf(want, sizeof(want), "mounted %s at %s (", e.share, ga);
+  ck_assert_msg(strncmp(race_mounted, want, strlen(want)) == 0, "logged \"%s\", want \"%s...\"",
+                race_mounted, want);
+  rmdir(state);
+  env_down(&e);
+  umount2(base, MNT_DETACH);
+  rmdir(base);
+}
+END_TEST
+
 static int start_agent(env *e) {
   const char *bin = getenv("HM_AGENT_BIN");
   if (!bin || access(bin, X_OK) != 0) {
@@ -797,6 +915,7 @@ int main(void) {
   tcase_add_test(tc, test_agent_failure);
   tcase_add_test(tc, test_overflow);
   tcase_add_test(tc, test_replace_in_callback);
+  tcase_add_test(tc, test_add_no_read_after_release);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
