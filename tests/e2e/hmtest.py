@@ -305,6 +305,52 @@ class Ctx:
             self.t.note("  " + line)
 
 
+def sanitizer_logs_begin(prefix):
+    """With HM_SANITIZER_LOG_DIR set (the sanitizer pass of tests/run.sh),
+    every ASan/LSan/UBSan report of the host programs this run starts
+    (hotmount, hotmountd, anything linking libhotmount) goes to a file there
+    instead of a stderr nobody reads (hotmountd's is /dev/null once it has
+    daemonized). Returns the file prefix, or None."""
+    d = os.environ.get("HM_SANITIZER_LOG_DIR")
+    if not d:
+        return None
+    os.makedirs(d, exist_ok=True)
+    base = os.path.join(os.path.abspath(d), "%s%d" % (prefix, os.getpid()))
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        opts = [o for o in os.environ.get(var, "").split(":") if o and
+                not o.startswith("log_path=")]
+        os.environ[var] = ":".join(opts + ["log_path=" + base])
+    return base
+
+
+def daemon_pid(inst):
+    try:
+        return int(open(os.path.join(inst, "hotmountd.pid")).read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def sanitizer_logs_check(t, base, pid):
+    """One more check when sanitizer_logs_begin was on: no report at all,
+    once the stopped daemon (pid, read before stopping it: it removes its
+    pid file) is gone, since LeakSanitizer reports at exit."""
+    if not base:
+        return
+    import glob
+    deadline = time.monotonic() + 60
+    while pid and os.path.exists("/proc/%d" % pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    files = sorted(glob.glob(base + ".*"))
+    # t.ok shows the last 30 lines: the head of the first report (its kind
+    # and the top frames)
+    text = ""
+    if files:
+        text = "%s:\n%s" % (files[0], "\n".join(
+            open(files[0], errors="replace").read().splitlines()[:28]))
+    t.ok(not files, "no sanitizer report from the host programs (%d report files)" % len(files),
+         text)
+
+
 def run(prefix, cases, daemon=True, vm_kwargs=None, daemon_args=None):
     """The body of every product e2e test: skip when this machine cannot run
     it, build the guest image (cached), boot one VM with `hotmount
@@ -319,6 +365,7 @@ def run(prefix, cases, daemon=True, vm_kwargs=None, daemon_args=None):
         return 0
     images = image_dir()
     build_image(images, AGENT)
+    san_logs = sanitizer_logs_begin(prefix)
     work = tempfile.mkdtemp(prefix=prefix)
     inst = os.path.join(work, "inst")
     os.environ["HOTMOUNT_HOME"] = work
@@ -346,8 +393,10 @@ def run(prefix, cases, daemon=True, vm_kwargs=None, daemon_args=None):
     except Exception:
         t.ok(False, "e2e harness", traceback.format_exc())
     finally:
+        last_pid = daemon_pid(inst)
         stop_daemon(inst)
         kill_virtiofsd(work)
+        sanitizer_logs_check(t, san_logs, last_pid)
         if t.failed or os.environ.get("HM_E2E_KEEP"):
             t.note("kept " + work)
         else:
