@@ -325,8 +325,12 @@ static int agent_wait_from_body(int *timeout_ms, const char *text, size_t len, h
   int r = hm_json_parse(&o, text, len, err);
   if (r < 0)
     return r;
-  if (!json_object_is_type(o, json_type_object))
-    r = hm_err_set(err, HM_E_INVALID, "hm_server", "request body must be a JSON object");
+  if (!json_object_is_type(o, json_type_object)) {
+    /* not into the loop below: json-c's foreach takes the object's table,
+     * which a scalar or an array has none of (a NULL dereference) */
+    json_object_put(o);
+    return hm_err_set(err, HM_E_INVALID, "hm_server", "request body must be a JSON object");
+  }
   json_object_object_foreach(o, key, val) {
     if (r < 0)
       break;

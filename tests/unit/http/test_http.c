@@ -357,6 +357,17 @@ START_TEST(test_post_invalid) {
     resp_free(&r);
     ck_assert_uint_eq(registry_count(&e), 0);
   }
+  /* POST /v1/agent/connect's optional body: a number or an array is refused,
+   * not walked as an object (that crashed the daemon: a NULL dereference
+   * in json-c's foreach, found by fuzz-http-server). */
+  const char *const connect_bodies[] = {"2 ", "[1, 2] ", "\"x\""};
+  for (size_t i = 0; i < sizeof(connect_bodies) / sizeof(connect_bodies[0]); i++) {
+    resp cr;
+    http(&e, "POST", "/v1/agent/connect", connect_bodies[i], &cr);
+    expect_error(&cr, 400, HM_E_INVALID, "request body must be a JSON object");
+    resp_free(&cr);
+  }
+
   /* A type the backend cannot do is a bad request too. */
   snprintf(body, sizeof(body), "{\"hostPath\":\"%s\",\"mountPoint\":\"/mnt/a\",\"type\":\"9p\"}",
            e.share);
