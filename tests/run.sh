@@ -2,8 +2,10 @@
 # The whole test suite on a fresh Debian 12 machine: installs what it needs,
 # builds, and runs the unit suites and the e2e suites (which boot a real QEMU
 # guest under TCG unless KVM is proven; see `hotmount accel`). Then a second
-# pass: the unit suites again in a clang ASan+UBSan build, and a short run of
-# each libFuzzer target (BUILD_DIR-sanitize; HM_SKIP_SANITIZE=1 skips it).
+# pass in a clang ASan+UBSan build (BUILD_DIR-sanitize): the unit suites, a
+# short run of each libFuzzer target, e2e-daemon and e2e-crash; and a third in
+# a clang TSan build (BUILD_DIR-tsan): the threaded unit suites. See
+# docs/testing.md. HM_SKIP_SANITIZE=1 skips both.
 # Run as root: QEMU's C virtiofsd needs it.
 #
 #   bash tests/run.sh [BUILD_DIR]          (default: build)
@@ -32,23 +34,54 @@ else
 fi
 ninja -C "$BUILD"
 rc=0
+# .ci/run counts every testlog*.json of these: none may be left from an
+# earlier run.
+rm -f "$BUILD"/meson-logs/testlog*.json "$BUILD"-sanitize/meson-logs/testlog*.json \
+  "$BUILD"-tsan/meson-logs/testlog*.json
 meson test -C "$BUILD" --print-errorlogs --num-processes 2 || rc=$?
 
 if [ -z "${HM_SKIP_SANITIZE:-}" ]; then
-  # Which suites get the second pass: the unit suites (every parser, the
-  # instance engine, the loop and HTTP threads, the CLI against fakes) and the
-  # fuzz smoke runs. The e2e suites stay single-pass: they spend their time
-  # in TCG guests, not in our code.
+  # Second pass, clang ASan+UBSan: the unit suites (every parser, the
+  # instance engine, the loop and HTTP threads, the CLI against fakes), a
+  # short run of each fuzz target, and two e2e suites that drive hotmount and
+  # hotmountd hard: e2e-daemon (its load test: 8 clients, 200 operations) and
+  # e2e-crash (the daemon killed at every step, restarts, reconcile). The
+  # other e2e suites spend their time in TCG guests, not in our code. The
+  # guests keep the first pass's static agent (-Dguest_agent): a sanitized
+  # agent cannot link -static, and the busybox guest has no shared libraries.
+  # Every sanitizer report of the host programs the e2e suites start goes to
+  # $SAN/sanitizer-logs, and each suite fails on any (hmtest.py).
   SAN=$BUILD-sanitize
   san_opts=(-Db_sanitize=address,undefined -Db_lundef=false -Dstatic_agent=false
-            -Dfuzzing=true -De2e=false)
+            -Dfuzzing=true -De2e=true "-Dguest_agent=$BUILD/cli/agent/hotmount-agent")
   if [ -f "$SAN/build.ninja" ]; then
     meson setup --reconfigure "$SAN" "$ROOT" "${san_opts[@]}"
   else
     CC=clang meson setup "$SAN" "$ROOT" "${san_opts[@]}"
   fi
   ninja -C "$SAN"
-  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    meson test -C "$SAN" --suite unit --suite fuzz --print-errorlogs --num-processes 2 || rc=$?
+  export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+  meson test -C "$SAN" --no-rebuild --suite unit --suite fuzz --print-errorlogs \
+    --num-processes 2 || rc=$?
+  rm -rf "$SAN/sanitizer-logs"
+  HM_SANITIZER_LOG_DIR=$SAN/sanitizer-logs meson test -C "$SAN" --no-rebuild \
+    --logbase testlog-e2e --print-errorlogs e2e-daemon e2e-crash || rc=$?
+  unset UBSAN_OPTIONS
+
+  # Third pass, clang TSan (it cannot be combined with ASan): the suites
+  # whose threads share the instance: loop (async add/remove, dispatch), core
+  # (the instance engine) and http (server threads against the instance).
+  TSAN=$BUILD-tsan
+  tsan_opts=(-Db_sanitize=thread -Db_lundef=false -Dstatic_agent=false -Dfuzzing=false
+             -De2e=false)
+  if [ -f "$TSAN/build.ninja" ]; then
+    meson setup --reconfigure "$TSAN" "$ROOT" "${tsan_opts[@]}"
+  else
+    CC=clang meson setup "$TSAN" "$ROOT" "${tsan_opts[@]}"
+  fi
+  ninja -C "$TSAN" tests/unit/loop/test-loop tests/unit/core/test-core \
+    tests/unit/http/test-http cli/agent/hotmount-agent
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    meson test -C "$TSAN" --no-rebuild --print-errorlogs --num-processes 2 loop core http || rc=$?
 fi
 exit "$rc"
