@@ -211,8 +211,16 @@ static enum MHD_Result delete_query_arg(void *cls, enum MHD_ValueKind kind, cons
     return MHD_NO;
   int ok = 1;
   if (!strcmp(key, "mountPoint")) {
+    /* The last one counts. One without a value ("?mountPoint") is refused,
+     * and must not leave the earlier one's freed copy behind. */
     free(a->mount_point);
-    ok = value && (a->mount_point = strdup(value)) != NULL;
+    a->mount_point = NULL;
+    if (!value) {
+      if (asprintf(&a->bad, "query parameter \"%s\" needs a value", key) < 0)
+        a->bad = NULL;
+      return MHD_NO;
+    }
+    ok = (a->mount_point = strdup(value)) != NULL;
   } else if (!strcmp(key, "lazy")) {
     ok = query_bool(value ? value : "", &a->lazy) == 0;
   } else if (!strcmp(key, "force")) {

@@ -458,6 +458,11 @@ START_TEST(test_delete) {
       {"/v1/mounts?mountPoint=/mnt/x", "{\"mountPoint\":\"/mnt/x\"}", "not both"},
       {"/v1/mounts?mountPoint=/mnt/x&lazy=maybe", NULL, "\"lazy\""},
       {"/v1/mounts?mountPoint=/mnt/x&what=1", NULL, "unknown query parameter \"what\""},
+      /* a second mountPoint without a value freed the first one's copy and
+       * left it to be freed again (found by fuzz-http-server) */
+      {"/v1/mounts?mountPoint=/mnt/x&mountPoint", NULL,
+       "query parameter \"mountPoint\" needs a value"},
+      {"/v1/mounts?mountPoint", NULL, "query parameter \"mountPoint\" needs a value"},
       {"/v1/mounts", "{\"mountPoint\":\"relative\"}", "not absolute"},
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
