@@ -4,9 +4,10 @@
  * line decoder (agent_fuzz covers hm_agent_request_decode): a decoded mount
  * or umount request goes through the same checks as in cli/agent/ops.c
  * (port and tag validation, hm_guest_path_normalize/check/quote on the
- * target, hm_guest_mount_build with the host's option string), without the
- * mount(2) itself. Byte 0 even: the rest is one request line from the host;
- * odd: a /proc/self/mountinfo text as the agent's list and umount read it
+ * target, hm_guest_mount_build with the host's option string, the 9p data
+ * for a relay port or for a virtio-9p-pci tag), without the mount(2)
+ * itself. Byte 0 even: the rest is one request line from the host; odd: a
+ * /proc/self/mountinfo text as the agent's list and umount read it
  * (hm_guest_mountinfo_parse, both modes). The host may be a compromised
  * daemon: the agent must refuse cleanly, never crash.
  */
@@ -50,14 +51,16 @@ static void request(const char *line, size_t len) {
       path_checks(req.target);
     if (req.op == HM_AGENT_OP_MOUNT) {
       int is9p = req.type == HM_TYPE_9P;
+      /* 9p without a port: a virtio-9p-pci device mounted by its tag */
+      int virtio9p = is9p && !req.port;
       hm_error *e2 = NULL;
-      if (!is9p || hm_guest_port_validate(req.port, &e2) == 0) {
+      if (!is9p || virtio9p || hm_guest_port_validate(req.port, &e2) == 0) {
         hm_guest_mount_call call;
         memset(&call, 0, sizeof call);
         if (hm_guest_mount_build(&call, req.type, is9p && !req.tag ? req.port : req.tag,
                                  req.readonly, req.options, &e2) == 0) {
           char *d = NULL;
-          if (is9p && hm_guest_9p_data(&d, &call, 5) == 0)
+          if (is9p && hm_guest_9p_data(&d, &call, virtio9p ? -1 : 5) == 0)
             free(d);
           hm_guest_mount_call_clear(&call);
         }
