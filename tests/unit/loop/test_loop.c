@@ -41,10 +41,11 @@ typedef struct bind_backend {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int attach_calls, detach_calls, umount_calls, destroy_calls;
-  int hold, held;  /* attach waits while hold is set; held: one is waiting */
-  int helper_fd;   /* eventfd: "the helper died" once readable */
-  int helper_dead; /* check() answers "not whole" when set */
-  int mounts;      /* attach bind-mounts (a GUEST_MOUNTS backend); else only tags */
+  int hold, held;   /* attach waits while hold is set; held: one is waiting */
+  int helper_fd;    /* eventfd: "the helper died" once readable */
+  int helper_dead;  /* check() answers "not whole" when set */
+  int mounts;       /* attach bind-mounts (a GUEST_MOUNTS backend); else only tags */
+  int fail_umounts; /* guest_umount fails with EBUSY this many more times */
 } bind_backend;
 
 static int bb_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att, hm_error **err) {
@@ -82,7 +83,12 @@ static int bb_guest_umount(void *impl, hm_attachment *att, unsigned flags, hm_er
   bind_backend *b = impl;
   pthread_mutex_lock(&b->mu);
   b->umount_calls++;
+  int fail = b->fail_umounts > 0;
+  if (fail)
+    b->fail_umounts--;
   pthread_mutex_unlock(&b->mu);
+  if (fail)
+    return -EBUSY;
   const char *guest = hm_attachment_get_data(att, "guestPath");
   if (guest && umount2(guest, flags & HM_REMOVE_LAZY ? MNT_DETACH : 0) < 0 && errno != EINVAL)
     return -errno;
@@ -653,27 +659,31 @@ START_TEST(test_free_waits) {
 }
 END_TEST
 
-/* ---- an entry is not read after its add has let go of it ---- */
+/* ---- an entry is not read after its owner has let go of it ---- */
 
 /*
- * Once an add has set busy = 0 and unlocked, a concurrent remove may free
- * the entry: the add must not read it after that (issue 16; the add once
- * logged "mounted HOST at GUEST" from the entry there). This test makes the
- * remove win that race every time instead of once in a blue moon:
- *  - both threads run on one CPU, the adder under SCHED_IDLE, so when its
- *    last unlock wakes the remover, the remover runs at once and runs to the
- *    end (nothing on its way blocks: the instance directory is on a tmpfs and
- *    the backend's unmount and detach do nothing) before the adder goes on;
- *  - the remover must be waiting on the lock at that unlock: state.json is
+ * Once an add or a remove has set busy = 0 and unlocked, a concurrent remove
+ * may free the entry: they must not read it after that (issue 16: the add
+ * logged "mounted HOST at GUEST", and a remove whose guest unmount failed
+ * built its message from the entry, both after the unlock). These tests
+ * make the concurrent remove win that race every time instead of once in a
+ * blue moon:
+ *  - both threads run on one CPU, the slow one (the add, the failing
+ *    remove) under SCHED_IDLE, so when its last unlock wakes the fast
+ *    remover, that one runs at once and to the end (nothing on its way
+ *    blocks: the instance directory is on a tmpfs and the backend's unmount
+ *    and detach do nothing) before the slow one goes on;
+ *  - the fast one must be waiting on the lock at that unlock: state.json is
  *    made a directory, so every save fails and logs a warning while the lock
- *    is held, and the log callback sleeps when the adder logs it.
+ *    is held, and the log callback sleeps when the slow thread logs it.
  * A read after the unlock is then a read of freed memory: ASan and TSan
  * report it (the loop suite runs in both sanitizer passes of tests/run.sh).
- * Without a sanitizer the "mounted" line is checked to name the right paths.
+ * Without a sanitizer the messages are checked to name the right paths.
  */
-static __thread int is_adder;
+static __thread int is_slow;
 static pthread_mutex_t race_mu = PTHREAD_MUTEX_INITIALIZER;
 static char race_mounted[512];
+static int race_slow_saved; /* the slow thread is inside its first critical section */
 
 static void race_log(int level, const char *msg, void *ud) {
   (void)level;
@@ -683,28 +693,44 @@ static void race_log(int level, const char *msg, void *ud) {
     snprintf(race_mounted, sizeof(race_mounted), "%s", msg);
     pthread_mutex_unlock(&race_mu);
   }
-  if (is_adder && strstr(msg, "state.json"))
-    usleep(50 * 1000); /* the remover gets to wait on the instance lock */
+  if (is_slow && strstr(msg, "state.json")) {
+    __atomic_store_n(&race_slow_saved, 1, __ATOMIC_SEQ_CST);
+    usleep(50 * 1000); /* the fast remover gets to wait on the instance lock */
+  }
 }
 
 typedef struct race {
   env *e;
   const char *guest;
-  int add_r, remove_r, tries;
-  char add_msg[256];
+  int slow_r, remove_r, tries;
+  char slow_msg[512];
 } race;
+
+static void slow_thread_setup(void) {
+  is_slow = 1;
+  struct sched_param sp = {0};
+  ck_assert_int_eq(pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp), 0);
+}
 
 static void *race_add(void *arg) {
   race *rc = arg;
-  is_adder = 1;
-  struct sched_param sp = {0};
-  ck_assert_int_eq(pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp), 0);
+  slow_thread_setup();
   hm_mount_spec *s = spec_of(rc->e->share, rc->guest);
   hm_error *err = NULL;
-  rc->add_r = hm_instance_add(rc->e->inst, NULL, s, &err);
-  snprintf(rc->add_msg, sizeof(rc->add_msg), "%s", err ? hm_error_message(err) : "");
+  rc->slow_r = hm_instance_add(rc->e->inst, NULL, s, &err);
+  snprintf(rc->slow_msg, sizeof(rc->slow_msg), "%s", err ? hm_error_message(err) : "");
   hm_error_free(err);
   hm_mount_spec_free(s);
+  return NULL;
+}
+
+static void *race_failing_remove(void *arg) {
+  race *rc = arg;
+  slow_thread_setup();
+  hm_error *err = NULL;
+  rc->slow_r = hm_instance_remove(rc->e->inst, rc->guest, 0, &err);
+  snprintf(rc->slow_msg, sizeof(rc->slow_msg), "%s", err ? hm_error_message(err) : "");
+  hm_error_free(err);
   return NULL;
 }
 
@@ -712,28 +738,39 @@ static void *race_remove(void *arg) {
   race *rc = arg;
   /* Until the entry exists and is no longer busy: NOT_FOUND, then BUSY. */
   for (rc->tries = 0; rc->tries < 20000; rc->tries++) {
-    rc->remove_r = hm_instance_remove(rc->e->inst, rc->guest, 0, NULL);
-    if (rc->remove_r != HM_E_NOT_FOUND && rc->remove_r != HM_E_BUSY)
-      break;
+    if (__atomic_load_n(&race_slow_saved, __ATOMIC_SEQ_CST)) {
+      rc->remove_r = hm_instance_remove(rc->e->inst, rc->guest, 0, NULL);
+      if (rc->remove_r != HM_E_NOT_FOUND && rc->remove_r != HM_E_BUSY)
+        break;
+    }
     usleep(200);
   }
   return NULL;
 }
 
-START_TEST(test_add_no_read_after_release) {
+typedef struct race_env {
   env e;
-  char base[64] = "/tmp/hm-race-XXXXXX";
-  ck_assert_ptr_nonnull(mkdtemp(base));
-  ck_assert_int_eq(mount("tmpfs", base, "tmpfs", 0, "size=8m,mode=0755"), 0);
-  env_up_in(&e, 1, base);
-  e.b.mounts = 0; /* own guest mounts (no agent), but no mount(2): nothing blocks */
-  char ga[160], state[160];
-  guest_path(&e, ga, sizeof(ga), "a");
-  snprintf(state, sizeof(state), "%s/state.json", e.dir);
-  ck_assert_int_eq(mkdir(state, 0700), 0);
-  race_mounted[0] = '\0';
-  hm_set_log_callback(race_log, HM_LOG_INFO, NULL, NULL);
+  char base[64], guest[160], state[160];
+} race_env;
 
+/* An instance on a private tmpfs whose backend mounts nothing. */
+static void race_up(race_env *r) {
+  snprintf(r->base, sizeof(r->base), "/tmp/hm-race-XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(r->base));
+  ck_assert_int_eq(mount("tmpfs", r->base, "tmpfs", 0, "size=8m,mode=0755"), 0);
+  env_up_in(&r->e, 1, r->base);
+  r->e.b.mounts = 0; /* own guest mounts (no agent), but no mount(2): nothing blocks */
+  guest_path(&r->e, r->guest, sizeof(r->guest), "a");
+  snprintf(r->state, sizeof(r->state), "%s/state.json", r->e.dir);
+  race_mounted[0] = '\0';
+  race_slow_saved = 0;
+}
+
+/* Every save fails from here on, then slow and the fast remover race. */
+static void race_run(race_env *r, race *rc, void *(*slow)(void *)) {
+  unlink(r->state);
+  ck_assert_int_eq(mkdir(r->state, 0700), 0);
+  hm_set_log_callback(race_log, HM_LOG_INFO, NULL, NULL);
   cpu_set_t one, saved;
   ck_assert_int_eq(sched_getaffinity(0, sizeof(saved), &saved), 0);
   CPU_ZERO(&one);
@@ -743,25 +780,54 @@ START_TEST(test_add_no_read_after_release) {
       break;
     }
   ck_assert_int_eq(sched_setaffinity(0, sizeof(one), &one), 0); /* inherited by both threads */
-  race rc = {&e, ga, -1, -1, 0, ""};
-  pthread_t ta, tr;
-  ck_assert_int_eq(pthread_create(&tr, NULL, race_remove, &rc), 0);
-  ck_assert_int_eq(pthread_create(&ta, NULL, race_add, &rc), 0);
-  pthread_join(ta, NULL);
-  pthread_join(tr, NULL);
+  *rc = (race){&r->e, r->guest, -1, -1, 0, ""};
+  pthread_t ts, tf;
+  ck_assert_int_eq(pthread_create(&tf, NULL, race_remove, rc), 0);
+  ck_assert_int_eq(pthread_create(&ts, NULL, slow, rc), 0);
+  pthread_join(ts, NULL);
+  pthread_join(tf, NULL);
   sched_setaffinity(0, sizeof(saved), &saved);
   hm_set_log_callback(NULL, HM_LOG_INFO, NULL, NULL);
+  ck_assert_msg(rc->remove_r == 0, "remove: %d after %d tries", rc->remove_r, rc->tries);
+}
 
-  ck_assert_msg(rc.add_r == 0, "add: %d %s", rc.add_r, rc.add_msg);
-  ck_assert_msg(rc.remove_r == 0, "remove: %d after %d tries", rc.remove_r, rc.tries);
+static void race_down(race_env *r) {
+  rmdir(r->state);
+  env_down(&r->e);
+  umount2(r->base, MNT_DETACH);
+  rmdir(r->base);
+}
+
+START_TEST(test_add_no_read_after_release) {
+  race_env r;
+  race rc;
+  race_up(&r);
+  race_run(&r, &rc, race_add);
+  ck_assert_msg(rc.slow_r == 0, "add: %d %s", rc.slow_r, rc.slow_msg);
   char want[512];
-  snprintf(want, sizeof(want), "mounted %s at %s (", e.share, ga);
+  snprintf(want, sizeof(want), "mounted %s at %s (", r.e.share, r.guest);
   ck_assert_msg(strncmp(race_mounted, want, strlen(want)) == 0, "logged \"%s\", want \"%s...\"",
                 race_mounted, want);
-  rmdir(state);
-  env_down(&e);
-  umount2(base, MNT_DETACH);
-  rmdir(base);
+  race_down(&r);
+}
+END_TEST
+
+START_TEST(test_failed_remove_no_read_after_release) {
+  race_env r;
+  race rc;
+  race_up(&r);
+  hm_mount_spec *s = spec_of(r.e.share, r.guest);
+  hm_error *err = NULL;
+  ck_assert_msg(hm_instance_add(r.e.inst, NULL, s, &err) == 0, "%s", hm_error_message(err));
+  hm_mount_spec_free(s);
+  r.e.b.fail_umounts = 1; /* the slow remove's guest unmount fails, the fast one's works */
+  race_run(&r, &rc, race_failing_remove);
+  char want[512];
+  snprintf(want, sizeof(want), "hm_instance_remove: guest unmount of %s failed (retry with force)",
+           r.guest);
+  ck_assert_msg(rc.slow_r < 0 && strncmp(rc.slow_msg, want, strlen(want)) == 0,
+                "failing remove: %d \"%s\", want \"%s...\"", rc.slow_r, rc.slow_msg, want);
+  race_down(&r);
 }
 END_TEST
 
@@ -916,6 +982,7 @@ int main(void) {
   tcase_add_test(tc, test_overflow);
   tcase_add_test(tc, test_replace_in_callback);
   tcase_add_test(tc, test_add_no_read_after_release);
+  tcase_add_test(tc, test_failed_remove_no_read_after_release);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
