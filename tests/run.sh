@@ -33,6 +33,8 @@ else
   meson setup "$BUILD" "$ROOT"
 fi
 ninja -C "$BUILD"
+# absolute: the other passes hand paths under it to tests (-Dguest_agent)
+BUILD=$(cd "$BUILD" && pwd)
 rc=0
 # .ci/run counts every testlog*.json of these: none may be left from an
 # earlier run.
