@@ -5,7 +5,8 @@
  * list of lines. Host side: each line is one -o argument, split at its first
  * '=' as `hotmount add` does, set with hm_mount_spec_set_option, then the
  * spec is validated with the per-transport option rules, and a 9p spec that
- * passes is turned into the guest's option string (hm_ninep_guest_options).
+ * passes (with the QEMU backend's option rules) is turned into the guest's
+ * option string (hm_ninep_guest_options).
  * Guest side: the agent takes an option string from the host as it comes, so
  * the raw text after byte 0 is also fed to hm_guest_9p_options and to
  * hm_guest_mount_build for each type, and what the host would send is checked
@@ -14,6 +15,7 @@
 #include "guest_mount.h"
 #include "mount_internal.h"
 #include "ninep.h"
+#include "qemu_internal.h"
 
 #include <hotmount/mount.h>
 
@@ -79,7 +81,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     hm_error_free(err);
   }
   hm_error *err = NULL;
-  if (usage_ok && hm_mount_spec_validate(spec, &err) == 0 && type == HM_TYPE_9P) {
+  /* The core's checks, then the QEMU backend's option rules (its validate
+   * op), as hm_instance_add runs them for virtiofs and 9p. */
+  int valid = usage_ok && hm_mount_spec_validate(spec, &err) == 0 &&
+              (type == HM_TYPE_REVERSE_SSHFS || hm_qemu_validate(NULL, spec, &err) == 0);
+  if (valid && type == HM_TYPE_9P) {
     char *opts = NULL;
     hm_error *e2 = NULL;
     if (hm_ninep_guest_options(&opts, spec, "/", &e2) == 0) {
