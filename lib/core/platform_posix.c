@@ -27,10 +27,11 @@ static int set_cloexec_nonblock(int fd, int nonblock) {
   return 0;
 }
 
-int hm_plat_pipe(int p[2]) {
+/* A close-on-exec pipe, both ends non-blocking when asked. */
+static int pipe_flags(int p[2], int nonblock) {
   if (pipe(p) < 0)
     return -1;
-  if (set_cloexec_nonblock(p[0], 0) < 0 || set_cloexec_nonblock(p[1], 0) < 0) {
+  if (set_cloexec_nonblock(p[0], nonblock) < 0 || set_cloexec_nonblock(p[1], nonblock) < 0) {
     int e = errno;
     close(p[0]);
     close(p[1]);
@@ -40,18 +41,15 @@ int hm_plat_pipe(int p[2]) {
   return 0;
 }
 
+int hm_plat_pipe(int p[2]) {
+  return pipe_flags(p, 0);
+}
+
 int hm_wake_open(hm_wake *w) {
   int p[2];
   *w = HM_WAKE_NONE;
-  if (pipe(p) < 0)
+  if (pipe_flags(p, 1) < 0)
     return -1;
-  if (set_cloexec_nonblock(p[0], 1) < 0 || set_cloexec_nonblock(p[1], 1) < 0) {
-    int e = errno;
-    close(p[0]);
-    close(p[1]);
-    errno = e;
-    return -1;
-  }
   *w = (hm_wake){p[0], p[1]};
   return 0;
 }

@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -113,6 +114,55 @@ def stop_daemon(inst):
             os.kill(int(open(pidfile).read().strip()), 15)
         except (ValueError, ProcessLookupError):
             pass
+
+
+def daemon_pid(inst):
+    """hotmountd's pid from its pid file, or None."""
+    try:
+        return int(open(os.path.join(inst, "hotmountd.pid")).read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def stop_daemon_wait(inst):
+    """SIGTERM to hotmountd, then wait (up to 5 s) until it has exited."""
+    pid = daemon_pid(inst)
+    if not pid:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def start_daemon_fault(inst, fault=None, args=()):
+    """Starts hotmountd --debug (with args) that dies at the HOTMOUNT_FAULT
+    point fault (None: none)."""
+    env = dict(os.environ)
+    env.pop("HOTMOUNT_FAULT", None)
+    if fault:
+        env["HOTMOUNT_FAULT"] = fault
+    return subprocess.run([HOTMOUNTD, inst, "--debug"] + list(args), capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def wait_daemon_dead(inst, timeout=10):
+    """hotmountd killed itself at a fault point: True once it is gone."""
+    pid = daemon_pid(inst)
+    end = time.monotonic() + timeout
+    while pid and time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return pid is None
 
 
 def kill_virtiofsd(work):

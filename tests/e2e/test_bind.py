@@ -17,9 +17,7 @@ Prints TAP.
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "examples", "python"))
-from hmtest import HOTMOUNTD, api, hm, run  # noqa: E402
+from hmtest import (api, hm, run, start_daemon_fault,  # noqa: E402
+                    stop_daemon_wait, wait_daemon_dead)
 
 SHARES = tempfile.mkdtemp(prefix="hm-bind-shares-")
 BOOT = os.path.join(SHARES, "boot")      # -> guest /mnt/boot, writable
@@ -51,48 +50,16 @@ def vm_kwargs(images):
         "-virtfs", "local,path=%s,mount_tag=bootro,security_model=none,readonly=on" % BOOTRO]}
 
 
-def daemon_pid(inst):
-    try:
-        return int(open(os.path.join(inst, "hotmountd.pid")).read().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def stop_daemon(inst):
-    pid = daemon_pid(inst)
-    if not pid:
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
+    stop_daemon_wait(inst)
 
 
 def start_daemon(inst, fault=None):
-    env = dict(os.environ)
-    env.pop("HOTMOUNT_FAULT", None)
-    if fault:
-        env["HOTMOUNT_FAULT"] = fault
-    return subprocess.run([HOTMOUNTD, inst, "--debug"] + daemon_args(), capture_output=True,
-                          text=True, timeout=120, env=env)
+    return start_daemon_fault(inst, fault, daemon_args())
 
 
 def wait_dead(inst, timeout=10):
-    pid = daemon_pid(inst)
-    end = time.monotonic() + timeout
-    while pid and time.monotonic() < end:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return pid is None
+    return wait_daemon_dead(inst, timeout)
 
 
 def guest_has_dir(c, path):

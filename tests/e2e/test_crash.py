@@ -15,12 +15,11 @@ The kill points are the library's HOTMOUNT_FAULT hooks (lib/core/private.h).
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hmtest import HOTMOUNTD, hm, run  # noqa: E402
+from hmtest import hm, run, start_daemon_fault, stop_daemon_wait, wait_daemon_dead  # noqa: E402
 
 ADD_POINTS = ["add:reserved", "add:virtiofsd-started", "add:chardev-added",
               "add:device-added", "add:attached", "add:guest-mounted"]
@@ -46,49 +45,16 @@ def add9p(c, host, mp, via, *extra):
     return hm("add", c.inst, host, mp, "--type", "9p", "-o", "via=" + via, *extra)
 
 
-def daemon_pid(inst):
-    try:
-        return int(open(os.path.join(inst, "hotmountd.pid")).read().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def stop_daemon(inst):
-    pid = daemon_pid(inst)
-    if not pid:
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
+    stop_daemon_wait(inst)
 
 
 def start_daemon(inst, fault=None):
-    env = dict(os.environ)
-    env.pop("HOTMOUNT_FAULT", None)
-    if fault:
-        env["HOTMOUNT_FAULT"] = fault
-    return subprocess.run([HOTMOUNTD, inst, "--debug"], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return start_daemon_fault(inst, fault)
 
 
 def wait_dead(inst, timeout=10):
-    """The daemon killed itself at the fault point: wait until it is gone."""
-    pid = daemon_pid(inst)
-    end = time.monotonic() + timeout
-    while pid and time.monotonic() < end:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return pid is None
+    return wait_daemon_dead(inst, timeout)
 
 
 def qemu_anon_sockets(c):
