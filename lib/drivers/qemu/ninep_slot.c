@@ -92,14 +92,12 @@ int hm_ninep_slot_info_get(const hm_ninep_host *h, hm_ninep_slot_info *out, hm_e
   unsigned ro = 0, rw = 0;
   char model[32] = "";
   const char *id = json_object_is_type(ret, json_type_string) ? json_object_get_string(ret) : "";
-  if (sscanf(id, "ro=%u/rw=%u/model=%31[a-z-]", &ro, &rw, model) != 3) {
+  if (hm_qemu_9p_identity_parse(id, &ro, &rw, model) < 0)
     hm_warn("QOM object %s says \"%.80s\", not ro=N/rw=N/model=M: its 9p slots are not used",
             HM_QEMU_9P_MARKER, id);
-    ro = rw = 0;
-  }
   json_object_put(ret);
-  out->ro = ro < HM_QEMU_9P_MAX_SLOTS ? ro : HM_QEMU_9P_MAX_SLOTS;
-  out->rw = rw < HM_QEMU_9P_MAX_SLOTS ? rw : HM_QEMU_9P_MAX_SLOTS;
+  out->ro = ro;
+  out->rw = rw;
   snprintf(out->model, sizeof(out->model), "%s", model);
   hm_qmp *c;
   if ((r = h->qmp_get(h->ud, &c, err)) < 0)

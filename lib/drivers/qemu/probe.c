@@ -105,10 +105,8 @@ static int probe_qemu(hm_status *st, hm_qmp *qmp, const char *dir, int *port_ope
     char model[32] = "";
     json_object *id = NULL;
     if (hm_qmp_reply_has(ret, "name", HM_QEMU_9P_MARKER) &&
-        qom(qmp, "qom-get", "/objects/" HM_QEMU_9P_MARKER, "identity", &id) == 0 &&
-        sscanf(json_object_get_string(id) ? json_object_get_string(id) : "",
-               "ro=%u/rw=%u/model=%31[a-z-]", &ro, &rw, model) != 3)
-      ro = rw = 0;
+        qom(qmp, "qom-get", "/objects/" HM_QEMU_9P_MARKER, "identity", &id) == 0)
+      hm_qemu_9p_identity_parse(json_object_get_string(id), &ro, &rw, model);
     r = r ?: hm_status_setf(st, "ninepSlotsReadOnly", "%u", ro);
     r = r ?: hm_status_setf(st, "ninepSlotsWritable", "%u", rw);
     if (ro || rw)

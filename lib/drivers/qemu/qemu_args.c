@@ -126,6 +126,17 @@ int hm_qemu_config_set_virtiofsd(hm_qemu_config *cfg, const char *path, hm_error
   return 0;
 }
 
+int hm_qemu_9p_identity_parse(const char *s, unsigned *ro, unsigned *rw, char model[32]) {
+  model[0] = '\0';
+  if (!s || sscanf(s, "ro=%u/rw=%u/model=%31[a-z-]", ro, rw, model) != 3) {
+    *ro = *rw = 0;
+    return -1;
+  }
+  *ro = *ro < HM_QEMU_9P_MAX_SLOTS ? *ro : HM_QEMU_9P_MAX_SLOTS;
+  *rw = *rw < HM_QEMU_9P_MAX_SLOTS ? *rw : HM_QEMU_9P_MAX_SLOTS;
+  return 0;
+}
+
 char *hm_qemu_opt_escape(const char *value) {
   size_t n = 0;
   for (const char *p = value; *p; p++)

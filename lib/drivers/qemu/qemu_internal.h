@@ -28,6 +28,11 @@ struct hm_qemu_config {
   char *virtiofsd;
 };
 
+/* Reads the hm-9p-slots identity qemu-args writes ("ro=N/rw=N/model=M"):
+ * 0 with the counts (at most HM_QEMU_9P_MAX_SLOTS each) and the model, or -1
+ * (then *ro = *rw = 0). model has room for 32 bytes. */
+HM_PRIVATE int hm_qemu_9p_identity_parse(const char *s, unsigned *ro, unsigned *rw, char model[32]);
+
 /* Escapes a value for a QEMU -device/-chardev option string (',' -> ',,').
  * Returns a new string or NULL on OOM. */
 HM_PRIVATE char *hm_qemu_opt_escape(const char *value);
