@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from hmtest import hm, run, start_daemon  # noqa: E402
+from hmtest import (hm, run, start_daemon, start_daemon_fault, stop_daemon_wait,  # noqa: E402
+                    wait_daemon_dead)
 
 SHARED = ("-o", "device=shared")
 
@@ -205,7 +206,8 @@ def case_many(c, work, n=256):
                       timeout=300)
     t.ok(out.split() == [str(i) for i in range(n)], "guest reads all %d, each its own file" % n,
          out[-500:])
-    rc, out = c.guest("stat -c %%d $(seq -f '/mnt/many/%%g' 0 %d) | sort -u | wc -l" % (n - 1))
+    rc, out = c.guest("for i in $(seq 0 %d); do stat -c %%d /mnt/many/$i; done | sort -u | wc -l"
+                      % (n - 1), timeout=300)
     t.ok(out.strip() == str(n), "%d distinct st_dev" % n, out)
     peri = c.vm.qmp("qom-list", {"path": "/machine/peripheral"})
     devs = [p["name"] for p in peri if p["name"].endswith("-dev")]
@@ -257,6 +259,70 @@ def case_daemon_restart(c, host):
          str(left))
 
 
+# Kill points of a shared add (hub.c; the first three only while the hub is
+# being plugged, which is why these cases run first) and remove.
+ADD_POINTS = ["add:hub-virtiofsd-started", "add:hub-device-added", "add:reserved",
+              "add:hub-ready", "add:hub-marked", "add:hub-bound", "add:attached",
+              "add:guest-mounted"]
+REMOVE_POINTS = ["remove:detaching", "remove:guest-unmounted", "remove:hub-unbound"]
+
+
+def settled(c, mp):
+    """After a restart: whole and listed, or fully gone. (ok, detail)."""
+    lst = c.list_json()
+    if not lst:
+        in_guest = mp in c.guest_mounts()
+        left = leftovers(c)
+        return not in_guest and not left, "gone; guest has it: %s; leftovers: %s" % (in_guest,
+                                                                                     left)
+    if len(lst) != 1 or lst[0]["mountPoint"] != mp or lst[0]["state"] != "mounted":
+        return False, "registry: %s" % lst
+    rc, out = c.guest("cat %s/probe" % mp)
+    return out.strip() == "probe", "listed as mounted; guest read: %r" % out
+
+
+def case_add_kills(c, host):
+    t = c.t
+    with open(os.path.join(host, "probe"), "w") as f:
+        f.write("probe\n")
+    for point in ADD_POINTS:
+        stop_daemon_wait(c.inst)
+        d = start_daemon_fault(c.inst, point)
+        rc, out = hm("add", c.inst, host, "/mnt/crash", *SHARED)
+        died = wait_daemon_dead(c.inst)
+        t.ok(rc != 0 and died, "daemon killed at %s during a shared add" % point, out + d.stderr)
+        d = start_daemon_fault(c.inst)
+        ok, detail = settled(c, "/mnt/crash")
+        t.ok(d.returncode == 0 and ok, "after restart (%s): whole or gone" % point,
+             detail + d.stderr)
+        if c.list_json():
+            hm("remove", c.inst, "/mnt/crash")
+        left = leftovers(c)
+        t.ok(not left and "/mnt/crash" not in c.guest_mounts(),
+             "clean after %s (remove if it was kept)" % point, left)
+
+
+def case_remove_kills(c, host):
+    t = c.t
+    for point in REMOVE_POINTS:
+        stop_daemon_wait(c.inst)
+        start_daemon_fault(c.inst)
+        rc, out = hm("add", c.inst, host, "/mnt/crash", *SHARED)
+        if not t.ok(rc == 0, "add before the kill at %s" % point, out):
+            continue
+        stop_daemon_wait(c.inst)
+        start_daemon_fault(c.inst, point)
+        rc, out = hm("remove", c.inst, "/mnt/crash")
+        died = wait_daemon_dead(c.inst)
+        t.ok(rc != 0 and died, "daemon killed at %s during a shared remove" % point, out)
+        d = start_daemon_fault(c.inst)
+        lst = c.list_json()
+        left = leftovers(c)
+        t.ok(d.returncode == 0 and not lst and not left and "/mnt/crash" not in c.guest_mounts(),
+             "after restart (%s): the remove was finished, nothing left" % point,
+             "registry %s leftovers %s %s" % (lst, left, d.stderr))
+
+
 def host_dir(c):
     host = os.path.join(c.work, "host")
     os.makedirs(host, exist_ok=True)
@@ -264,6 +330,8 @@ def host_dir(c):
 
 
 CASES = [
+    lambda c: case_add_kills(c, host_dir(c)),
+    lambda c: case_remove_kills(c, host_dir(c)),
     lambda c: case_readonly(c, host_dir(c)),
     lambda c: case_writable(c, host_dir(c)),
     lambda c: case_st_dev(c, c.work),

@@ -139,13 +139,6 @@ static int device_present(hm_hub *hub, hm_error **err) {
   return r;
 }
 
-static int hub_setup(void *arg) {
-  hm_share *s = arg;
-  /* Binds made under the hub later, in this namespace, reach virtiofsd's
-   * own namespace (a slave copy of this one) by propagation. */
-  return mount(NULL, s->stage, NULL, MS_SHARED, NULL);
-}
-
 static const hm_confine hub_confine = {.filter = 1};
 
 static int start_hub_vfsd(hm_hub *hub, const char *dir, const char *hubpath, const char *sock,
@@ -185,8 +178,6 @@ static int start_hub_vfsd(hm_hub *hub, const char *dir, const char *hubpath, con
                      .stdio_fd = -1,
                      .new_session = 1,
                      .share = &share,
-                     .setup = hub_setup,
-                     .setup_arg = &share,
                      .confine = &hub_confine};
   if ((r = hm_spawn(pid, &o, err)) < 0)
     unlink(sock);
@@ -376,16 +367,10 @@ static int ns_op(pid_t pid, int op, const hm_share *share, const char *target, h
   return 0;
 }
 
-/* Where entry id sits in namespace A (the staging path of the hub). */
-static int entry_target(char *buf, size_t n, const char *hubpath, const char *id, hm_error **err) {
-  hm_share s;
-  int r = hm_share_open(&s, hubpath, 1, err);
-  if (r < 0)
-    return r;
-  hm_share_close(&s);
-  if ((size_t)snprintf(buf, n, "%s/%s", s.stage, id) >= n)
-    return HM_ERR(err, HM_E_INVALID, "hm_hub: the instance path is too long");
-  return 0;
+/* Where entry id sits in virtiofsd's namespace: it is pivoted into the
+ * hub, so at /hm-N. */
+static void entry_target(char *buf, size_t n, const char *id) {
+  snprintf(buf, n, "/%s", id);
 }
 
 /* 1 when `path` (as process pid sees it, through /proc/PID/root) is the
@@ -419,7 +404,7 @@ int hm_hub_attach(hm_hub *hub, const hm_mount_spec *spec, hm_attachment *att, hm
   const char *id = hm_attachment_get_id(att), *dir = hub->h->dir;
   const char *host = hm_mount_spec_get_host_path(spec);
   int writable = hm_mount_spec_get_writable(spec);
-  char marker[PATH_MAX], target[PATH_MAX];
+  char marker[PATH_MAX], target[64];
   char *hubpath = NULL;
   hm_share share = {.fd = -1};
   int hfd = -1, r, made = 0, linked = 0;
@@ -440,8 +425,7 @@ int hm_hub_attach(hm_hub *hub, const hm_mount_spec *spec, hm_attachment *att, hm
     r = hfd;
     goto out;
   }
-  if ((r = entry_target(target, sizeof(target), hubpath, id, err)) < 0)
-    goto out;
+  entry_target(target, sizeof(target), id);
   marker_path(marker, sizeof(marker), dir, id, writable);
   unlink(marker);
   if (symlink(host, marker) < 0) {
@@ -458,16 +442,12 @@ int hm_hub_attach(hm_hub *hub, const hm_mount_spec *spec, hm_attachment *att, hm
   if ((r = ns_op(pid, OP_BIND, &share, target, err)) < 0)
     goto out;
   hm_fault("add:hub-bound");
-  /* Propagation is what makes this work at all: check that virtiofsd's
-   * sandbox (pivoted into the hub) sees the directory itself. */
+  /* What virtiofsd's sandbox process (the one serving) sees at the entry
+   * must be the directory itself. */
   pid_t sandbox = child_of(pid);
-  char inner[64];
-  snprintf(inner, sizeof(inner), "/%s", id);
-  if (sandbox > 0 && !seen_as(sandbox, inner, share.dev, share.ino)) {
-    r = HM_ERR(err, HM_E_HELPER,
-               "hm_hub: the bind of %s did not reach virtiofsd %d's sandbox (no mount "
-               "propagation into its namespace)",
-               host, (int)sandbox);
+  if (!seen_as(sandbox > 0 ? sandbox : pid, target, share.dev, share.ino)) {
+    r = HM_ERR(err, HM_E_HELPER, "hm_hub: virtiofsd %d does not see %s at %s after the bind",
+               (int)(sandbox > 0 ? sandbox : pid), host, target);
     ns_op(pid, OP_UNBIND, NULL, target, NULL);
     goto out;
   }
@@ -492,7 +472,7 @@ out:
 
 int hm_hub_detach(hm_hub *hub, hm_attachment *att, hm_error **err) {
   const char *id = hm_attachment_get_id(att), *dir = hub->h->dir;
-  char target[PATH_MAX], marker[PATH_MAX];
+  char target[64], marker[PATH_MAX];
   char *hubpath = NULL;
   if (!entry_name_ok(id))
     return HM_ERR(err, HM_E_INTERNAL, "hm_hub: mount id %s is not hm-N", id);
@@ -501,8 +481,7 @@ int hm_hub_detach(hm_hub *hub, hm_attachment *att, hm_error **err) {
     free(hubpath);
     return hfd;
   }
-  if ((r = entry_target(target, sizeof(target), hubpath, id, err)) < 0)
-    goto out;
+  entry_target(target, sizeof(target), id);
   /* With the hub's virtiofsd gone, its namespace (and the bind) went too. */
   pid_t pid = hub_pid(hub);
   if (pid > 0 && (r = ns_op(pid, OP_UNBIND, NULL, target, err)) < 0)
@@ -534,14 +513,12 @@ int hm_hub_check(hm_hub *hub, hm_attachment *att, char **reason, hm_error **err)
   pid_t pid = hub_pid(hub);
   if (pid <= 0)
     return asprintf(reason, "the shared device's virtiofsd is not running") < 0 ? HM_E_NOMEM : 0;
-  char *hubpath = NULL, target[PATH_MAX];
+  char target[64];
   struct stat st;
   int ok = 0;
-  if (asprintf(&hubpath, "%s/" HM_HUB_DIR, hub->h->dir) < 0)
-    return HM_E_NOMEM;
-  if (host && entry_target(target, sizeof(target), hubpath, id, NULL) == 0 && stat(host, &st) == 0)
+  entry_target(target, sizeof(target), id);
+  if (host && stat(host, &st) == 0)
     ok = seen_as(pid, target, st.st_dev, st.st_ino);
-  free(hubpath);
   if (!ok)
     return asprintf(reason, "%s is not bound in the shared device's hub", id) < 0 ? HM_E_NOMEM : 0;
   return 1;

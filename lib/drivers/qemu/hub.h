@@ -8,13 +8,18 @@
  * is spent per mount; the guest agent mounts the hub once (at its private
  * place) and bind-mounts hub/hm-N onto the guest path.
  *
- * How a bind reaches the running virtiofsd: it is started in a mount
- * namespace of ours (A) where the hub's staging bind is a MS_SHARED mount.
- * C virtiofsd's sandbox unshares its own namespace (B, / made a recursive
- * slave) and pivots into the hub, while its parent process stays in A. A
- * bind moved under the hub in A (open_tree clone of the host directory,
- * setns into A, move_mount) propagates into B. A bind is unmounted the
- * same way (setns into A, MNT_DETACH), and propagation takes it out of B.
+ * How a bind reaches the running virtiofsd: C virtiofsd (QEMU 7.2) calls
+ * unshare(CLONE_NEWNS|...) in its first process, then forks its sandbox
+ * process, which pivots that one namespace into the shared directory; both
+ * processes live in it, its root is the hub. A forked single-threaded child
+ * of ours clones the host directory (open_tree OPEN_TREE_CLONE, recursive;
+ * nosuid, nodev and read-only when asked are set on the detached tree with
+ * mount_setattr, before anyone can see it), setns()es into virtiofsd's mount
+ * namespace and move_mount()s the clone onto /hm-N there. Removal: setns,
+ * umount2(/hm-N, MNT_DETACH). (Propagation from a namespace of ours would
+ * not do: virtiofsd's first process does not stay in the namespace it was
+ * started in.) Root only for now: rootless would setns into virtiofsd's
+ * user namespace first and re-open the host directory there.
  *
  * The device and its virtiofsd stay while the VM lives (the first shared
  * add plugs it; later adds cost a bind and a guest bind). On disk: the
