@@ -46,7 +46,9 @@ def hub_pids(c):
 def hub_binds(c):
     """Mount points of hub entries in the hub virtiofsd's sandbox namespace
     (it is pivoted into the hub: entries are /hm-N)."""
-    _, child = hub_pids(c)
+    parent, child = hub_pids(c)
+    if not parent:
+        return []
     if not child:
         return ["no hub virtiofsd sandbox process"]
     with open("/proc/%d/mountinfo" % child) as f:

@@ -214,8 +214,13 @@ static int hub_ensure_locked(hm_hub *hub, const char *dir, hm_error **err) {
   int present = device_present(hub, err);
   if (present < 0)
     return present;
-  if (present && pid > 0)
+  if (present && pid > 0) {
+    char sock[PATH_MAX];
+    /* Left by a daemon killed between the plug and the unlink. */
+    snprintf(sock, sizeof(sock), "%s/" HM_HUB_ID "-vfs.sock", dir);
+    unlink(sock);
     return 0;
+  }
   if (present)
     return HM_ERR(err, HM_E_HELPER,
                   "hm_hub: the shared device's virtiofsd died, so the guest cannot use or release "
@@ -539,9 +544,34 @@ static void scan_one(const char *dir, const char *id, const char *host, int writ
   (void)dir;
 }
 
+/*
+ * A hub start cut short (virtiofsd started, device not plugged): virtiofsd
+ * stopped, its socket removed. With the device there, QEMU holds the
+ * connection and the socket's name is not needed.
+ */
+static void hub_settle(hm_hub *hub, const char *dir) {
+  char *sock = NULL;
+  if (asprintf(&sock, "%s/" HM_HUB_ID "-vfs.sock", dir) < 0)
+    return;
+  pthread_mutex_lock(&hub->lock);
+  pid_t pid = hub_pid_locked(hub);
+  int present = device_present(hub, NULL);
+  if (present == 0 && pid > 0) {
+    hm_info("reconcile: the shared device's virtiofsd %d has no device (a start cut short): "
+            "stopped",
+            (int)pid);
+    hm_virtiofsd_stop(pid, HUB_STOP_MS, NULL);
+    hub->pid = -1;
+  }
+  if (present >= 0)
+    unlink(sock);
+  pthread_mutex_unlock(&hub->lock);
+  free(sock);
+}
+
 void hm_hub_scan(hm_hub *hub, const char *dir, hm_attachment *(*get)(void *ud, const char *id),
                  void *ud) {
-  (void)hub;
+  hub_settle(hub, dir);
   DIR *d = opendir(dir);
   struct dirent *de;
   while (d && (de = readdir(d))) {
