@@ -125,7 +125,7 @@ int hm_agent_request_encode(char **out, const hm_agent_request *req, hm_error **
         (req->type == HM_TYPE_9P && req->source)) {
       json_object_put(o);
       return HM_ERR(err, HM_E_INVALID, "mount request needs a known type, a target and %s",
-                    req->type == HM_TYPE_9P ? "a port or a tag"
+                    req->type == HM_TYPE_9P ? "a port or a tag (and no source)"
                     : bind                  ? "a source (and no tag, port or options)"
                                             : "a tag (a source only for virtiofs)");
     }
