@@ -36,6 +36,12 @@ KINDS = {
 }
 
 
+def timed_sh(vm, cmd):
+    t0 = time.monotonic()
+    vm.sh(cmd)
+    return time.monotonic() - t0
+
+
 def one(vm, inst, host, kind):
     t0 = time.monotonic()
     hm("add", inst, host, "/mnt/b", *KINDS[kind])
@@ -71,11 +77,17 @@ def main():
                 one(b.vm, b.inst, proj, kind)  # warm-up
                 for _ in range(n):
                     res[kind].append(one(b.vm, b.inst, proj, kind))
-            tp = {}
-            for kind in ("shared", "dedicated"):
-                hm("add", b.inst, proj, "/mnt/t", "--writable", *KINDS[kind])
-                tp[kind] = measure_rw(b.vm, "/mnt/t")
-                hm("remove", b.inst, "/mnt/t")
+            floor = statistics.median(timed_sh(b.vm, "true") for _ in range(n))
+            # Two rounds, the order swapped in the second: the first 64 MiB
+            # a fresh guest writes also faults in its (memfd) RAM, which
+            # would count against whichever kind went first.
+            tp = {"shared": (0, 0), "dedicated": (0, 0)}
+            for order in (("shared", "dedicated"), ("dedicated", "shared")):
+                for kind in order:
+                    hm("add", b.inst, proj, "/mnt/t", "--writable", *KINDS[kind])
+                    w, r = measure_rw(b.vm, "/mnt/t")
+                    hm("remove", b.inst, "/mnt/t")
+                    tp[kind] = (max(tp[kind][0], w), max(tp[kind][1], r))
     finally:
         shutil.rmtree(share, ignore_errors=True)
     med = statistics.median
@@ -86,9 +98,10 @@ def main():
         print("  %-10s %20.3f s %20.3f s %10.3f s" % (kind, med([x[0] for x in v]),
                                                     med([x[1] for x in v]),
                                                     med([x[2] for x in v])))
+    print("  (the test channel's own round trip, part of 'guest reads': %.3f s)" % floor)
     print("  first shared add (plugs the device): %.3f s to guest read, %.3f s CLI" %
           (first[0], first[1]))
-    print("sequential throughput, 64 MiB, best of 3 (MiB/s):")
+    print("sequential throughput, 64 MiB, best of 3 in each of 2 rounds (MiB/s):")
     for kind in ("shared", "dedicated"):
         print("  %-10s write %8.1f  read %8.1f" % (kind, tp[kind][0], tp[kind][1]))
     print("  shared/dedicated: write %.2fx, read %.2fx (goal >= 0.95x)" %

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from hmtest import (hm, run, start_daemon, start_daemon_fault, stop_daemon_wait,  # noqa: E402
+from hmtest import (api, hm, run, start_daemon, start_daemon_fault, stop_daemon_wait,  # noqa: E402
                     wait_daemon_dead)
 
 SHARED = ("-o", "device=shared")
@@ -118,6 +118,9 @@ def case_readonly(c, host):
          "list --json shows it", lst)
     rc, out = hm("status", c.inst)
     t.ok(rc == 0 and "plugged" in out, "status shows the shared device", out)
+    rc, out = hm("doctor", c.inst)
+    t.ok("shared virtiofs device" in out and "plugged, 1 mounts" in out,
+         "doctor knows the shared device", out)
     rc, out = hm("remove", c.inst, "/mnt/ro")
     t.ok(rc == 0, "remove", out)
     left = leftovers(c)
@@ -325,6 +328,32 @@ def case_remove_kills(c, host):
              "registry %s leftovers %s %s" % (lst, left, d.stderr))
 
 
+def case_api_python(c, host):
+    """The HTTP API and the Python binding carry the option; list shows
+    virtiofs/shared (via "shared")."""
+    t = c.t
+    st, body = api(c.inst, "POST", "/v1/mounts",
+                   {"hostPath": host, "mountPoint": "/mnt/api", "options": {"device": "shared"}})
+    rc, out = c.guest("cat /mnt/api/probe")
+    t.ok(st == 201 and body.get("via") == "shared" and out.strip() == "probe",
+         "POST /v1/mounts with options.device=shared: mounted, via shared", body)
+    rc, out = hm("list", c.inst)
+    t.ok("virtiofs/shared" in out, "list shows TYPE virtiofs/shared", out)
+    st, body = api(c.inst, "DELETE", "/v1/mounts", {"mountPoint": "/mnt/api"})
+    t.ok(st == 200, "DELETE /v1/mounts", body)
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                    "examples", "python"))
+    import hotmount
+    with hotmount.Client(c.inst, timeout=120) as cl:
+        m = cl.add(host, "/mnt/py", options={"device": "shared"})
+        rc, out = c.guest("cat /mnt/py/probe")
+        t.ok(m.via == "shared" and out.strip() == "probe",
+             "Python binding: add with options={'device': 'shared'}", (m.via, out))
+        cl.remove("/mnt/py")
+    left = leftovers(c)
+    t.ok(not left, "API and binding mounts removed, nothing left", left)
+
+
 def host_dir(c):
     host = os.path.join(c.work, "host")
     os.makedirs(host, exist_ok=True)
@@ -335,6 +364,7 @@ CASES = [
     lambda c: case_add_kills(c, host_dir(c)),
     lambda c: case_remove_kills(c, host_dir(c)),
     lambda c: case_readonly(c, host_dir(c)),
+    lambda c: case_api_python(c, host_dir(c)),
     lambda c: case_writable(c, host_dir(c)),
     lambda c: case_st_dev(c, c.work),
     lambda c: case_odd(c, c.work),

@@ -399,6 +399,7 @@ static int set_data(hm_attachment *att, const char *id, const char *host, int wr
       (r = hm_attachment_set_type(att, HM_TYPE_VIRTIOFS, err)) < 0 ||
       (r = hm_attachment_set_data(att, "hubEntry", id, err)) < 0 ||
       (r = hm_attachment_set_data(att, "device", HM_HUB_DEV, err)) < 0 ||
+      (r = hm_attachment_set_data(att, "via", "shared", err)) < 0 ||
       (host && (r = hm_attachment_set_data(att, "hostPath", host, err)) < 0) ||
       (r = hm_attachment_set_data(att, "writable", writable ? "1" : "0", err)) < 0)
     return r;
