@@ -642,6 +642,50 @@ static int is_share_fstype(const char *fstype) {
 }
 
 /*
+ * fd (an O_PATH directory, checked by the caller) bound onto norm (made
+ * when missing), then the bind's own flags: nosuid, nodev, read-only when
+ * asked, and `extra` (flags of the source mount to keep). On failure nothing
+ * is left: the bind detached, the directories made removed. op prefixes the
+ * messages, what names the source in them.
+ */
+static int bind_fd_onto(int fd, const char *norm, int readonly, unsigned long extra, const char *op,
+                        const char *what, int64_t start, int *eno, char **msg) {
+  char *resolved = NULL;
+  hm_strv made = {0};
+  int r, mounted = 0;
+  if ((r = prepare_target(norm, &made, &resolved, eno, msg)) < 0)
+    goto out;
+  char fdpath[64];
+  snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+  if (mount(fdpath, resolved, NULL, MS_BIND, NULL) < 0) {
+    r = fail(eno, msg, errno, "%s: bind-mounting %s on %s failed: %s", op, what, resolved,
+             strerror(errno));
+    goto out;
+  }
+  mounted = 1;
+  /* A bind takes the flags only on a remount of itself. */
+  if (mount(NULL, resolved, NULL,
+            MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (readonly ? MS_RDONLY : 0) | extra,
+            NULL) < 0) {
+    r = fail(eno, msg, errno, "%s: setting %s on the bind mount %s failed: %s", op,
+             readonly ? "ro,nosuid,nodev" : "nosuid,nodev", resolved, strerror(errno));
+    goto out;
+  }
+  hm_info("bound %s on %s (%s) after %lld ms", what, resolved, readonly ? "ro" : "rw",
+          (long long)(hm_now_ms() - start));
+  record_created(resolved, &made);
+  r = 0;
+out:
+  if (r < 0 && mounted && umount2(resolved, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+    hm_warn("rollback: unmounting %s failed: %s", resolved, strerror(errno));
+  if (r < 0)
+    rmdir_made(&made);
+  hm_strv_clear(&made);
+  free(resolved);
+  return r;
+}
+
+/*
  * bind: source (a directory inside a boot-time share) onto norm, then the
  * per-mount flags: nosuid, nodev, read-only when asked, and the share's
  * noexec/atime flags kept. The source is bound through an O_PATH descriptor,
@@ -649,9 +693,8 @@ static int is_share_fstype(const char *fstype) {
  */
 static int do_bind(const hm_agent_request *req, const char *norm, int *eno, char **msg) {
   hm_error *e = NULL;
-  char *src = NULL, *fstype = NULL, *from = NULL, *at = NULL, *resolved = NULL;
-  hm_strv made = {0};
-  int fd = -1, r, mounted = 0;
+  char *src = NULL, *fstype = NULL, *from = NULL, *at = NULL;
+  int fd = -1, r;
   int64_t start = hm_now_ms();
   if (hm_guest_path_normalize(&src, req->source, &e) < 0)
     return fail_err(eno, msg, EINVAL, "bind: source", e);
@@ -686,43 +729,25 @@ static int do_bind(const hm_agent_request *req, const char *norm, int *eno, char
              from, at);
     goto out;
   }
-  if ((r = prepare_target(norm, &made, &resolved, eno, msg)) < 0)
-    goto out;
-  char fdpath[64];
-  snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
-  if (mount(fdpath, resolved, NULL, MS_BIND, NULL) < 0) {
-    r = fail(eno, msg, errno, "bind: bind-mounting %s on %s failed: %s", src, resolved,
-             strerror(errno));
+  char *what = NULL;
+  if (asprintf(&what, "%s (%s %s at %s)", src, fstype, from, at) < 0) {
+    r = fail(eno, msg, ENOMEM, "bind: out of memory");
     goto out;
   }
-  mounted = 1;
-  /* A bind takes the flags only on a remount of itself. */
-  unsigned long flags =
-      MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (req->readonly ? MS_RDONLY : 0) |
-      (sv.f_flag & ST_NOEXEC ? MS_NOEXEC : 0) | (sv.f_flag & ST_NOATIME ? MS_NOATIME : 0) |
-      (sv.f_flag & ST_NODIRATIME ? MS_NODIRATIME : 0) | (sv.f_flag & ST_RELATIME ? MS_RELATIME : 0);
-  if (mount(NULL, resolved, NULL, flags, NULL) < 0) {
-    r = fail(eno, msg, errno, "bind: setting %s on the bind mount %s failed: %s",
-             req->readonly ? "ro,nosuid,nodev" : "nosuid,nodev", resolved, strerror(errno));
-    goto out;
-  }
-  hm_info("bound %s (%s %s at %s) on %s (%s) after %lld ms", src, fstype, from, at, resolved,
-          req->readonly ? "ro" : "rw", (long long)(hm_now_ms() - start));
-  record_created(resolved, &made);
-  r = 0;
+  r = bind_fd_onto(fd, norm, req->readonly,
+                   (sv.f_flag & ST_NOEXEC ? MS_NOEXEC : 0) |
+                       (sv.f_flag & ST_NOATIME ? MS_NOATIME : 0) |
+                       (sv.f_flag & ST_NODIRATIME ? MS_NODIRATIME : 0) |
+                       (sv.f_flag & ST_RELATIME ? MS_RELATIME : 0),
+                   "bind", what, start, eno, msg);
+  free(what);
 out:
-  if (r < 0 && mounted && umount2(resolved, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
-    hm_warn("rollback: unmounting %s failed: %s", resolved, strerror(errno));
-  if (r < 0)
-    rmdir_made(&made);
   if (fd >= 0)
     close(fd);
-  hm_strv_clear(&made);
   free(src);
   free(fstype);
   free(from);
   free(at);
-  free(resolved);
   return r;
 }
 
@@ -873,10 +898,7 @@ static int do_hub(const hm_agent_request *req, const char *norm, int *eno, char 
   pthread_mutex_unlock(&hub_lock);
   if (r < 0)
     return r;
-  char *resolved = NULL;
-  hm_strv made = {0};
-  int mounted = 0, fd = -1,
-      hfd = open(AGENT_HUB_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  int fd = -1, hfd = open(AGENT_HUB_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   struct stat hst, est;
   /* O_DIRECTORY makes the lookup cross into the entry's automounted
    * submount. */
@@ -893,38 +915,14 @@ static int do_hub(const hm_agent_request *req, const char *norm, int *eno, char 
              req->source);
     goto out;
   }
-  if ((r = prepare_target(norm, &made, &resolved, eno, msg)) < 0)
-    goto out;
-  char fdpath[64];
-  snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
-  if (mount(fdpath, resolved, NULL, MS_BIND, NULL) < 0) {
-    r = fail(eno, msg, errno, "mount: bind-mounting hub entry %s on %s failed: %s", req->source,
-             resolved, strerror(errno));
-    goto out;
-  }
-  mounted = 1;
-  if (mount(NULL, resolved, NULL,
-            MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (req->readonly ? MS_RDONLY : 0),
-            NULL) < 0) {
-    r = fail(eno, msg, errno, "mount: setting %s on %s failed: %s",
-             req->readonly ? "ro,nosuid,nodev" : "nosuid,nodev", resolved, strerror(errno));
-    goto out;
-  }
-  hm_info("bound hub entry %s on %s (%s) after %lld ms", req->source, resolved,
-          req->readonly ? "ro" : "rw", (long long)(hm_now_ms() - start));
-  record_created(resolved, &made);
-  r = 0;
+  char what[64];
+  snprintf(what, sizeof(what), "hub entry %s", req->source);
+  r = bind_fd_onto(fd, norm, req->readonly, 0, "mount", what, start, eno, msg);
 out:
-  if (r < 0 && mounted && umount2(resolved, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
-    hm_warn("rollback: unmounting %s failed: %s", resolved, strerror(errno));
-  if (r < 0)
-    rmdir_made(&made);
   if (fd >= 0)
     close(fd);
   if (hfd >= 0)
     close(hfd);
-  hm_strv_clear(&made);
-  free(resolved);
   return r;
 }
 

@@ -97,10 +97,14 @@ static void marker_path(char *buf, size_t n, const char *dir, const char *id, in
 
 /* The virtiofsd serving the hub, alive and ours, or -1 (then cached). */
 static pid_t hub_pid_locked(hm_hub *hub) {
-  if (hub->pid > 1 && hm_virtiofsd_alive(hub->pid)) {
-    char *m = hm_proc_getenv(hub->pid, HM_ENV_MOUNT);
-    int same = m && strcmp(m, HM_HUB_ID) == 0;
+  /* The cached pid still names our hub virtiofsd (not a recycled pid):
+   * alive, a virtiofsd, ours, with this instance's hub markers. */
+  if (hub->pid > 1 && hm_virtiofsd_alive(hub->pid) && hm_proc_is_ours(hub->pid, NULL)) {
+    char *m = hm_proc_getenv(hub->pid, HM_ENV_MOUNT),
+         *i = hm_proc_getenv(hub->pid, HM_ENV_INSTANCE);
+    int same = m && i && strcmp(m, HM_HUB_ID) == 0 && strcmp(i, hub->h->dir) == 0;
     free(m);
+    free(i);
     if (same)
       return hub->pid;
   }
@@ -253,13 +257,7 @@ static int hub_ensure_locked(hm_hub *hub, const char *dir, hm_error **err) {
   if (r < 0)
     goto out_vfs;
   snprintf(port, sizeof(port), HM_QEMU_ROOT_PORT_PREFIX "%d", slot);
-  args = json_object_new_object();
-  json_object_object_add(args, "driver", json_object_new_string("vhost-user-fs-pci"));
-  json_object_object_add(args, "id", json_object_new_string(HM_HUB_DEV));
-  json_object_object_add(args, "chardev", json_object_new_string(HM_HUB_CHR));
-  json_object_object_add(args, "tag", json_object_new_string(HM_HUB_TAG));
-  json_object_object_add(args, "bus", json_object_new_string(port));
-  json_object_object_add(args, "addr", json_object_new_string("0"));
+  args = hm_qemu_vfs_device_args(HM_HUB_DEV, HM_HUB_CHR, HM_HUB_TAG, port);
   r = hm_ninep_exec(hub->h, "device_add", args, -1, NULL, err);
   json_object_put(args);
   if (r < 0) {

@@ -68,7 +68,10 @@ HM_PRIVATE void hm_hub_scan(hm_hub *hub, const char *dir,
 /* "sharedDevice" (absent|plugged|orphaned) and "sharedEntries" for status. */
 HM_PRIVATE void hm_hub_describe(hm_hub *hub, const char *dir, hm_status *st);
 
-/* qemu_driver.c: chardev-add arguments for a vhost-user client socket. */
+/* qemu_driver.c: chardev-add arguments for a vhost-user client socket, and
+ * device_add arguments for a vhost-user-fs-pci on a root port. */
 HM_PRIVATE json_object *hm_qemu_socket_chardev_args(const char *id, const char *path);
+HM_PRIVATE json_object *hm_qemu_vfs_device_args(const char *dev, const char *chr, const char *tag,
+                                                const char *port);
 
 #endif

@@ -272,6 +272,19 @@ static int get_vfs(qemu_impl *q, hm_virtiofsd_info *out, hm_error **err) {
   return r;
 }
 
+json_object *hm_qemu_vfs_device_args(const char *dev, const char *chr, const char *tag,
+                                     const char *port) {
+  json_object *args = json_object_new_object();
+  json_object_object_add(args, "driver", json_object_new_string("vhost-user-fs-pci"));
+  json_object_object_add(args, "id", json_object_new_string(dev));
+  json_object_object_add(args, "chardev", json_object_new_string(chr));
+  json_object_object_add(args, "tag", json_object_new_string(tag));
+  json_object_object_add(args, "bus", json_object_new_string(port));
+  /* A PCIe port has one device, at 0: say so, and QEMU refuses a second. */
+  json_object_object_add(args, "addr", json_object_new_string("0"));
+  return args;
+}
+
 json_object *hm_qemu_socket_chardev_args(const char *id, const char *path) {
   json_object *unix_data = json_object_new_object(), *addr = json_object_new_object(),
               *data = json_object_new_object(), *backend = json_object_new_object(),
@@ -459,14 +472,7 @@ static int qemu_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att
     r = HM_ERR_NOMEM(err);
     goto fail_chr;
   }
-  args = json_object_new_object();
-  json_object_object_add(args, "driver", json_object_new_string("vhost-user-fs-pci"));
-  json_object_object_add(args, "id", json_object_new_string(dev));
-  json_object_object_add(args, "chardev", json_object_new_string(chr));
-  json_object_object_add(args, "tag", json_object_new_string(id));
-  json_object_object_add(args, "bus", json_object_new_string(port));
-  /* A PCIe port has one device, at 0: say so, and QEMU refuses a second. */
-  json_object_object_add(args, "addr", json_object_new_string("0"));
+  args = hm_qemu_vfs_device_args(dev, chr, id, port);
   r = qmp_exec(q, "device_add", args, NULL, err);
   json_object_put(args);
   if (r < 0) {
