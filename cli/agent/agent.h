@@ -58,6 +58,10 @@ int agent_hub_entry_ok(const char *name);
 /* In a parsed mount list (text: the mountinfo it came from): binds of hub
  * entries get source "hm-hub/hm-N"; the hub and its submounts are dropped. */
 void agent_hub_fix_list(hm_agent_mount_info *v, size_t *n, const char *text);
+/* The major:minor of the topmost mount at path when it is a virtiofs one
+ * (1), from the mountinfo text: no system call on the mount itself, whose
+ * server may be dead (a stat would hang). 0 otherwise. */
+int agent_hub_dev_of(const char *text, const char *path, char dev[32]);
 /* Unmounts (detached) the hub submounts whose major:minor is dev. */
 void agent_hub_release(const char *text, const char *dev);
 

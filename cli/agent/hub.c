@@ -130,6 +130,23 @@ void agent_hub_fix_list(hm_agent_mount_info *v, size_t *n, const char *text) {
   *n = o;
 }
 
+int agent_hub_dev_of(const char *text, const char *path, char dev[32]) {
+  char mp[4096], d[32], fstype[64];
+  int found = 0;
+  /* The last line for path is the topmost mount there. */
+  for (const char *l = text; l && *l;) {
+    const char *e = strchr(l, '\n');
+    size_t len = e ? (size_t)(e - l) : strlen(l);
+    if (fields(l, len, d, mp, sizeof(mp), fstype) == 0 && strcmp(mp, path) == 0) {
+      found = strcmp(fstype, "virtiofs") == 0;
+      if (found)
+        memcpy(dev, d, 32);
+    }
+    l = e ? e + 1 : NULL;
+  }
+  return found;
+}
+
 void agent_hub_release(const char *text, const char *dev) {
   hub_dev *hd = calloc(MAX_HUB, sizeof(*hd));
   size_t nh = hd ? hub_devs(text, hd, MAX_HUB) : 0;

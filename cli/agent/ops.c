@@ -21,7 +21,6 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 
 /*
@@ -981,11 +980,16 @@ static int do_umount(const hm_agent_request *req, const char *norm, int *eno, ch
              norm, fstype, source);
     goto out;
   }
-  /* A bind of a hub entry: its submount under the hub goes with it. */
-  struct stat tst;
+  /* A bind of a hub entry: its submount under the hub goes with it. Its
+   * device number is read from the mount table, never by a stat of the
+   * mount (whose virtiofsd may be dead: the stat would never return). */
   char dev[32] = "";
-  if (strcmp(fstype, "virtiofs") == 0 && stat(resolved, &tst) == 0)
-    snprintf(dev, sizeof(dev), "%u:%u", major(tst.st_dev), minor(tst.st_dev));
+  if (strcmp(fstype, "virtiofs") == 0) {
+    char *text = read_file("/proc/self/mountinfo");
+    if (!text || !agent_hub_dev_of(text, resolved, dev))
+      dev[0] = '\0';
+    free(text);
+  }
   int flags = UMOUNT_NOFOLLOW | (req->lazy ? MNT_DETACH : 0) | (req->force ? MNT_FORCE : 0);
   /* Only a lazy unmount (what remove asks for a broken mount) can meet a
    * dead server; plain ones stay in this thread. */

@@ -204,6 +204,32 @@ static int chardev_remove(hm_hub *hub) {
   return r;
 }
 
+struct why {
+  const char *dir;
+  int n;
+};
+
+static void why_not(pid_t pid, void *ud) {
+  struct why *w = ud;
+  char *inst = hm_proc_getenv(pid, HM_ENV_INSTANCE);
+  char p[64], buf[512];
+  int ppid = -1, sid = -1;
+  snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(p, "re");
+  if (f) {
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    char *rp = strrchr(buf, ')');
+    if (!rp || sscanf(rp + 2, "%*c %d %*d %d", &ppid, &sid) != 2)
+      ppid = sid = -1;
+  }
+  w->n++;
+  hm_warn("hm_hub: candidate virtiofsd %d: ppid %d, sid %d, ours %d, instance %s (ours: %s)",
+          (int)pid, ppid, sid, hm_proc_is_ours(pid, NULL), inst ? inst : "?", w->dir);
+  free(inst);
+}
+
 /*
  * The hub device and its virtiofsd, started and plugged when missing. Held
  * under hub->lock: two first adds plug one device.
@@ -224,6 +250,13 @@ static int hub_ensure_locked(hm_hub *hub, const char *dir, hm_error **err) {
     snprintf(sock, sizeof(sock), "%s/" HM_HUB_ID "-vfs.sock", dir);
     unlink(sock);
     return 0;
+  }
+  if (present) {
+    /* Say what was found, for the log: why no candidate was taken. */
+    struct why w = {hub->h->dir, 0};
+    hm_proc_each("virtiofsd", HM_ENV_MOUNT, HM_HUB_ID, why_not, &w);
+    if (!w.n)
+      hm_warn("hm_hub: no process named virtiofsd carries %s=%s", HM_ENV_MOUNT, HM_HUB_ID);
   }
   if (present)
     return HM_ERR(err, HM_E_HELPER,
