@@ -764,6 +764,9 @@ static int qemu_describe(void *impl, hm_status *st, hm_error **err) {
   json_object *ret = NULL;
   char buf[32];
   int total = 0, used = 0;
+  /* Without root: what a user namespace for virtiofsd and sftp-server needs
+   * (doctor's userns, newuidmap, subuid, subgid checks). */
+  int confinable = hm_userns_status(st);
   if (query_slots(q, &map, NULL) < 0) {
     hm_status_set(st, "qmp", "disconnected", NULL);
     return 0;
@@ -828,6 +831,7 @@ static int qemu_describe(void *impl, hm_status *st, hm_error **err) {
     hm_status_set(st, "virtiofsdReadonly",
                   vfs.has_readonly ? "option"
                   : geteuid() == 0 ? "bind"
+                  : confinable     ? "userns"
                                    : "unavailable",
                   NULL);
     hm_virtiofsd_info_clear(&vfs);

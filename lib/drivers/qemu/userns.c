@@ -3,6 +3,8 @@
 #include "userns.h"
 #include "spawn.h"
 
+#include <hotmount/driver.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -345,4 +347,13 @@ int hm_proc_in_our_userns(pid_t pid) {
   int ok = fstat(parent, &ps) == 0 && ps.st_ino == us.st_ino && ps.st_dev == us.st_dev;
   close(parent);
   return ok;
+}
+
+static void status_set(void *ud, const char *key, const char *value) {
+  hm_status_set(ud, key, value, NULL);
+}
+
+int hm_userns_status(hm_status *st) {
+  hm_status_set(st, "rootless", geteuid() != 0 ? "true" : "false", NULL);
+  return geteuid() == 0 || hm_userns_check(status_set, st) == 0;
 }

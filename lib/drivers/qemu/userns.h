@@ -94,6 +94,13 @@ HM_PRIVATE int hm_userns_enter_child(void);
 HM_PRIVATE int hm_userns_check(void (*set)(void *ud, const char *key, const char *value), void *ud);
 
 /*
+ * hm_userns_status: sets "rootless" (true/false) and, without root, the
+ * hm_userns_check keys in st. Non-zero when helpers can be confined (root,
+ * or a usable user namespace).
+ */
+HM_PRIVATE int hm_userns_status(hm_status *st);
+
+/*
  * hm_proc_in_our_userns: pid runs in a user namespace (not ours) that we
  * own: a helper started through hm_userns, whose uid seen from here may be
  * a subordinate id.
