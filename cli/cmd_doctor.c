@@ -240,9 +240,9 @@ static void run_checks(doctor *d, const hm_status *st, const char *dir, int from
   /* Without root, virtiofsd and sftp-server run in a user namespace with
    * the user's subordinate ids: each thing that needs, a check. */
   static const char *const userns_checks[][2] = {{"userns", "user namespaces"},
-                                                 {"newuidmap", "newuidmap/newgidmap"},
-                                                 {"subuid", "subordinate uids"},
-                                                 {"subgid", "subordinate gids"}};
+                                                 {"newuidmap", "newuidmap"},
+                                                 {"subuid", "subuid range"},
+                                                 {"subgid", "subgid range"}};
   if (!is(st, "rootless", "true")) {
     add_check(d, "userns", "user namespaces", CHECK_SKIP,
               "not needed: %s runs as root (helpers are confined by root's namespaces)",
