@@ -290,6 +290,33 @@ START_TEST(test_userns_virtiofsd) {
 }
 END_TEST
 
+/* newuidmap refuses a range that is not the user's: the spawn fails with
+ * what it said, the waiting child is gone, nothing was exec'ed. */
+START_TEST(test_userns_map_refused) {
+  hm_userns u;
+  if (!begin(&u, -1, -1))
+    return;
+  u.uid.r[1].outer = 1; /* ids 1.. are not this user's to map */
+  char *argv[] = {"/bin/true", NULL};
+  hm_spawn_opts o = {.argv = argv, .pass_fd = -1, .as_fd = -1, .stdio_fd = -1, .userns = &u};
+  pid_t pid = -1;
+  hm_error *err = NULL;
+  ck_assert_int_eq(hm_spawn(&pid, &o, &err), HM_E_HELPER);
+  ck_assert_msg(strstr(hm_error_message(err), "newuidmap failed for") != NULL, "%s",
+                hm_error_message(err));
+  hm_error_free(err);
+  ck_assert_int_eq(pid, -1);
+  /* No child of ours is left, waiting or not. */
+  char kids[64], buf[64] = "";
+  snprintf(kids, sizeof(kids), "/proc/%d/task/%d/children", (int)getpid(), (int)getpid());
+  FILE *k = fopen(kids, "re");
+  ck_assert_ptr_nonnull(k);
+  ck_assert_ptr_null(fgets(buf, sizeof(buf), k));
+  fclose(k);
+  cleanup();
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("userns");
   TCase *tc = tcase_create("userns");
@@ -299,6 +326,7 @@ int main(void) {
   tcase_add_test(tc, test_userns_default_map);
   tcase_add_test(tc, test_userns_mapped_user);
   tcase_add_test(tc, test_userns_virtiofsd);
+  tcase_add_test(tc, test_userns_map_refused);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
