@@ -21,8 +21,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from hmtest import (hm, run, skip_reason, ssh_material, start_daemon,  # noqa: E402
-                    stop_daemon, write_known_hosts)
+from hmtest import (hm, ownership_checks, run, skip_reason, ssh_material,  # noqa: E402
+                    start_daemon, stop_daemon, write_known_hosts)
 from vm import free_tcp_port  # noqa: E402
 
 PORT = free_tcp_port()
@@ -214,6 +214,19 @@ def case_options(c):
          "an absolute symlink does not reach the host's /etc (confinement)", out2)
     rc, out = hm("remove", c.inst, "/mnt/opts")
     t.ok(rc == 0, "remove", out)
+
+
+def case_ownership(c):
+    """Ownership both ways (hmtest.ownership_checks). sftp-server runs as
+    the host user (root in the root pass): whatever guest user writes
+    through sshfs, the host user owns it. The guest sees owners as the
+    sftp-server reports them, host ids as they are (as with 9p; -o
+    idmap=user shows the host user's uid as guest root's); the map option
+    is refused."""
+    me = (os.geteuid(), os.getegid())
+    ownership_checks(c, "reverse-sshfs", T, {
+        "host_in_guest": me,
+        "user_to_host": me, "map": None, "map_refused": "mapUid"})
 
 
 def case_busy(c):
@@ -438,7 +451,8 @@ if __name__ == "__main__":
         print("1..0 # SKIP " + why)
         sys.exit(0)
     sys.exit(run("hm-e2e-sshfs-", [case_agentless, case_readonly, case_writable, case_odd_path,
-                                   case_options, case_busy, case_no_ssh_settings,
+                                   case_options, case_ownership, case_busy,
+                                   case_no_ssh_settings,
                                    case_bad_host_key, case_connection_killed,
                                    case_link_down, case_daemon_restart, case_crash_points],
                  vm_kwargs=vm_kwargs, daemon_args=daemon_args))
