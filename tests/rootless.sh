@@ -6,6 +6,8 @@
 #
 #   bash tests/rootless.sh [BUILD_DIR [TEST...]]   (default: build, every
 #                                              suite tagged rootless)
+#   bash tests/rootless.sh --setup BUILD_DIR   only set the user up; prints
+#                                              "USER IMAGE_DIR" (bench/)
 #
 # - creates the user (HM_CI_USER, default hmci) with `useradd -m`, which on
 #   Debian 12 also gives it /etc/subuid and /etc/subgid ranges (virtiofsd's
@@ -20,6 +22,8 @@
 #   stays root and writes its logs as root; only the test programs switch.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SETUP_ONLY=
+if [ "${1:-}" = --setup ]; then SETUP_ONLY=1; shift; fi
 BUILD=$(cd "${1:-$ROOT/build}" && pwd)
 shift $(( $# > 0 ? 1 : 0 ))
 if [ $# -gt 0 ]; then WHAT=("$@"); else WHAT=(--suite rootless); fi
@@ -33,7 +37,7 @@ for t in useradd runuser newuidmap newgidmap setfacl; do
 done
 
 if ! id -u "$U" >/dev/null 2>&1; then
-  useradd -m -s /bin/bash -c "libhotmount rootless CI" "$U"
+  useradd -m -s /bin/bash -c "libhotmount rootless CI" "$U" >&2
 fi
 HOMEDIR=$(getent passwd "$U" | cut -d: -f6)
 [ -d "$HOMEDIR" ] || die "$U has no home directory ($HOMEDIR)"
@@ -69,7 +73,7 @@ done
 
 # the guest image: built (or found cached) as root, then the user's own copy
 IMAGES=$BUILD/tests/e2e/image-cache
-"$ROOT/tests/e2e/guest/build-image.sh" "$IMAGES" "$BUILD/cli/agent/hotmount-agent"
+"$ROOT/tests/e2e/guest/build-image.sh" "$IMAGES" "$BUILD/cli/agent/hotmount-agent" >&2
 UIMAGES=$HOMEDIR/hm-image-cache
 if ! cmp -s "$IMAGES/image.key" "$UIMAGES/image.key" 2>/dev/null; then
   rm -rf "$UIMAGES"
@@ -77,6 +81,10 @@ if ! cmp -s "$IMAGES/image.key" "$UIMAGES/image.key" 2>/dev/null; then
   cp -a "$IMAGES"/. "$UIMAGES"/
   rm -rf "$UIMAGES"/.work.* "$UIMAGES/accel.json"
   chown -R "$U:" "$UIMAGES"
+fi
+if [ -n "$SETUP_ONLY" ]; then
+  echo "$U $UIMAGES"
+  exit 0
 fi
 
 # meson names the log LOGBASE-WRAPPER: testlog-rootless-runuser.json

@@ -217,16 +217,15 @@ def case_options(c):
 
 
 def case_ownership(c):
-    """Ownership both ways (hmtest.ownership_checks). sftp-server runs as
-    the host user (root in the root pass): whatever guest user writes
-    through sshfs, the host user owns it. The guest sees owners as the
-    sftp-server reports them, host ids as they are (as with 9p; -o
-    idmap=user shows the host user's uid as guest root's); the map option
-    is refused."""
+    """Ownership both ways (hmtest.ownership_checks). sftp-server writes as
+    the host user (root in the root pass; rootless it is uid 0 of its user
+    namespace, the host user outside): whatever guest user writes through
+    sshfs, the host user owns it, and the host user's files show as guest
+    root's. With mapUid/mapGid=1000, sshfs's uid=/gid= show every file as
+    guest 1000's; writes are still the host user's, guest root's too."""
     me = (os.geteuid(), os.getegid())
     ownership_checks(c, "reverse-sshfs", T, {
-        "host_in_guest": me,
-        "user_to_host": me, "map": None, "map_refused": "mapUid"})
+        "host_in_guest": (0, 0), "user_to_host": me, "map": {"other": me}})
 
 
 def case_busy(c):
