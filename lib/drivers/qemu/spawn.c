@@ -275,21 +275,42 @@ nomem:
 char *hm_proc_getenv(pid_t pid, const char *name) {
   char p[64];
   snprintf(p, sizeof(p), "/proc/%d/environ", (int)pid);
+  size_t len = 0;
+  char *env = NULL;
   FILE *f = fopen(p, "re");
-  if (!f)
+  if (f) {
+    size_t cap = 0;
+    for (;;) {
+      if (len == cap) {
+        char *n = cap < (1u << 20) ? realloc(env, cap = cap ? cap * 2 : 4096) : NULL;
+        if (!n)
+          break;
+        env = n;
+      }
+      size_t got = fread(env + len, 1, cap - len, f);
+      if (!got)
+        break;
+      len += got;
+    }
+    fclose(f);
+  } else if (errno == EACCES && hm_proc_in_our_userns(pid)) {
+    /* A helper of ours that runs as a subordinate id (mapUid): its /proc
+     * files belong to that id; read from inside its user namespace. */
+    if (hm_userns_read_proc(pid, "environ", &env, &len) < 0)
+      return NULL;
+  }
+  if (!env)
     return NULL;
   size_t nlen = strlen(name);
-  char *line = NULL, *found = NULL;
-  size_t cap = 0;
-  ssize_t n;
-  while ((n = getdelim(&line, &cap, '\0', f)) > 0) {
-    if ((size_t)n > nlen && strncmp(line, name, nlen) == 0 && line[nlen] == '=') {
-      found = strdup(line + nlen + 1);
-      break;
-    }
+  char *found = NULL;
+  for (size_t i = 0; i < len && !found;) {
+    const char *e = env + i;
+    size_t n = strnlen(e, len - i);
+    if (n > nlen && strncmp(e, name, nlen) == 0 && e[nlen] == '=')
+      found = strndup(e + nlen + 1, n - nlen - 1);
+    i += n + 1;
   }
-  free(line);
-  fclose(f);
+  free(env);
   return found;
 }
 

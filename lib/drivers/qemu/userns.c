@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <linux/nsfs.h>
 #include <pwd.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -356,4 +357,59 @@ static void status_set(void *ud, const char *key, const char *value) {
 int hm_userns_status(hm_status *st) {
   hm_status_set(st, "rootless", geteuid() != 0 ? "true" : "false", NULL);
   return geteuid() == 0 || hm_userns_check(status_set, st) == 0;
+}
+
+int hm_userns_read_proc(pid_t pid, const char *file, char **out, size_t *out_len) {
+  char nsp[64], path[96];
+  *out = NULL;
+  *out_len = 0;
+  snprintf(nsp, sizeof(nsp), "/proc/%d/ns/user", (int)pid);
+  snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+  int ns = open(nsp, O_RDONLY | O_CLOEXEC);
+  if (ns < 0)
+    return -1;
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0) {
+    close(ns);
+    return -1;
+  }
+  size_t cap = 1u << 20;
+  char *buf = malloc(cap);
+  int pidfd = -1;
+  pid_t c = buf ? hm_fork_pidfd(&pidfd) : -1;
+  if (c == 0) {
+    /* Owner of that namespace: every capability in it once joined (a
+     * forked child is single-threaded, as setns wants). */
+    char b[4096];
+    ssize_t n;
+    int fd = setns(ns, CLONE_NEWUSER) == 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd < 0)
+      _exit(1);
+    while ((n = read(fd, b, sizeof(b))) > 0)
+      if (write(p[1], b, (size_t)n) != n)
+        _exit(1);
+    _exit(n < 0);
+  }
+  close(ns);
+  close(p[1]);
+  size_t len = 0;
+  ssize_t n;
+  while (c > 0 && len < cap &&
+         ((n = read(p[0], buf + len, cap - len)) > 0 || (n < 0 && errno == EINTR)))
+    if (n > 0)
+      len += (size_t)n;
+  close(p[0]);
+  int st = -1;
+  if (c > 0)
+    hm_pidfd_wait_exit(pidfd, c, &st);
+  if (pidfd >= 0)
+    close(pidfd);
+  /* st -1: reaped elsewhere (SIGCHLD ignored); what came is what there is. */
+  if (c <= 0 || (st != -1 && (!WIFEXITED(st) || WEXITSTATUS(st) != 0))) {
+    free(buf);
+    return -1;
+  }
+  *out = buf;
+  *out_len = len;
+  return 0;
 }

@@ -107,4 +107,13 @@ HM_PRIVATE int hm_userns_status(hm_status *st);
  */
 HM_PRIVATE int hm_proc_in_our_userns(pid_t pid);
 
+/*
+ * hm_userns_read_proc: reads /proc/PID/FILE of a helper in a user namespace
+ * of ours (hm_proc_in_our_userns) that runs as a subordinate id, whose
+ * /proc files belong to that id: a short child joins the namespace (we own
+ * it, so it has every capability there) and reads it. 0 and *out (malloc'd,
+ * at most 1 MiB, not NUL-terminated; *out_len bytes), or -1.
+ */
+HM_PRIVATE int hm_userns_read_proc(pid_t pid, const char *file, char **out, size_t *out_len);
+
 #endif

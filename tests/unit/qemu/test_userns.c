@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -278,10 +279,38 @@ START_TEST(test_userns_virtiofsd) {
       ck_assert_int_eq(hm_userns_prepare(&u, "virtiofsd", 1000, 1000, NULL), 0);
     snprintf(sock, sizeof(sock), "%s/vfs%d.sock", top, mapped);
     pid_t pid = -1;
-    ck_assert_msg(hm_virtiofsd_start(&pid, &vfs, share, 1, NULL, sock, NULL, &u, &err) == 0, "%s",
+    char *env[] = {"HOTMOUNT_MOUNT=hm-test", NULL};
+    ck_assert_msg(hm_virtiofsd_start(&pid, &vfs, share, 1, NULL, sock, env, &u, &err) == 0, "%s",
                   hm_error_message(err));
     ck_assert(hm_virtiofsd_alive(pid));
+    /* A vhost-user peer connects: virtiofsd then sets up its sandbox
+     * (forks into new pid/mount/net namespaces, drops capabilities), after
+     * which it must still be ours. */
+    int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    ck_assert_uint_lt(strlen(sock), sizeof(sa.sun_path));
+    memcpy(sa.sun_path, sock, strlen(sock) + 1);
+    ck_assert_int_eq(connect(c, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    for (int i = 0; i < 100; i++) {
+      char kids[64], buf[64] = "";
+      snprintf(kids, sizeof(kids), "/proc/%d/task/%d/children", (int)pid, (int)pid);
+      FILE *k = fopen(kids, "re");
+      if (k && fgets(buf, sizeof(buf), k) && buf[0]) {
+        fclose(k);
+        break;
+      }
+      if (k)
+        fclose(k);
+      usleep(20000);
+    }
+    usleep(200000);
+    ck_assert(hm_virtiofsd_alive(pid));
     ck_assert(hm_proc_is_ours(pid, vfs.path));
+    /* Its markers are readable (with mapUid its /proc files are a
+     * subordinate id's: read from inside its namespace). */
+    char *m = hm_proc_getenv(pid, "HOTMOUNT_MOUNT");
+    ck_assert_msg(m && strcmp(m, "hm-test") == 0, "mapped %d: %s", mapped, m ? m : "(unreadable)");
+    free(m);
     ck_assert_int_eq(hm_proc_in_our_userns(pid), 1);
     char p[64], line[256];
     snprintf(p, sizeof(p), "/proc/%d/uid_map", (int)pid);
@@ -298,6 +327,7 @@ START_TEST(test_userns_virtiofsd) {
     ck_assert_uint_eq(seen, want);
     ck_assert_msg(hm_virtiofsd_stop(pid, 3000, &err) == 0, "%s", hm_error_message(err));
     ck_assert(!hm_virtiofsd_alive(pid));
+    close(c);
     unlink(sock);
   }
   hm_virtiofsd_info_clear(&vfs);
