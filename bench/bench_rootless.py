@@ -37,6 +37,7 @@ sys.path.insert(0, HERE)
 def one(n, mib):
     """One boot as the current user; prints one JSON line of figures."""
     from common import bench_vm, hm, measure_rw
+    from bench_virtiofs import ours  # add -> the guest reads; remove
     adds, removes = [], []
     with bench_vm("hm-benchrl-") as b:
         vm, inst = b.vm, b.inst
@@ -45,17 +46,10 @@ def one(n, mib):
         with open(os.path.join(host, "probe"), "w") as f:
             f.write("probe\n")
         for i in range(n + 1):
-            t0 = time.monotonic()
-            hm("add", inst, host, "/mnt/b")
-            rc, out = vm.sh("cat /mnt/b/probe")
-            t_add = time.monotonic() - t0
-            if out.strip() != "probe":
-                raise RuntimeError("guest could not read: " + out)
-            t0 = time.monotonic()
-            hm("remove", inst, "/mnt/b")
+            a, r = ours(vm, inst, host)
             if i:  # the first is the warm-up
-                adds.append(t_add)
-                removes.append(time.monotonic() - t0)
+                adds.append(a)
+                removes.append(r)
         hm("add", inst, host, "/mnt/rw", "--writable")
         procs = [l for l in subprocess.run(["pgrep", "-a", "-u", str(os.geteuid()), "virtiofsd"],
                                            capture_output=True, text=True).stdout.splitlines()
