@@ -87,7 +87,6 @@ def main():
               "rootless CI user)")
         return 77
     from common import HOTMOUNT
-    import hmtest
     n = int(os.environ.get("HM_BENCH_N", "10"))
     mib = int(os.environ.get("HM_BENCH_MIB", "256"))
     rounds = int(os.environ.get("HM_BENCH_ROUNDS", "2"))
@@ -98,7 +97,9 @@ def main():
         print("bench_rootless: tests/rootless.sh --setup failed: " + setup.stderr)
         return 1
     user, user_images = setup.stdout.split()
-    root_images = hmtest.image_dir()
+    # the image tests/rootless.sh built (or found) for the e2e suites
+    root_images = os.environ.get("HM_E2E_IMAGE_DIR") or os.path.join(
+        build, "tests", "e2e", "image-cache")
     res = {"root": [], "rootless": []}
     for i in range(rounds):
         res["root"].append(run_as(None, root_images, n, mib))
