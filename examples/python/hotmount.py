@@ -411,7 +411,9 @@ class Mount:
     state: str         # "attaching", "mounted", "detaching", "broken"
     tag: Optional[str]     # virtiofs tag, 9p port, or bind's guest source dir, if any
     reason: Optional[str]  # why it is broken, if it is
-    via: Optional[str] = None  # 9p on QEMU: "pci" (reserved slot) or "serial"
+    # 9p on QEMU: "pci" (reserved slot) or "serial"; virtiofs: "shared" (the
+    # shared device, options={"device": "shared"})
+    via: Optional[str] = None
 
     @classmethod
     def _from_c(cls, m: "_P(_Mount)") -> "Mount":
