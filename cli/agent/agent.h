@@ -48,6 +48,17 @@ int agent_op_mount(const hm_agent_request *req, int *eno, char **msg);
 int agent_op_umount(const hm_agent_request *req, int *eno, char **msg);
 int agent_op_list(hm_agent_mount_info **out, size_t *n, int *eno, char **msg);
 
+/* ---- notify.c: host changes shown to guest watchers ---- */
+
+/* The mount root at target (a virtiofs, 9p or FUSE mount point), opened
+ * O_RDONLY|O_DIRECTORY without following symlinks: an fd, or -errno with
+ * *msg (malloc'd) set. */
+int agent_notify_open_target(const char *target, char **msg);
+/* Makes the guest kernel report each event (see notify.c); *failed: how
+ * many could not be shown (ENOENT, gone again, is not counted). */
+int agent_notify_apply(int tfd, const hm_notify_event *ev, size_t n, unsigned *failed);
+int agent_op_notify(const hm_agent_request *req, int *eno, char **msg);
+
 /* ---- devwait.c: waiting for devices without a sleep loop ---- */
 
 /* A NETLINK_KOBJECT_UEVENT socket, or -1 (then waits fall back to a bounded
