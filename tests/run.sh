@@ -16,7 +16,7 @@ BUILD=${1:-$ROOT/build}
 PKGS="meson ninja-build pkg-config make gcc g++ clang-format libjson-c-dev libglib2.0-dev
 libssh-dev libcurl4-openssl-dev libmicrohttpd-dev check qemu-system-x86 qemu-utils
 busybox-static kmod cpio python3 procps clang diod openssh-sftp-server
-openssh-client dropbear-bin sshfs fuse3 mmdebstrap e2fsprogs libclang-rt-14-dev"
+openssh-client dropbear-bin sshfs fuse3 mmdebstrap e2fsprogs libclang-rt-14-dev inotify-tools"
 
 if [ "$(id -u)" != 0 ]; then
   echo "tests/run.sh: run as root (apt-get, and QEMU's C virtiofsd for the e2e suites)" >&2

@@ -51,7 +51,7 @@ int agent_op_list(hm_agent_mount_info **out, size_t *n, int *eno, char **msg);
 /* ---- notify.c: host changes shown to guest watchers ---- */
 
 /* The mount root at target (a virtiofs, 9p or FUSE mount point), opened
- * O_RDONLY|O_DIRECTORY without following symlinks: an fd, or -errno with
+ * O_PATH|O_DIRECTORY without following symlinks: an fd, or -errno with
  * *msg (malloc'd) set. */
 int agent_notify_open_target(const char *target, char **msg);
 /* Makes the guest kernel report each event (see notify.c); *failed: how

@@ -66,7 +66,7 @@ int agent_notify_open_target(const char *target, char **msg) {
   }
   int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
   int fd = root < 0 ? -1
-                    : open_how(root, norm + 1, O_RDONLY | O_DIRECTORY,
+                    : open_how(root, norm + 1, O_PATH | O_DIRECTORY,
                                RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
   int err = errno;
   if (root >= 0)
@@ -134,11 +134,16 @@ static int poke(int tfd, const hm_notify_event *ev) {
       int r =
           statx(tfd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_MTIME, &stx) < 0 ? -errno : 0;
       if (r == 0) {
+        /* futimens needs an open file, not the O_PATH root (whose opening
+         * a watcher would not see, while this one it does: IN_OPEN). */
         struct timespec ts[2] = {
             {.tv_nsec = UTIME_OMIT},
             {.tv_sec = stx.stx_mtime.tv_sec, .tv_nsec = stx.stx_mtime.tv_nsec}};
-        if (futimens(tfd, ts) < 0)
+        int fd = open_how(tfd, ".", O_RDONLY | O_DIRECTORY, BENEATH);
+        if (fd < 0 || futimens(fd, ts) < 0)
           r = -errno;
+        if (fd >= 0)
+          close(fd);
       }
       free(path);
       return r;

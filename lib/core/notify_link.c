@@ -14,6 +14,7 @@
 #include "notify_link.h"
 
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,7 +84,19 @@ static int link_start(hm_instance *inst, hm_entry *e, hm_notify_link **out, hm_e
       return HM_ERR_NOMEM(err);
     }
   }
-  int r = hm_notify_watcher_start(&l->w, e->spec->host_path, sink, l, err);
+  /* The mount's file server: what it changes, the guest changed (and its
+   * watchers saw), so the watcher does not send it back. */
+  static const char *const pid_keys[] = {"virtiofsd_pid", "diod_pid", "sftpPid"};
+  int pids[3];
+  size_t np = 0;
+  for (size_t i = 0; e->att && i < sizeof(pid_keys) / sizeof(pid_keys[0]); i++) {
+    const char *v = hm_attachment_get_data(e->att, pid_keys[i]);
+    char *end = NULL;
+    long p = v ? strtol(v, &end, 10) : 0;
+    if (v && *end == '\0' && p > 1 && p < INT32_MAX)
+      pids[np++] = (int)p;
+  }
+  int r = hm_notify_watcher_start_ex(&l->w, e->spec->host_path, pids, np, sink, l, err);
   if (r < 0) {
     link_free(l);
     return r;
@@ -129,7 +142,8 @@ int hm_inst_notify_describe(const hm_entry *e, char *buf, size_t size) {
              st.unwatched, st.max_watches, st.dirs, st.sent, st.suppressed, st.overflows);
   else
     snprintf(buf, size,
-             "%s: %lu directories watched, %lu events sent, %lu echoes dropped, %lu overflows",
-             st.running ? "watching" : "stopped", st.dirs, st.sent, st.suppressed, st.overflows);
+             "%s: %lu directories watched, %lu events sent, %lu echoes dropped, %lu overflows%s",
+             st.running ? "watching" : "stopped", st.dirs, st.sent, st.suppressed, st.overflows,
+             st.origin_filter ? "" : " (no fanotify: guest-made changes may echo)");
   return 1;
 }

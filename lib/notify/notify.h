@@ -50,6 +50,7 @@ typedef struct hm_notify_stats {
   unsigned long sent;        /* events handed to the sink */
   unsigned long suppressed;  /* events dropped as echoes (no change to mtime, size, inode, mode) */
   int running;               /* the thread runs */
+  int origin_filter;         /* guest-made changes are told apart by fanotify (see _start_ex) */
 } hm_notify_stats;
 
 /*
@@ -61,6 +62,18 @@ typedef struct hm_notify_stats {
  */
 HM_PRIVATE int hm_notify_watcher_start(hm_notify_watcher **out, const char *root,
                                        hm_notify_sink sink, void *user, hm_error **err);
+/*
+ * hm_notify_watcher_start_ex: as hm_notify_watcher_start, and changes made
+ * by the processes pids[0..n) (the file server of the mount: virtiofsd,
+ * diod, sftp-server), or by their children, are the guest's own and are
+ * not sent back to it. Needs fanotify with FAN_REPORT_DFID_NAME and
+ * CAP_SYS_ADMIN (an unprivileged fanotify listener is not told who made a
+ * change); without them only the signature rule applies (see watcher.c),
+ * and hm_notify_stats.origin_filter is 0.
+ */
+HM_PRIVATE int hm_notify_watcher_start_ex(hm_notify_watcher **out, const char *root,
+                                          const int *pids, size_t n, hm_notify_sink sink,
+                                          void *user, hm_error **err);
 /* Stops the thread, closes every descriptor, frees w. Accepts NULL. */
 HM_PRIVATE void hm_notify_watcher_stop(hm_notify_watcher *w);
 HM_PRIVATE void hm_notify_watcher_stats(hm_notify_watcher *w, hm_notify_stats *out);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/fanotify.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -56,9 +57,17 @@ struct dir {
   char *rel; /* "" for the root */
 };
 
+/* Who made the changes of a pending path (fanotify): */
+#define ORIGIN_GUEST 1 /* the mount's file server, i.e. the guest */
+#define ORIGIN_HOST 2  /* anyone else */
+#define MAX_PIDS 8
+
 struct hm_notify_watcher {
   char *root;
   int rootfd, ifd, stopfd;
+  int fan; /* fanotify (origin filter), or -1 */
+  int pids[MAX_PIDS];
+  size_t n_pids;
   hm_notify_sink sink;
   void *user;
   pthread_t thread;
@@ -73,6 +82,9 @@ struct hm_notify_watcher {
   struct dir **by_wd;
   size_t wd_cap;
   struct map pending, sigs;
+  struct map handles;       /* dir handle (hex) -> kind = wd */
+  struct map origin;        /* pending path -> kind = ORIGIN_* bits */
+  struct map pidcache;      /* pid (decimal) -> kind = 1 guest, 2 not */
   int64_t first_pending_ms; /* when the oldest pending event came; 0: none */
   int64_t good_since_s;     /* wall clock (s) since which no event was lost */
   int warned_limit;
@@ -173,6 +185,120 @@ static char *join(const char *dir, const char *name) {
   return s;
 }
 
+/* ---- origin: who made a change (fanotify) ---- */
+
+#define FAN_MASK                                                                                   \
+  (FAN_CREATE | FAN_DELETE | FAN_MODIFY | FAN_ATTRIB | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_ONDIR | \
+   FAN_EVENT_ON_CHILD)
+
+/* A file handle as a table key: its type and bytes in hex. */
+static void handle_key(char *buf, size_t size, const struct file_handle *fh) {
+  size_t o = (size_t)snprintf(buf, size, "%x:", (unsigned)fh->handle_type);
+  for (unsigned i = 0; i < fh->handle_bytes && o + 3 < size; i++)
+    o += (size_t)snprintf(buf + o, size - o, "%02x", fh->f_handle[i]);
+}
+
+/* Marks the directory fd (watch wd) for fanotify and remembers its handle. */
+static void fan_add(hm_notify_watcher *w, int fd, int wd) {
+  if (w->fan < 0)
+    return;
+  if (fanotify_mark(w->fan, FAN_MARK_ADD, FAN_MASK, fd, NULL) < 0)
+    return;
+  union {
+    struct file_handle fh;
+    char buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+  } h;
+  h.fh.handle_bytes = MAX_HANDLE_SZ;
+  int mnt;
+  if (name_to_handle_at(fd, "", &h.fh, &mnt, AT_EMPTY_PATH) < 0)
+    return;
+  char key[2 * MAX_HANDLE_SZ + 16];
+  handle_key(key, sizeof(key), &h.fh);
+  struct ent *e = map_get(&w->handles, key);
+  if (e)
+    e->kind = wd;
+}
+
+static int parent_of(int pid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0)
+    return -1;
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')'); /* the name may hold anything, ')' too */
+  int ppid = -1;
+  if (!p || sscanf(p + 1, " %*c %d", &ppid) != 1)
+    return -1;
+  return ppid;
+}
+
+/* Is pid the mount's file server or a child of it (up to 4 generations)? */
+static int guest_pid(hm_notify_watcher *w, int pid) {
+  char key[24];
+  snprintf(key, sizeof(key), "%d", pid);
+  struct ent *c = map_find(&w->pidcache, key);
+  if (c)
+    return c->kind == 1;
+  int found = 0;
+  for (int p = pid, depth = 0; p > 1 && depth < 5 && !found; depth++, p = parent_of(p))
+    for (size_t i = 0; i < w->n_pids; i++)
+      if (w->pids[i] == p)
+        found = 1;
+  if ((c = map_get(&w->pidcache, key)))
+    c->kind = found ? 1 : 2;
+  return found;
+}
+
+static void fan_read(hm_notify_watcher *w) {
+  if (w->fan < 0)
+    return;
+  char buf[16384] __attribute__((aligned(__alignof__(struct fanotify_event_metadata))));
+  for (;;) {
+    ssize_t n = read(w->fan, buf, sizeof(buf));
+    if (n <= 0)
+      return;
+    struct fanotify_event_metadata *m = (struct fanotify_event_metadata *)buf;
+    for (; FAN_EVENT_OK(m, n); m = FAN_EVENT_NEXT(m, n)) {
+      if (m->vers != FANOTIFY_METADATA_VERSION || (m->mask & FAN_Q_OVERFLOW))
+        continue;
+      char *p = (char *)m + m->metadata_len, *end = (char *)m + m->event_len;
+      while (p + sizeof(struct fanotify_event_info_header) <= end) {
+        struct fanotify_event_info_header *h = (struct fanotify_event_info_header *)p;
+        if (h->len == 0 || p + h->len > end)
+          break;
+        if (h->info_type == FAN_EVENT_INFO_TYPE_DFID_NAME ||
+            h->info_type == FAN_EVENT_INFO_TYPE_DFID) {
+          struct fanotify_event_info_fid *fid = (struct fanotify_event_info_fid *)h;
+          struct file_handle *fh = (struct file_handle *)fid->handle;
+          char key[2 * MAX_HANDLE_SZ + 16];
+          handle_key(key, sizeof(key), fh);
+          struct ent *e = map_find(&w->handles, key);
+          int wd = e ? e->kind : -1;
+          if (wd >= 0 && (size_t)wd < w->wd_cap && w->by_wd[wd]) {
+            const char *name = h->info_type == FAN_EVENT_INFO_TYPE_DFID_NAME
+                                   ? (const char *)(fh->f_handle + fh->handle_bytes)
+                                   : "";
+            char *rel = name[0] && strcmp(name, ".") != 0 ? join(w->by_wd[wd]->rel, name)
+                                                          : strdup(w->by_wd[wd]->rel);
+            struct ent *o = rel ? map_get(&w->origin, rel) : NULL;
+            if (o)
+              o->kind |= guest_pid(w, m->pid) ? ORIGIN_GUEST : ORIGIN_HOST;
+            free(rel);
+          }
+        }
+        p += h->len;
+      }
+      if (m->fd >= 0)
+        close(m->fd);
+    }
+  }
+}
+
 /* ---- pending events ---- */
 
 static void pend(hm_notify_watcher *w, const char *rel, int kind) {
@@ -206,6 +332,18 @@ static void sig_of(const struct stat *st, struct sig *s) {
  * forth. Dropping those is what keeps the agent's poke from looping.
  */
 static int keep(hm_notify_watcher *w, const char *rel, int kind) {
+  struct ent *o = map_find(&w->origin, rel);
+  if (o && o->kind == ORIGIN_GUEST) {
+    /* Only the guest (through its file server) touched it: the guest's
+     * kernel has told its watchers already. Its signature is kept, so that
+     * the echo of it (if fanotify missed one) is dropped too. */
+    struct stat st;
+    struct ent *s;
+    if (kind != HM_NOTIFY_DELETE && stat_beneath(w->rootfd, rel, &st) == 0 &&
+        (s = map_get(&w->sigs, rel)))
+      sig_of(&st, &s->sig);
+    return 0;
+  }
   if (kind == HM_NOTIFY_DELETE) {
     struct ent *s = map_find(&w->sigs, rel);
     if (s)
@@ -218,8 +356,13 @@ static int keep(hm_notify_watcher *w, const char *rel, int kind) {
   struct sig now;
   sig_of(&st, &now);
   struct ent *s = map_find(&w->sigs, rel);
-  if (s && (kind == HM_NOTIFY_MODIFY || kind == HM_NOTIFY_ATTRIB) &&
-      memcmp(&s->sig, &now, sizeof(now)) == 0)
+  /* Equal, or equal but for the nanoseconds of the mtime, which a guest
+   * poke over SFTP (whole seconds) drops. */
+  if (s && (kind == HM_NOTIFY_MODIFY || kind == HM_NOTIFY_ATTRIB) && s->sig.size == now.size &&
+      s->sig.ino == now.ino && s->sig.mode == now.mode &&
+      (s->sig.mtime_ns == now.mtime_ns ||
+       (now.mtime_ns % 1000000000 == 0 &&
+        s->sig.mtime_ns / 1000000000 == now.mtime_ns / 1000000000)))
     return 0;
   if (!s && w->sigs.n >= MAX_SIGS)
     map_clear(&w->sigs);
@@ -229,6 +372,9 @@ static int keep(hm_notify_watcher *w, const char *rel, int kind) {
 }
 
 static void flush(hm_notify_watcher *w) {
+  /* Everything fanotify knows about these changes is queued by now: both
+   * queues are filled by the same kernel call. */
+  fan_read(w);
   hm_notify_event batch[HM_NOTIFY_MAX_BATCH];
   size_t n = 0;
   unsigned long sent = 0, dropped = 0;
@@ -253,6 +399,9 @@ static void flush(hm_notify_watcher *w) {
     sent += n;
   }
   map_clear(&w->pending);
+  map_clear(&w->origin);
+  if (w->pidcache.n > 4096)
+    map_clear(&w->pidcache);
   w->first_pending_ms = 0;
   pthread_mutex_lock(&w->lock);
   w->st.sent += sent;
@@ -350,6 +499,7 @@ static void walk(hm_notify_watcher *w, const char *top, int report, int64_t sinc
     int wd = inotify_add_watch(w->ifd, proc, WATCH_MASK);
     if (wd >= 0) {
       set_dir(w, wd, rel);
+      fan_add(w, fd, wd);
     } else if (errno == ENOSPC) {
       unsigned long max = read_max_watches();
       pthread_mutex_lock(&w->lock);
@@ -465,12 +615,18 @@ static void *thread_main(void *arg) {
       int64_t left = w->first_pending_ms + HM_NOTIFY_COALESCE_MS - hm_now_ms();
       timeout = left > 0 ? (int)left : 0;
     }
-    struct pollfd p[2] = {{.fd = w->ifd, .events = POLLIN}, {.fd = w->stopfd, .events = POLLIN}};
-    int r = poll(p, 2, timeout);
+    struct pollfd p[3] = {{.fd = w->ifd, .events = POLLIN},
+                          {.fd = w->stopfd, .events = POLLIN},
+                          {.fd = w->fan, .events = POLLIN}};
+    int r = poll(p, w->fan >= 0 ? 3 : 2, timeout);
     if (r < 0 && errno != EINTR)
       break;
     if (p[1].revents)
       break;
+    /* Read as they come, so the kernel's queue never fills; what they say
+     * is used at the next flush. */
+    if (w->fan >= 0 && (p[2].revents & POLLIN))
+      fan_read(w);
     if (r > 0 && (p[0].revents & POLLIN)) {
       for (;;) {
         ssize_t n = read(w->ifd, buf, sizeof(buf));
@@ -504,6 +660,11 @@ static void watcher_free(hm_notify_watcher *w) {
     close(w->ifd);
   if (w->stopfd >= 0)
     close(w->stopfd);
+  if (w->fan >= 0)
+    close(w->fan);
+  map_clear(&w->handles);
+  map_clear(&w->origin);
+  map_clear(&w->pidcache);
   for (size_t i = 0; i < w->wd_cap; i++) {
     if (w->by_wd[i]) {
       free(w->by_wd[i]->rel);
@@ -521,13 +682,21 @@ static void watcher_free(hm_notify_watcher *w) {
 
 int hm_notify_watcher_start(hm_notify_watcher **out, const char *root, hm_notify_sink sink,
                             void *user, hm_error **err) {
+  return hm_notify_watcher_start_ex(out, root, NULL, 0, sink, user, err);
+}
+
+int hm_notify_watcher_start_ex(hm_notify_watcher **out, const char *root, const int *pids,
+                               size_t n_pids, hm_notify_sink sink, void *user, hm_error **err) {
   *out = NULL;
   if (!root || root[0] != '/' || !sink)
     return HM_ERR(err, HM_E_INVALID, "an absolute root and a sink are required");
   hm_notify_watcher *w = calloc(1, sizeof(*w));
   if (!w)
     return HM_ERR_NOMEM(err);
-  w->rootfd = w->ifd = w->stopfd = -1;
+  w->rootfd = w->ifd = w->stopfd = w->fan = -1;
+  for (size_t i = 0; i < n_pids && w->n_pids < MAX_PIDS; i++)
+    if (pids[i] > 1)
+      w->pids[w->n_pids++] = pids[i];
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->cond, NULL);
   w->sink = sink;
@@ -553,6 +722,16 @@ int hm_notify_watcher_start(hm_notify_watcher **out, const char *root, hm_notify
     r = HM_ERR(err, HM_E_IO, "eventfd: %s", strerror(errno));
     goto fail;
   }
+  if (w->n_pids) {
+    /* Best effort: without it (no CAP_SYS_ADMIN, an old kernel) guest-made
+     * changes may come back to the guest once. */
+    w->fan = fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_DFID_NAME,
+                           O_RDONLY | O_CLOEXEC);
+    if (w->fan < 0)
+      hm_info("notify %s: no fanotify (%s): changes the guest made may be echoed back to it", root,
+              strerror(errno));
+  }
+  w->st.origin_filter = w->fan >= 0;
   w->st.running = 1;
   sigset_t all, old;
   sigfillset(&all);

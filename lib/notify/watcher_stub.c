@@ -11,6 +11,12 @@ int hm_notify_watcher_start(hm_notify_watcher **out, const char *root, hm_notify
   return HM_ERR(err, HM_E_UNSUPPORTED, "change notification (--notify) needs Linux inotify");
 }
 
+int hm_notify_watcher_start_ex(hm_notify_watcher **out, const char *root, const int *pids, size_t n,
+                               hm_notify_sink sink, void *user, hm_error **err) {
+  (void)pids, (void)n;
+  return hm_notify_watcher_start(out, root, sink, user, err);
+}
+
 void hm_notify_watcher_stop(hm_notify_watcher *w) {
   (void)w;
 }
