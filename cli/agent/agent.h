@@ -65,6 +65,17 @@ int agent_hub_dev_of(const char *text, const char *path, char dev[32]);
 /* Unmounts (detached) the hub submounts whose major:minor is dev. */
 void agent_hub_release(const char *text, const char *dev);
 
+/* ---- notify.c: host changes shown to guest watchers ---- */
+
+/* The mount root at target (a virtiofs, 9p or FUSE mount point), opened
+ * O_PATH|O_DIRECTORY without following symlinks: an fd, or -errno with
+ * *msg (malloc'd) set. */
+int agent_notify_open_target(const char *target, char **msg);
+/* Makes the guest kernel report each event (see notify.c); *failed: how
+ * many could not be shown (ENOENT, gone again, is not counted). */
+int agent_notify_apply(int tfd, const hm_notify_event *ev, size_t n, unsigned *failed);
+int agent_op_notify(const hm_agent_request *req, int *eno, char **msg);
+
 /* ---- devwait.c: waiting for devices without a sleep loop ---- */
 
 /* A NETLINK_KOBJECT_UEVENT socket, or -1 (then waits fall back to a bounded

@@ -746,6 +746,31 @@ int hm_agent_umount(hm_agent *a, const char *target, unsigned flags, int timeout
   return rc;
 }
 
+int hm_agent_notify(hm_agent *a, const char *target, const hm_notify_event *ev, size_t n,
+                    int timeout_ms, hm_error **err) {
+  if (!a || !target || !ev || n == 0 || n > HM_NOTIFY_MAX_BATCH || timeout_ms < 0)
+    return HM_ERR(err, HM_E_INVALID,
+                  "missing argument, 0 or more than %d events, or a negative "
+                  "timeout",
+                  HM_NOTIFY_MAX_BATCH);
+  if (!hm_agent_has_capability(a, "notify"))
+    return HM_ERR(err, HM_E_UNSUPPORTED,
+                  "the guest agent (%s) lacks notify; update it in the guest to use --notify",
+                  hm_agent_get_version(a));
+  hm_agent_request req = {.op = HM_AGENT_OP_NOTIFY,
+                          .target = (char *)target,
+                          .events = (hm_notify_event *)ev,
+                          .n_events = n};
+  hm_agent_response resp;
+  int rc = call(a, &req, &resp, hm_now_ms() + timeout_ms, __func__, err);
+  if (rc < 0)
+    return rc;
+  if (!resp.ok)
+    rc = agent_error(&resp, __func__, err);
+  hm_agent_response_clear(&resp);
+  return rc;
+}
+
 int hm_agent_list(hm_agent *a, hm_agent_mount_info **out, size_t *n, hm_error **err) {
   *out = NULL;
   *n = 0;

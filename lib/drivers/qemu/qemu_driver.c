@@ -349,9 +349,17 @@ static int start_virtiofsd(qemu_impl *q, pid_t *pid, const hm_virtiofsd_info *vf
     hm_strv_clear(&env);
     return HM_ERR_NOMEM(err);
   }
+  /* Without root: in a user namespace with our subordinate ids (userns.h),
+   * where guest root is us, or the guest ids mapUid/mapGid name are. */
+  hm_userns userns;
+  if (geteuid() != 0 && (r = hm_userns_prepare(&userns, "virtiofsd", hm_qemu_map_id(spec, "mapUid"),
+                                               hm_qemu_map_id(spec, "mapGid"), err)) < 0) {
+    hm_strv_clear(&env);
+    return r;
+  }
   r = hm_virtiofsd_start(pid, vfs, hm_mount_spec_get_host_path(spec),
                          !hm_mount_spec_get_writable(spec), hm_mount_spec_get_option(spec, "cache"),
-                         sock, env.v, err);
+                         sock, env.v, geteuid() != 0 ? &userns : NULL, err);
   hm_strv_clear(&env);
   return r;
 }
@@ -784,6 +792,9 @@ static int qemu_describe(void *impl, hm_status *st, hm_error **err) {
   json_object *ret = NULL;
   char buf[32];
   int total = 0, used = 0;
+  /* Without root: what a user namespace for virtiofsd and sftp-server needs
+   * (doctor's userns, newuidmap, subuid, subgid checks). */
+  int confinable = hm_userns_status(st);
   if (query_slots(q, &map, NULL) < 0) {
     hm_status_set(st, "qmp", "disconnected", NULL);
     return 0;
@@ -849,6 +860,7 @@ static int qemu_describe(void *impl, hm_status *st, hm_error **err) {
     hm_status_set(st, "virtiofsdReadonly",
                   vfs.has_readonly ? "option"
                   : geteuid() == 0 ? "bind"
+                  : confinable     ? "userns"
                                    : "unavailable",
                   NULL);
     hm_virtiofsd_info_clear(&vfs);
