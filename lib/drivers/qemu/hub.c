@@ -5,6 +5,7 @@
 #include "mount_internal.h"
 #include "qemu_internal.h"
 #include "spawn.h"
+#include "userns.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -146,7 +148,7 @@ static int device_present(hm_hub *hub, hm_error **err) {
 static const hm_confine hub_confine = {.filter = 1};
 
 static int start_hub_vfsd(hm_hub *hub, const char *dir, const char *hubpath, const char *sock,
-                          pid_t *pid, hm_error **err) {
+                          const hm_userns *userns, pid_t *pid, hm_error **err) {
   hm_virtiofsd_info vfs = {0};
   hm_share share = {.fd = -1};
   hm_strv env = {0}, argv = {0};
@@ -182,7 +184,8 @@ static int start_hub_vfsd(hm_hub *hub, const char *dir, const char *hubpath, con
                      .stdio_fd = -1,
                      .new_session = 1,
                      .share = &share,
-                     .confine = &hub_confine};
+                     .confine = &hub_confine,
+                     .userns = userns};
   if ((r = hm_spawn(pid, &o, err)) < 0)
     unlink(sock);
 out:
@@ -235,11 +238,6 @@ static void why_not(pid_t pid, void *ud) {
  * under hub->lock: two first adds plug one device.
  */
 static int hub_ensure_locked(hm_hub *hub, const char *dir, hm_error **err) {
-  if (geteuid() != 0)
-    return HM_ERR(err, HM_E_UNSUPPORTED,
-                  "hm_hub: -o device=shared needs hotmountd to run as root for now (the bind "
-                  "into virtiofsd's namespace is made with open_tree/move_mount); use "
-                  "-o device=dedicated");
   pid_t pid = hub_pid_locked(hub);
   int present = device_present(hub, err);
   if (present < 0)
@@ -277,11 +275,17 @@ static int hub_ensure_locked(hm_hub *hub, const char *dir, hm_error **err) {
     r = HM_ERR_NOMEM(err);
     goto out;
   }
+  /* Without root: in a user namespace with our subordinate ids, guest root
+   * being us (one virtiofsd for every shared mount: no mapUid/mapGid). */
+  hm_userns userns;
+  if (geteuid() != 0 &&
+      (r = hm_userns_prepare(&userns, "virtiofsd (shared device)", -1, -1, err)) < 0)
+    goto out;
   if ((slot = hub->h->port_reserve(hub->h->ud, err)) < 0) {
     r = slot;
     goto out;
   }
-  if ((r = start_hub_vfsd(hub, dir, hubpath, sock, &pid, err)) < 0)
+  if ((r = start_hub_vfsd(hub, dir, hubpath, sock, geteuid() != 0 ? &userns : NULL, &pid, err)) < 0)
     goto out_slot;
   hm_fault("add:hub-virtiofsd-started");
   json_object *args = hm_qemu_socket_chardev_args(HM_HUB_CHR, sock);
@@ -322,16 +326,41 @@ enum { OP_BIND = 1, OP_UNBIND = 2 };
 /*
  * Runs one mount operation in a forked child (single-threaded, so it may
  * setns) inside the mount namespace of pid. OP_BIND: an open_tree clone of
- * share->fd (recursive; nosuid, nodev and read-only when asked, set on the
- * detached tree before anyone can see it) moved onto target. OP_UNBIND:
- * target detached (absent or not a mount point is success).
+ * the host directory (recursive; nosuid, nodev and read-only when asked, set
+ * on the detached tree before anyone can see it) moved onto target.
+ * OP_UNBIND: target detached (absent or not a mount point is success).
+ *
+ * When virtiofsd runs in a user namespace of ours (rootless), the child
+ * joins it first (as its owner it has every capability there). A clone of a
+ * directory of our own mount namespace cannot be made from there, so the
+ * child unshares a mount namespace owned by that user namespace (a copy of
+ * ours), opens the host path again in it with no symbolic link followed
+ * (openat2 RESOLVE_NO_SYMLINKS), checks it is the directory opened and
+ * validated before (device and inode), and clones that.
  */
-static int ns_op(pid_t pid, int op, const hm_share *share, const char *target, hm_error **err) {
-  char nsp[64];
+static int ns_op(pid_t pid, int op, const hm_share *share, const char *host_path,
+                 const char *target, hm_error **err) {
+  char nsp[64], host[PATH_MAX];
   snprintf(nsp, sizeof(nsp), "/proc/%d/ns/mnt", (int)pid);
   int ns = open(nsp, O_RDONLY | O_CLOEXEC);
   if (ns < 0)
     return HM_ERR(err, HM_E_HELPER, "hm_hub: cannot open %s: %s", nsp, strerror(errno));
+  /* Its user namespace, when not ours. */
+  int uns = -1;
+  if (hm_proc_in_our_userns(pid)) {
+    snprintf(nsp, sizeof(nsp), "/proc/%d/ns/user", (int)pid);
+    if ((uns = open(nsp, O_RDONLY | O_CLOEXEC)) < 0) {
+      int e = errno;
+      close(ns);
+      return HM_ERR(err, HM_E_HELPER, "hm_hub: cannot open %s: %s", nsp, strerror(e));
+    }
+  }
+  if (op == OP_BIND && uns >= 0 &&
+      (size_t)snprintf(host, sizeof(host), "%s", host_path) >= sizeof(host)) {
+    close(ns);
+    close(uns);
+    return HM_ERR(err, HM_E_INVALID, "hm_hub: host path too long");
+  }
   int ep[2];
   if (pipe2(ep, O_CLOEXEC) < 0) {
     int e = errno;
@@ -346,12 +375,25 @@ static int ns_op(pid_t pid, int op, const hm_share *share, const char *target, h
   if (c == 0) {
     for (int sig = 1; sig < NSIG; sig++)
       signal(sig, SIG_DFL);
-    int r[2] = {0, 0}, tfd = -1;
-    if (op == OP_BIND) {
+    int r[2] = {0, 0}, tfd = -1, src = share ? share->fd : -1;
+    if (uns >= 0 && setns(uns, CLONE_NEWUSER) < 0)
+      r[0] = 6;
+    if (!r[0] && uns >= 0 && op == OP_BIND) {
+      struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+                             .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+      struct stat st;
+      if (unshare(CLONE_NEWNS) < 0)
+        r[0] = 7;
+      else if ((src = (int)syscall(SYS_openat2, AT_FDCWD, host, &how, sizeof(how))) < 0)
+        r[0] = 8;
+      else if (fstat(src, &st) < 0 || st.st_dev != share->dev || st.st_ino != share->ino)
+        r[0] = 9, errno = ESTALE;
+    }
+    if (!r[0] && op == OP_BIND) {
       struct mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
                                             (share->readonly ? MOUNT_ATTR_RDONLY : 0),
                                 .propagation = MS_PRIVATE};
-      tfd = (int)syscall(SYS_open_tree, share->fd, "",
+      tfd = (int)syscall(SYS_open_tree, src, "",
                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
       if (tfd < 0)
         r[0] = 1;
@@ -378,6 +420,8 @@ static int ns_op(pid_t pid, int op, const hm_share *share, const char *target, h
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   close(ep[1]);
   close(ns);
+  if (uns >= 0)
+    close(uns);
   if (c < 0) {
     int e = errno;
     close(ep[0]);
@@ -476,7 +520,7 @@ int hm_hub_attach(hm_hub *hub, const hm_mount_spec *spec, hm_attachment *att, hm
     goto out;
   }
   made = 1;
-  if ((r = ns_op(pid, OP_BIND, &share, target, err)) < 0)
+  if ((r = ns_op(pid, OP_BIND, &share, host, target, err)) < 0)
     goto out;
   hm_fault("add:hub-bound");
   /* What virtiofsd's sandbox process (the one serving) sees at the entry
@@ -485,11 +529,11 @@ int hm_hub_attach(hm_hub *hub, const hm_mount_spec *spec, hm_attachment *att, hm
   if (!seen_as(sandbox > 0 ? sandbox : pid, target, share.dev, share.ino)) {
     r = HM_ERR(err, HM_E_HELPER, "hm_hub: virtiofsd %d does not see %s at %s after the bind",
                (int)(sandbox > 0 ? sandbox : pid), host, target);
-    ns_op(pid, OP_UNBIND, NULL, target, NULL);
+    ns_op(pid, OP_UNBIND, NULL, NULL, target, NULL);
     goto out;
   }
   if ((r = set_data(att, id, host, writable, err)) < 0) {
-    ns_op(pid, OP_UNBIND, NULL, target, NULL);
+    ns_op(pid, OP_UNBIND, NULL, NULL, target, NULL);
     goto out;
   }
   hm_debug("%s: %s bound at %s (%s) for %s", id, host, target, writable ? "rw" : "ro", HM_HUB_DEV);
@@ -521,7 +565,7 @@ int hm_hub_detach(hm_hub *hub, hm_attachment *att, hm_error **err) {
   entry_target(target, sizeof(target), id);
   /* With the hub's virtiofsd gone, its namespace (and the bind) went too. */
   pid_t pid = hub_pid(hub);
-  if (pid > 0 && (r = ns_op(pid, OP_UNBIND, NULL, target, err)) < 0)
+  if (pid > 0 && (r = ns_op(pid, OP_UNBIND, NULL, NULL, target, err)) < 0)
     goto out;
   hm_fault("remove:hub-unbound");
   if (unlinkat(hfd, id, AT_REMOVEDIR) < 0 && errno != ENOENT) {

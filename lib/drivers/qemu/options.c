@@ -89,6 +89,12 @@ int hm_qemu_validate(void *impl, const hm_mount_spec *spec, hm_error **err) {
     r = check_9p(spec, err);
   /* One virtiofsd serves every shared mount, with one cache mode. */
   const char *dev = hm_mount_spec_get_option(spec, "device");
+  if (r == 0 && dev && strcmp(dev, "shared") == 0 &&
+      (hm_mount_spec_get_option(spec, "mapUid") || hm_mount_spec_get_option(spec, "mapGid")))
+    r = HM_ERR(err, HM_E_INVALID,
+               "options mapUid/mapGid cannot be combined with device=shared: one virtiofsd, in "
+               "one user namespace, serves every shared mount of the VM; use "
+               "device=dedicated for another id mapping");
   if (r == 0 && dev && strcmp(dev, "shared") == 0 && hm_mount_spec_get_option(spec, "cache"))
     r = HM_ERR(err, HM_E_INVALID,
                "option cache= cannot be combined with device=shared: one virtiofsd serves every "
