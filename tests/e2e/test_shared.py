@@ -23,19 +23,22 @@ SHARED = ("-o", "device=shared")
 
 
 def hub_pids(c):
-    """(parent, sandbox) pids of this instance's hub virtiofsd, or (None, None)."""
+    """(parent, sandbox) pids of this instance's hub virtiofsd, or (None, None).
+    Found by the command line, which anyone may read (a rootless helper runs
+    as a subordinate id: its environment is not readable by the test)."""
     mine = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             comm = open("/proc/%s/comm" % pid).read().strip()
-            env = open("/proc/%s/environ" % pid, "rb").read().split(b"\0")
+            cmd = open("/proc/%s/cmdline" % pid, "rb").read().split(b"\0")
             ppid = int(open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if (comm == "virtiofsd" and b"HOTMOUNT_MOUNT=hm-hub" in env and
-                ("HOTMOUNT_INSTANCE=" + c.inst).encode() in env):
+        if (comm == "virtiofsd" and b"announce_submounts" in cmd and
+                any(a.startswith(b"source=") and a.endswith((c.inst + "/hub").encode())
+                    for a in cmd)):
             mine.append((int(pid), ppid))
     pids = {p for p, _ in mine}
     parent = [p for p, pp in mine if pp not in pids]
@@ -47,8 +50,10 @@ def hub_binds(c):
     """Mount points of hub entries in the hub virtiofsd's sandbox namespace
     (it is pivoted into the hub: entries are /hm-N)."""
     parent, child = hub_pids(c)
+    peri = c.vm.qmp("qom-list", {"path": "/machine/peripheral"})
+    plugged = any(p["name"] == "hm-hub-dev" for p in peri)
     if not parent:
-        return []
+        return ["the hub device is plugged but no hub virtiofsd was found"] if plugged else []
     if not child:
         return ["no hub virtiofsd sandbox process"]
     with open("/proc/%d/mountinfo" % child) as f:
@@ -217,6 +222,8 @@ def case_many(c, work, n=256):
     peri = c.vm.qmp("qom-list", {"path": "/machine/peripheral"})
     devs = [p["name"] for p in peri if p["name"].endswith("-dev")]
     t.ok(devs == ["hm-hub-dev"], "one device for all of them", devs)
+    binds = hub_binds(c)
+    t.ok(len(binds) == n, "%d binds in the hub virtiofsd's own namespace" % n, binds[:5])
     lst = c.list_json()
     t.ok(len(lst) == n and all(m["state"] == "mounted" for m in lst), "list shows %d" % n,
          len(lst))
