@@ -338,112 +338,91 @@ enum { OP_BIND = 1, OP_UNBIND = 2 };
  * (openat2 RESOLVE_NO_SYMLINKS), checks it is the directory opened and
  * validated before (device and inode), and clones that.
  */
+struct ns_ctx {
+  int op, ns, uns;
+  const hm_share *share;
+  const char *host, *target;
+};
+
+/* In the child (system calls only): the steps of ns_op; 0 or a step. */
+static int ns_child(void *arg) {
+  struct ns_ctx *c = arg;
+  int tfd = -1, src = c->share ? c->share->fd : -1;
+  if (c->uns >= 0 && setns(c->uns, CLONE_NEWUSER) < 0)
+    return 6;
+  if (c->uns >= 0 && c->op == OP_BIND) {
+    struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+                           .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+    struct stat st;
+    if (unshare(CLONE_NEWNS) < 0)
+      return 7;
+    if ((src = (int)syscall(SYS_openat2, AT_FDCWD, c->host, &how, sizeof(how))) < 0)
+      return 8;
+    if (fstat(src, &st) < 0 || st.st_dev != c->share->dev || st.st_ino != c->share->ino) {
+      errno = ESTALE;
+      return 9;
+    }
+  }
+  if (c->op == OP_BIND) {
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                                          (c->share->readonly ? MOUNT_ATTR_RDONLY : 0),
+                              .propagation = MS_PRIVATE};
+    tfd = (int)syscall(SYS_open_tree, src, "",
+                       OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+    if (tfd < 0)
+      return 1;
+    if (syscall(SYS_mount_setattr, tfd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
+      return 2;
+  }
+  if (setns(c->ns, CLONE_NEWNS) < 0)
+    return 3;
+  if (c->op == OP_BIND &&
+      syscall(SYS_move_mount, tfd, "", AT_FDCWD, c->target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+    return 4;
+  if (c->op == OP_UNBIND && umount2(c->target, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 &&
+      errno != EINVAL && errno != ENOENT)
+    return 5;
+  return 0;
+}
+
 static int ns_op(pid_t pid, int op, const hm_share *share, const char *host_path,
                  const char *target, hm_error **err) {
-  char nsp[64], host[PATH_MAX];
+  char nsp[64];
   snprintf(nsp, sizeof(nsp), "/proc/%d/ns/mnt", (int)pid);
-  int ns = open(nsp, O_RDONLY | O_CLOEXEC);
-  if (ns < 0)
+  struct ns_ctx c = {op, open(nsp, O_RDONLY | O_CLOEXEC), -1, share, host_path, target};
+  if (c.ns < 0)
     return HM_ERR(err, HM_E_HELPER, "hm_hub: cannot open %s: %s", nsp, strerror(errno));
   /* Its user namespace, when not ours. */
-  int uns = -1;
   if (hm_proc_in_our_userns(pid)) {
     snprintf(nsp, sizeof(nsp), "/proc/%d/ns/user", (int)pid);
-    if ((uns = open(nsp, O_RDONLY | O_CLOEXEC)) < 0) {
+    if ((c.uns = open(nsp, O_RDONLY | O_CLOEXEC)) < 0) {
       int e = errno;
-      close(ns);
+      close(c.ns);
       return HM_ERR(err, HM_E_HELPER, "hm_hub: cannot open %s: %s", nsp, strerror(e));
     }
   }
-  if (op == OP_BIND && uns >= 0 &&
-      (size_t)snprintf(host, sizeof(host), "%s", host_path) >= sizeof(host)) {
-    close(ns);
-    close(uns);
-    return HM_ERR(err, HM_E_INVALID, "hm_hub: host path too long");
-  }
-  int ep[2];
-  if (pipe2(ep, O_CLOEXEC) < 0) {
-    int e = errno;
-    close(ns);
-    return HM_ERR(err, -e, "hm_hub: pipe: %s", strerror(e));
-  }
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int cfd;
-  pid_t c = hm_fork_pidfd(&cfd);
-  if (c == 0) {
-    for (int sig = 1; sig < NSIG; sig++)
-      signal(sig, SIG_DFL);
-    int r[2] = {0, 0}, tfd = -1, src = share ? share->fd : -1;
-    if (uns >= 0 && setns(uns, CLONE_NEWUSER) < 0)
-      r[0] = 6;
-    if (!r[0] && uns >= 0 && op == OP_BIND) {
-      struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
-                             .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
-      struct stat st;
-      if (unshare(CLONE_NEWNS) < 0)
-        r[0] = 7;
-      else if ((src = (int)syscall(SYS_openat2, AT_FDCWD, host, &how, sizeof(how))) < 0)
-        r[0] = 8;
-      else if (fstat(src, &st) < 0 || st.st_dev != share->dev || st.st_ino != share->ino)
-        r[0] = 9, errno = ESTALE;
-    }
-    if (!r[0] && op == OP_BIND) {
-      struct mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
-                                            (share->readonly ? MOUNT_ATTR_RDONLY : 0),
-                                .propagation = MS_PRIVATE};
-      tfd = (int)syscall(SYS_open_tree, src, "",
-                         OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
-      if (tfd < 0)
-        r[0] = 1;
-      else if (syscall(SYS_mount_setattr, tfd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr,
-                       sizeof(attr)) < 0)
-        r[0] = 2;
-    }
-    if (!r[0] && setns(ns, CLONE_NEWNS) < 0)
-      r[0] = 3;
-    if (!r[0] && op == OP_BIND &&
-        syscall(SYS_move_mount, tfd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-      r[0] = 4;
-    if (!r[0] && op == OP_UNBIND && umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 &&
-        errno != EINVAL && errno != ENOENT)
-      r[0] = 5;
-    if (r[0]) {
-      r[1] = errno;
-      if (write(ep[1], r, sizeof(r)) < 0)
-        _exit(2);
-      _exit(1);
-    }
-    _exit(0);
-  }
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  close(ep[1]);
-  close(ns);
-  if (uns >= 0)
-    close(uns);
-  if (c < 0) {
-    int e = errno;
-    close(ep[0]);
-    return HM_ERR(err, -e, "hm_hub: fork: %s", strerror(e));
-  }
-  int r[2] = {0, 0}, st = -1;
-  ssize_t got;
-  while ((got = read(ep[0], r, sizeof(r))) < 0 && errno == EINTR)
-    ;
-  close(ep[0]);
-  hm_pidfd_wait_exit(cfd, c, &st);
-  if (cfd >= 0)
-    close(cfd);
-  static const char *const step[] = {"",      "open_tree (clone)",       "mount_setattr",
-                                     "setns", "move_mount onto the hub", "umount"};
-  if (got == (ssize_t)sizeof(r) && r[0] >= 1 && r[0] <= 5)
+  int eno, r = hm_child_run(ns_child, &c, &eno), e = errno;
+  close(c.ns);
+  if (c.uns >= 0)
+    close(c.uns);
+  static const char *const step[] = {"",
+                                     "open_tree (clone)",
+                                     "mount_setattr",
+                                     "setns",
+                                     "move_mount onto the hub",
+                                     "umount",
+                                     "joining its user namespace",
+                                     "unsharing a mount namespace in it",
+                                     "opening the host path there (no symbolic links)",
+                                     "checking it is the directory validated"};
+  const char *what = op == OP_BIND ? "binding" : "unbinding";
+  if (r >= 1 && r <= 9)
     return HM_ERR(err, HM_E_HELPER, "hm_hub: %s %s in virtiofsd %d's namespace: %s failed: %s",
-                  op == OP_BIND ? "binding" : "unbinding", target, (int)pid, step[r[0]],
-                  strerror(r[1]));
-  if (st != -1 && (!WIFEXITED(st) || WEXITSTATUS(st) != 0))
-    return HM_ERR(err, HM_E_HELPER, "hm_hub: the %s helper did not finish",
-                  op == OP_BIND ? "bind" : "unbind");
+                  what, target, (int)pid, step[r], strerror(eno));
+  if (r < 0 && e == ECHILD)
+    return HM_ERR(err, HM_E_HELPER, "hm_hub: %s %s: the helper did not finish", what, target);
+  if (r < 0)
+    return HM_ERR(err, -e, "hm_hub: fork: %s", strerror(e));
   return 0;
 }
 

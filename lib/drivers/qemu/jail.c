@@ -295,71 +295,46 @@ int hm_jail_root_is(pid_t pid, const hm_share *s) {
   return 1;
 }
 
+struct pivot_ctx {
+  int ns;
+  const hm_share *s;
+};
+
+/* setns moves this process's root and cwd to the namespace's root;
+ * pivot_root then moves every process whose root or cwd is the old root
+ * (the helper, all its threads) into the share. */
+static int pivot_child(void *arg) {
+  struct pivot_ctx *p = arg;
+  if (setns(p->ns, CLONE_NEWNS) < 0)
+    return 1;
+  if (chdir(p->s->stage) < 0)
+    return 2;
+  if (syscall(SYS_pivot_root, ".", ".") < 0)
+    return 3;
+  if (umount2(".", MNT_DETACH) < 0)
+    return 4;
+  return 0;
+}
+
 int hm_jail_pivot(pid_t pid, const hm_share *s, hm_error **err) {
   char nsp[64];
   snprintf(nsp, sizeof(nsp), "/proc/%d/ns/mnt", (int)pid);
   int ns = open(nsp, O_RDONLY | O_CLOEXEC);
   if (ns < 0)
     return HM_ERR(err, HM_E_HELPER, "%s: cannot open %s: %s", __func__, nsp, strerror(errno));
-  int ep[2];
-  if (pipe2(ep, O_CLOEXEC) < 0) {
-    int e = errno;
-    close(ns);
-    return HM_ERR(err, -e, "%s: pipe: %s", __func__, strerror(e));
-  }
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int cfd;
-  pid_t c = hm_fork_pidfd(&cfd);
-  if (c == 0) {
-    for (int sig = 1; sig < NSIG; sig++)
-      signal(sig, SIG_DFL);
-    /* setns moves this process's root and cwd to the namespace's root;
-     * pivot_root then moves every process whose root or cwd is the old root
-     * (the helper, all its threads) into the share. */
-    int r[2] = {0, 0};
-    if (setns(ns, CLONE_NEWNS) < 0)
-      r[0] = 1;
-    else if (chdir(s->stage) < 0)
-      r[0] = 2;
-    else if (syscall(SYS_pivot_root, ".", ".") < 0)
-      r[0] = 3;
-    else if (umount2(".", MNT_DETACH) < 0)
-      r[0] = 4;
-    if (r[0]) {
-      r[1] = errno;
-      if (write(ep[1], r, sizeof(r)) < 0)
-        _exit(2);
-      _exit(1);
-    }
-    _exit(0);
-  }
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  close(ep[1]);
+  struct pivot_ctx ctx = {ns, s};
+  int eno, r = hm_child_run(pivot_child, &ctx, &eno);
+  int e = errno;
   close(ns);
-  if (c < 0) {
-    int e = errno;
-    close(ep[0]);
+  if (r < 0 && e == ECHILD)
+    return HM_ERR(err, HM_E_HELPER, "%s: helper %d: the pivot did not finish", __func__, (int)pid);
+  if (r < 0)
     return HM_ERR(err, -e, "%s: fork: %s", __func__, strerror(e));
-  }
-  int r[2] = {0, 0}, st = -1;
-  ssize_t got;
-  while ((got = read(ep[0], r, sizeof(r))) < 0 && errno == EINTR)
-    ;
-  close(ep[0]);
-  hm_pidfd_wait_exit(cfd, c, &st);
-  if (cfd >= 0)
-    close(cfd);
   static const char *const step[] = {"", "setns", "chdir to the share", "pivot_root",
                                      "detach the old root"};
-  if (got == (ssize_t)sizeof(r) && r[0] >= 1 && r[0] <= 4)
-    return HM_ERR(err, HM_E_HELPER, "%s: helper %d: %s failed: %s", __func__, (int)pid, step[r[0]],
-                  strerror(r[1]));
-  /* st -1: SIGCHLD is ignored here, the status is lost; the check of the
-   * helper's root below decides then. */
-  if (st != -1 && (!WIFEXITED(st) || WEXITSTATUS(st) != 0))
-    return HM_ERR(err, HM_E_HELPER, "%s: helper %d: the pivot did not finish", __func__, (int)pid);
+  if (r >= 1 && r <= 4)
+    return HM_ERR(err, HM_E_HELPER, "%s: helper %d: %s failed: %s", __func__, (int)pid, step[r],
+                  strerror(eno));
   if (!hm_jail_root_is(pid, s))
     return HM_ERR(err, HM_E_HELPER,
                   "%s: helper %d: its root or cwd is not the share after the pivot", __func__,

@@ -504,3 +504,54 @@ hm_attachment *hm_helper_adopt(pid_t pid, const char *pid_key,
   free(w);
   return a;
 }
+
+int hm_child_run(int (*fn)(void *arg), void *arg, int *eno) {
+  int ep[2];
+  *eno = 0;
+  if (pipe2(ep, O_CLOEXEC) < 0)
+    return -1;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int cfd;
+  pid_t c = hm_fork_pidfd(&cfd);
+  if (c == 0) {
+    for (int sig = 1; sig < NSIG; sig++)
+      signal(sig, SIG_DFL);
+    int r[2] = {fn(arg), 0};
+    if (r[0]) {
+      r[1] = errno;
+      if (write(ep[1], r, sizeof(r)) < 0)
+        _exit(2);
+      _exit(1);
+    }
+    _exit(0);
+  }
+  int fork_errno = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  close(ep[1]);
+  if (c < 0) {
+    close(ep[0]);
+    errno = fork_errno;
+    return -1;
+  }
+  int r[2] = {0, 0}, st = -1;
+  ssize_t got;
+  while ((got = read(ep[0], r, sizeof(r))) < 0 && errno == EINTR)
+    ;
+  close(ep[0]);
+  hm_pidfd_wait_exit(cfd, c, &st);
+  if (cfd >= 0)
+    close(cfd);
+  if (got == (ssize_t)sizeof(r) && r[0] > 0) {
+    *eno = r[1];
+    return r[0];
+  }
+  /* st -1: SIGCHLD is ignored here, the status is lost; then what the
+   * caller checks afterwards decides. */
+  if (st != -1 && (!WIFEXITED(st) || WEXITSTATUS(st) != 0)) {
+    errno = ECHILD;
+    return -1;
+  }
+  return 0;
+}

@@ -95,6 +95,16 @@ HM_PRIVATE int hm_pidfd_wait_exit(int pidfd, pid_t pid, int *status);
  * none), taken before the child can run (so before it can exit and be
  * reaped). In the child as fork(). */
 HM_PRIVATE pid_t hm_fork_pidfd(int *out_pidfd);
+
+/*
+ * hm_child_run: fn(arg) in a forked child (single-threaded, so it may
+ * setns(); every signal back to its default). fn may only make system calls
+ * and returns 0, or a step number > 0 with errno set. Returns 0; that step
+ * with *eno set when fn failed; or -1 with errno when the child could not
+ * be started (fork, pipe) or did not finish (ECHILD). Waits for the child
+ * through its pidfd.
+ */
+HM_PRIVATE int hm_child_run(int (*fn)(void *arg), void *arg, int *eno);
 /* Records pid (with its pidfd, which the table then owns) as a child of
  * ours. 0 or HM_E_NOMEM. */
 HM_PRIVATE int hm_child_add(pid_t pid, int pidfd);
