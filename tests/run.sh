@@ -22,7 +22,7 @@ PKGS="meson ninja-build pkg-config make gcc g++ clang-format libjson-c-dev libgl
 libssh-dev libcurl4-openssl-dev libmicrohttpd-dev check qemu-system-x86 qemu-utils
 busybox-static kmod cpio python3 procps clang diod openssh-sftp-server
 openssh-client dropbear-bin sshfs fuse3 mmdebstrap e2fsprogs libclang-rt-14-dev
-uidmap acl passwd util-linux"
+uidmap acl passwd util-linux inotify-tools"
 
 if [ "$(id -u)" != 0 ]; then
   echo "tests/run.sh: run as root (apt-get, and it creates the rootless pass's user)" >&2

@@ -21,6 +21,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hmtest import (hm, needs_root, run, start_daemon_fault, stop_daemon_wait,  # noqa: E402
                     wait_daemon_dead)
+# The shared virtiofs device's kill points (8 in an add, 3 in a remove): the
+# cases of e2e-shared, run last here because the device they plug stays while
+# the VM lives (e2e-shared's leftovers() knows that; the common one does not).
+from test_shared import case_add_kills as shared_add_kills  # noqa: E402
+from test_shared import case_remove_kills as shared_remove_kills  # noqa: E402
 
 ADD_POINTS = ["add:reserved", "add:virtiofsd-started", "add:chardev-added",
               "add:device-added", "add:attached", "add:guest-mounted"]
@@ -420,7 +425,7 @@ CASES = [lambda c, f=f: f(c, probe_host(c)) for f in (
     case_add_kills, case_remove_kills, case_add_kills_9p, case_remove_kills_9p,
     case_add_kills_9p_pci, case_remove_kills_9p_pci, case_corrupt_state_9p_pci,
     case_diod_killed_while_down, case_corrupt_state_9p, case_guest_unmount, case_corrupt_state,
-    case_guest_reboot, case_helper_killed)]
+    case_guest_reboot, case_helper_killed, shared_add_kills, shared_remove_kills)]
 
 
 if __name__ == "__main__":

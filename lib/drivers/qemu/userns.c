@@ -159,12 +159,22 @@ static int subid_lookup(const char *file, const char *user, uid_t uid, uint32_t 
     text[0] = '\0';
   }
   int found = hm_subid_find(text, user, uid, base, count);
+  /* The fix names a range past every one the file gives out already. */
+  unsigned long long next = 100000;
+  for (const char *l = text; !found && l && *l;) {
+    const char *nl = strchr(l, '\n');
+    size_t len = nl ? (size_t)(nl - l) : strlen(l);
+    char key[256];
+    uint32_t b, n;
+    if (parse_line(l, len, key, sizeof(key), &b, &n) && (unsigned long long)b + n > next)
+      next = (unsigned long long)b + n;
+    l = nl ? nl + 1 : NULL;
+  }
   free(text);
   if (!found)
     return HM_ERR(err, HM_E_UNSUPPORTED,
-                  "no subordinate %s for %s in %s: as root, `usermod %s 100000-165535 %s` "
-                  "(a range no other user's overlaps)",
-                  kind, user, file, opt, user);
+                  "no subordinate %s for %s in %s: as root, `usermod %s %llu-%llu %s`", kind, user,
+                  file, opt, next, next + 65535, user);
   return 0;
 }
 
@@ -285,9 +295,31 @@ int hm_userns_enter_child(void) {
   return 0;
 }
 
+/* Whether this process may make a user namespace at all (a container's
+ * seccomp profile, an LSM may forbid it where no sysctl says so): NULL, or
+ * why not. */
+static const char *userns_try(void) {
+  int pidfd;
+  pid_t c = hm_fork_pidfd(&pidfd);
+  if (c == 0)
+    _exit(unshare(CLONE_NEWUSER) == 0 ? 0 : errno == EPERM ? 1 : 2);
+  if (c < 0)
+    return NULL; /* cannot tell */
+  int st = -1;
+  hm_pidfd_wait_exit(pidfd, c, &st);
+  if (pidfd >= 0)
+    close(pidfd);
+  if (st == -1 || (WIFEXITED(st) && WEXITSTATUS(st) == 0))
+    return NULL;
+  return "unshare(CLONE_NEWUSER) is refused to this user here (a container's seccomp profile or "
+         "an LSM policy): allow user namespaces for it";
+}
+
 int hm_userns_check(void (*set)(void *ud, const char *key, const char *value), void *ud) {
   int bad = 0;
   const char *why = userns_blocked();
+  if (!why)
+    why = userns_try();
   set(ud, "userns", why ? why : "ok");
   bad |= why != NULL;
   char tool[64];

@@ -12,12 +12,11 @@
 #include "jail.h"
 #include "spawn.h"
 #include "sshfs_internal.h"
+#include "test_user.h"
 
 #include <check.h>
 #include <arpa/inet.h>
 #include <errno.h>
-#include <grp.h>
-#include <pwd.h>
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <stdio.h>
@@ -59,27 +58,8 @@ static void teardown(void) {
 /* Runs argv under share/confine; returns its exit status, its stdout in out. */
 static int run(char *const *argv, hm_share *share, const hm_confine *confine, char *out,
                size_t size) {
-  int sv[2];
-  ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  hm_spawn_opts o = {.argv = (char **)argv,
-                     .pass_fd = -1,
-                     .as_fd = -1,
-                     .stdio_fd = sv[1],
-                     .share = share,
-                     .confine = confine};
-  pid_t pid = -1;
-  hm_error *err = NULL;
-  ck_assert_msg(hm_spawn(&pid, &o, &err) == 0, "%s", hm_error_message(err));
-  close(sv[1]);
-  size_t got = 0;
-  ssize_t n;
-  while (got + 1 < size && (n = read(sv[0], out + got, size - 1 - got)) > 0)
-    got += (size_t)n;
-  out[got] = '\0';
-  close(sv[0]);
-  int st = 0;
-  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  hm_spawn_opts o = {.argv = (char **)argv, .share = share, .confine = confine};
+  return hm_test_spawn_output(&o, 0, out, size);
 }
 
 static void share_path(char *p, size_t size) {
@@ -365,21 +345,8 @@ END_TEST
  * this test's forked process switches; skipped without such a user or
  * without subordinate ids. */
 START_TEST(test_sftp_server_rootless) {
-  if (geteuid() == 0) {
-    const char *name = getenv("HM_ROOTLESS_USER");
-    struct passwd *pw = getpwnam(name && *name ? name : "hmci");
-    if (!pw) {
-      printf("jail: no user %s, rootless sftp-server test skipped\n", name ? name : "hmci");
-      return;
-    }
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "chown -R %u:%u '%s'", (unsigned)pw->pw_uid, (unsigned)pw->pw_gid,
-             top);
-    ck_assert_int_eq(system(cmd), 0);
-    ck_assert_int_eq(setgroups(0, NULL), 0);
-    ck_assert_int_eq(setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid), 0);
-    ck_assert_int_eq(setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid), 0);
-  }
+  if (hm_test_become_user(top) < 0)
+    return;
   hm_userns u;
   hm_error *err = NULL;
   if (hm_userns_prepare(&u, "sftp-server", -1, -1, &err) < 0) {

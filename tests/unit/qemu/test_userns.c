@@ -9,13 +9,12 @@
  * its own forked process. Skipped when there is no such user.
  */
 #include "spawn.h"
+#include "test_user.h"
 #include "userns.h"
 #include "virtiofsd.h"
 
 #include <check.h>
 #include <errno.h>
-#include <grp.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,76 +97,44 @@ END_TEST
 
 static char top[256];
 
-/* Becomes the test user when root (in this test's own forked process), and
- * makes a private directory with a share in it. 0, or 77 when there is no
- * user to test as. */
-static int become_user(void) {
-  if (geteuid() == 0) {
-    const char *name = getenv("HM_ROOTLESS_USER");
-    struct passwd *pw = getpwnam(name && *name ? name : "hmci");
-    if (!pw)
-      return 77;
-    snprintf(top, sizeof(top), "/tmp/hm-userns-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(top));
-    ck_assert_int_eq(chown(top, pw->pw_uid, pw->pw_gid), 0);
-    ck_assert_int_eq(setgroups(0, NULL), 0);
-    ck_assert_int_eq(setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid), 0);
-    ck_assert_int_eq(setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid), 0);
-  } else {
-    snprintf(top, sizeof(top), "/tmp/hm-userns-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(top));
-  }
-  char p[512];
-  snprintf(p, sizeof(p), "%s/share", top);
-  ck_assert_int_eq(mkdir(p, 0755), 0);
-  return 0;
-}
-
 static void cleanup(void) {
   char cmd[512];
   snprintf(cmd, sizeof(cmd), "rm -rf '%s'", top);
   ck_assert_int_eq(system(cmd), 0);
 }
 
-/* The test user has what a user namespace needs, else the test is skipped
- * (printed, so a CI log shows it). */
-static int usable(hm_userns *u, long map_uid, long map_gid) {
+/* A private directory with a share in it, owned by the test user (who this
+ * process becomes when root, test_user.h), and the namespace maps for
+ * map_uid/map_gid: 1, or 0 when the test is to be skipped (no test user, or
+ * it lacks what a user namespace needs: said on stdout, for CI logs). */
+static int begin(hm_userns *u, long map_uid, long map_gid) {
+  snprintf(top, sizeof(top), "/tmp/hm-userns-XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(top));
+  char p[512];
+  snprintf(p, sizeof(p), "%s/share", top);
+  ck_assert_int_eq(mkdir(p, 0755), 0);
+  if (hm_test_become_user(top) < 0) {
+    cleanup();
+    return 0;
+  }
   hm_error *err = NULL;
   if (hm_userns_prepare(u, "test", map_uid, map_gid, &err) < 0) {
     printf("userns: skipped: %s\n", hm_error_message(err));
     hm_error_free(err);
+    cleanup();
     return 0;
   }
   return 1;
 }
 
-/* Runs sh -c script in a user namespace with the share bound; its output. */
+/* Runs sh -c script in a user namespace with the share bound; its output,
+ * and its exit status. */
 static int run_sh(const hm_userns *u, hm_share *s, const char *script, char *out, size_t size) {
-  int sv[2];
-  ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
   char *argv[] = {"/bin/sh", "-c", (char *)script, NULL};
   static const hm_confine filter = {.filter = 1};
-  hm_spawn_opts o = {.argv = argv,
-                     .pass_fd = -1,
-                     .as_fd = -1,
-                     .stdio_fd = sv[1],
-                     .stderr_fd = sv[1],
-                     .share = s,
-                     .confine = &filter,
-                     .userns = u};
-  pid_t pid = -1;
-  hm_error *err = NULL;
-  ck_assert_msg(hm_spawn(&pid, &o, &err) == 0, "%s", hm_error_message(err));
-  close(sv[1]);
-  size_t got = 0;
-  ssize_t n;
-  while (got + 1 < size && (n = read(sv[0], out + got, size - 1 - got)) > 0)
-    got += (size_t)n;
-  out[got] = '\0';
-  close(sv[0]);
-  int st = -1;
-  ck_assert_int_eq(hm_child_exited(pid, -1, &st), 1);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  hm_spawn_opts o = {.argv = argv, .share = s, .confine = &filter, .userns = u};
+  /* stderr too: the refusals are what some tests look for. */
+  return hm_test_spawn_output(&o, 1, out, size);
 }
 
 static uid_t owner(const char *name) {
@@ -178,32 +145,37 @@ static uid_t owner(const char *name) {
   return st.st_uid;
 }
 
-/* Guest root is the host user; other ids are subordinate ids; the bind is
- * read-only when asked, also after a remount,rw attempt inside. */
-START_TEST(test_userns_default_map) {
-  if (become_user() == 77)
-    return;
-  hm_userns u;
-  if (!usable(&u, -1, -1)) {
-    cleanup();
-    return;
-  }
-  char share[512], script[10000], out[8192];
+/* In the share (writable): `first`, then inner root and inner uid 1000
+ * each make a file (byroot, by1000); the output. */
+static void write_both(const hm_userns *u, const char *first, char *out, size_t size) {
+  char share[512], script[10000];
   snprintf(share, sizeof(share), "%s/share", top);
   hm_share s;
   ck_assert_int_eq(hm_share_open(&s, share, 0, NULL), 0);
   snprintf(script, sizeof(script),
-           "id -u; cd '%s' && chmod 777 . && echo x > byroot && setpriv --reuid 1000 --regid 1000 "
+           "cd '%s' && %s && echo x > byroot && setpriv --reuid 1000 --regid 1000 "
            "--clear-groups sh -c 'echo y > by1000' && echo wrote",
-           s.stage);
-  int rc = run_sh(&u, &s, script, out, sizeof(out));
-  ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
-  ck_assert_msg(strncmp(out, "0\n", 2) == 0 && strstr(out, "wrote"), "%s", out);
+           s.stage, first);
+  int rc = run_sh(u, &s, script, out, size);
+  ck_assert_msg(rc == 0 && strstr(out, "wrote"), "exit %d: %s", rc, out);
+  hm_share_close(&s);
+}
+
+/* Guest root is the host user; other ids are subordinate ids; the bind is
+ * read-only when asked, for inner root and inner uid 1000. */
+START_TEST(test_userns_default_map) {
+  hm_userns u;
+  if (!begin(&u, -1, -1))
+    return;
+  char share[512], script[10000], out[8192];
+  snprintf(share, sizeof(share), "%s/share", top);
+  write_both(&u, "id -u && chmod 777 .", out, sizeof(out));
+  ck_assert_msg(strncmp(out, "0\n", 2) == 0, "%s", out);
   ck_assert_uint_eq(owner("byroot"), getuid());
   ck_assert_uint_eq(owner("by1000"), hm_idmap_outer(&u.uid, 1000));
   ck_assert_uint_eq(owner("by1000"), u.uid.r[1].outer + 999);
-  hm_share_close(&s);
 
+  hm_share s;
   ck_assert_int_eq(hm_share_open(&s, share, 1, NULL), 0);
   snprintf(script, sizeof(script),
            "cd '%s'; echo x > ro1 || echo refused; setpriv --reuid 1000 --regid 1000 "
@@ -226,28 +198,15 @@ END_TEST
 /* mapUid/mapGid=1000: guest 1000 is the host user, guest root a
  * subordinate id. */
 START_TEST(test_userns_mapped_user) {
-  if (become_user() == 77)
-    return;
   hm_userns u;
-  if (!usable(&u, 1000, 1000)) {
-    cleanup();
+  if (!begin(&u, 1000, 1000))
     return;
-  }
-  char share[512], script[10000], out[8192];
-  snprintf(share, sizeof(share), "%s/share", top);
-  hm_share s;
-  ck_assert_int_eq(hm_share_open(&s, share, 0, NULL), 0);
-  snprintf(script, sizeof(script),
-           "stat -c %%u:%%g '%s'; cd '%s' && echo x > byroot && setpriv --reuid 1000 --regid 1000 "
-           "--clear-groups sh -c 'echo y > by1000' && echo wrote",
-           s.stage, s.stage);
-  int rc = run_sh(&u, &s, script, out, sizeof(out));
-  ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
-  ck_assert_msg(strncmp(out, "1000:1000\n", 10) == 0 && strstr(out, "wrote"), "%s", out);
+  char out[8192];
+  write_both(&u, "stat -c %u:%g .", out, sizeof(out));
+  ck_assert_msg(strncmp(out, "1000:1000\n", 10) == 0, "%s", out);
   ck_assert_uint_eq(owner("by1000"), getuid());
   ck_assert_uint_eq(owner("byroot"), u.uid.r[0].outer);
   ck_assert_uint_ne(owner("byroot"), getuid());
-  hm_share_close(&s);
 
   hm_error *err = NULL;
   ck_assert_int_eq(hm_userns_prepare(&u, "virtiofsd", 70000, -1, &err), HM_E_INVALID);
@@ -262,13 +221,9 @@ END_TEST
 /* QEMU's C virtiofsd, rootless: it starts, is ours (also when it runs as a
  * subordinate id), has the maps asked for, and stops. */
 START_TEST(test_userns_virtiofsd) {
-  if (become_user() == 77)
-    return;
   hm_userns u;
-  if (!usable(&u, -1, -1)) {
-    cleanup();
+  if (!begin(&u, -1, -1))
     return;
-  }
   hm_virtiofsd_info vfs;
   hm_error *err = NULL;
   ck_assert_msg(hm_virtiofsd_detect(&vfs, NULL, &err) == 0, "%s", hm_error_message(err));
@@ -335,6 +290,33 @@ START_TEST(test_userns_virtiofsd) {
 }
 END_TEST
 
+/* newuidmap refuses a range that is not the user's: the spawn fails with
+ * what it said, the waiting child is gone, nothing was exec'ed. */
+START_TEST(test_userns_map_refused) {
+  hm_userns u;
+  if (!begin(&u, -1, -1))
+    return;
+  u.uid.r[1].outer = 1; /* ids 1.. are not this user's to map */
+  char *argv[] = {"/bin/true", NULL};
+  hm_spawn_opts o = {.argv = argv, .pass_fd = -1, .as_fd = -1, .stdio_fd = -1, .userns = &u};
+  pid_t pid = -1;
+  hm_error *err = NULL;
+  ck_assert_int_eq(hm_spawn(&pid, &o, &err), HM_E_HELPER);
+  ck_assert_msg(strstr(hm_error_message(err), "newuidmap failed for") != NULL, "%s",
+                hm_error_message(err));
+  hm_error_free(err);
+  ck_assert_int_eq(pid, -1);
+  /* No child of ours is left, waiting or not. */
+  char kids[64], buf[64] = "";
+  snprintf(kids, sizeof(kids), "/proc/%d/task/%d/children", (int)getpid(), (int)getpid());
+  FILE *k = fopen(kids, "re");
+  ck_assert_ptr_nonnull(k);
+  ck_assert_ptr_null(fgets(buf, sizeof(buf), k));
+  fclose(k);
+  cleanup();
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("userns");
   TCase *tc = tcase_create("userns");
@@ -344,6 +326,7 @@ int main(void) {
   tcase_add_test(tc, test_userns_default_map);
   tcase_add_test(tc, test_userns_mapped_user);
   tcase_add_test(tc, test_userns_virtiofsd);
+  tcase_add_test(tc, test_userns_map_refused);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
