@@ -58,6 +58,9 @@ int agent_notify_open_target(const char *target, char **msg);
  * many could not be shown (ENOENT, gone again, is not counted). */
 int agent_notify_apply(int tfd, const hm_notify_event *ev, size_t n, unsigned *failed);
 int agent_op_notify(const hm_agent_request *req, int *eno, char **msg);
+/* Lets go of the directories notify holds open in the mount at target (a
+ * resolved path); before unmounting it. */
+void agent_notify_unpin(const char *target);
 
 /* ---- devwait.c: waiting for devices without a sleep loop ---- */
 

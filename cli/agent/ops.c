@@ -862,6 +862,7 @@ static int do_umount(const hm_agent_request *req, const char *norm, int *eno, ch
     goto out;
   }
   int flags = UMOUNT_NOFOLLOW | (req->lazy ? MNT_DETACH : 0) | (req->force ? MNT_FORCE : 0);
+  agent_notify_unpin(resolved); /* its pins would make it busy */
   /* Only a lazy unmount (what remove asks for a broken mount) can meet a
    * dead server; plain ones stay in this thread. */
   if ((req->lazy ? umount_bounded(resolved, flags) : umount2(resolved, flags)) < 0) {

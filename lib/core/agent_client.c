@@ -738,9 +738,9 @@ int hm_agent_umount(hm_agent *a, const char *target, unsigned flags, int timeout
 
 int hm_agent_notify(hm_agent *a, const char *target, const hm_notify_event *ev, size_t n,
                     int timeout_ms, hm_error **err) {
-  if (!a || !target || !ev || n == 0 || n > HM_NOTIFY_MAX_BATCH || timeout_ms < 0)
+  if (!a || !target || (n && !ev) || n > HM_NOTIFY_MAX_BATCH || timeout_ms < 0)
     return HM_ERR(err, HM_E_INVALID,
-                  "missing argument, 0 or more than %d events, or a negative "
+                  "missing argument, more than %d events, or a negative "
                   "timeout",
                   HM_NOTIFY_MAX_BATCH);
   if (!hm_agent_has_capability(a, "notify"))

@@ -33,7 +33,9 @@ static void sink(void *user, const hm_notify_event *ev, size_t n) {
   hm_notify_link *l = user;
   hm_error *err = NULL;
   int r;
-  if (l->hp) {
+  if (l->hp && n == 0) {
+    return; /* nothing to prepare without an agent */
+  } else if (l->hp) {
     int kinds[HM_NOTIFY_MAX_BATCH];
     const char *paths[HM_NOTIFY_MAX_BATCH];
     for (size_t i = 0; i < n; i++)

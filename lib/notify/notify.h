@@ -36,8 +36,9 @@ typedef struct hm_notify_event {
   char *path; /* relative to the share's root */
 } hm_notify_event;
 
-/* Called on the watcher's thread with a batch (n >= 1); the events are the
- * watcher's (copy what you keep). Must not call back into the watcher. */
+/* Called on the watcher's thread with a batch; the events are the watcher's
+ * (copy what you keep). Must not call back into the watcher. The first call,
+ * before the tree is walked, has n == 0: prepare the guest side. */
 typedef void (*hm_notify_sink)(void *user, const hm_notify_event *ev, size_t n);
 
 typedef struct hm_notify_watcher hm_notify_watcher;

@@ -603,6 +603,7 @@ static void handle(hm_notify_watcher *w, const struct inotify_event *ev) {
 static void *thread_main(void *arg) {
   hm_notify_watcher *w = arg;
   w->good_since_s = time(NULL);
+  w->sink(w->user, NULL, 0);
   walk(w, "", 0, 0);
   pthread_mutex_lock(&w->lock);
   w->ready = 1;
