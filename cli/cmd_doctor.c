@@ -20,7 +20,7 @@
 enum { CHECK_OK, CHECK_WARN, CHECK_FAIL, CHECK_SKIP };
 static const char *const status_names[] = {"ok", "warn", "fail", "skip"};
 
-#define MAX_CHECKS 12
+#define MAX_CHECKS 20
 #define MAX_FIX 8
 
 typedef struct check {
@@ -154,6 +154,25 @@ static void run_checks(doctor *d, const hm_status *st, const char *dir, int from
     add_check(d, "slots", "hot-plug slots", CHECK_OK, "%ld reserved root ports", total);
   }
 
+  /* The shared virtiofs device (-o device=shared), when this backend has one. */
+  if (qmp_ok && hm_status_get(st, "sharedDevice")) {
+    const char *sd = get(st, "sharedDevice");
+    if (strcmp(sd, "orphaned") == 0) {
+      c = add_check(d, "shared-device", "shared virtiofs device", CHECK_WARN,
+                    "plugged, but its virtiofsd is gone: its %s mounts are dead and -o "
+                    "device=shared is refused until the VM restarts",
+                    get(st, "sharedEntries"));
+      add_fix(c, "remove the shared mounts, use -o device=dedicated, and restart the VM when "
+                 "convenient");
+    } else if (strcmp(sd, "plugged") == 0) {
+      add_check(d, "shared-device", "shared virtiofs device", CHECK_OK, "plugged, %s mounts on it",
+                get(st, "sharedEntries"));
+    } else {
+      add_check(d, "shared-device", "shared virtiofs device", CHECK_OK,
+                "not plugged (the first -o device=shared add plugs it, on one root port)");
+    }
+  }
+
   if (qmp_ok && hm_status_get(st, "ninepSlotsReadOnly")) {
     long ro = atol(get(st, "ninepSlotsReadOnly")), rw = atol(get(st, "ninepSlotsWritable"));
     if (ro + rw == 0) {
@@ -213,16 +232,19 @@ static void run_checks(doctor *d, const hm_status *st, const char *dir, int from
   if (*get(st, "virtiofsd")) {
     add_check(d, "virtiofsd", "virtiofsd", CHECK_OK, "%s virtiofsd at %s",
               is(st, "virtiofsdFlavor", "rust") ? "Rust" : "QEMU's C", get(st, "virtiofsd"));
-    if (is(st, "virtiofsdReadonly", "option") || is(st, "virtiofsdReadonly", "bind")) {
+    if (is(st, "virtiofsdReadonly", "option") || is(st, "virtiofsdReadonly", "bind") ||
+        is(st, "virtiofsdReadonly", "userns")) {
       add_check(d, "readonly", "read-only", CHECK_OK, "enforced on the host (%s)",
                 is(st, "virtiofsdReadonly", "option") ? "virtiofsd --readonly"
-                                                      : "read-only bind mount, as root");
+                : is(st, "virtiofsdReadonly", "bind")
+                    ? "read-only bind mount, as root"
+                    : "read-only bind mount in virtiofsd's user namespace");
     } else {
       c = add_check(d, "readonly", "read-only", CHECK_FAIL,
                     "cannot be enforced on the host for %s: this virtiofsd has no --readonly and "
-                    "a read-only bind mount needs root",
+                    "a read-only bind mount needs root or a user namespace (see the checks below)",
                     who);
-      add_fix(c, "run hotmountd as root: sudo hotmountd %s", name);
+      add_fix(c, "fix the user-namespace checks below (rootless virtiofsd)");
       add_fix(c, "or install the Rust virtiofsd >= 1.13 and: hotmountd %s --virtiofsd PATH", name);
     }
   } else {
@@ -232,6 +254,28 @@ static void run_checks(doctor *d, const hm_status *st, const char *dir, int from
                "virtiofsd package)");
     add_fix(c, "or name it: hotmountd %s --virtiofsd PATH (or HOTMOUNT_VIRTIOFSD=PATH)", name);
     add_check(d, "readonly", "read-only", CHECK_SKIP, "needs virtiofsd");
+  }
+
+  /* Without root, virtiofsd and sftp-server run in a user namespace with
+   * the user's subordinate ids: each thing that needs, a check. */
+  static const char *const userns_checks[][2] = {{"userns", "user namespaces"},
+                                                 {"newuidmap", "newuidmap"},
+                                                 {"subuid", "subuid range"},
+                                                 {"subgid", "subgid range"}};
+  if (!is(st, "rootless", "true")) {
+    add_check(d, "userns", "user namespaces", CHECK_SKIP,
+              "not needed: %s runs as root (helpers are confined by root's namespaces)",
+              from_daemon ? "hotmountd" : "this user");
+  } else {
+    for (size_t i = 0; i < sizeof(userns_checks) / sizeof(userns_checks[0]); i++) {
+      const char *v = get(st, userns_checks[i][0]);
+      if (strncmp(v, "ok", 2) == 0)
+        add_check(d, userns_checks[i][0], userns_checks[i][1], CHECK_OK, "%s",
+                  v[2] ? v + 3 : "available");
+      else
+        add_check(d, userns_checks[i][0], userns_checks[i][1], CHECK_FAIL,
+                  "%s (virtiofs and reverse-sshfs without root need it)", *v ? v : "not reported");
+    }
   }
 
   /* bind: the boot-time shares hotmountd was told about. */

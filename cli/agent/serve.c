@@ -151,10 +151,15 @@ static void do_hello(agent_conn *c, const hm_agent_request *req) {
    * mount.9p.virtio: a 9p mount with a tag and no port is a virtio-9p-pci
    * device, mounted trans=virtio (reserved 9p slots, 0.1+).
    * mount.bind: type "bind", a directory of a boot-time share bind-mounted.
+   * mount.virtiofs.hub: type "virtiofs" with a source: entry hm-N of the
+   * shared device (tag hm-hub) bind-mounted (0.1+).
    * notify: the notify op (host changes shown to guest file watchers). */
-  static char *caps[] = {
-      "mount.virtiofs", "mount.9p",     "mount.9p.uname", "mount.9p.virtio", "mount.bind", "umount",
-      "umount.lazy",    "umount.force", "list",           "notify",          NULL};
+  static char *caps[] = {"mount.virtiofs",  "mount.virtiofs.hub",
+                         "mount.9p",        "mount.9p.uname",
+                         "mount.9p.virtio", "mount.bind",
+                         "umount",          "umount.lazy",
+                         "umount.force",    "list",
+                         "notify",          NULL};
   hm_agent_response resp = {.id = req->id,
                             .ok = 1,
                             .major = HM_AGENT_PROTO_MAJOR,

@@ -413,7 +413,9 @@ class Mount:
     state: str         # "attaching", "mounted", "detaching", "broken"
     tag: Optional[str]     # virtiofs tag, 9p port, or bind's guest source dir, if any
     reason: Optional[str]  # why it is broken, if it is
-    via: Optional[str] = None  # 9p on QEMU: "pci" (reserved slot) or "serial"
+    # 9p on QEMU: "pci" (reserved slot) or "serial"; virtiofs: "shared" (the
+    # shared device, options={"device": "shared"})
+    via: Optional[str] = None
     notify: bool = False  # host changes shown to guest file watchers (--notify)
 
     @classmethod

@@ -126,12 +126,12 @@ int hm_agent_request_encode(char **out, const hm_agent_request *req, hm_error **
     if (!t || !req->target || (req->type == HM_TYPE_VIRTIOFS && !req->tag) ||
         (req->type == HM_TYPE_9P && !req->port && !req->tag) ||
         (bind && (!req->source || req->tag || req->port || req->options)) ||
-        (!bind && req->source)) {
+        (req->type == HM_TYPE_9P && req->source)) {
       json_object_put(o);
       return HM_ERR(err, HM_E_INVALID, "mount request needs a known type, a target and %s",
-                    req->type == HM_TYPE_9P ? "a port or a tag"
+                    req->type == HM_TYPE_9P ? "a port or a tag (and no source)"
                     : bind                  ? "a source (and no tag, port or options)"
-                                            : "a tag (and no source)");
+                                            : "a tag (a source only for virtiofs)");
     }
     r |= add_str(o, "type", t);
     if (req->source)
@@ -501,8 +501,10 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
       r = hm_err_set(err, HM_E_PROTOCOL, func, "mount: field 'port' is only for type 9p");
       goto out;
     }
-    if (!bind && out->source) {
-      r = hm_err_set(err, HM_E_PROTOCOL, func, "mount: field 'source' is only for type bind");
+    /* virtiofs with a source: an entry of the shared device (hub). */
+    if (out->type == HM_TYPE_9P && out->source) {
+      r = hm_err_set(err, HM_E_PROTOCOL, func,
+                     "mount: field 'source' is only for types bind and virtiofs");
       goto out;
     }
     /* A bind has no device: what the fields of the others name it has not. */

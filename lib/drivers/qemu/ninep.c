@@ -512,6 +512,12 @@ int hm_ninep_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_attach
   } else {
     hm_info("%s: 9p over virtio-serial: %s", id, why);
   }
+  if (geteuid() != 0)
+    return HM_ERR(err, HM_E_UNSUPPORTED,
+                  "9p over virtio-serial needs root on the host: its server, diod, is confined to "
+                  "the share in a mount namespace only root can make, and no reserved 9p slot "
+                  "is free; for 9p without root start the VM with reserved 9p slots (the "
+                  "arguments of `hotmount qemu-args NAME --9p-slots N`), or use virtiofs");
   if ((r = names_make(&n, h, id, err)) < 0)
     return r;
   /* diod's root is the share (diod_start): the export is "/". */

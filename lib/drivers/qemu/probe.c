@@ -9,6 +9,7 @@
 #include "qemu_internal.h"
 #include "qmp.h"
 #include "status_internal.h"
+#include "userns.h"
 #include "virtiofsd.h"
 
 #include <stdio.h>
@@ -167,18 +168,19 @@ static int probe_agent(hm_status *st, const char *dir) {
 static int probe_virtiofsd(hm_status *st, const char *explicit_path) {
   hm_virtiofsd_info vfs = {0};
   hm_error *e = NULL;
-  int r;
+  int r, confinable = hm_userns_status(st);
   if (hm_virtiofsd_detect(&vfs, explicit_path, &e) == 0) {
     r = hm_status_setf(st, "virtiofsd", "%s", vfs.path);
     r = r
             ?: hm_status_setf(st, "virtiofsdFlavor", "%s",
                               vfs.flavor == HM_VIRTIOFSD_RUST ? "rust" : "c");
     /* Without --readonly, read-only needs a bind mount in virtiofsd's own
-     * mount namespace, which only root can make. */
+     * mount namespace: root's, or one in a user namespace (userns.h). */
     r = r
             ?: hm_status_setf(st, "virtiofsdReadonly", "%s",
                               vfs.has_readonly ? "option"
                               : geteuid() == 0 ? "bind"
+                              : confinable     ? "userns"
                                                : "unavailable");
   } else {
     r = hm_status_setf(st, "virtiofsd", "%s", "");

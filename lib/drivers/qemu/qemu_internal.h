@@ -40,5 +40,9 @@ HM_PRIVATE char *hm_qemu_opt_escape(const char *value);
 /* options.c: the backend's validate op (which options virtiofs and 9p
  * mounts take). impl is unused. */
 HM_PRIVATE int hm_qemu_validate(void *impl, const hm_mount_spec *spec, hm_error **err);
+/* The guest id option key (mapUid, mapGid) asks to map to the host user, or
+ * -1 when unset (validated: 0..HM_QEMU_MAP_ID_MAX). */
+#define HM_QEMU_MAP_ID_MAX 4294967294UL
+HM_PRIVATE long hm_qemu_map_id(const hm_mount_spec *spec, const char *key);
 
 #endif

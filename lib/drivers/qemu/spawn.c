@@ -77,8 +77,9 @@ int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
   char **argv = o->argv;
   int pass_fd = o->pass_fd, as_fd = o->as_fd, stdio_fd = o->stdio_fd;
   int out_fd = o->stdout_fd, err_fd = o->stderr_fd;
-  if ((o->share || o->confine) && geteuid() != 0)
-    return HM_ERR(err, HM_E_UNSUPPORTED, "%s: confining %s needs root", __func__, argv[0]);
+  if ((o->share || o->confine) && geteuid() != 0 && !o->userns)
+    return HM_ERR(err, HM_E_UNSUPPORTED, "%s: confining %s needs root or a user namespace",
+                  __func__, argv[0]);
   /* Everything the child needs is made before fork: from there on it may
    * only make system calls. */
   char *prog = resolve(argv[0]);
@@ -105,6 +106,20 @@ int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
     free(prog);
     return HM_ERR(err, -e, "pipe: %s", strerror(e));
   }
+  /* With a user namespace: the child says it has unshared (up), the parent
+   * answers once the maps are written (down; EOF: give up). */
+  int up[2] = {-1, -1}, down[2] = {-1, -1};
+  if (o->userns && (pipe2(up, O_CLOEXEC) < 0 || pipe2(down, O_CLOEXEC) < 0)) {
+    int e = errno;
+    for (int i = 0; i < 2; i++)
+      if (up[i] >= 0)
+        close(up[i]);
+    close(ep[0]);
+    close(ep[1]);
+    hm_strv_clear(&envp);
+    free(prog);
+    return HM_ERR(err, -e, "pipe: %s", strerror(e));
+  }
   int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   /* The child starts with every signal blocked and resets the handlers it
    * inherited before unblocking: a SIGTERM from a quick rollback must not run
@@ -123,7 +138,24 @@ int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    int e[2] = {1, 0}; /* {1: confining, 2: exec; errno} */
+    int e[2] = {1, 0}; /* {1: confining, 2: exec, 3: user namespace; errno} */
+    if (o->userns) {
+      char c = 'u';
+      close(up[0]);
+      close(down[1]);
+      e[0] = 3;
+      if (unshare(CLONE_NEWUSER) < 0)
+        goto child_fail;
+      if (write(up[1], &c, 1) != 1)
+        _exit(125);
+      close(up[1]);
+      if (read(down[0], &c, 1) != 1)
+        _exit(125); /* the parent could not map us */
+      close(down[0]);
+      if (hm_userns_enter_child() < 0)
+        goto child_fail;
+      e[0] = 1;
+    }
     if ((o->share && hm_share_bind_child(o->share) < 0) ||
         (o->setup && o->setup(o->setup_arg) != 0))
       goto child_fail;
@@ -162,25 +194,56 @@ int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err) {
     close(devnull);
   close(ep[1]);
   hm_strv_clear(&envp);
+  if (o->userns) {
+    close(up[1]);
+    close(down[0]);
+  }
   if (pid < 0) {
     close(ep[0]);
+    if (o->userns) {
+      close(up[0]);
+      close(down[1]);
+    }
     free(prog);
     return HM_ERR(err, -fork_errno, "fork: %s", strerror(fork_errno));
+  }
+  hm_error *map_err = NULL;
+  if (o->userns) {
+    char c;
+    ssize_t got;
+    while ((got = read(up[0], &c, 1)) < 0 && errno == EINTR)
+      ;
+    close(up[0]);
+    /* EOF: the child failed before (its errno comes on ep). */
+    if (got == 1 && hm_userns_map(o->userns, pid, &map_err) == 0)
+      while (write(down[1], "g", 1) < 0 && errno == EINTR)
+        ;
+    close(down[1]);
   }
   int e[2] = {0, 0};
   ssize_t n;
   while ((n = read(ep[0], e, sizeof(e))) < 0 && errno == EINTR)
     ;
   close(ep[0]);
-  if (n == (ssize_t)sizeof(e)) {
+  if (map_err || n == (ssize_t)sizeof(e)) {
     /* It has exited or is about to: reap exactly it (its pidfd), blocking
      * only until it has. */
     int st;
     hm_pidfd_wait_exit(pidfd, pid, &st);
     if (pidfd >= 0)
       close(pidfd);
-    int r = HM_ERR(err, HM_E_HELPER, "cannot %s %s: %s", e[0] == 1 ? "confine" : "run", prog,
-                   strerror(e[1]));
+    static const char *const what[] = {"run", "confine", "run", "enter a user namespace for"};
+    int r;
+    if (map_err) {
+      r = hm_error_code(map_err);
+      if (err)
+        *err = map_err;
+      else
+        hm_error_free(map_err);
+    } else {
+      r = HM_ERR(err, HM_E_HELPER, "cannot %s %s: %s", what[e[0] >= 1 && e[0] <= 3 ? e[0] : 0],
+                 prog, strerror(e[1]));
+    }
     free(prog);
     return r;
   }
@@ -212,21 +275,42 @@ nomem:
 char *hm_proc_getenv(pid_t pid, const char *name) {
   char p[64];
   snprintf(p, sizeof(p), "/proc/%d/environ", (int)pid);
+  size_t len = 0;
+  char *env = NULL;
   FILE *f = fopen(p, "re");
-  if (!f)
+  if (f) {
+    size_t cap = 0;
+    for (;;) {
+      if (len == cap) {
+        char *n = cap < (1u << 20) ? realloc(env, cap = cap ? cap * 2 : 4096) : NULL;
+        if (!n)
+          break;
+        env = n;
+      }
+      size_t got = fread(env + len, 1, cap - len, f);
+      if (!got)
+        break;
+      len += got;
+    }
+    fclose(f);
+  } else if (errno == EACCES && hm_proc_in_our_userns(pid)) {
+    /* A helper of ours that runs as a subordinate id (mapUid): its /proc
+     * files belong to that id; read from inside its user namespace. */
+    if (hm_userns_read_proc(pid, "environ", &env, &len) < 0)
+      return NULL;
+  }
+  if (!env)
     return NULL;
   size_t nlen = strlen(name);
-  char *line = NULL, *found = NULL;
-  size_t cap = 0;
-  ssize_t n;
-  while ((n = getdelim(&line, &cap, '\0', f)) > 0) {
-    if ((size_t)n > nlen && strncmp(line, name, nlen) == 0 && line[nlen] == '=') {
-      found = strdup(line + nlen + 1);
-      break;
-    }
+  char *found = NULL;
+  for (size_t i = 0; i < len && !found;) {
+    const char *e = env + i;
+    size_t n = strnlen(e, len - i);
+    if (n > nlen && strncmp(e, name, nlen) == 0 && e[nlen] == '=')
+      found = strndup(e + nlen + 1, n - nlen - 1);
+    i += n + 1;
   }
-  free(line);
-  fclose(f);
+  free(env);
   return found;
 }
 
@@ -324,7 +408,9 @@ int hm_proc_is_ours(pid_t pid, const char *exe) {
       break;
     }
   fclose(f);
-  if (!have || ruid != geteuid() || euid != geteuid())
+  /* A helper in a user namespace we made (userns.h) may run as one of our
+   * subordinate ids (mapUid): ours too. */
+  if (!have || ((ruid != geteuid() || euid != geteuid()) && !hm_proc_in_our_userns(pid)))
     return 0;
   if (!exe)
     return 1;

@@ -5,6 +5,7 @@
 
 #include "jail.h"
 #include "private.h"
+#include "userns.h"
 #include <sys/types.h>
 
 /*
@@ -22,6 +23,9 @@ HM_PRIVATE int hm_ro_remount(const char *dir);
  * daemon restart). Signals are reset in the child before they are
  * unblocked, so the host program's handlers never run there. In the child,
  * in this order:
+ *   userns   when set (userns.h): unshare a user namespace, wait for the
+ *            parent to write its maps (newuidmap/newgidmap), become uid 0
+ *            inside; share and confine then work without root
  *   share    when set, bound in a private mount namespace (jail.h:
  *            hm_share_bind_child: nosuid, nodev, read-only when asked)
  *   setup    when set: only async-signal-safe calls there; a non-zero
@@ -52,6 +56,7 @@ typedef struct hm_spawn_opts {
   int (*setup)(void *arg);
   void *setup_arg;
   const hm_confine *confine;
+  const hm_userns *userns;
 } hm_spawn_opts;
 HM_PRIVATE int hm_spawn(pid_t *out_pid, const hm_spawn_opts *o, hm_error **err);
 

@@ -185,16 +185,17 @@ static const hm_confine virtiofsd_confine = {.filter = 1};
 
 int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char *dir, int readonly,
                        const char *cache, const char *socket_path, char *const *env,
-                       hm_error **err) {
+                       const hm_userns *userns, hm_error **err) {
   char **argv = NULL;
   int ro_bind = 0, lfd = -1, r;
   hm_share share = {.fd = -1};
-  int root = geteuid() == 0;
-  /* As root: the directory is opened once here and bound, nosuid and nodev
-   * (and read-only when the mount is), at a staging path of virtiofsd's own
-   * namespace, which is what virtiofsd is told to serve. Without root (a
-   * rootless Rust virtiofsd) no mount can be made: virtiofsd gets the path
-   * and its own --readonly. */
+  /* As root, or without root in a user namespace of our own (userns.h):
+   * the directory is opened once here and bound, nosuid and nodev (and
+   * read-only when the mount is), at a staging path of virtiofsd's own
+   * mount namespace, which is what virtiofsd is told to serve. Without
+   * either (a rootless Rust virtiofsd, no subordinate ids) no mount can be
+   * made: virtiofsd gets the path and its own --readonly. */
+  int root = geteuid() == 0 || userns;
   if (root && (r = hm_share_open(&share, dir, readonly, err)) < 0)
     return r;
   if ((r = hm_virtiofsd_argv(&argv, &ro_bind, info, root ? share.stage : dir, readonly, cache,
@@ -220,7 +221,8 @@ int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char
                      .stdio_fd = -1,
                      .new_session = 1,
                      .share = root ? &share : NULL,
-                     .confine = root ? &virtiofsd_confine : NULL};
+                     .confine = root ? &virtiofsd_confine : NULL,
+                     .userns = userns};
   if ((r = hm_spawn(out_pid, &o, err)) < 0)
     unlink(socket_path);
 out:

@@ -41,10 +41,12 @@ HM_PRIVATE int hm_virtiofsd_argv(char ***out, int *out_ro_bind, const hm_virtiof
  * mounts down); it is in its own session. *out_pid is its pid. `env` (may be
  * NULL) is a NULL-terminated list of "NAME=value" added to its environment:
  * the markers by which a restarted daemon finds it again (hm_virtiofsd_find).
+ * userns (may be NULL; userns.h) runs it without root in a user namespace
+ * with the user's subordinate ids, confined as root's is.
  */
 HM_PRIVATE int hm_virtiofsd_start(pid_t *out_pid, const hm_virtiofsd_info *info, const char *dir,
                                   int readonly, const char *cache, const char *socket_path,
-                                  char *const *env, hm_error **err);
+                                  char *const *env, const hm_userns *userns, hm_error **err);
 
 /*
  * Calls fn for every running virtiofsd whose environment has `marker`

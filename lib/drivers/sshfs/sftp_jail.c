@@ -16,6 +16,12 @@
  * (no CAP_SYS_CHROOT, CAP_SYS_ADMIN, CAP_MKNOD, CAP_FSETID, CAP_SETFCAP),
  * no new privileges and jail.h's filter: a guest cannot plant a setuid
  * file or a device node on the host through SETSTAT or OPEN modes.
+ *
+ * Without root the same jail is made inside a user namespace with the
+ * user's subordinate ids (userns.h): sftp-server is uid 0 there, which is
+ * the host user outside, so whatever the guest writes belongs to the host
+ * user, and the host user's files are root's in the guest (sshfs shows the
+ * server's ids; mapUid/mapGid make sshfs show a guest user instead).
  */
 #include "sshfs_internal.h"
 #include "spawn.h"
@@ -110,11 +116,17 @@ const char *hm_sftp_server_find(const hm_ssh_config *cfg) {
 
 int hm_sftp_spawn(pid_t *out, const char *sftp_server, const char *host_dir, int writable, int sock,
                   const char *jail_dir, char *const *extra_env, hm_error **err) {
-  if (geteuid() != 0)
-    return HM_ERR(err, HM_E_UNSUPPORTED,
-                  "reverse-sshfs needs root on the host: sftp-server is confined to %s in its own "
-                  "mount namespace",
-                  host_dir);
+  /* Without root: the same jail, made inside a user namespace of our own
+   * (userns.h) where sftp-server is root over the share only, acting on the
+   * host as this user (its inner uid 0). */
+  hm_userns userns;
+  int rootless = geteuid() != 0;
+  if (rootless) {
+    int r = hm_userns_prepare(&userns, "sftp-server", -1, -1, err);
+    if (r < 0)
+      return hm_error_prefix(err, r, __func__, "reverse-sshfs cannot confine sftp-server to %s",
+                             host_dir);
+  }
   if (strncmp(sftp_server, "/usr/", 5) != 0)
     return HM_ERR(err, HM_E_UNSUPPORTED,
                   "sftp-server %s is outside /usr, which is all its confinement provides",
@@ -148,13 +160,14 @@ int hm_sftp_spawn(pid_t *out, const char *sftp_server, const char *host_dir, int
                   "this host's /lib is not a merged-/usr symlink; the sftp-server confinement "
                   "supports merged /usr only");
   }
-  /* sftp-server looks its own user up; the jail's /etc names only it. */
+  /* sftp-server looks its own user up; the jail's /etc names only it (uid
+   * and gid 0 inside a user namespace). */
   struct passwd *pw = getpwuid(geteuid());
   struct group *gr = getgrgid(getegid());
+  unsigned uid = rootless ? 0 : (unsigned)geteuid(), gid = rootless ? 0 : (unsigned)getegid();
   snprintf(j->passwd, sizeof(j->passwd), "%s:x:%u:%u::" SHARE ":/nonexistent\n",
-           pw ? pw->pw_name : "hotmount", (unsigned)geteuid(), (unsigned)getegid());
-  snprintf(j->group, sizeof(j->group), "%s:x:%u:\n", gr ? gr->gr_name : "hotmount",
-           (unsigned)getegid());
+           pw ? pw->pw_name : "hotmount", uid, gid);
+  snprintf(j->group, sizeof(j->group), "%s:x:%u:\n", gr ? gr->gr_name : "hotmount", gid);
   char *argv[] = {(char *)sftp_server,    "-d", SHARE, "-e", "-l", "ERROR",
                   writable ? NULL : "-R", NULL};
   hm_spawn_opts o = {.argv = argv,
@@ -165,7 +178,8 @@ int hm_sftp_spawn(pid_t *out, const char *sftp_server, const char *host_dir, int
                      .new_session = 1,
                      .setup = jail_setup,
                      .setup_arg = j,
-                     .confine = &sftp_confine};
+                     .confine = &sftp_confine,
+                     .userns = rootless ? &userns : NULL};
   r = hm_spawn(out, &o, err);
   hm_share_close(&share);
   free(j);

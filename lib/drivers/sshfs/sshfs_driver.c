@@ -456,6 +456,8 @@ static const hm_option_rule sshfs_rules[] = {
     {HM_TYPE_REVERSE_SSHFS, "cache", on_off, 0, 0},
     {HM_TYPE_REVERSE_SSHFS, "followSymlinks", on_off, 0, 0},
     {HM_TYPE_REVERSE_SSHFS, "idmap", idmap_values, 0, 0},
+    {HM_TYPE_REVERSE_SSHFS, "mapUid", NULL, 0, 4294967294UL},
+    {HM_TYPE_REVERSE_SSHFS, "mapGid", NULL, 0, 4294967294UL},
 };
 
 static int sshfs_validate(void *impl, const hm_mount_spec *spec, hm_error **err) {
@@ -468,16 +470,22 @@ static char *sshfs_command(const hm_mount_spec *spec, const char *id, const char
   const char *cache = hm_mount_spec_get_option(spec, "cache");
   const char *follow = hm_mount_spec_get_option(spec, "followSymlinks");
   const char *idmap = hm_mount_spec_get_option(spec, "idmap");
+  const char *uid = hm_mount_spec_get_option(spec, "mapUid");
+  const char *gid = hm_mount_spec_get_option(spec, "mapGid");
   char *s = NULL;
   /* allow_other: like virtiofs/9p mounts, every guest user may use it;
    * default_permissions: the guest kernel checks modes (sftp-server acts as
-   * root on the host). Option values hold no commas: the id is hm-N. */
+   * root on the host). mapUid/mapGid: FUSE's uid=/gid= show every file as
+   * that guest user's (whatever the guest writes is the host user's anyway:
+   * sftp-server writes as one user). Option values hold no commas: the id
+   * is hm-N, mapUid/mapGid are validated numbers. */
   if (asprintf(&s,
                "exec sshfs -o passive,allow_other,default_permissions,fsname=hotmount-%s,"
-               "dir_cache=%s%s%s%s hotmount:/share %s",
+               "dir_cache=%s%s%s%s%s%s%s%s hotmount:/share %s",
                id, cache && strcmp(cache, "off") == 0 ? "no" : "yes",
                follow && strcmp(follow, "on") == 0 ? ",follow_symlinks" : "",
-               idmap && strcmp(idmap, "user") == 0 ? ",idmap=user" : "",
+               idmap && strcmp(idmap, "user") == 0 ? ",idmap=user" : "", uid ? ",uid=" : "",
+               uid ? uid : "", gid ? ",gid=" : "", gid ? gid : "",
                hm_mount_spec_get_writable(spec) ? "" : ",ro", qpath) < 0)
     return NULL;
   return s;

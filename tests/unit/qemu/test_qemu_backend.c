@@ -240,7 +240,7 @@ START_TEST(test_sigchld_ignored) {
   ck_assert_msg(hm_virtiofsd_detect(&vfs, NULL, &err) == 0, "%s", hm_error_message(err));
   char sock[128];
   snprintf(sock, sizeof(sock), "%s/stop-vfs.sock", dir);
-  ck_assert_msg(hm_virtiofsd_start(&pid, &vfs, share, 0, NULL, sock, NULL, &err) == 0, "%s",
+  ck_assert_msg(hm_virtiofsd_start(&pid, &vfs, share, 0, NULL, sock, NULL, NULL, &err) == 0, "%s",
                 hm_error_message(err));
   ck_assert(hm_virtiofsd_alive(pid));
   ck_assert_msg(hm_virtiofsd_stop(pid, 3000, &err) == 0, "%s", hm_error_message(err));
