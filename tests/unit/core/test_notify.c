@@ -8,6 +8,7 @@
  * protocol (encode, strict decode, hostile input).
  */
 #include "core/agent_proto.h"
+#include "core/mount_internal.h"
 #include "notify/notify.h"
 
 #include <check.h>
@@ -364,6 +365,49 @@ START_TEST(test_protocol) {
 }
 END_TEST
 
+/* The spec's notify flag through the API body, the mount JSON (list, state)
+ * and the setters. */
+START_TEST(test_json_field) {
+  hm_mount_spec *s = NULL;
+  const char *body = "{\"hostPath\":\"/srv/x\",\"mountPoint\":\"/mnt/x\",\"notify\":true}";
+  ck_assert_int_eq(hm_mount_spec_from_json(&s, body, strlen(body), NULL), 0);
+  ck_assert_int_eq(hm_mount_spec_get_notify(s), 1);
+  json_object *o = hm_mount_spec_to_json_object(s);
+  ck_assert_ptr_nonnull(
+      strstr(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), "\"notify\":true"));
+  json_object_put(o);
+  hm_mount *m = NULL;
+  ck_assert_int_eq(hm_mount_build(&m, "hm-1", s, "t", NULL, HM_STATE_MOUNTED, NULL), 0);
+  ck_assert_int_eq(hm_mount_get_notify(m), 1);
+  o = hm_mount_to_json_object(m);
+  hm_mount *back = NULL;
+  ck_assert_int_eq(hm_mount_from_json_object(&back, o, NULL), 0);
+  ck_assert_int_eq(hm_mount_get_notify(back), 1);
+  json_object_put(o);
+  hm_mount_free(back);
+  hm_mount_free(m);
+  ck_assert_int_eq(hm_mount_spec_set_notify(s, 0, NULL), 0);
+  ck_assert_int_eq(hm_mount_spec_get_notify(s), 0);
+  hm_mount_spec_free(s);
+  /* default off; a wrong type is refused naming the member */
+  body = "{\"hostPath\":\"/srv/x\",\"mountPoint\":\"/mnt/x\"}";
+  ck_assert_int_eq(hm_mount_spec_from_json(&s, body, strlen(body), NULL), 0);
+  ck_assert_int_eq(hm_mount_spec_get_notify(s), 0);
+  hm_mount_spec_free(s);
+  body = "{\"hostPath\":\"/srv/x\",\"mountPoint\":\"/mnt/x\",\"notify\":\"yes\"}";
+  hm_error *err = NULL;
+  ck_assert_int_eq(hm_mount_spec_from_json(&s, body, strlen(body), &err), HM_E_INVALID);
+  ck_assert_ptr_nonnull(strstr(hm_error_message(err), "notify"));
+  hm_error_free(err);
+  err = NULL;
+  ck_assert_int_eq(hm_mount_spec_set_notify(NULL, 1, &err), HM_E_INVALID);
+  ck_assert_ptr_nonnull(strstr(hm_error_message(err), "hm_mount_spec_set_notify"));
+  hm_error_free(err);
+  ck_assert_int_eq(hm_mount_spec_get_notify(NULL), 0);
+  ck_assert_int_eq(hm_mount_get_notify(NULL), 0);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("notify");
   TCase *tc = tcase_create("watcher");
@@ -376,6 +420,7 @@ int main(void) {
   tcase_add_test(tp, test_start_errors);
   tcase_add_test(tp, test_path_rule);
   tcase_add_test(tp, test_protocol);
+  tcase_add_test(tp, test_json_field);
   suite_add_tcase(s, tp);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
