@@ -252,6 +252,71 @@ START_TEST(test_burst) {
 }
 END_TEST
 
+/* A sink that stalls once: the watcher stops reading, the kernel's queue
+ * overflows, and the rescan must still report every file. */
+static volatile int stall_once, released;
+static void slow_sink(void *user, const hm_notify_event *ev, size_t n) {
+  if (n && stall_once) {
+    stall_once = 0;
+    for (int i = 0; i < 3000 && !released; i++) /* until the test has made its files */
+      usleep(10000);
+  }
+  sink(user, ev, n);
+}
+
+START_TEST(test_overflow) {
+  struct rec r;
+  memset(&r, 0, sizeof(r));
+  rec_clear(&r);
+  FILE *f = fopen("/proc/sys/fs/inotify/max_queued_events", "r");
+  long maxq = 16384;
+  if (f) {
+    ck_assert_int_eq(fscanf(f, "%ld", &maxq), 1);
+    fclose(f);
+  }
+  hm_notify_watcher *w = NULL;
+  stall_once = 1;
+  released = 0;
+  ck_assert_int_eq(hm_notify_watcher_start(&w, tmp, slow_sink, &r, NULL), 0);
+  ck_assert_int_eq(hm_notify_watcher_wait_ready(w, 5000), 0);
+  mk("first", "x"); /* the batch whose sink call stalls */
+  usleep(100000);
+  int files = (int)maxq + 2000; /* one IN_CREATE each at least: more than the queue holds */
+  if (files > 60000)
+    files = 60000;
+  for (int i = 0; i < files; i++) {
+    char n[32];
+    snprintf(n, sizeof(n), "o%05d", i);
+    mk(n, "x");
+  }
+  released = 1;
+  hm_notify_stats st;
+  for (int i = 0; i < 1000; i++) {
+    hm_notify_watcher_stats(w, &st);
+    if (st.overflows && st.sent >= (unsigned long)files)
+      break;
+    usleep(10000);
+  }
+  ck_assert_uint_ge(st.overflows, 1);
+  usleep(300000);
+  char *seen = calloc((size_t)files, 1);
+  pthread_mutex_lock(&r.lock);
+  for (size_t i = 0; i < r.n; i++) {
+    int k;
+    if (sscanf(r.kind_path[i], "%*s o%d", &k) == 1 && k >= 0 && k < files)
+      seen[k] = 1;
+  }
+  pthread_mutex_unlock(&r.lock);
+  int missing = 0;
+  for (int i = 0; i < files; i++)
+    missing += !seen[i];
+  free(seen);
+  ck_assert_int_eq(missing, 0);
+  hm_notify_watcher_stop(w);
+  rec_clear(&r);
+}
+END_TEST
+
 START_TEST(test_start_errors) {
   hm_notify_watcher *w = (hm_notify_watcher *)1;
   hm_error *err = NULL;
@@ -415,6 +480,7 @@ int main(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_watch_events);
   tcase_add_test(tc, test_burst);
+  tcase_add_test(tc, test_overflow);
   suite_add_tcase(s, tc);
   TCase *tp = tcase_create("rules");
   tcase_add_test(tp, test_start_errors);
