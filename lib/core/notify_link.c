@@ -18,7 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NOTIFY_SEND_TIMEOUT_MS 5000
+/* A stalled guest holds the watcher (and a remove, which joins it) at most this long. */
+#define NOTIFY_SEND_TIMEOUT_MS 2000
 
 struct hm_notify_link {
   hm_instance *inst;
