@@ -89,8 +89,8 @@ static int link_start(hm_instance *inst, hm_entry *e, hm_notify_link **out, hm_e
   }
   /* The mount's file server: what it changes, the guest changed (and its
    * watchers saw), so the watcher does not send it back. */
-  static const char *const pid_keys[] = {"virtiofsd_pid", "diod_pid", "sftpPid"};
-  int pids[3];
+  static const char *const pid_keys[] = {"virtiofsd_pid", "diod_pid", "sftpPid", "qemu_pid"};
+  int pids[4];
   size_t np = 0;
   for (size_t i = 0; e->att && i < sizeof(pid_keys) / sizeof(pid_keys[0]); i++) {
     const char *v = hm_attachment_get_data(e->att, pid_keys[i]);

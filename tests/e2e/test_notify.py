@@ -3,7 +3,8 @@
 guest (inotifywait from inotify-tools; busybox-static has no inotifyd), one VM
 for every case.
 
-For each transport (virtiofs; 9p over a virtio-serial port; reverse-sshfs,
+For each transport (virtiofs; 9p over a virtio-serial port and through a
+reserved slot, served by QEMU itself; reverse-sshfs,
 whose events go over its SSH session, not the agent) a --notify mount
 is watched in the guest by `inotifywait -m` writing to a log in the guest's
 /tmp; the host then creates, modifies, nests and deletes files, writes a
@@ -258,6 +259,7 @@ def daemon_args(c):
 CASES = [
     lambda c: transport_cases(c, "virtiofs", []),
     lambda c: transport_cases(c, "9p", ["--type", "9p"]),
+    lambda c: transport_cases(c, "9p-pci", ["--type", "9p", "-o", "via=pci"]),
     lambda c: transport_cases(c, "sshfs", ["--type", "reverse-sshfs"]),
     case_readonly,
     case_restart,
