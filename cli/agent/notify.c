@@ -24,6 +24,7 @@
  * followed.
  */
 #include "agent.h"
+#include "guest/guest_mount.h"
 #include "guest/guest_path.h"
 
 #include <dirent.h>
@@ -31,23 +32,14 @@
 #include <pthread.h>
 #include <sys/resource.h>
 #include <fcntl.h>
-#include <linux/magic.h>
 #include <linux/openat2.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-#ifndef FUSE_SUPER_MAGIC
-#define FUSE_SUPER_MAGIC 0x65735546
-#endif
-#ifndef V9FS_MAGIC
-#define V9FS_MAGIC 0x01021997
-#endif
 
 static int open_how(int dirfd, const char *path, int flags, unsigned long long resolve) {
   struct open_how how = {.flags = (unsigned long long)(flags | O_CLOEXEC | O_NOFOLLOW),
@@ -173,7 +165,7 @@ void agent_notify_unpin(const char *target) {
   pthread_mutex_unlock(&pin_lock);
 }
 
-int agent_notify_open_target(const char *target, char **msg) {
+int agent_notify_open_target(const char *target, int *is_9p, char **msg) {
   hm_error *e = NULL;
   char *norm = NULL;
   if (hm_guest_path_normalize(&norm, target, &e) < 0 || hm_guest_path_check(norm, &e) < 0) {
@@ -197,12 +189,16 @@ int agent_notify_open_target(const char *target, char **msg) {
     return -err;
   }
   struct statx stx;
-  struct statfs sfs;
   int mountroot = statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
                   (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
                   (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
-  int shared = fstatfs(fd, &sfs) == 0 && ((unsigned long)sfs.f_type == FUSE_SUPER_MAGIC ||
-                                          (unsigned long)sfs.f_type == V9FS_MAGIC);
+  /* The type from the mount table, not statfs: a 9p server answers statfs
+   * with the host file system's magic (QEMU's does). */
+  char *fstype = NULL;
+  int shared = mountroot && agent_mount_fstype(norm, &fstype) == 1 && fstype &&
+               hm_guest_fstype_is_ours(fstype);
+  *is_9p = shared && strcmp(fstype, "9p") == 0;
+  free(fstype);
   if (!mountroot || !shared) {
     if (asprintf(msg, "notify: %s is not %s", norm,
                  !mountroot ? "a mount point" : "a virtiofs, 9p or sshfs mount") < 0)
@@ -297,12 +293,11 @@ static int poke(int tfd, const hm_notify_event *ev, dev_t pin_dev) {
   return r;
 }
 
-int agent_notify_apply(int tfd, const hm_notify_event *ev, size_t n, unsigned *failed) {
+int agent_notify_apply(int tfd, int is_9p, const hm_notify_event *ev, size_t n, unsigned *failed) {
   unsigned bad = 0;
-  struct statfs sfs;
   struct stat st;
   dev_t pin_dev = 0;
-  if (fstatfs(tfd, &sfs) == 0 && (unsigned long)sfs.f_type == V9FS_MAGIC && fstat(tfd, &st) == 0)
+  if (is_9p && fstat(tfd, &st) == 0)
     pin_dev = st.st_dev;
   if (n == 0 && pin_dev)
     pin_tree(tfd, pin_dev);
@@ -321,14 +316,15 @@ int agent_notify_apply(int tfd, const hm_notify_event *ev, size_t n, unsigned *f
 
 int agent_op_notify(const hm_agent_request *req, int *eno, char **msg) {
   char *m = NULL;
-  int tfd = agent_notify_open_target(req->target, &m);
+  int is_9p = 0;
+  int tfd = agent_notify_open_target(req->target, &is_9p, &m);
   if (tfd < 0) {
     *eno = -tfd;
     *msg = m;
     return -1;
   }
   unsigned failed = 0;
-  agent_notify_apply(tfd, req->events, req->n_events, &failed);
+  agent_notify_apply(tfd, is_9p, req->events, req->n_events, &failed);
   close(tfd);
   if (failed)
     hm_debug("notify %s: %u of %zu events could not be shown", req->target, failed, req->n_events);

@@ -1050,6 +1050,10 @@ int agent_op_umount(const hm_agent_request *req, int *eno, char **msg) {
   return r;
 }
 
+int agent_mount_fstype(const char *path, char **fstype) {
+  return find_mount(path, fstype, NULL);
+}
+
 int agent_op_list(hm_agent_mount_info **out, size_t *n, int *eno, char **msg) {
   char *text = read_file("/proc/self/mountinfo");
   if (!text)

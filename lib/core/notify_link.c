@@ -18,8 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A stalled guest holds the watcher (and a remove, which joins it) at most this long. */
-#define NOTIFY_SEND_TIMEOUT_MS 2000
+/* How long a batch of n may take in the guest: each event is a round trip
+ * to the file server there (under TCG, 9p over virtio-serial, about 20 ms).
+ * A stalled guest holds the watcher, and a remove, which joins it, this long. */
+#define NOTIFY_SEND_TIMEOUT_MS(n) (2000 + 100 * (int)(n))
 
 struct hm_notify_link {
   hm_instance *inst;
@@ -47,7 +49,7 @@ static void sink(void *user, const hm_notify_event *ev, size_t n) {
      * health monitor and the next add do that). */
     pthread_rwlock_rdlock(&l->inst->agent_lock);
     if (l->inst->agent && hm_agent_is_connected(l->inst->agent))
-      r = hm_agent_notify(l->inst->agent, l->target, ev, n, NOTIFY_SEND_TIMEOUT_MS, &err);
+      r = hm_agent_notify(l->inst->agent, l->target, ev, n, NOTIFY_SEND_TIMEOUT_MS(n), &err);
     else
       r = HM_ERR(&err, HM_E_NOT_READY, "the guest agent is not connected");
     pthread_rwlock_unlock(&l->inst->agent_lock);
