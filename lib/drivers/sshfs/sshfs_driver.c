@@ -572,10 +572,13 @@ static int guest_unmount(sshfs_hp *hp, const char *id, const char *guest_path, i
  * seconds; the watcher takes the dropped nanoseconds for the echo they are.
  */
 #define NOTIFY_FN                                                                                  \
-  "t() { r=$2; d=.; while :; do case $r in */*) d=$d/${r%%%%/*}; r=${r#*/};"                       \
-  " { [ -d \"$d\" ] && [ ! -L \"$d\" ]; } || return 0;; *) break;; esac; done;"                    \
-  " touch -c -m -h -d \"@$1\" -- \"$d/$r\" 2>/dev/null ||"                                         \
-  " { [ -f \"$d/$r\" ] && [ ! -L \"$d/$r\" ] && : < \"$d/$r\"; } 2>/dev/null; true; }\n"
+  "t() { m=$1; shift; n=$#; while [ $n -gt 0 ]; do r=$1; shift; n=$((n-1)); d=.; ok=1;"            \
+  " while :; do case $r in */*) d=$d/${r%%%%/*}; r=${r#*/};"                                       \
+  " { [ -d \"$d\" ] && [ ! -L \"$d\" ]; } || { ok=; break; };; *) break;; esac; done;"             \
+  " [ -n \"$ok\" ] && set -- \"$@\" \"$d/$r\"; done; [ $# -gt 0 ] || return 0;"                    \
+  " touch -c -m -h -d \"@$m\" -- \"$@\" 2>/dev/null ||"                                            \
+  " for f in \"$@\"; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && : < \"$f\"; done 2>/dev/null; true; "  \
+  "}\n"
 
 /* The mtime (whole seconds) of rel beneath the directory rootfd, without
  * following any symlink; -1 when it cannot be read (gone again). */
@@ -603,7 +606,10 @@ static int sshfs_guest_notify(void *impl, hm_attachment *att, const int *kinds,
     return HM_ERR(err, HM_E_IO, "cannot open %s: %s", host, strerror(errno));
   char *qg = hm_sh_quote(guest);
   hm_strv lines = {0};
-  int r = !qg || hm_strv_pushf(&lines, "cd -P -- %s || exit 1\n" NOTIFY_FN, qg) < 0;
+  long long *mtimes = calloc(n ? n : 1, sizeof(*mtimes));
+  char **quoted = calloc(n ? n : 1, sizeof(*quoted));
+  int r = !qg || !mtimes || !quoted ||
+          hm_strv_pushf(&lines, "cd -P -- %s || exit 1\n" NOTIFY_FN, qg) < 0;
   free(qg);
   for (size_t i = 0; !r && i < n; i++) {
     char *rel = strdup(paths[i]);
@@ -619,14 +625,32 @@ static int sshfs_guest_notify(void *impl, hm_attachment *att, const int *kinds,
       else
         strcpy(rel, ".");
     }
-    long long mtime = host_mtime(rootfd, rel);
-    char *q = mtime < 0 ? NULL : hm_sh_quote(rel);
-    if (q && hm_strv_pushf(&lines, "t %lld %s\n", mtime, q) < 0)
-      r = 1;
-    free(q);
+    mtimes[i] = host_mtime(rootfd, rel);
+    quoted[i] = mtimes[i] < 0 ? NULL : hm_sh_quote(rel);
     free(rel);
   }
   close(rootfd);
+  /* One touch per distinct mtime (a burst shares a few): under TCG each
+   * process the guest starts costs about 0.1 s. */
+  for (size_t i = 0; !r && i < n; i++) {
+    if (!quoted[i])
+      continue;
+    r = hm_strv_pushf(&lines, "t %lld", mtimes[i]) < 0;
+    for (size_t k = i; !r && k < n; k++) {
+      if (quoted[k] && mtimes[k] == mtimes[i]) {
+        r = hm_strv_pushf(&lines, " %s", quoted[k]) < 0;
+        if (k != i) {
+          free(quoted[k]);
+          quoted[k] = NULL;
+        }
+      }
+    }
+    r = r || hm_strv_push(&lines, "\n") < 0;
+  }
+  for (size_t i = 0; quoted && i < n; i++)
+    free(quoted[i]);
+  free(quoted);
+  free(mtimes);
   if (r) {
     hm_strv_clear(&lines);
     return HM_ERR_NOMEM(err);
