@@ -44,7 +44,12 @@
 static int open_how(int dirfd, const char *path, int flags, unsigned long long resolve) {
   struct open_how how = {.flags = (unsigned long long)(flags | O_CLOEXEC | O_NOFOLLOW),
                          .resolve = resolve};
-  return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+  int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+  /* A kernel before 5.6: one component at a time, never following a link
+   * (the paths here are relative and hold no ".."). */
+  if (fd < 0 && errno == ENOSYS)
+    return hm_notify_open_walk(dirfd, path, flags);
+  return fd;
 }
 
 #define BENEATH (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)

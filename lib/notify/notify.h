@@ -31,6 +31,15 @@ HM_PRIVATE int hm_notify_kind_parse(const char *name);
  */
 HM_PRIVATE int hm_notify_path_check(const char *path, const char **why);
 
+/*
+ * hm_notify_open_walk: openat of rel (relative, no ".."; "" or "." is
+ * dirfd itself) beneath dirfd one component at a time with O_NOFOLLOW, so
+ * no symlink is followed: what openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS
+ * does, for kernels without openat2 (before 5.6; ENOSYS) and tools that do
+ * not know it (valgrind). -1 with errno.
+ */
+HM_PRIVATE int hm_notify_open_walk(int dirfd, const char *rel, int flags);
+
 typedef struct hm_notify_event {
   int kind;
   char *path; /* relative to the share's root */

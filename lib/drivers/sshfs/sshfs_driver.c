@@ -29,6 +29,7 @@
 #include "driver_internal.h"
 #include "guest_path.h"
 #include "mount_internal.h"
+#include "notify/notify.h"
 #include "spawn.h"
 #include "sshfs_internal.h"
 
@@ -586,6 +587,8 @@ static long long host_mtime(int rootfd, const char *rel) {
   struct open_how how = {.flags = O_PATH | O_CLOEXEC | O_NOFOLLOW,
                          .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
   int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
+  if (fd < 0 && errno == ENOSYS)
+    fd = hm_notify_open_walk(rootfd, rel, O_PATH);
   if (fd < 0)
     return -1;
   struct stat st;
