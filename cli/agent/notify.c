@@ -152,7 +152,14 @@ static void pin_tree(int tfd, dev_t dev) {
 
 void agent_notify_unpin(const char *target) {
   struct stat st;
-  if (lstat(target, &st) < 0)
+  /* No pins, nothing to find: and no lstat of a mount whose server may be
+   * dead (a virtiofs mount whose virtiofsd was killed: the lstat never
+   * returned once the attribute cache expired, and the umount request timed
+   * out; e2e-crash "remove of a mount whose virtiofsd died", rootless pass). */
+  pthread_mutex_lock(&pin_lock);
+  int any = pinsets != NULL;
+  pthread_mutex_unlock(&pin_lock);
+  if (!any || lstat(target, &st) < 0)
     return;
   pthread_mutex_lock(&pin_lock);
   for (struct pinset **pp = &pinsets; *pp; pp = &(*pp)->next) {
