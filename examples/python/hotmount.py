@@ -508,7 +508,9 @@ class Client:
             persist: bool = False, options: Optional[Dict[str, str]] = None) -> Mount:
         """Hot-mounts host directory `host` at `guest` in the VM; returns when
         the guest has mounted it (or everything was rolled back). options:
-        transport options, e.g. {"cache": "never"}."""
+        transport options, e.g. {"cache": "never"}, or without root {"mapUid": "1000",
+        "mapGid": "1000"} (guest user 1000 is the host user: docs/architecture.md
+        "Ownership")."""
         lib = _L()
         err = _ErrP()
         ty = _check(lib.hm_mount_type_parse(_enc(type), ctypes.byref(err)), err)
