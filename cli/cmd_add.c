@@ -22,10 +22,13 @@ static char *absolute(const char *p) {
 }
 
 int cmd_add(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"type", required_argument, NULL, 't'}, {"writable", no_argument, NULL, 'w'},
-      {"persist", no_argument, NULL, 'p'},    {"option", required_argument, NULL, 'o'},
-      {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {{"type", required_argument, NULL, 't'},
+                                       {"writable", no_argument, NULL, 'w'},
+                                       {"persist", no_argument, NULL, 'p'},
+                                       {"option", required_argument, NULL, 'o'},
+                                       {"notify", no_argument, NULL, 'n'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
   hm_mount_spec *spec = NULL;
   hm_client *client = NULL;
   hm_mount *m = NULL;
@@ -35,7 +38,7 @@ int cmd_add(int argc, char **argv) {
   if (hm_mount_spec_new(&spec, &err) < 0)
     goto fail;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "t:wpo:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "t:wpno:h", opts, NULL)) != -1) {
     switch (c) {
     case 't': {
       int t = hm_mount_type_parse(optarg, &err);
@@ -45,6 +48,7 @@ int cmd_add(int argc, char **argv) {
     }
     case 'w': hm_mount_spec_set_writable(spec, 1, NULL); break;
     case 'p': hm_mount_spec_set_persist(spec, 1, NULL); break;
+    case 'n': hm_mount_spec_set_notify(spec, 1, NULL); break;
     case 'o': {
       char *eq = strchr(optarg, '=');
       if (!eq || eq == optarg) {
@@ -84,10 +88,11 @@ int cmd_add(int argc, char **argv) {
   cli_spinner_stop(spin);
   if (r < 0)
     goto fail;
-  printf("%s mounted at %s (%s, %s, %s)\n", cli_safe(hm_mount_get_host_path(m)),
+  printf("%s mounted at %s (%s, %s, %s%s)\n", cli_safe(hm_mount_get_host_path(m)),
          cli_safe(hm_mount_get_guest_path(m)), cli_safe(hm_mount_get_id(m)),
          hm_mount_type_name(hm_mount_get_type(m)),
-         hm_mount_get_writable(m) ? "read-write" : "read-only");
+         hm_mount_get_writable(m) ? "read-write" : "read-only",
+         hm_mount_get_notify(m) ? ", notify" : "");
   goto out;
 fail:
   rc = cli_fail(err);

@@ -154,6 +154,25 @@ static void run_checks(doctor *d, const hm_status *st, const char *dir, int from
     add_check(d, "slots", "hot-plug slots", CHECK_OK, "%ld reserved root ports", total);
   }
 
+  /* The shared virtiofs device (-o device=shared), when this backend has one. */
+  if (qmp_ok && hm_status_get(st, "sharedDevice")) {
+    const char *sd = get(st, "sharedDevice");
+    if (strcmp(sd, "orphaned") == 0) {
+      c = add_check(d, "shared-device", "shared virtiofs device", CHECK_WARN,
+                    "plugged, but its virtiofsd is gone: its %s mounts are dead and -o "
+                    "device=shared is refused until the VM restarts",
+                    get(st, "sharedEntries"));
+      add_fix(c, "remove the shared mounts, use -o device=dedicated, and restart the VM when "
+                 "convenient");
+    } else if (strcmp(sd, "plugged") == 0) {
+      add_check(d, "shared-device", "shared virtiofs device", CHECK_OK, "plugged, %s mounts on it",
+                get(st, "sharedEntries"));
+    } else {
+      add_check(d, "shared-device", "shared virtiofs device", CHECK_OK,
+                "not plugged (the first -o device=shared add plugs it, on one root port)");
+    }
+  }
+
   if (qmp_ok && hm_status_get(st, "ninepSlotsReadOnly")) {
     long ro = atol(get(st, "ninepSlotsReadOnly")), rw = atol(get(st, "ninepSlotsWritable"));
     if (ro + rw == 0) {

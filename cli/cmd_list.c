@@ -53,6 +53,8 @@ int cmd_list(int argc, char **argv) {
              hm_mount_state_name(hm_mount_get_state(m)), cli_safe(type),
              hm_mount_get_writable(m) ? "rw" : "ro", cli_safe(hm_mount_get_guest_path(m)),
              cli_safe(hm_mount_get_host_path(m)));
+      if (hm_mount_get_notify(m))
+        printf("         notify: host changes shown to guest file watchers\n");
       if (hm_mount_get_reason(m))
         printf("         reason: %s\n", cli_safe(hm_mount_get_reason(m)));
     }

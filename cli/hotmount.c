@@ -9,7 +9,7 @@
 static const cli_command commands[] = {
     {"add",
      "add INSTANCE HOST_PATH GUEST_PATH [--type virtiofs|9p|reverse-sshfs|bind] [--writable] "
-     "[--persist] "
+     "[--persist] [--notify] "
      "[-o KEY=VALUE]...",
      "hot-mount a host directory into the running VM (read-only unless --writable)", cmd_add},
     {"remove", "remove INSTANCE GUEST_PATH [--lazy] [--force]",

@@ -12,7 +12,11 @@
 #    reads a file from inside the guest; hotmount remove demo /mnt/host;
 # 5. shuts everything down.
 #
-# Runs as root (QEMU's C virtiofsd needs it). No KVM needed (TCG), ~10 s boot.
+# Runs as a plain user: QEMU, hotmountd and virtiofsd are that user's
+# processes (virtiofsd in a user namespace over the user's /etc/subuid
+# range). Root is needed only to install missing packages: then it runs
+# `sudo apt-get install ...`, or prints that command when sudo cannot run.
+# It runs as root too. No KVM needed (TCG), ~10 s boot.
 # Everything lives in a temp HOTMOUNT_HOME; the guest's console log is kept
 # there. DEMO_KEEP=1 keeps that dir. The guest is driven through the e2e
 # test channel (tests/e2e/vm.py guest-sh), not through hotmount itself.
@@ -32,25 +36,41 @@ run()  { printf '$ %s\n' "$*"; "$@"; }
 warn() { printf 'demo: %s\n' "$*" >&2; }
 die()  { warn "$*"; exit 1; }
 
-[ "$(id -u)" = 0 ] || die "run as root (QEMU's virtiofsd needs root), e.g. sudo $0"
-
 # --- 1. dependencies -----------------------------------------------------------------
 say "Checking packages"
 PKGS="meson ninja-build pkg-config gcc libjson-c-dev libglib2.0-dev libssh-dev
 libcurl4-openssl-dev libmicrohttpd-dev check qemu-system-x86 qemu-utils
-busybox-static kmod cpio python3"
+busybox-static kmod cpio python3 uidmap"
 missing=
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
         missing="$missing $p"
 done
 if [ -n "$missing" ]; then
+    # the only step that needs root
+    SUDO=
+    if [ "$(id -u)" != 0 ]; then
+        # sudo -n: never stop at a password prompt nobody sees coming
+        if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+            SUDO="sudo -n"
+        else
+            die "missing packages:$missing; install them (as root) with:
+    sudo apt-get install -y$missing
+then run $0 again as yourself"
+        fi
+    fi
     export DEBIAN_FRONTEND=noninteractive
-    run apt-get update -qq
-    run apt-get install -y -qq $missing ||
+    run $SUDO apt-get update -qq
+    # shellcheck disable=SC2086
+    run $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing ||
         die "apt-get install failed"
 else
     echo "all present"
+fi
+if [ "$(id -u)" != 0 ] && ! grep -qE "^($(id -un)|$(id -u)):" /etc/subuid 2>/dev/null; then
+    warn "$(id -un) has no subordinate ids in /etc/subuid: virtiofs without root needs them;"
+    warn "as root, with ranges no other user has (see /etc/subuid, /etc/subgid):"
+    warn "  usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $(id -un)"
 fi
 [ -x /usr/lib/qemu/virtiofsd ] || command -v virtiofsd >/dev/null ||
     warn "no virtiofsd found (Debian 12: /usr/lib/qemu/virtiofsd from qemu-system-common)"

@@ -5,8 +5,13 @@
 # pass in a clang ASan+UBSan build (BUILD_DIR-sanitize): the unit suites, a
 # short run of each libFuzzer target, e2e-daemon and e2e-crash; and a third in
 # a clang TSan build (BUILD_DIR-tsan): the threaded unit suites. See
-# docs/testing.md. HM_SKIP_SANITIZE=1 skips both.
-# Run as root: QEMU's C virtiofsd needs it.
+# docs/testing.md. HM_SKIP_SANITIZE=1 skips both. Between them, the rootless
+# pass (tests/rootless.sh): the e2e suites tagged `rootless` again as an
+# unprivileged user it creates (hmci), who starts QEMU and hotmountd;
+# HM_SKIP_ROOTLESS=1 skips it.
+# Run as root: it installs packages and creates that user. The product itself
+# needs no root (the rootless pass is the proof); the root pass checks that
+# root mode keeps working.
 #
 #   bash tests/run.sh [BUILD_DIR]          (default: build)
 set -euo pipefail
@@ -16,10 +21,11 @@ BUILD=${1:-$ROOT/build}
 PKGS="meson ninja-build pkg-config make gcc g++ clang-format libjson-c-dev libglib2.0-dev
 libssh-dev libcurl4-openssl-dev libmicrohttpd-dev check qemu-system-x86 qemu-utils
 busybox-static kmod cpio python3 procps clang diod openssh-sftp-server
-openssh-client dropbear-bin sshfs fuse3 mmdebstrap e2fsprogs libclang-rt-14-dev"
+openssh-client dropbear-bin sshfs fuse3 mmdebstrap e2fsprogs libclang-rt-14-dev
+uidmap acl passwd util-linux inotify-tools"
 
 if [ "$(id -u)" != 0 ]; then
-  echo "tests/run.sh: run as root (apt-get, and QEMU's C virtiofsd for the e2e suites)" >&2
+  echo "tests/run.sh: run as root (apt-get, and it creates the rootless pass's user)" >&2
   exit 2
 fi
 export DEBIAN_FRONTEND=noninteractive
@@ -41,6 +47,13 @@ rc=0
 rm -f "$BUILD"/meson-logs/testlog*.json "$BUILD"-sanitize/meson-logs/testlog*.json \
   "$BUILD"-tsan/meson-logs/testlog*.json
 meson test -C "$BUILD" --print-errorlogs --num-processes 2 || rc=$?
+
+# Rootless pass: e2e-virtiofs, e2e-9p, e2e-sshfs, e2e-daemon, e2e-crash and
+# e2e-embed as the user hmci (log testlog-rootless-runuser.json, counted by
+# .ci/run like the others)
+if [ -z "${HM_SKIP_ROOTLESS:-}" ]; then
+  bash "$ROOT/tests/rootless.sh" "$BUILD" || rc=$?
+fi
 
 if [ -z "${HM_SKIP_SANITIZE:-}" ]; then
   # Second pass, clang ASan+UBSan: the unit suites (every parser, the

@@ -48,6 +48,30 @@ int agent_op_mount(const hm_agent_request *req, int *eno, char **msg);
 int agent_op_umount(const hm_agent_request *req, int *eno, char **msg);
 int agent_op_list(hm_agent_mount_info **out, size_t *n, int *eno, char **msg);
 
+/* ---- hub.c: the shared virtiofs device's guest side ---- */
+
+/* Where the hub tag is mounted (root-only), and the tag. */
+#define AGENT_HUB_DIR "/run/hotmount/hub"
+#define AGENT_HUB_TAG "hm-hub"
+/* name is an entry of the hub: "hm-" and digits, at most 24 bytes. */
+int agent_hub_entry_ok(const char *name);
+/* In a parsed mount list (text: the mountinfo it came from): binds of hub
+ * entries get source "hm-hub/hm-N"; the hub and its submounts are dropped. */
+void agent_hub_fix_list(hm_agent_mount_info *v, size_t *n, const char *text);
+/* Unmounts (detached) the hub submounts whose major:minor is dev. */
+void agent_hub_release(const char *text, const char *dev);
+
+/* ---- notify.c: host changes shown to guest watchers ---- */
+
+/* The mount root at target (a virtiofs, 9p or FUSE mount point), opened
+ * O_PATH|O_DIRECTORY without following symlinks: an fd, or -errno with
+ * *msg (malloc'd) set. */
+int agent_notify_open_target(const char *target, char **msg);
+/* Makes the guest kernel report each event (see notify.c); *failed: how
+ * many could not be shown (ENOENT, gone again, is not counted). */
+int agent_notify_apply(int tfd, const hm_notify_event *ev, size_t n, unsigned *failed);
+int agent_op_notify(const hm_agent_request *req, int *eno, char **msg);
+
 /* ---- devwait.c: waiting for devices without a sleep loop ---- */
 
 /* A NETLINK_KOBJECT_UEVENT socket, or -1 (then waits fall back to a bounded

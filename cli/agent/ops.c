@@ -21,6 +21,7 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 
 /*
@@ -641,6 +642,50 @@ static int is_share_fstype(const char *fstype) {
 }
 
 /*
+ * fd (an O_PATH directory, checked by the caller) bound onto norm (made
+ * when missing), then the bind's own flags: nosuid, nodev, read-only when
+ * asked, and `extra` (flags of the source mount to keep). On failure nothing
+ * is left: the bind detached, the directories made removed. op prefixes the
+ * messages, what names the source in them.
+ */
+static int bind_fd_onto(int fd, const char *norm, int readonly, unsigned long extra, const char *op,
+                        const char *what, int64_t start, int *eno, char **msg) {
+  char *resolved = NULL;
+  hm_strv made = {0};
+  int r, mounted = 0;
+  if ((r = prepare_target(norm, &made, &resolved, eno, msg)) < 0)
+    goto out;
+  char fdpath[64];
+  snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+  if (mount(fdpath, resolved, NULL, MS_BIND, NULL) < 0) {
+    r = fail(eno, msg, errno, "%s: bind-mounting %s on %s failed: %s", op, what, resolved,
+             strerror(errno));
+    goto out;
+  }
+  mounted = 1;
+  /* A bind takes the flags only on a remount of itself. */
+  if (mount(NULL, resolved, NULL,
+            MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (readonly ? MS_RDONLY : 0) | extra,
+            NULL) < 0) {
+    r = fail(eno, msg, errno, "%s: setting %s on the bind mount %s failed: %s", op,
+             readonly ? "ro,nosuid,nodev" : "nosuid,nodev", resolved, strerror(errno));
+    goto out;
+  }
+  hm_info("bound %s on %s (%s) after %lld ms", what, resolved, readonly ? "ro" : "rw",
+          (long long)(hm_now_ms() - start));
+  record_created(resolved, &made);
+  r = 0;
+out:
+  if (r < 0 && mounted && umount2(resolved, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+    hm_warn("rollback: unmounting %s failed: %s", resolved, strerror(errno));
+  if (r < 0)
+    rmdir_made(&made);
+  hm_strv_clear(&made);
+  free(resolved);
+  return r;
+}
+
+/*
  * bind: source (a directory inside a boot-time share) onto norm, then the
  * per-mount flags: nosuid, nodev, read-only when asked, and the share's
  * noexec/atime flags kept. The source is bound through an O_PATH descriptor,
@@ -648,9 +693,8 @@ static int is_share_fstype(const char *fstype) {
  */
 static int do_bind(const hm_agent_request *req, const char *norm, int *eno, char **msg) {
   hm_error *e = NULL;
-  char *src = NULL, *fstype = NULL, *from = NULL, *at = NULL, *resolved = NULL;
-  hm_strv made = {0};
-  int fd = -1, r, mounted = 0;
+  char *src = NULL, *fstype = NULL, *from = NULL, *at = NULL;
+  int fd = -1, r;
   int64_t start = hm_now_ms();
   if (hm_guest_path_normalize(&src, req->source, &e) < 0)
     return fail_err(eno, msg, EINVAL, "bind: source", e);
@@ -685,43 +729,65 @@ static int do_bind(const hm_agent_request *req, const char *norm, int *eno, char
              from, at);
     goto out;
   }
-  if ((r = prepare_target(norm, &made, &resolved, eno, msg)) < 0)
-    goto out;
-  char fdpath[64];
-  snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
-  if (mount(fdpath, resolved, NULL, MS_BIND, NULL) < 0) {
-    r = fail(eno, msg, errno, "bind: bind-mounting %s on %s failed: %s", src, resolved,
-             strerror(errno));
+  char *what = NULL;
+  if (asprintf(&what, "%s (%s %s at %s)", src, fstype, from, at) < 0) {
+    r = fail(eno, msg, ENOMEM, "bind: out of memory");
     goto out;
   }
-  mounted = 1;
-  /* A bind takes the flags only on a remount of itself. */
-  unsigned long flags =
-      MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (req->readonly ? MS_RDONLY : 0) |
-      (sv.f_flag & ST_NOEXEC ? MS_NOEXEC : 0) | (sv.f_flag & ST_NOATIME ? MS_NOATIME : 0) |
-      (sv.f_flag & ST_NODIRATIME ? MS_NODIRATIME : 0) | (sv.f_flag & ST_RELATIME ? MS_RELATIME : 0);
-  if (mount(NULL, resolved, NULL, flags, NULL) < 0) {
-    r = fail(eno, msg, errno, "bind: setting %s on the bind mount %s failed: %s",
-             req->readonly ? "ro,nosuid,nodev" : "nosuid,nodev", resolved, strerror(errno));
-    goto out;
-  }
-  hm_info("bound %s (%s %s at %s) on %s (%s) after %lld ms", src, fstype, from, at, resolved,
-          req->readonly ? "ro" : "rw", (long long)(hm_now_ms() - start));
-  record_created(resolved, &made);
-  r = 0;
+  r = bind_fd_onto(fd, norm, req->readonly,
+                   (sv.f_flag & ST_NOEXEC ? MS_NOEXEC : 0) |
+                       (sv.f_flag & ST_NOATIME ? MS_NOATIME : 0) |
+                       (sv.f_flag & ST_NODIRATIME ? MS_NODIRATIME : 0) |
+                       (sv.f_flag & ST_RELATIME ? MS_RELATIME : 0),
+                   "bind", what, start, eno, msg);
+  free(what);
 out:
-  if (r < 0 && mounted && umount2(resolved, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
-    hm_warn("rollback: unmounting %s failed: %s", resolved, strerror(errno));
-  if (r < 0)
-    rmdir_made(&made);
   if (fd >= 0)
     close(fd);
-  hm_strv_clear(&made);
   free(src);
   free(fstype);
   free(from);
   free(at);
-  free(resolved);
+  return r;
+}
+
+/*
+ * mount(2) of a tag, waiting (event-driven, up to timeout_ms) while the tag
+ * is not there yet: a device just plugged is still being enumerated.
+ */
+static int mount_waiting(const hm_guest_mount_call *call, const char *resolved, int virtio9p,
+                         int timeout_ms, int *eno, char **msg) {
+  const char *what = virtio9p ? "9p" : "virtiofs";
+  int64_t deadline = hm_now_ms() + timeout_ms;
+  int devfd = agent_devwait_open(), waited = 0, r = 0;
+  for (;;) {
+    if (mount(call->source, resolved, call->fstype, call->flags, call->data) == 0)
+      break;
+    int err = errno;
+    /* 9p over virtio: an unknown tag is ENOENT ("no channels available"). */
+    if (virtio9p ? err != ENOENT && err != ENODEV : !tag_missing(err, call->source)) {
+      r = fail(eno, msg, err, "mount: mounting %s tag '%s' on %s failed: %s", what, call->source,
+               resolved, strerror(err));
+      break;
+    }
+    if (hm_now_ms() >= deadline) {
+      r = fail(eno, msg, ETIMEDOUT,
+               "mount: %s tag '%s' did not appear within %d ms (last mount error: %s)", what,
+               call->source, timeout_ms, strerror(err));
+      break;
+    }
+    if (!waited++)
+      hm_info("waiting up to %d ms for %s tag '%s'", timeout_ms, what, call->source);
+    if (agent_retry_interval_ms > 0) {
+      /* The reference design's strategy, kept only to measure against. */
+      struct timespec ts = {agent_retry_interval_ms / 1000,
+                            (agent_retry_interval_ms % 1000) * 1000000L};
+      nanosleep(&ts, NULL);
+    } else {
+      agent_devwait_wait(devfd, deadline);
+    }
+  }
+  agent_devwait_close(devfd);
   return r;
 }
 
@@ -753,11 +819,10 @@ static int do_mount(const hm_agent_request *req, const char *norm, int *eno, cha
 
   char *resolved = NULL;
   hm_strv made = {0};
-  int devfd = -1;
   if ((r = prepare_target(norm, &made, &resolved, eno, msg)) < 0)
     goto out;
 
-  int64_t start = hm_now_ms(), deadline = start + req->timeout_ms;
+  int64_t start = hm_now_ms();
   if (is9p && !virtio9p) {
     /* A relay left from a mount there that went away without us. */
     agent_relay_stop(take_relay(resolved));
@@ -765,35 +830,8 @@ static int do_mount(const hm_agent_request *req, const char *norm, int *eno, cha
       record_created(resolved, &made);
     goto out;
   }
-  devfd = agent_devwait_open();
-  int waited = 0;
-  for (;;) {
-    if (mount(call.source, resolved, call.fstype, call.flags, call.data) == 0)
-      break;
-    int err = errno;
-    /* 9p over virtio: an unknown tag is ENOENT ("no channels available"). */
-    if (virtio9p ? err != ENOENT && err != ENODEV : !tag_missing(err, call.source)) {
-      r = fail(eno, msg, err, "mount: mounting %s tag '%s' on %s failed: %s", what, call.source,
-               resolved, strerror(err));
-      goto out;
-    }
-    if (hm_now_ms() >= deadline) {
-      r = fail(eno, msg, ETIMEDOUT,
-               "mount: %s tag '%s' did not appear within %d ms (last mount error: %s)", what,
-               call.source, req->timeout_ms, strerror(err));
-      goto out;
-    }
-    if (!waited++)
-      hm_info("waiting up to %d ms for %s tag '%s'", req->timeout_ms, what, call.source);
-    if (agent_retry_interval_ms > 0) {
-      /* The reference design's strategy, kept only to measure against. */
-      struct timespec ts = {agent_retry_interval_ms / 1000,
-                            (agent_retry_interval_ms % 1000) * 1000000L};
-      nanosleep(&ts, NULL);
-    } else {
-      agent_devwait_wait(devfd, deadline);
-    }
-  }
+  if ((r = mount_waiting(&call, resolved, virtio9p, req->timeout_ms, eno, msg)) < 0)
+    goto out;
   hm_info("mounted %s tag '%s' on %s (%s) after %lld ms", what, call.source, resolved,
           req->readonly ? "ro" : "rw", (long long)(hm_now_ms() - start));
   record_created(resolved, &made);
@@ -801,10 +839,90 @@ static int do_mount(const hm_agent_request *req, const char *norm, int *eno, cha
 out:
   if (r < 0)
     rmdir_made(&made);
-  agent_devwait_close(devfd);
   hm_strv_clear(&made);
   free(resolved);
   hm_guest_mount_call_clear(&call);
+  return r;
+}
+
+static pthread_mutex_t hub_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The hub tag mounted at AGENT_HUB_DIR (root-only, nosuid, nodev), once:
+ * later calls find it there. Under hub_lock (256 first adds at once mount
+ * it once). */
+static int hub_ensure(const hm_agent_request *req, int *eno, char **msg) {
+  char *fstype = NULL, *source = NULL;
+  int fm = find_mount(AGENT_HUB_DIR, &fstype, &source);
+  int have = fm == 1 && strcmp(fstype, "virtiofs") == 0 && strcmp(source, req->tag) == 0;
+  int other = fm == 1 && !have;
+  free(fstype);
+  free(source);
+  if (have)
+    return 0;
+  if (other)
+    return fail(eno, msg, EBUSY, "mount: something else is mounted at %s", AGENT_HUB_DIR);
+  if ((mkdir("/run", 0755) < 0 && errno != EEXIST) ||
+      (mkdir("/run/hotmount", 0700) < 0 && errno != EEXIST) ||
+      (mkdir(AGENT_HUB_DIR, 0700) < 0 && errno != EEXIST))
+    return fail(eno, msg, errno, "mount: cannot make %s: %s", AGENT_HUB_DIR, strerror(errno));
+  hm_guest_mount_call call;
+  hm_error *e = NULL;
+  if (hm_guest_mount_build(&call, HM_TYPE_VIRTIOFS, req->tag, 0, NULL, &e) < 0)
+    return fail_err(eno, msg, EINVAL, "mount", e);
+  call.flags |= MS_NOSUID | MS_NODEV;
+  int64_t start = hm_now_ms();
+  int r = mount_waiting(&call, AGENT_HUB_DIR, 0, req->timeout_ms, eno, msg);
+  if (r == 0)
+    hm_info("mounted the shared device (tag '%s') on %s after %lld ms", req->tag, AGENT_HUB_DIR,
+            (long long)(hm_now_ms() - start));
+  hm_guest_mount_call_clear(&call);
+  return r;
+}
+
+/*
+ * mount.virtiofs.hub: entry req->source of the shared device, a submount
+ * of the hub (its own file system: virtiofsd announces it), bound onto
+ * norm, then nosuid, nodev and read-only when asked on the bind itself.
+ */
+static int do_hub(const hm_agent_request *req, const char *norm, int *eno, char **msg) {
+  if (!agent_hub_entry_ok(req->source))
+    return fail(eno, msg, EINVAL, "mount: hub entry '%.40s' is not hm-N", req->source);
+  if (strcmp(req->tag, AGENT_HUB_TAG) != 0)
+    return fail(eno, msg, EINVAL, "mount: the shared device's tag is %s, not '%.40s'",
+                AGENT_HUB_TAG, req->tag);
+  if (req->options)
+    return fail(eno, msg, EINVAL, "mount: a hub entry takes no options");
+  int64_t start = hm_now_ms();
+  pthread_mutex_lock(&hub_lock);
+  int r = hub_ensure(req, eno, msg);
+  pthread_mutex_unlock(&hub_lock);
+  if (r < 0)
+    return r;
+  int fd = -1, hfd = open(AGENT_HUB_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  struct stat hst, est;
+  /* O_DIRECTORY makes the lookup cross into the entry's automounted
+   * submount. */
+  if (hfd < 0 || fstat(hfd, &hst) < 0 ||
+      (fd = openat(hfd, req->source, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+      fstat(fd, &est) < 0) {
+    r = fail(eno, msg, errno, "mount: hub entry %s: %s", req->source, strerror(errno));
+    goto out;
+  }
+  if (est.st_dev == hst.st_dev) {
+    r = fail(eno, msg, EXDEV,
+             "mount: hub entry %s is not a file system of its own (the host's virtiofsd does not "
+             "announce submounts)",
+             req->source);
+    goto out;
+  }
+  char what[64];
+  snprintf(what, sizeof(what), "hub entry %s", req->source);
+  r = bind_fd_onto(fd, norm, req->readonly, 0, "mount", what, start, eno, msg);
+out:
+  if (fd >= 0)
+    close(fd);
+  if (hfd >= 0)
+    close(hfd);
   return r;
 }
 
@@ -833,7 +951,9 @@ int agent_op_mount(const hm_agent_request *req, int *eno, char **msg) {
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
       ;
   }
-  int r = req->type == HM_TYPE_BIND ? do_bind(req, norm, eno, msg) : do_mount(req, norm, eno, msg);
+  int r = req->type == HM_TYPE_BIND                      ? do_bind(req, norm, eno, msg)
+          : req->type == HM_TYPE_VIRTIOFS && req->source ? do_hub(req, norm, eno, msg)
+                                                         : do_mount(req, norm, eno, msg);
   release(norm);
   free(norm);
   return r;
@@ -861,6 +981,11 @@ static int do_umount(const hm_agent_request *req, const char *norm, int *eno, ch
              norm, fstype, source);
     goto out;
   }
+  /* A bind of a hub entry: its submount under the hub goes with it. */
+  struct stat tst;
+  char dev[32] = "";
+  if (strcmp(fstype, "virtiofs") == 0 && stat(resolved, &tst) == 0)
+    snprintf(dev, sizeof(dev), "%u:%u", major(tst.st_dev), minor(tst.st_dev));
   int flags = UMOUNT_NOFOLLOW | (req->lazy ? MNT_DETACH : 0) | (req->force ? MNT_FORCE : 0);
   /* Only a lazy unmount (what remove asks for a broken mount) can meet a
    * dead server; plain ones stay in this thread. */
@@ -872,6 +997,12 @@ static int do_umount(const hm_agent_request *req, const char *norm, int *eno, ch
   }
   hm_info("unmounted %s (%s from %s)%s%s", resolved, fstype, source, req->lazy ? " lazily" : "",
           req->force ? " forced" : "");
+  if (dev[0]) {
+    char *text = read_file("/proc/self/mountinfo");
+    if (text)
+      agent_hub_release(text, dev);
+    free(text);
+  }
   if (strcmp(fstype, "9p") == 0) {
     /* After a plain unmount the kernel has already let go of its end and the
      * relay is finishing; after a lazy one, whoever still uses the file
@@ -924,6 +1055,8 @@ int agent_op_list(hm_agent_mount_info **out, size_t *n, int *eno, char **msg) {
     return fail(eno, msg, errno, "list: cannot read /proc/self/mountinfo: %s", strerror(errno));
   hm_error *e = NULL;
   int r = hm_guest_mountinfo_parse(out, n, text, 1, &e);
+  if (r == 0)
+    agent_hub_fix_list(*out, n, text);
   free(text);
   if (r < 0)
     return fail_err(eno, msg, r == HM_E_NOMEM ? ENOMEM : EIO, "list", e);

@@ -150,10 +150,16 @@ static void do_hello(agent_conn *c, const hm_agent_request *req) {
   /* mount.9p.uname: takes the uname= option (diod -N identity, 0.1+).
    * mount.9p.virtio: a 9p mount with a tag and no port is a virtio-9p-pci
    * device, mounted trans=virtio (reserved 9p slots, 0.1+).
-   * mount.bind: type "bind", a directory of a boot-time share bind-mounted. */
-  static char *caps[] = {"mount.virtiofs", "mount.9p", "mount.9p.uname", "mount.9p.virtio",
-                         "mount.bind",     "umount",   "umount.lazy",    "umount.force",
-                         "list",           NULL};
+   * mount.bind: type "bind", a directory of a boot-time share bind-mounted.
+   * mount.virtiofs.hub: type "virtiofs" with a source: entry hm-N of the
+   * shared device (tag hm-hub) bind-mounted (0.1+).
+   * notify: the notify op (host changes shown to guest file watchers). */
+  static char *caps[] = {"mount.virtiofs",  "mount.virtiofs.hub",
+                         "mount.9p",        "mount.9p.uname",
+                         "mount.9p.virtio", "mount.bind",
+                         "umount",          "umount.lazy",
+                         "umount.force",    "list",
+                         "notify",          NULL};
   hm_agent_response resp = {.id = req->id,
                             .ok = 1,
                             .major = HM_AGENT_PROTO_MAJOR,
@@ -191,8 +197,9 @@ static void *job_main(void *arg) {
   struct job *j = arg;
   int eno = 0;
   char *msg = NULL;
-  int r = j->req.op == HM_AGENT_OP_MOUNT ? agent_op_mount(&j->req, &eno, &msg)
-                                         : agent_op_umount(&j->req, &eno, &msg);
+  int r = j->req.op == HM_AGENT_OP_MOUNT    ? agent_op_mount(&j->req, &eno, &msg)
+          : j->req.op == HM_AGENT_OP_NOTIFY ? agent_op_notify(&j->req, &eno, &msg)
+                                            : agent_op_umount(&j->req, &eno, &msg);
   if (r < 0) {
     respond_err(j->c, j->req.id, eno, msg ? msg : "failed");
   } else {

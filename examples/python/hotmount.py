@@ -255,6 +255,7 @@ _PROTOTYPES = {
     "hm_mount_spec_set_type": (_c_int, [_P(_Spec), _c_int, _ErrPP]),
     "hm_mount_spec_set_writable": (_c_int, [_P(_Spec), _c_int, _ErrPP]),
     "hm_mount_spec_set_persist": (_c_int, [_P(_Spec), _c_int, _ErrPP]),
+    "hm_mount_spec_set_notify": (_c_int, [_P(_Spec), _c_int, _ErrPP]),
     "hm_mount_spec_set_option": (_c_int, [_P(_Spec), _c_char_p, _c_char_p, _ErrPP]),
     "hm_mount_free": (None, [_P(_Mount)]),
     "hm_mount_get_id": (_c_char_p, [_P(_Mount)]),
@@ -263,6 +264,7 @@ _PROTOTYPES = {
     "hm_mount_get_type": (_c_int, [_P(_Mount)]),
     "hm_mount_get_writable": (_c_int, [_P(_Mount)]),
     "hm_mount_get_persist": (_c_int, [_P(_Mount)]),
+    "hm_mount_get_notify": (_c_int, [_P(_Mount)]),
     "hm_mount_get_state": (_c_int, [_P(_Mount)]),
     "hm_mount_get_tag": (_c_char_p, [_P(_Mount)]),
     "hm_mount_get_via": (_c_char_p, [_P(_Mount)]),
@@ -411,7 +413,10 @@ class Mount:
     state: str         # "attaching", "mounted", "detaching", "broken"
     tag: Optional[str]     # virtiofs tag, 9p port, or bind's guest source dir, if any
     reason: Optional[str]  # why it is broken, if it is
-    via: Optional[str] = None  # 9p on QEMU: "pci" (reserved slot) or "serial"
+    # 9p on QEMU: "pci" (reserved slot) or "serial"; virtiofs: "shared" (the
+    # shared device, options={"device": "shared"})
+    via: Optional[str] = None
+    notify: bool = False  # host changes shown to guest file watchers (--notify)
 
     @classmethod
     def _from_c(cls, m: "_P(_Mount)") -> "Mount":
@@ -431,6 +436,7 @@ class Mount:
             tag=_dec(lib.hm_mount_get_tag(m)),
             reason=_dec(lib.hm_mount_get_reason(m)),
             via=_dec(lib.hm_mount_get_via(m)),
+            notify=bool(lib.hm_mount_get_notify(m)),
         )
 
 
@@ -505,12 +511,14 @@ class Client:
     # -- calls
 
     def add(self, host: PathArg, guest: PathArg, type: str = "virtiofs", writable: bool = False,
-            persist: bool = False, options: Optional[Dict[str, str]] = None) -> Mount:
+            persist: bool = False, options: Optional[Dict[str, str]] = None,
+            notify: bool = False) -> Mount:
         """Hot-mounts host directory `host` at `guest` in the VM; returns when
         the guest has mounted it (or everything was rolled back). options:
         transport options, e.g. {"cache": "never"}, or without root {"mapUid": "1000",
         "mapGid": "1000"} (guest user 1000 is the host user: docs/architecture.md
-        "Ownership")."""
+        "Ownership"). notify: show host changes to file watchers in the guest
+        (see hm_mount_spec_set_notify)."""
         lib = _L()
         err = _ErrP()
         ty = _check(lib.hm_mount_type_parse(_enc(type), ctypes.byref(err)), err)
@@ -527,6 +535,7 @@ class Client:
             call(lib.hm_mount_spec_set_type, ty)
             call(lib.hm_mount_spec_set_writable, 1 if writable else 0)
             call(lib.hm_mount_spec_set_persist, 1 if persist else 0)
+            call(lib.hm_mount_spec_set_notify, 1 if notify else 0)
             for k, v in (options or {}).items():
                 call(lib.hm_mount_spec_set_option, _enc(k), _enc(str(v)))
             out = _P(_Mount)()

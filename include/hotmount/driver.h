@@ -242,7 +242,26 @@ typedef struct hm_fs_hotplugger_ops {
    * option, so that none is silently ignored. Any thread, concurrently.
    */
   int (*validate)(void *impl, const hm_mount_spec *spec, hm_error **err);
+  /**
+   * Optional (since 0.1), for HM_HOTPLUGGER_GUEST_MOUNTS backends (which have
+   * no guest agent): show n host changes of a --notify mount to the guest's
+   * file watchers. kinds[i] is an HM_NOTIFY_* value, paths[i] a path
+   * relative to the mount (checked by the library: no "..", not absolute,
+   * no control characters). Called on the mount's watcher thread, one call
+   * at a time per attachment; it may block for a few seconds at most.
+   * Without it, --notify mounts of this backend get their events through the
+   * guest agent.
+   */
+  int (*guest_notify)(void *impl, hm_attachment *att, const int *kinds, const char *const *paths,
+                      size_t n, hm_error **err);
 } hm_fs_hotplugger_ops;
+
+/* Kinds of host change for guest_notify. */
+#define HM_NOTIFY_CREATE 1
+#define HM_NOTIFY_MODIFY 2
+#define HM_NOTIFY_ATTRIB 3
+#define HM_NOTIFY_DELETE 4
+#define HM_NOTIFY_RENAME 5 /* paths[i] is the new name; the old one came as a DELETE */
 
 /*
  * Results of the check op. GONE is BROKEN in the strongest form: nothing of the attachment is

@@ -76,6 +76,14 @@ HM_API int hm_mount_spec_set_writable(hm_mount_spec *spec, int writable, hm_erro
  */
 HM_API int hm_mount_spec_set_persist(hm_mount_spec *spec, int persist, hm_error **err);
 /**
+ * hm_mount_spec_set_notify: non-zero: watch the host directory and show its changes (create,
+ * modify, attribute changes, deletes as a change of the parent directory) to file watchers in
+ * the guest (inotify there), see docs/architecture.md "Change notification". Default 0. Needs
+ * Linux inotify on the host and, except for reverse-sshfs, a guest agent with the "notify"
+ * capability. Returns 0 or HM_E_INVALID. One thread at a time per spec. Since 0.1.
+ */
+HM_API int hm_mount_spec_set_notify(hm_mount_spec *spec, int notify, hm_error **err);
+/**
  * hm_mount_spec_set_option: transport option key = value (both copied; value NULL removes key),
  * e.g. ("msize", "262144") for 9p. Unknown keys for the spec's type are rejected by validation,
  * not here. Returns 0, HM_E_INVALID or HM_E_NOMEM. One thread at a time per spec. Since 0.1.
@@ -108,6 +116,11 @@ HM_API int hm_mount_spec_get_writable(const hm_mount_spec *spec);
  * Since 0.1.
  */
 HM_API int hm_mount_spec_get_persist(const hm_mount_spec *spec);
+/**
+ * hm_mount_spec_get_notify: 1 when change notification is asked for, else 0. Not while another
+ * thread changes spec. Since 0.1.
+ */
+HM_API int hm_mount_spec_get_notify(const hm_mount_spec *spec);
 /**
  * hm_mount_spec_get_option: the value of option key, or NULL; borrowed from spec. Not while
  * another thread changes spec. Since 0.1.
@@ -179,6 +192,11 @@ HM_API int hm_mount_get_writable(const hm_mount *m);
  * else 0. Any thread. Since 0.1.
  */
 HM_API int hm_mount_get_persist(const hm_mount *m);
+/**
+ * hm_mount_get_notify: 1 when host changes are shown to guest file watchers (see
+ * hm_mount_spec_set_notify), else 0. Any thread. Since 0.1.
+ */
+HM_API int hm_mount_get_notify(const hm_mount *m);
 /** hm_mount_get_state: one of HM_STATE_* when the snapshot was taken. Any thread. Since 0.1. */
 HM_API int hm_mount_get_state(const hm_mount *m);
 /**

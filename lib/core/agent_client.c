@@ -642,8 +642,9 @@ int hm_agent_has_capability(hm_agent *a, const char *cap) {
   return 0;
 }
 
-static int agent_mount(hm_agent *a, int type, const char *tag, const char *port, const char *target,
-                       int readonly, const char *options, int timeout_ms, hm_error **err) {
+static int agent_mount(hm_agent *a, int type, const char *tag, const char *port,
+                       const char *hub_entry, const char *target, int readonly, const char *options,
+                       int timeout_ms, hm_error **err) {
   if (!a || !tag || !target || timeout_ms < 0 || timeout_ms > HM_AGENT_MAX_TIMEOUT_MS)
     return HM_ERR(err, HM_E_INVALID, "missing argument or timeout out of range (0..%d ms)",
                   HM_AGENT_MAX_TIMEOUT_MS);
@@ -658,6 +659,12 @@ static int agent_mount(hm_agent *a, int type, const char *tag, const char *port,
                   a->agent_version ? a->agent_version : "(unknown version)");
   /* bind: tag is the guest directory to bind-mount. */
   int bind = type == HM_TYPE_BIND;
+  if (hub_entry && !hm_agent_has_capability(a, "mount.virtiofs.hub"))
+    return HM_ERR(err, HM_E_AGENT,
+                  "the guest's hotmount-agent %s cannot mount from the shared virtiofs device "
+                  "(it lacks mount.virtiofs.hub); update it in the guest, or add the mount with "
+                  "-o device=dedicated",
+                  a->agent_version ? a->agent_version : "(unknown version)");
   /* An agent from before 9p identity passing refuses uname=; say why. */
   if (type == HM_TYPE_9P && options && strstr(options, "uname=") &&
       !hm_agent_has_capability(a, "mount.9p.uname"))
@@ -678,7 +685,7 @@ static int agent_mount(hm_agent *a, int type, const char *tag, const char *port,
       /* Only read by the encoder; the casts do not let it write. */
       .tag = bind ? NULL : (char *)tag,
       .port = (char *)port,
-      .source = bind ? (char *)tag : NULL,
+      .source = bind ? (char *)tag : (char *)hub_entry,
       .target = (char *)target,
       .readonly = readonly != 0,
       .options = bind ? NULL : (char *)options,
@@ -698,7 +705,7 @@ int hm_agent_mount(hm_agent *a, int type, const char *tag, const char *target, i
                    const char *options, int timeout_ms, hm_error **err) {
   /* 9p: tag is the virtio-serial port name; it is also the mount's source,
    * so the agent gets it as both. */
-  return agent_mount(a, type, tag, type == HM_TYPE_9P ? tag : NULL, target, readonly, options,
+  return agent_mount(a, type, tag, type == HM_TYPE_9P ? tag : NULL, NULL, target, readonly, options,
                      timeout_ms, err);
 }
 
@@ -710,8 +717,11 @@ int hm_agent_mount_att(hm_agent *a, int type, const hm_attachment *att, const ch
   if (!tag)
     return HM_ERR(err, HM_E_INTERNAL, "the backend set no tag for mount %s",
                   hm_attachment_get_id(att));
-  return agent_mount(a, type, tag, type == HM_TYPE_9P && !virtio9p ? tag : NULL, target, readonly,
-                     hm_attachment_get_data(att, "guestOptions"), timeout_ms, err);
+  /* A shared-device entry: the hub's tag, and the entry as the source. */
+  const char *hub = type == HM_TYPE_VIRTIOFS ? hm_attachment_get_data(att, "hubEntry") : NULL;
+  return agent_mount(a, type, hub ? "hm-hub" : tag, type == HM_TYPE_9P && !virtio9p ? tag : NULL,
+                     hub, target, readonly, hm_attachment_get_data(att, "guestOptions"), timeout_ms,
+                     err);
 }
 
 int hm_agent_umount(hm_agent *a, const char *target, unsigned flags, int timeout_ms,
@@ -726,6 +736,31 @@ int hm_agent_umount(hm_agent *a, const char *target, unsigned flags, int timeout
       .lazy = (flags & HM_REMOVE_LAZY) != 0,
       .force = (flags & HM_REMOVE_FORCE) != 0,
   };
+  hm_agent_response resp;
+  int rc = call(a, &req, &resp, hm_now_ms() + timeout_ms, __func__, err);
+  if (rc < 0)
+    return rc;
+  if (!resp.ok)
+    rc = agent_error(&resp, __func__, err);
+  hm_agent_response_clear(&resp);
+  return rc;
+}
+
+int hm_agent_notify(hm_agent *a, const char *target, const hm_notify_event *ev, size_t n,
+                    int timeout_ms, hm_error **err) {
+  if (!a || !target || !ev || n == 0 || n > HM_NOTIFY_MAX_BATCH || timeout_ms < 0)
+    return HM_ERR(err, HM_E_INVALID,
+                  "missing argument, 0 or more than %d events, or a negative "
+                  "timeout",
+                  HM_NOTIFY_MAX_BATCH);
+  if (!hm_agent_has_capability(a, "notify"))
+    return HM_ERR(err, HM_E_UNSUPPORTED,
+                  "the guest agent (%s) lacks notify; update it in the guest to use --notify",
+                  hm_agent_get_version(a));
+  hm_agent_request req = {.op = HM_AGENT_OP_NOTIFY,
+                          .target = (char *)target,
+                          .events = (hm_notify_event *)ev,
+                          .n_events = n};
   hm_agent_response resp;
   int rc = call(a, &req, &resp, hm_now_ms() + timeout_ms, __func__, err);
   if (rc < 0)

@@ -13,12 +13,13 @@ const char *hm_agent_op_name(int op) {
   case HM_AGENT_OP_MOUNT: return "mount";
   case HM_AGENT_OP_UMOUNT: return "umount";
   case HM_AGENT_OP_LIST: return "list";
+  case HM_AGENT_OP_NOTIFY: return "notify";
   default: return NULL;
   }
 }
 
 static int op_parse(const char *name) {
-  for (int op = HM_AGENT_OP_HELLO; op <= HM_AGENT_OP_LIST; op++)
+  for (int op = HM_AGENT_OP_HELLO; op <= HM_AGENT_OP_NOTIFY; op++)
     if (strcmp(name, hm_agent_op_name(op)) == 0)
       return op;
   return 0;
@@ -53,6 +54,9 @@ void hm_agent_request_clear(hm_agent_request *req) {
   free(req->source);
   free(req->target);
   free(req->options);
+  for (size_t i = 0; i < req->n_events; i++)
+    free(req->events[i].path);
+  free(req->events);
   memset(req, 0, sizeof(*req));
 }
 
@@ -122,12 +126,12 @@ int hm_agent_request_encode(char **out, const hm_agent_request *req, hm_error **
     if (!t || !req->target || (req->type == HM_TYPE_VIRTIOFS && !req->tag) ||
         (req->type == HM_TYPE_9P && !req->port && !req->tag) ||
         (bind && (!req->source || req->tag || req->port || req->options)) ||
-        (!bind && req->source)) {
+        (req->type == HM_TYPE_9P && req->source)) {
       json_object_put(o);
       return HM_ERR(err, HM_E_INVALID, "mount request needs a known type, a target and %s",
-                    req->type == HM_TYPE_9P ? "a port or a tag"
+                    req->type == HM_TYPE_9P ? "a port or a tag (and no source)"
                     : bind                  ? "a source (and no tag, port or options)"
-                                            : "a tag (and no source)");
+                                            : "a tag (a source only for virtiofs)");
     }
     r |= add_str(o, "type", t);
     if (req->source)
@@ -152,6 +156,33 @@ int hm_agent_request_encode(char **out, const hm_agent_request *req, hm_error **
     r |= add(o, "lazy", json_object_new_boolean(req->lazy != 0));
     r |= add(o, "force", json_object_new_boolean(req->force != 0));
     break;
+  case HM_AGENT_OP_NOTIFY: {
+    if (!req->target || req->n_events == 0 || req->n_events > HM_NOTIFY_MAX_BATCH) {
+      json_object_put(o);
+      return HM_ERR(err, HM_E_INVALID, "notify request needs a target and 1 to %d events",
+                    HM_NOTIFY_MAX_BATCH);
+    }
+    r |= add_str(o, "target", req->target);
+    json_object *arr = json_object_new_array();
+    r |= add(o, "events", arr);
+    for (size_t i = 0; arr && i < req->n_events; i++) {
+      const char *kind = hm_notify_kind_name(req->events[i].kind);
+      const char *why = NULL;
+      if (!kind || hm_notify_path_check(req->events[i].path, &why) < 0) {
+        json_object_put(o);
+        return HM_ERR(err, HM_E_INVALID, "notify event %zu: %s", i, kind ? why : "unknown kind");
+      }
+      json_object *e = json_object_new_object();
+      if (!e || json_object_array_add(arr, e) < 0) {
+        json_object_put(e);
+        r = -1;
+        break;
+      }
+      r |= add_str(e, "kind", kind);
+      r |= add_str(e, "path", req->events[i].path);
+    }
+    break;
+  }
   default: break;
   }
   if (r) {
@@ -357,6 +388,45 @@ static int get_str(json_object *o, const char *key, int required, size_t max, ch
   return 0;
 }
 
+/* The events of a notify request: each {kind, path}, path relative to the
+ * mount and checked here, so neither side acts on one the other refuses. */
+static int decode_events(hm_agent_request *out, json_object *arr, const char *func,
+                         hm_error **err) {
+  static const char *const keys[] = {"kind", "path", NULL};
+  const char *what = "notify: event";
+  size_t n = json_object_array_length(arr);
+  if (n == 0 || n > HM_NOTIFY_MAX_BATCH)
+    return hm_err_set(err, HM_E_PROTOCOL, func, "notify: %zu events (1 to %d are accepted)", n,
+                      HM_NOTIFY_MAX_BATCH);
+  if (!(out->events = calloc(n, sizeof(*out->events))))
+    return hm_err_set(err, HM_E_NOMEM, func, "out of memory");
+  for (size_t i = 0; i < n; i++) {
+    json_object *e = json_object_array_get_idx(arr, i);
+    char *kind = NULL;
+    const char *why = NULL;
+    int r;
+    out->n_events = i + 1;
+    if (!json_object_is_type(e, json_type_object))
+      return hm_err_set(err, HM_E_PROTOCOL, func, "notify: events[%zu] is not an object", i);
+    if ((r = check_keys(e, keys, what, func, err)) < 0 ||
+        (r = get_str(e, "kind", 1, HM_AGENT_MAX_NAME, &kind, what, func, err)) < 0 ||
+        (r = get_str(e, "path", 1, HM_AGENT_MAX_PATH, &out->events[i].path, what, func, err)) < 0) {
+      free(kind);
+      return r;
+    }
+    out->events[i].kind = hm_notify_kind_parse(kind);
+    free(kind);
+    if (!out->events[i].kind)
+      return hm_err_set(err, HM_E_PROTOCOL, func,
+                        "notify: events[%zu]: unknown kind (expected create, modify, attrib, "
+                        "delete or rename)",
+                        i);
+    if (hm_notify_path_check(out->events[i].path, &why) < 0)
+      return hm_err_set(err, HM_E_PROTOCOL, func, "notify: events[%zu]: %s", i, why);
+  }
+  return 0;
+}
+
 int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len, hm_error **err) {
   static const char *const k_hello[] = {"id", "op", "major", "minor", NULL};
   static const char *const k_mount[] = {"id",      "op",         "type",   "tag",
@@ -364,6 +434,7 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
                                         "options", "timeout_ms", NULL};
   static const char *const k_umount[] = {"id", "op", "target", "lazy", "force", NULL};
   static const char *const k_list[] = {"id", "op", NULL};
+  static const char *const k_notify[] = {"id", "op", "target", "events", NULL};
   const char *func = __func__;
   memset(out, 0, sizeof(*out));
   json_object *o = parse_line(line, len, HM_AGENT_MAX_LINE, "request", func, err);
@@ -430,8 +501,10 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
       r = hm_err_set(err, HM_E_PROTOCOL, func, "mount: field 'port' is only for type 9p");
       goto out;
     }
-    if (!bind && out->source) {
-      r = hm_err_set(err, HM_E_PROTOCOL, func, "mount: field 'source' is only for type bind");
+    /* virtiofs with a source: an entry of the shared device (hub). */
+    if (out->type == HM_TYPE_9P && out->source) {
+      r = hm_err_set(err, HM_E_PROTOCOL, func,
+                     "mount: field 'source' is only for types bind and virtiofs");
       goto out;
     }
     /* A bind has no device: what the fields of the others name it has not. */
@@ -457,6 +530,15 @@ int hm_agent_request_decode(hm_agent_request *out, const char *line, size_t len,
       goto out;
     break;
   case HM_AGENT_OP_LIST: r = check_keys(o, k_list, what, func, err); break;
+  case HM_AGENT_OP_NOTIFY: {
+    json_object *arr = NULL;
+    if ((r = check_keys(o, k_notify, what, func, err)) < 0 ||
+        (r = get_str(o, "target", 1, HM_AGENT_MAX_PATH, &out->target, what, func, err)) < 0 ||
+        (r = get_field(o, "events", json_type_array, 1, &arr, what, func, err)) < 0)
+      goto out;
+    r = decode_events(out, arr, func, err);
+    break;
+  }
   }
 out:
   json_object_put(o);

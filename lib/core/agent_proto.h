@@ -10,6 +10,7 @@
 #define HM_CORE_AGENT_PROTO_H
 
 #include "core/private.h"
+#include "notify/notify.h"
 
 #define HM_AGENT_PROTO_MAJOR 1
 #define HM_AGENT_PROTO_MINOR 1 /* 1.1: boot_id in hello and list answers */
@@ -41,6 +42,7 @@
 #define HM_AGENT_OP_MOUNT 2
 #define HM_AGENT_OP_UMOUNT 3
 #define HM_AGENT_OP_LIST 4
+#define HM_AGENT_OP_NOTIFY 5 /* capability "notify" */
 
 typedef struct hm_agent_request {
   int64_t id;
@@ -61,6 +63,10 @@ typedef struct hm_agent_request {
   int timeout_ms;
   /* umount */
   int lazy, force;
+  /* notify (target: the mount point): at most HM_NOTIFY_MAX_BATCH events,
+   * each path checked with hm_notify_path_check */
+  hm_notify_event *events;
+  size_t n_events;
 } hm_agent_request;
 
 /* One entry of a list answer. */

@@ -247,6 +247,17 @@ int hm_fs_hotplugger_guest_umount(hm_fs_hotplugger *hp, hm_attachment *att, unsi
   return hp->ops.guest_umount(hp->impl, att, flags, err);
 }
 
+int hm_fs_hotplugger_can_guest_notify(const hm_fs_hotplugger *hp) {
+  return hp && hp->ops.guest_notify != NULL;
+}
+
+int hm_fs_hotplugger_guest_notify(hm_fs_hotplugger *hp, hm_attachment *att, const int *kinds,
+                                  const char *const *paths, size_t n, hm_error **err) {
+  if (!hp->ops.guest_notify)
+    return HM_ERR(err, HM_E_UNSUPPORTED, "backend %s cannot notify the guest", hp->ops.name);
+  return hp->ops.guest_notify(hp->impl, att, kinds, paths, n, err);
+}
+
 int hm_fs_hotplugger_can_reattach(const hm_fs_hotplugger *hp) {
   return hp && hp->ops.reattach != NULL;
 }

@@ -36,6 +36,10 @@ HM_PRIVATE int hm_fs_hotplugger_scan(hm_fs_hotplugger *hp, hm_attachment ***out,
 HM_PRIVATE int hm_fs_hotplugger_guest_mounts(const hm_fs_hotplugger *hp);
 HM_PRIVATE int hm_fs_hotplugger_guest_umount(hm_fs_hotplugger *hp, hm_attachment *att,
                                              unsigned flags, hm_error **err);
+HM_PRIVATE int hm_fs_hotplugger_can_guest_notify(const hm_fs_hotplugger *hp);
+HM_PRIVATE int hm_fs_hotplugger_guest_notify(hm_fs_hotplugger *hp, hm_attachment *att,
+                                             const int *kinds, const char *const *paths, size_t n,
+                                             hm_error **err);
 HM_PRIVATE int hm_fs_hotplugger_can_reattach(const hm_fs_hotplugger *hp);
 HM_PRIVATE int hm_fs_hotplugger_reattach(hm_fs_hotplugger *hp, const hm_mount_spec *spec,
                                          hm_attachment *att, hm_error **err);

@@ -16,6 +16,7 @@
 #include "state.h"
 #include "status_internal.h"
 #include "instance_internal.h"
+#include "notify_link.h"
 
 #include <pthread.h>
 #include <pwd.h>
@@ -27,6 +28,7 @@
 void hm_inst_entry_free(hm_entry *e) {
   if (!e)
     return;
+  hm_inst_notify_stop(e);
   free(e->id);
   free(e->reason);
   hm_mount_spec_free(e->spec);
@@ -141,6 +143,7 @@ void hm_inst_drop_entry(hm_instance *inst, hm_entry *e) {
       memmove(&inst->entries[i], &inst->entries[i + 1],
               (inst->n_entries - i - 1) * sizeof(hm_entry *));
       inst->n_entries--;
+      hm_inst_notify_stop(e);
       if (!e->retired)
         hm_inst_event_locked(inst, e, e->state, HM_STATE_REMOVED);
       hm_inst_entry_free(e);
@@ -167,6 +170,7 @@ void hm_inst_set_state_locked(hm_instance *inst, hm_entry *e, int state, const c
   e->state = state;
   free(e->reason);
   e->reason = copy;
+  hm_inst_notify_sync_locked(inst, e);
   hm_inst_save_locked(inst);
   hm_inst_event_locked(inst, e, old_state, state);
 }
@@ -232,6 +236,9 @@ void hm_instance_free(hm_instance *inst) {
     return;
   hm_inst_events_free(inst); /* waits for async work: before anything goes */
   hm_inst_monitor_stop(inst);
+  /* Watchers send through the agent: they stop before it goes. */
+  for (size_t i = 0; i < inst->n_entries; i++)
+    hm_inst_notify_stop(inst->entries[i]);
   hm_agent_free(inst->agent);
   for (size_t i = 0; i < inst->n_entries; i++)
     hm_inst_entry_free(inst->entries[i]);
@@ -670,6 +677,12 @@ int hm_instance_status(hm_instance *inst, hm_status **out, hm_error **err) {
     retired += inst->entries[i]->retired;
     n += !inst->entries[i]->retired;
     broken += !inst->entries[i]->retired && inst->entries[i]->state == HM_STATE_BROKEN;
+    char key[128], health[512];
+    if (!inst->entries[i]->retired &&
+        hm_inst_notify_describe(inst->entries[i], health, sizeof(health))) {
+      snprintf(key, sizeof(key), "notify.%s", inst->entries[i]->id);
+      hm_status_setf(st, key, "%s", health);
+    }
   }
   pthread_mutex_unlock(&inst->lock);
   int agent_up = 0;

@@ -67,6 +67,7 @@ int hm_mount_spec_copy(hm_mount_spec **out, const hm_mount_spec *spec, hm_error 
   s->type = spec->type;
   s->writable = spec->writable;
   s->persist = spec->persist;
+  s->notify = spec->notify;
   s->host_dev = spec->host_dev;
   s->host_ino = spec->host_ino;
   if (set_str(&s->host_path, spec->host_path) < 0 ||
@@ -120,6 +121,17 @@ int hm_mount_spec_get_persist(const hm_mount_spec *s) {
   return s ? s->persist : 0;
 }
 
+int hm_mount_spec_set_notify(hm_mount_spec *spec, int notify, hm_error **err) {
+  if (!spec)
+    return HM_ERR(err, HM_E_INVALID, "spec is NULL");
+  spec->notify = notify != 0;
+  return 0;
+}
+
+int hm_mount_spec_get_notify(const hm_mount_spec *s) {
+  return s ? s->notify : 0;
+}
+
 int hm_mount_spec_set_option(hm_mount_spec *spec, const char *key, const char *value,
                              hm_error **err) {
   if (!spec || !key || !*key)
@@ -161,6 +173,7 @@ int hm_mount_build(hm_mount **out, const char *id, const hm_mount_spec *spec, co
   m->type = spec->type;
   m->writable = spec->writable;
   m->persist = spec->persist;
+  m->notify = spec->notify;
   m->state = state;
   if (set_str(&m->id, id) < 0 || set_str(&m->host_path, spec->host_path) < 0 ||
       set_str(&m->guest_path, spec->guest_path) < 0 || set_str(&m->tag, tag) < 0 ||
@@ -191,7 +204,8 @@ int hm_mount_copy(hm_mount **out, const hm_mount *m, hm_error **err) {
                         .guest_path = m->guest_path,
                         .type = m->type,
                         .writable = m->writable,
-                        .persist = m->persist};
+                        .persist = m->persist,
+                        .notify = m->notify};
   if (hm_mount_build(out, m->id, &spec, m->tag, m->via, m->state, m->reason) < 0)
     return HM_ERR_NOMEM(err);
   return 0;
@@ -214,6 +228,10 @@ int hm_mount_get_writable(const hm_mount *m) {
 }
 int hm_mount_get_persist(const hm_mount *m) {
   return m ? m->persist : 0;
+}
+
+int hm_mount_get_notify(const hm_mount *m) {
+  return m ? m->notify : 0;
 }
 int hm_mount_get_state(const hm_mount *m) {
   return m ? m->state : 0;

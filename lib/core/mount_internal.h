@@ -13,6 +13,7 @@ struct hm_mount_spec {
   int type;
   int writable;
   int persist;
+  int notify; /* --notify: host changes shown to guest watchers */
   hm_kv options;
   /* The host directory validation opened (device, inode; both 0: not
    * known, e.g. a record from before they were kept): a later open of
@@ -30,6 +31,7 @@ struct hm_mount {
   int type;
   int writable;
   int persist;
+  int notify;
   int state;
 };
 

@@ -45,6 +45,7 @@ json_object *hm_mount_to_json_object(const hm_mount *m) {
   json_object_object_add(o, "type", json_object_new_string(hm_mount_type_name(m->type)));
   json_object_object_add(o, "writable", json_object_new_boolean(m->writable));
   json_object_object_add(o, "persist", json_object_new_boolean(m->persist));
+  json_object_object_add(o, "notify", json_object_new_boolean(m->notify));
   json_object_object_add(o, "state", json_object_new_string(hm_mount_state_name(m->state)));
   if (m->tag)
     json_object_object_add(o, "tag", json_object_new_string(m->tag));
@@ -114,8 +115,8 @@ static int check_known(json_object *o, const char *const *known, const char *fun
 }
 
 int hm_mount_spec_from_json(hm_mount_spec **out, const char *text, size_t len, hm_error **err) {
-  static const char *const known[] = {"hostPath", "mountPoint", "type", "writable",
-                                      "persist",  "options",    NULL};
+  static const char *const known[] = {"hostPath", "mountPoint", "type",    "writable",
+                                      "persist",  "notify",     "options", NULL};
   json_object *o = NULL, *v;
   hm_mount_spec *s = NULL;
   int r = hm_json_parse(&o, text, len, err);
@@ -145,6 +146,9 @@ int hm_mount_spec_from_json(hm_mount_spec **out, const char *text, size_t len, h
   if ((r = member(o, "persist", json_type_boolean, 0, &v, __func__, err)) < 0)
     goto out;
   s->persist = v ? json_object_get_boolean(v) : 0;
+  if ((r = member(o, "notify", json_type_boolean, 0, &v, __func__, err)) < 0)
+    goto out;
+  s->notify = v ? json_object_get_boolean(v) : 0;
   if ((r = member(o, "options", json_type_object, 0, &v, __func__, err)) < 0)
     goto out;
   if (v) {
@@ -178,6 +182,8 @@ json_object *hm_mount_spec_to_json_object(const hm_mount_spec *spec) {
   json_object_object_add(o, "writable", json_object_new_boolean(spec->writable));
   if (spec->persist)
     json_object_object_add(o, "persist", json_object_new_boolean(1));
+  if (spec->notify)
+    json_object_object_add(o, "notify", json_object_new_boolean(1));
   if (spec->options.n) {
     json_object *opts = json_object_new_object();
     for (size_t i = 0; opts && i < spec->options.n; i++)
@@ -196,7 +202,7 @@ static int state_parse(const char *name) {
 }
 
 int hm_mount_from_json_object(hm_mount **out, json_object *o, hm_error **err) {
-  json_object *id, *host, *guest, *type, *writable, *persist, *state, *tag, *via, *reason;
+  json_object *id, *host, *guest, *type, *writable, *persist, *notify, *state, *tag, *via, *reason;
   if (!json_object_is_type(o, json_type_object))
     return HM_ERR(err, HM_E_PROTOCOL, "mount must be a JSON object");
   if (member(o, "id", json_type_string, 1, &id, __func__, err) < 0 ||
@@ -205,6 +211,7 @@ int hm_mount_from_json_object(hm_mount **out, json_object *o, hm_error **err) {
       member(o, "type", json_type_string, 1, &type, __func__, err) < 0 ||
       member(o, "writable", json_type_boolean, 1, &writable, __func__, err) < 0 ||
       member(o, "persist", json_type_boolean, 0, &persist, __func__, err) < 0 ||
+      member(o, "notify", json_type_boolean, 0, &notify, __func__, err) < 0 ||
       member(o, "state", json_type_string, 1, &state, __func__, err) < 0 ||
       member(o, "tag", json_type_string, 0, &tag, __func__, err) < 0 ||
       member(o, "via", json_type_string, 0, &via, __func__, err) < 0 ||
@@ -220,7 +227,8 @@ int hm_mount_from_json_object(hm_mount **out, json_object *o, hm_error **err) {
                         .guest_path = (char *)json_object_get_string(guest),
                         .type = t,
                         .writable = json_object_get_boolean(writable),
-                        .persist = persist ? json_object_get_boolean(persist) : 0};
+                        .persist = persist ? json_object_get_boolean(persist) : 0,
+                        .notify = notify ? json_object_get_boolean(notify) : 0};
   if (hm_mount_build(out, json_object_get_string(id), &spec,
                      tag ? json_object_get_string(tag) : NULL,
                      via ? json_object_get_string(via) : NULL, st,

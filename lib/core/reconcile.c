@@ -22,6 +22,7 @@
 #include "driver_internal.h"
 #include "guest_path.h"
 #include "instance_internal.h"
+#include "notify_link.h"
 #include "mount_internal.h"
 
 #include <stdio.h>
@@ -361,6 +362,8 @@ int hm_instance_reconcile(hm_instance *inst, hm_error **err) {
       i--;
     } else if (new_state != state || new_reason) {
       hm_inst_set_state_locked(inst, e, new_state, new_reason);
+    } else {
+      hm_inst_notify_sync_locked(inst, e); /* still mounted: its watcher starts again */
     }
     free(new_reason);
   }

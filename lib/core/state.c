@@ -92,6 +92,7 @@ static int entry_from_json(hm_entry **out, json_object *o, hm_error **err) {
   e->spec->type = m->type;
   e->spec->writable = m->writable;
   e->spec->persist = m->persist;
+  e->spec->notify = m->notify;
   e->state = m->state;
   if (!(e->id = strdup(m->id)) || !(e->spec->host_path = strdup(m->host_path)) ||
       !(e->spec->guest_path = strdup(m->guest_path)) ||

@@ -16,6 +16,7 @@ typedef struct hm_entry {
   int retired;        /* removed, but its device could not be unplugged (see remove) */
   int64_t mounted_at; /* hm_now_ms() when it last became mounted (not persisted) */
   int64_t retry_at;   /* broken persist mounts: next re-attach try (not persisted) */
+  struct hm_notify_link *notify; /* --notify: the watcher while mounted (notify_link.c) */
 } hm_entry;
 
 /*

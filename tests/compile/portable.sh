@@ -27,6 +27,8 @@ flags="-std=c11 -D_GNU_SOURCE -DHM_PLATFORM_POSIX=1 -fPIC -fvisibility=hidden -W
   $(pkg-config --cflags $deps)"
 sources=$(ls "$src"/lib/core/*.c | grep -v platform_linux.c)
 sources="$sources $src/lib/guest/guest_path.c $src/lib/drivers/vz/vz_driver.c"
+# --notify: the event rules, and the watcher stub a build without inotify uses
+sources="$sources $src/lib/notify/notify_path.c $src/lib/notify/watcher_stub.c"
 # The HTTP API and the Linux backends' stand-ins (what a macOS build links).
 sources="$sources $src/lib/server/server.c $src/lib/drivers/linux_only_stubs.c"
 deny='/linux/|/asm/|/asm-generic/|sys/eventfd\.h|sys/signalfd\.h|sys/syscall\.h|sys/prctl\.h|sys/epoll\.h|sys/inotify\.h|sys/mount\.h|sys/sendfile\.h|sys/fsuid\.h|sys/capability\.h'

@@ -54,9 +54,24 @@ def skip_reason():
         return "hotmount/hotmountd not built"
     if not (AGENT and os.access(AGENT, os.X_OK)):
         return "hotmount-agent not built"
-    if os.geteuid() != 0:
-        return "needs root (QEMU's C virtiofsd)"
     return None
+
+
+def rootless():
+    """True when this test runs as an unprivileged user (tests/rootless.sh):
+    QEMU, hotmountd and every file server are then that user's processes,
+    and ownership reads the other way (see ownership_expect)."""
+    return os.geteuid() != 0
+
+
+def needs_root(t, what):
+    """For a case that only makes sense with root on the host: False (and a
+    TAP skip line naming why) when rootless, else True."""
+    if not rootless():
+        return True
+    t.n += 1
+    print("ok %d - %s # SKIP needs root on the host" % (t.n, what), flush=True)
+    return False
 
 
 def image_dir():
@@ -353,6 +368,132 @@ class Ctx:
         self.t.note("guest console tail:")
         for line in self.vm.serial_output().splitlines()[-30:]:
             self.t.note("  " + line)
+
+
+GUEST_USER = "hmuser"
+
+
+def guest_user(c):
+    """A non-root guest user, uid/gid 1000 (busybox chpst needs names)."""
+    c.vm.check("grep -q '^%s:' /etc/passwd || echo '%s:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd;"
+               " grep -q '^%s:' /etc/group || echo '%s:x:1000:' >> /etc/group"
+               % ((GUEST_USER,) * 4))
+
+
+def as_user(cmd):
+    """cmd as the guest user; its output starts with the uid it ran as, so a
+    check cannot pass because the command never ran as that user."""
+    return "su -s /bin/sh -c 'id -u; id -g; %s' %s" % (cmd, GUEST_USER)
+
+
+def ran_as_user(out):
+    return out.split()[:2] == ["1000", "1000"]
+
+
+def subid_base(path):
+    """The first subordinate id /etc/subuid or /etc/subgid grants this user
+    (by name or uid), or None."""
+    import pwd
+    me = os.geteuid()
+    keys = {str(me)}
+    try:
+        keys.add(pwd.getpwuid(me).pw_name)
+    except KeyError:
+        pass
+    try:
+        for line in open(path):
+            f = line.strip().split(":")
+            if len(f) == 3 and f[0] in keys and f[1].isdigit():
+                return int(f[1])
+    except OSError:
+        pass
+    return None
+
+
+def _host_owner(path):
+    try:
+        st = os.lstat(path)
+        return st.st_uid, st.st_gid
+    except OSError:
+        return None
+
+
+def _guest_owners(c, paths):
+    """[(uid, gid)] the guest's stat shows for each path (None if it fails)."""
+    rc, out = c.guest(" ".join("stat -c '%%u %%g' '%s' || echo x;" % p for p in paths))
+    res = []
+    for line in out.splitlines():
+        w = line.split()
+        res.append((int(w[0]), int(w[1])) if len(w) == 2 and all(x.isdigit() for x in w)
+                   else None)
+    return res
+
+
+def ownership_checks(c, name, add_args, expect):
+    """File ownership both ways on one transport, read on both sides (the
+    host's lstat, the guest's stat through the test channel). add_args: what
+    follows `hotmount add INST HOST MP` for this transport (type, options).
+    expect, a dict:
+      host_in_guest  (uid, gid) the guest shows for a file the host user
+                     (this process) makes; without a map
+      user_to_host   (uid, gid) on the host of a file guest uid 1000 makes
+                     without a map, or None to leave that out
+      map            None: the transport takes no map option here; then
+                     map_refused is a word its refusal must name. Else
+                     {"other": (uid, gid)}: with -o mapUid=1000 -o
+                     mapGid=1000 guest uid 1000 is the host user both ways,
+                     and a file guest root makes belongs to "other" on the
+                     host.
+    Always: a file and a directory guest root makes belong to the host user
+    (this process's euid/egid: root in the root pass). Every mount is
+    removed with nothing left."""
+    t = c.t
+    me = (os.geteuid(), os.getegid())
+    guest_user(c)
+    for mapped in (False, True):
+        tag = "%s%s" % (name, " mapUid=1000" if mapped else "")
+        host = os.path.join(c.work, "own-%s%s" % (name.replace("/", "-"), "-map" if mapped else ""))
+        os.makedirs(host)
+        # unmapped: guest uid 1000 must be able to create files whoever it is
+        # on the host; mapped: it is the owner, 0755 is enough
+        os.chmod(host, 0o755 if mapped else 0o777)
+        with open(os.path.join(host, "from-host"), "w") as f:
+            f.write("host\n")
+        mp = "/mnt/own-%d" % (2 if mapped else 1)
+        extra = ["-o", "mapUid=1000", "-o", "mapGid=1000"] if mapped else []
+        rc, out = hm("add", c.inst, host, mp, "--writable", *(list(add_args) + extra))
+        if mapped and expect.get("map") is None:
+            left = c.leftovers()
+            t.ok(rc != 0 and expect["map_refused"] in out and not left,
+                 "%s: the map option is refused, naming why (%s), nothing left"
+                 % (tag, expect["map_refused"]), (out, left))
+            break
+        if not t.ok(rc == 0, "%s: add a writable mount for the ownership checks" % tag, out):
+            continue
+        rc, out = c.guest("echo r > %s/by-root && mkdir %s/dir-by-root" % (mp, mp))
+        root_file = _host_owner(os.path.join(host, "by-root"))
+        root_dir = _host_owner(os.path.join(host, "dir-by-root"))
+        want_root = expect["map"]["other"] if mapped else me
+        t.ok(rc == 0 and root_file == want_root and root_dir == want_root,
+             "%s: a file and a directory guest root makes belong to %s on the host%s"
+             % (tag, "%d:%d" % want_root, "" if mapped else " (the host user)"),
+             (out, root_file, root_dir))
+        seen = _guest_owners(c, ["%s/from-host" % mp])
+        want_seen = (1000, 1000) if mapped else expect["host_in_guest"]
+        t.ok(seen == [want_seen], "%s: the guest sees the host user's file as %d:%d"
+             % ((tag,) + want_seen), seen)
+        want_user = me if mapped else expect.get("user_to_host")
+        if want_user is not None:
+            rc, out = c.guest(as_user("echo u > %s/by-1000 && mkdir %s/dir-by-1000" % (mp, mp)))
+            uf = _host_owner(os.path.join(host, "by-1000"))
+            ud = _host_owner(os.path.join(host, "dir-by-1000"))
+            t.ok(rc == 0 and ran_as_user(out) and uf == want_user and ud == want_user,
+                 "%s: a file and a directory guest uid 1000 makes belong to %d:%d on the host%s"
+                 % ((tag,) + want_user + (" (the host user)" if want_user == me else "",)),
+                 (out, uf, ud))
+        rc, out = hm("remove", c.inst, mp)
+        left = c.leftovers()
+        t.ok(rc == 0 and not left, "%s: remove, nothing left" % tag, (out, left))
 
 
 def sanitizer_logs_begin(prefix):

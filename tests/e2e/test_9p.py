@@ -25,7 +25,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from hmtest import AGENT, hm, run, skip_reason  # noqa: E402
+from hmtest import (AGENT, as_user, guest_user, hm, needs_root, ownership_checks,  # noqa: E402
+                    ran_as_user, rootless, run, skip_reason)
 
 MANY = int(os.environ.get("HM_E2E_9P_MANY", "32"))
 
@@ -137,7 +138,6 @@ def case_writable(c, via):
     t.ok(rc == 0 and not left, "%s: remove writable 9p mount, nothing left" % via, (out, left))
 
 
-GUEST_USER = "hmuser"
 ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
 
 
@@ -146,23 +146,6 @@ def posix_acl(entries):
     return struct.pack("<I", 2) + b"".join(
         struct.pack("<HHI", tag, perm, 0xFFFFFFFF if uid is None else uid)
         for tag, perm, uid in entries)
-
-
-def guest_user(c):
-    """A non-root guest user, uid/gid 1000 (busybox chpst needs names)."""
-    c.vm.check("grep -q '^%s:' /etc/passwd || echo '%s:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd;"
-               " grep -q '^%s:' /etc/group || echo '%s:x:1000:' >> /etc/group"
-               % ((GUEST_USER,) * 4))
-
-
-def as_user(cmd):
-    """cmd as the guest user; its output starts with the uid it ran as, so a
-    check cannot pass because the command never ran as that user."""
-    return "su -s /bin/sh -c 'id -u; id -g; %s' %s" % (cmd, GUEST_USER)
-
-
-def ran_as_user(out):
-    return out.split()[:2] == ["1000", "1000"]
 
 
 def identity_checks(c, kind, via=None):
@@ -245,6 +228,9 @@ def case_identity(c):
     and owners is the only one, on both transports. Pinned here so a change
     of that is seen (and docs/architecture.md updated)."""
     t = c.t
+    if not needs_root(t, "guest ids pass through to the host (passthrough; rootless, "
+                      "every transport maps them: case_ownership)"):
+        return
     acl9p = identity_checks(c, "9p", "serial")
     aclpci = identity_checks(c, "9p", "pci")
     aclvfs = identity_checks(c, "virtiofs")
@@ -354,8 +340,42 @@ def case_many(c, via):
         shutil.rmtree(h, ignore_errors=True)
 
 
+def case_ownership(c):
+    """Ownership both ways (hmtest.ownership_checks). 9p's servers show host
+    ids as they are (QEMU's own for the slots, diod) and Linux 6.1's 9p
+    client has no id map: the map option is refused. Rootless, QEMU serves
+    the slots with security_model=none as the host user, so whatever guest
+    user writes, the host user owns it, and the guest sees the host user's
+    own uid. With root, passthrough: guest ids are host ids."""
+    me = (os.geteuid(), os.getegid())
+    vias = ["pci"] if rootless() else ["pci", "serial"]
+    for via in vias:
+        ownership_checks(c, "9p/" + via, ["--type", "9p", "-o", "via=" + via], {
+            "host_in_guest": me,
+            "user_to_host": me if rootless() else (1000, 1000),
+            "map": None, "map_refused": "not supported for 9p"})
+
+
+def serial_refused(c, what):
+    """Rootless: a 9p mount via serial is refused, saying why (diod's
+    confinement needs root), and leaves nothing (no port, no diod, no
+    registry entry)."""
+    t = c.t
+    host = os.path.join(c.work, "refused-" + what)
+    os.makedirs(host, exist_ok=True)
+    for extra in ([], ["--writable"]):
+        rc, out = add9p(c, host, "/mnt/refused", "serial", *extra)
+        left = c.leftovers()
+        t.ok(rc != 0 and "root" in out and ("serial" in out or "diod" in out) and not left
+             and not serial_ports(c),
+             "%s: rootless, a%s 9p mount via serial is refused naming why, nothing left"
+             % (what, " writable" if extra else " read-only"), (out, left, serial_ports(c)))
+
+
 def case_dead_diod(c):
     t = c.t
+    if rootless():
+        return serial_refused(c, "dead diod")
     host = os.path.join(c.work, "dead")
     os.makedirs(host)
     with open(os.path.join(host, "f"), "w") as f:
@@ -411,6 +431,8 @@ def agent_has_9p():
 def each_via(fn):
     """fn(c, via) as two named cases, serial then pci."""
     def serial(c):
+        if rootless():
+            return serial_refused(c, fn.__name__)
         fn(c, "serial")
 
     def pci(c):
@@ -425,7 +447,7 @@ if __name__ == "__main__":
         print("1..0 # SKIP hotmount-agent has no mount.9p capability")
         sys.exit(0)
     cases = ([case_auto] + each_via(case_readonly) + each_via(case_writable) +
-             [case_identity] + each_via(case_odd_paths) + [case_dead_diod] +
+             [case_identity, case_ownership] + each_via(case_odd_paths) + [case_dead_diod] +
              each_via(case_many))
     sys.exit(run("hm-e2e-9p-", cases,
                  vm_kwargs={"qemu_args_extra": ["--9p-slots", str(max(MANY, 16))]}))

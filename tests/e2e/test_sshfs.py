@@ -21,8 +21,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from hmtest import (hm, run, skip_reason, ssh_material, start_daemon,  # noqa: E402
-                    stop_daemon, write_known_hosts)
+from hmtest import (hm, ownership_checks, run, skip_reason, ssh_material,  # noqa: E402
+                    start_daemon, stop_daemon, write_known_hosts)
 from vm import free_tcp_port  # noqa: E402
 
 PORT = free_tcp_port()
@@ -214,6 +214,18 @@ def case_options(c):
          "an absolute symlink does not reach the host's /etc (confinement)", out2)
     rc, out = hm("remove", c.inst, "/mnt/opts")
     t.ok(rc == 0, "remove", out)
+
+
+def case_ownership(c):
+    """Ownership both ways (hmtest.ownership_checks). sftp-server writes as
+    the host user (root in the root pass; rootless it is uid 0 of its user
+    namespace, the host user outside): whatever guest user writes through
+    sshfs, the host user owns it, and the host user's files show as guest
+    root's. With mapUid/mapGid=1000, sshfs's uid=/gid= show every file as
+    guest 1000's; writes are still the host user's, guest root's too."""
+    me = (os.geteuid(), os.getegid())
+    ownership_checks(c, "reverse-sshfs", T, {
+        "host_in_guest": (0, 0), "user_to_host": me, "map": {"other": me}})
 
 
 def case_busy(c):
@@ -438,7 +450,8 @@ if __name__ == "__main__":
         print("1..0 # SKIP " + why)
         sys.exit(0)
     sys.exit(run("hm-e2e-sshfs-", [case_agentless, case_readonly, case_writable, case_odd_path,
-                                   case_options, case_busy, case_no_ssh_settings,
+                                   case_options, case_ownership, case_busy,
+                                   case_no_ssh_settings,
                                    case_bad_host_key, case_connection_killed,
                                    case_link_down, case_daemon_restart, case_crash_points],
                  vm_kwargs=vm_kwargs, daemon_args=daemon_args))

@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from hmtest import HOTMOUNT, hm, run, start_daemon  # noqa: E402
+from hmtest import (HOTMOUNT, hm, ownership_checks, rootless, run, start_daemon,  # noqa: E402
+                    subid_base)
 
 
 def case_readonly(c, host):
@@ -194,6 +195,27 @@ def case_booted_with_qemu_args(c):
     c.t.ok(c.vm.args_source == HOTMOUNT, "VM booted with hotmount qemu-args", c.vm.args_source)
 
 
+def case_ownership(c):
+    """Ownership both ways (hmtest.ownership_checks). Rootless, virtiofsd
+    runs in a user namespace over the user's subordinate ids: guest root is
+    the host user, guest uid N (N >= 1) is subordinate id BASE+N-1; with
+    mapUid/mapGid=1000, guest 1000 is the host user and guest root is BASE.
+    With root, virtiofsd acts as each guest id (passthrough) and a map is
+    refused."""
+    if rootless():
+        ub, gb = subid_base("/etc/subuid"), subid_base("/etc/subgid")
+        if ub is None or gb is None:
+            c.t.ok(False, "virtiofs ownership: this user has subordinate ids",
+                   (ub, gb))
+            return
+        expect = {"host_in_guest": (0, 0), "user_to_host": (ub + 999, gb + 999),
+                  "map": {"other": (ub, gb)}}
+    else:
+        expect = {"host_in_guest": (0, 0), "user_to_host": (1000, 1000), "map": None,
+                  "map_refused": "without root"}
+    ownership_checks(c, "virtiofs", [], expect)
+
+
 CASES = [
     case_booted_with_qemu_args,
     lambda c: case_bad_input(c, c.work, host_dir(c)),
@@ -202,6 +224,7 @@ CASES = [
     lambda c: case_awkward_path(c, c.work),
     lambda c: case_many(c, c.work),
     lambda c: case_daemon_restart(c, host_dir(c)),
+    case_ownership,
 ]
 
 

@@ -184,9 +184,16 @@ def choose_accel(kernel, qemu=None):
             accel = facts["accel"]
             why = "%s: %s" % (facts.get("source"), facts.get("reason"))
             tmp = cache + ".tmp-%d" % os.getpid()
-            with open(tmp, "w") as f:
-                json.dump({"key": key, "accel": accel, "why": why}, f)
-            os.replace(tmp, cache)
+            try:
+                with open(tmp, "w") as f:
+                    json.dump({"key": key, "accel": accel, "why": why}, f)
+                os.replace(tmp, cache)
+            except OSError as e:
+                # an image dir this user cannot write (another user's cache):
+                # probe again next time rather than fail the boot
+                sys.stderr.write("vm.py: cannot cache the accelerator in %s: %s\n"
+                                 % (cache, e.strerror))
+                _unlink(tmp)
         elif accel is None:
             accel, why = "tcg", "HOTMOUNT_BIN not built: KVM not proven"
     if (accel, why) not in _ACCEL_SAID:

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 static const char *const vfs_cache[] = {"auto", "always", "never", NULL};
+static const char *const vfs_device[] = {"shared", "dedicated", NULL};
 static const char *const p9_cache[] = {"none", "loose", "fscache", "mmap", NULL};
 static const char *const p9_version[] = {"9p2000.L", "9p2000.u", "9p2000", NULL};
 static const char *const p9_security[] = {"passthrough", "mapped-xattr", "mapped-file", "none",
@@ -21,6 +22,7 @@ static const hm_option_rule rules[] = {
     {HM_TYPE_VIRTIOFS, "mapGid", NULL, 0, HM_QEMU_MAP_ID_MAX},
     {HM_TYPE_9P, "mapUid", NULL, 0, HM_QEMU_MAP_ID_MAX},
     {HM_TYPE_9P, "mapGid", NULL, 0, HM_QEMU_MAP_ID_MAX},
+    {HM_TYPE_VIRTIOFS, "device", vfs_device, 0, 0},
     {HM_TYPE_9P, "msize", NULL, 4096, 16 * 1024 * 1024},
     {HM_TYPE_9P, "cache", p9_cache, 0, 0},
     {HM_TYPE_9P, "version", p9_version, 0, 0},
@@ -85,5 +87,12 @@ int hm_qemu_validate(void *impl, const hm_mount_spec *spec, hm_error **err) {
   r = r ?: check_map(spec, err);
   if (r == 0 && hm_mount_spec_get_type(spec) == HM_TYPE_9P)
     r = check_9p(spec, err);
+  /* One virtiofsd serves every shared mount, with one cache mode. */
+  const char *dev = hm_mount_spec_get_option(spec, "device");
+  if (r == 0 && dev && strcmp(dev, "shared") == 0 && hm_mount_spec_get_option(spec, "cache"))
+    r = HM_ERR(err, HM_E_INVALID,
+               "option cache= cannot be combined with device=shared: one virtiofsd serves every "
+               "shared mount of the VM with cache=auto; use device=dedicated for another cache "
+               "mode");
   return r;
 }

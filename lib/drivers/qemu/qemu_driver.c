@@ -10,6 +10,7 @@
  * device_add that makes the slot visibly used.
  */
 #include "driver_internal.h"
+#include "hub.h"
 #include "ninep.h"
 #include "qemu_internal.h"
 #include "qmp.h"
@@ -40,6 +41,7 @@ typedef struct qemu_impl {
   int64_t freed_at[HM_QEMU_MAX_SLOTS]; /* when this process last emptied the slot */
   hm_ninep_host ninep;                 /* 9p: ninep.c, on this QMP connection */
   hm_ninep_slots ninep_slots;          /* reserved 9p slots in flight */
+  hm_hub hub;                          /* the shared virtiofs device (hub.c) */
 } qemu_impl;
 
 /*
@@ -270,7 +272,20 @@ static int get_vfs(qemu_impl *q, hm_virtiofsd_info *out, hm_error **err) {
   return r;
 }
 
-static json_object *socket_chardev_args(const char *id, const char *path) {
+json_object *hm_qemu_vfs_device_args(const char *dev, const char *chr, const char *tag,
+                                     const char *port) {
+  json_object *args = json_object_new_object();
+  json_object_object_add(args, "driver", json_object_new_string("vhost-user-fs-pci"));
+  json_object_object_add(args, "id", json_object_new_string(dev));
+  json_object_object_add(args, "chardev", json_object_new_string(chr));
+  json_object_object_add(args, "tag", json_object_new_string(tag));
+  json_object_object_add(args, "bus", json_object_new_string(port));
+  /* A PCIe port has one device, at 0: say so, and QEMU refuses a second. */
+  json_object_object_add(args, "addr", json_object_new_string("0"));
+  return args;
+}
+
+json_object *hm_qemu_socket_chardev_args(const char *id, const char *path) {
   json_object *unix_data = json_object_new_object(), *addr = json_object_new_object(),
               *data = json_object_new_object(), *backend = json_object_new_object(),
               *args = json_object_new_object();
@@ -418,6 +433,14 @@ static pid_t attachment_pid(qemu_impl *q, hm_attachment *att) {
   return find_virtiofsd(q, hm_attachment_get_id(att));
 }
 
+static int hub_vfs_get(void *ud, hm_virtiofsd_info *out, hm_error **err) {
+  return get_vfs(ud, out, err);
+}
+
+static pid_t hub_vfs_find(void *ud, const char *id) {
+  return find_virtiofsd(ud, id);
+}
+
 static int qemu_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att, hm_error **err) {
   qemu_impl *q = impl;
   const char *id = hm_attachment_get_id(att);
@@ -427,6 +450,8 @@ static int qemu_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att
   int slot = -1, r;
   if (hm_mount_spec_get_type(spec) == HM_TYPE_9P)
     return hm_ninep_attach(&q->ninep, spec, att, err);
+  if (hm_hub_wanted(spec))
+    return hm_hub_attach(&q->hub, spec, att, err);
   if (hm_mount_spec_get_type(spec) != HM_TYPE_VIRTIOFS)
     return HM_ERR(err, HM_E_UNSUPPORTED, "the QEMU backend hot-plugs virtiofs and 9p only");
   if (asprintf(&dev, "%s-dev", id) < 0 || asprintf(&chr, "%s-chr", id) < 0 ||
@@ -444,7 +469,7 @@ static int qemu_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att
     goto fail;
   hm_fault("add:virtiofsd-started");
 
-  json_object *args = socket_chardev_args(chr, sock);
+  json_object *args = hm_qemu_socket_chardev_args(chr, sock);
   r = qmp_exec(q, "chardev-add", args, NULL, err);
   json_object_put(args);
   if (r < 0)
@@ -455,14 +480,7 @@ static int qemu_attach(void *impl, const hm_mount_spec *spec, hm_attachment *att
     r = HM_ERR_NOMEM(err);
     goto fail_chr;
   }
-  args = json_object_new_object();
-  json_object_object_add(args, "driver", json_object_new_string("vhost-user-fs-pci"));
-  json_object_object_add(args, "id", json_object_new_string(dev));
-  json_object_object_add(args, "chardev", json_object_new_string(chr));
-  json_object_object_add(args, "tag", json_object_new_string(id));
-  json_object_object_add(args, "bus", json_object_new_string(port));
-  /* A PCIe port has one device, at 0: say so, and QEMU refuses a second. */
-  json_object_object_add(args, "addr", json_object_new_string("0"));
+  args = hm_qemu_vfs_device_args(dev, chr, id, port);
   r = qmp_exec(q, "device_add", args, NULL, err);
   json_object_put(args);
   if (r < 0) {
@@ -535,6 +553,8 @@ static int qemu_detach(void *impl, hm_attachment *att, hm_error **err) {
   int r = 0;
   if (hm_ninep_is(&q->ninep, att))
     return hm_ninep_detach(&q->ninep, att, err);
+  if (hm_hub_is(att))
+    return hm_hub_detach(&q->hub, att, err);
   /* Names follow from the id, so an attach cut short before it recorded
    * anything can still be undone. */
   if (asprintf(&dev, "%s-dev", id) < 0 || asprintf(&chr, "%s-chr", id) < 0 ||
@@ -590,6 +610,8 @@ static int qemu_check(void *impl, hm_attachment *att, char **reason, hm_error **
   qemu_impl *q = impl;
   if (hm_ninep_is(&q->ninep, att))
     return hm_ninep_check(&q->ninep, att, reason, err);
+  if (hm_hub_is(att))
+    return hm_hub_check(&q->hub, att, reason, err);
   const char *id = hm_attachment_get_id(att);
   char dev[64], chr[64];
   snprintf(dev, sizeof(dev), "%s-dev", id);
@@ -612,6 +634,8 @@ static int qemu_watch_fd(void *impl, hm_attachment *att) {
   qemu_impl *q = impl;
   if (hm_ninep_is(&q->ninep, att))
     return hm_ninep_watch_fd(&q->ninep, att);
+  if (hm_hub_is(att))
+    return hm_hub_watch_fd(&q->hub, att);
   pid_t pid = attachment_pid(impl, att);
   return pid > 0 ? hm_pidfd_open(pid) : -1;
 }
@@ -668,6 +692,9 @@ static void scan_names(scan_acc *acc, json_object *ret, const char *key, const c
 }
 
 static hm_attachment *scan_get_cb(void *ud, const char *id) {
+  /* The hub's virtiofsd serves no one mount: hub.c scans its entries. */
+  if (strcmp(id, HM_HUB_ID) == 0)
+    return NULL;
   return scan_get(ud, id);
 }
 
@@ -723,6 +750,7 @@ static int qemu_scan(void *impl, hm_attachment ***out, size_t *n, hm_error **err
     hm_virtiofsd_find(marker, scan_pid, &acc);
     free(marker);
     hm_ninep_scan(&q->ninep, scan_get_cb, &acc);
+    hm_hub_scan(&q->hub, q->dir, scan_get_cb, &acc);
     /* A slot attach cut short may have left its link pointed at a share. */
     hm_ninep_slot_sweep(&q->ninep);
   }
@@ -824,6 +852,7 @@ static int qemu_describe(void *impl, hm_status *st, hm_error **err) {
     if (info.ro || info.rw)
       hm_status_set(st, "ninepSlotsModel", info.model, NULL);
   }
+  hm_hub_describe(&q->hub, q->dir, st);
   hm_virtiofsd_info vfs = {0};
   if (get_vfs(q, &vfs, NULL) == 0) {
     hm_status_set(st, "virtiofsd", vfs.path, NULL);
@@ -851,6 +880,7 @@ static void qemu_destroy(void *impl) {
   pthread_rwlock_destroy(&q->qmp_lock);
   pthread_mutex_destroy(&q->slot_lock);
   pthread_mutex_destroy(&q->ninep_slots.lock);
+  pthread_mutex_destroy(&q->hub.lock);
   free(q->dir);
   free(q->qmp_path);
   free(q->virtiofsd_path);
@@ -866,6 +896,7 @@ int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *cfg, hm
   pthread_rwlock_init(&q->qmp_lock, NULL);
   pthread_mutex_init(&q->slot_lock, NULL);
   pthread_mutex_init(&q->ninep_slots.lock, NULL);
+  pthread_mutex_init(&q->hub.lock, NULL);
   if (!(q->dir = strdup(cfg->dir)) || asprintf(&q->qmp_path, "%s/qmp.sock", cfg->dir) < 0 ||
       (cfg->virtiofsd && !(q->virtiofsd_path = strdup(cfg->virtiofsd)))) {
     qemu_destroy(q);
@@ -879,6 +910,11 @@ int hm_qemu_hotplugger_new(hm_fs_hotplugger **out, const hm_qemu_config *cfg, hm
   q->ninep.port_release = ninep_port_release;
   q->ninep.port_freed = ninep_port_freed;
   q->ninep.slots = &q->ninep_slots;
+  q->hub.h = &q->ninep;
+  q->hub.ud = q;
+  q->hub.vfs_get = hub_vfs_get;
+  q->hub.vfs_find = hub_vfs_find;
+  q->hub.pid = -1;
   hm_qmp *c;
   int r = qmp_get(q, &c, err);
   if (r < 0) {

@@ -12,7 +12,8 @@
 # `dpkg -x`; nothing is installed on the host except the tools below when they
 # are missing. Userspace is busybox-static, an optional hotmount-agent, and
 # for the reverse-sshfs transport dropbear (sshd on port 22, key logins only),
-# sshfs and fusermount3, each with the shared libraries it needs.
+# sshfs and fusermount3, and inotifywait (e2e-notify), each with the shared
+# libraries it needs.
 #
 # SSH test keys, made once per OUTDIR and kept across rebuilds (OUTDIR/ssh/):
 #   id_ed25519, id_ed25519.pub   client key (OpenSSH), authorized for root
@@ -90,9 +91,12 @@ need_pkg dropbear-bin /usr/sbin/dropbear /usr/bin/dropbearkey
 need_pkg sshfs /usr/bin/sshfs
 need_pkg fuse3 /usr/bin/fusermount3
 need_pkg openssh-client /usr/bin/ssh-keygen
+# --notify (e2e-notify): a real file watcher in the guest; busybox-static has
+# no inotifyd
+need_pkg inotify-tools /usr/bin/inotifywait
 
 # Host programs copied into the guest, with the shared libraries ldd lists.
-GUEST_BINS="/usr/sbin/dropbear /usr/bin/sshfs /usr/bin/fusermount3"
+GUEST_BINS="/usr/sbin/dropbear /usr/bin/sshfs /usr/bin/fusermount3 /usr/bin/inotifywait"
 # glibc dlopens libgcc_s for pthread_cancel (libfuse's threads at sshfs's exit;
 # without it sshfs aborts after the unmount), and ldd does not list it.
 DLOPEN_LIBS=
@@ -291,6 +295,8 @@ install -m 0755 /usr/sbin/dropbear "$R/usr/sbin/dropbear"
 install -m 0755 /usr/bin/sshfs "$R/usr/bin/sshfs"
 install -m 4755 /usr/bin/fusermount3 "$R/usr/bin/fusermount3"
 ln -sfn fusermount3 "$R/usr/bin/fusermount"
+# e2e-notify's guest file watcher
+install -m 0755 /usr/bin/inotifywait "$R/usr/bin/inotifywait"
 # shellcheck disable=SC2086
 copy_libs $GUEST_BINS
 mkdir -p "$R$(dirname "$DLOPEN_LIBS")"

@@ -122,14 +122,30 @@ START_TEST(request_bind) {
   ck_assert_int_eq(hm_agent_request_encode(&line, &with_tag, &err), HM_E_INVALID);
   hm_error_free(err);
   err = NULL;
+  /* virtiofs with a source: an entry of the shared device (hub). */
   hm_agent_request vfs_src = {.id = 1,
                               .op = HM_AGENT_OP_MOUNT,
                               .type = HM_TYPE_VIRTIOFS,
-                              .tag = "t",
-                              .source = "/x",
-                              .target = "/mnt/x"};
-  ck_assert_int_eq(hm_agent_request_encode(&line, &vfs_src, &err), HM_E_INVALID);
-  ck_assert_error(err, HM_E_INVALID, "no source");
+                              .tag = "hm-hub",
+                              .source = "hm-3",
+                              .target = "/mnt/x",
+                              .readonly = 1,
+                              .timeout_ms = 100};
+  ck_assert_int_eq(hm_agent_request_encode(&line, &vfs_src, NULL), 0);
+  ck_assert_int_eq(dec(&out, line, NULL), 0);
+  ck_assert_int_eq(out.type, HM_TYPE_VIRTIOFS);
+  ck_assert_str_eq(out.tag, "hm-hub");
+  ck_assert_str_eq(out.source, "hm-3");
+  hm_agent_request_clear(&out);
+  free(line);
+  hm_agent_request p9_src = {.id = 1,
+                             .op = HM_AGENT_OP_MOUNT,
+                             .type = HM_TYPE_9P,
+                             .port = "p",
+                             .source = "/x",
+                             .target = "/mnt/x"};
+  ck_assert_int_eq(hm_agent_request_encode(&line, &p9_src, &err), HM_E_INVALID);
+  ck_assert_error(err, HM_E_INVALID, "and no source");
   hm_error_free(err);
 
   req_bad("{\"id\":9,\"op\":\"mount\",\"type\":\"bind\",\"target\":\"/mnt/x\","
@@ -144,9 +160,9 @@ START_TEST(request_bind) {
   req_bad("{\"id\":9,\"op\":\"mount\",\"type\":\"bind\",\"source\":\"/s\",\"port\":"
           "\"p\",\"target\":\"/mnt/x\",\"readonly\":true,\"timeout_ms\":1}",
           HM_E_PROTOCOL, "'port' is only for type 9p", 9);
-  req_bad("{\"id\":9,\"op\":\"mount\",\"type\":\"virtiofs\",\"tag\":\"t\",\"source\":"
+  req_bad("{\"id\":9,\"op\":\"mount\",\"type\":\"9p\",\"port\":\"p\",\"source\":"
           "\"/s\",\"target\":\"/mnt/x\",\"readonly\":true,\"timeout_ms\":1}",
-          HM_E_PROTOCOL, "'source' is only for type bind", 9);
+          HM_E_PROTOCOL, "'source' is only for types bind and virtiofs", 9);
   req_bad("{\"id\":9,\"op\":\"mount\",\"type\":\"bind\",\"source\":5,"
           "\"target\":\"/mnt/x\",\"readonly\":true,\"timeout_ms\":1}",
           HM_E_PROTOCOL, "field 'source' must be a string", 9);
