@@ -15,8 +15,9 @@
 #   user made without ranges gets a free 65536-id range;
 # - lets that user traverse the directories above the tree (an ACL entry
 #   u:USER:x, only where it could not) and checks it can read the build;
-# - copies the guest image cache into the user's home: the SSH test keys in
-#   it are 0600 and the client refuses a key readable by others;
+# - copies the guest image cache into the user's home (one copy per build
+#   dir): the SSH test keys in it are 0600 and the client refuses a key
+#   readable by others;
 # - meson test --wrapper 'runuser -u USER -- ...' --suite rootless, log
 #   BUILD/meson-logs/testlog-rootless-runuser.json (.ci/run counts it). Meson itself
 #   stays root and writes its logs as root; only the test programs switch.
@@ -74,7 +75,8 @@ done
 # the guest image: built (or found cached) as root, then the user's own copy
 IMAGES=$BUILD/tests/e2e/image-cache
 "$ROOT/tests/e2e/guest/build-image.sh" "$IMAGES" "$BUILD/cli/agent/hotmount-agent" >&2
-UIMAGES=$HOMEDIR/hm-image-cache
+# one copy per build dir: two trees tested at once must not swap images
+UIMAGES=$HOMEDIR/hm-image-cache-$(printf %s "$BUILD" | sha256sum | cut -c1-12)
 if ! cmp -s "$IMAGES/image.key" "$UIMAGES/image.key" 2>/dev/null; then
   rm -rf "$UIMAGES"
   mkdir "$UIMAGES"

@@ -47,6 +47,9 @@ void agent_reader_reset(agent_reader *r);
 int agent_op_mount(const hm_agent_request *req, int *eno, char **msg);
 int agent_op_umount(const hm_agent_request *req, int *eno, char **msg);
 int agent_op_list(hm_agent_mount_info **out, size_t *n, int *eno, char **msg);
+/* The type of the topmost mount at path (resolved), malloc'd in *fstype: 1;
+ * 0 when nothing is mounted there; -1 with errno. */
+int agent_mount_fstype(const char *path, char **fstype);
 
 /* ---- hub.c: the shared virtiofs device's guest side ---- */
 
@@ -66,11 +69,14 @@ void agent_hub_release(const char *text, const char *dev);
 /* The mount root at target (a virtiofs, 9p or FUSE mount point), opened
  * O_PATH|O_DIRECTORY without following symlinks: an fd, or -errno with
  * *msg (malloc'd) set. */
-int agent_notify_open_target(const char *target, char **msg);
+int agent_notify_open_target(const char *target, int *is_9p, char **msg);
 /* Makes the guest kernel report each event (see notify.c); *failed: how
  * many could not be shown (ENOENT, gone again, is not counted). */
-int agent_notify_apply(int tfd, const hm_notify_event *ev, size_t n, unsigned *failed);
+int agent_notify_apply(int tfd, int is_9p, const hm_notify_event *ev, size_t n, unsigned *failed);
 int agent_op_notify(const hm_agent_request *req, int *eno, char **msg);
+/* Lets go of the directories notify holds open in the mount at target (a
+ * resolved path); before unmounting it. */
+void agent_notify_unpin(const char *target);
 
 /* ---- devwait.c: waiting for devices without a sleep loop ---- */
 

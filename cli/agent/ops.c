@@ -987,6 +987,7 @@ static int do_umount(const hm_agent_request *req, const char *norm, int *eno, ch
   if (strcmp(fstype, "virtiofs") == 0 && stat(resolved, &tst) == 0)
     snprintf(dev, sizeof(dev), "%u:%u", major(tst.st_dev), minor(tst.st_dev));
   int flags = UMOUNT_NOFOLLOW | (req->lazy ? MNT_DETACH : 0) | (req->force ? MNT_FORCE : 0);
+  agent_notify_unpin(resolved); /* its pins would make it busy */
   /* Only a lazy unmount (what remove asks for a broken mount) can meet a
    * dead server; plain ones stay in this thread. */
   if ((req->lazy ? umount_bounded(resolved, flags) : umount2(resolved, flags)) < 0) {
@@ -1047,6 +1048,10 @@ int agent_op_umount(const hm_agent_request *req, int *eno, char **msg) {
   release(norm);
   free(norm);
   return r;
+}
+
+int agent_mount_fstype(const char *path, char **fstype) {
+  return find_mount(path, fstype, NULL);
 }
 
 int agent_op_list(hm_agent_mount_info **out, size_t *n, int *eno, char **msg) {

@@ -724,6 +724,19 @@ int hm_agent_mount_att(hm_agent *a, int type, const hm_attachment *att, const ch
                      err);
 }
 
+/* A request whose answer carries nothing but ok or an error. */
+static int call_plain(hm_agent *a, hm_agent_request *req, int timeout_ms, const char *func,
+                      hm_error **err) {
+  hm_agent_response resp;
+  int rc = call(a, req, &resp, hm_now_ms() + timeout_ms, func, err);
+  if (rc < 0)
+    return rc;
+  if (!resp.ok)
+    rc = agent_error(&resp, func, err);
+  hm_agent_response_clear(&resp);
+  return rc;
+}
+
 int hm_agent_umount(hm_agent *a, const char *target, unsigned flags, int timeout_ms,
                     hm_error **err) {
   if (!a || !target || timeout_ms < 0)
@@ -736,21 +749,14 @@ int hm_agent_umount(hm_agent *a, const char *target, unsigned flags, int timeout
       .lazy = (flags & HM_REMOVE_LAZY) != 0,
       .force = (flags & HM_REMOVE_FORCE) != 0,
   };
-  hm_agent_response resp;
-  int rc = call(a, &req, &resp, hm_now_ms() + timeout_ms, __func__, err);
-  if (rc < 0)
-    return rc;
-  if (!resp.ok)
-    rc = agent_error(&resp, __func__, err);
-  hm_agent_response_clear(&resp);
-  return rc;
+  return call_plain(a, &req, timeout_ms, __func__, err);
 }
 
 int hm_agent_notify(hm_agent *a, const char *target, const hm_notify_event *ev, size_t n,
                     int timeout_ms, hm_error **err) {
-  if (!a || !target || !ev || n == 0 || n > HM_NOTIFY_MAX_BATCH || timeout_ms < 0)
+  if (!a || !target || (n && !ev) || n > HM_NOTIFY_MAX_BATCH || timeout_ms < 0)
     return HM_ERR(err, HM_E_INVALID,
-                  "missing argument, 0 or more than %d events, or a negative "
+                  "missing argument, more than %d events, or a negative "
                   "timeout",
                   HM_NOTIFY_MAX_BATCH);
   if (!hm_agent_has_capability(a, "notify"))
@@ -761,14 +767,7 @@ int hm_agent_notify(hm_agent *a, const char *target, const hm_notify_event *ev, 
                           .target = (char *)target,
                           .events = (hm_notify_event *)ev,
                           .n_events = n};
-  hm_agent_response resp;
-  int rc = call(a, &req, &resp, hm_now_ms() + timeout_ms, __func__, err);
-  if (rc < 0)
-    return rc;
-  if (!resp.ok)
-    rc = agent_error(&resp, __func__, err);
-  hm_agent_response_clear(&resp);
-  return rc;
+  return call_plain(a, &req, timeout_ms, __func__, err);
 }
 
 int hm_agent_list(hm_agent *a, hm_agent_mount_info **out, size_t *n, hm_error **err) {

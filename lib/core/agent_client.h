@@ -59,8 +59,9 @@ HM_PRIVATE int hm_agent_mount_att(hm_agent *a, int type, const hm_attachment *at
 HM_PRIVATE int hm_agent_umount(hm_agent *a, const char *target, unsigned flags, int timeout_ms,
                                hm_error **err);
 
-/* hm_agent_notify: shows n (1..HM_NOTIFY_MAX_BATCH) host changes beneath
- * the guest mount point target to the guest's file watchers. HM_E_UNSUPPORTED
+/* hm_agent_notify: shows n (0..HM_NOTIFY_MAX_BATCH) host changes beneath
+ * the guest mount point target to the guest's file watchers; n == 0 only
+ * prepares the mount (9p: the agent pins its directories, see notify.c). HM_E_UNSUPPORTED
  * when the agent lacks the "notify" capability; errors as for hm_agent_mount. */
 HM_PRIVATE int hm_agent_notify(hm_agent *a, const char *target, const hm_notify_event *ev, size_t n,
                                int timeout_ms, hm_error **err);

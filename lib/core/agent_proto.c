@@ -157,9 +157,9 @@ int hm_agent_request_encode(char **out, const hm_agent_request *req, hm_error **
     r |= add(o, "force", json_object_new_boolean(req->force != 0));
     break;
   case HM_AGENT_OP_NOTIFY: {
-    if (!req->target || req->n_events == 0 || req->n_events > HM_NOTIFY_MAX_BATCH) {
+    if (!req->target || req->n_events > HM_NOTIFY_MAX_BATCH || (req->n_events && !req->events)) {
       json_object_put(o);
-      return HM_ERR(err, HM_E_INVALID, "notify request needs a target and 1 to %d events",
+      return HM_ERR(err, HM_E_INVALID, "notify request needs a target and 0 to %d events",
                     HM_NOTIFY_MAX_BATCH);
     }
     r |= add_str(o, "target", req->target);
@@ -395,10 +395,10 @@ static int decode_events(hm_agent_request *out, json_object *arr, const char *fu
   static const char *const keys[] = {"kind", "path", NULL};
   const char *what = "notify: event";
   size_t n = json_object_array_length(arr);
-  if (n == 0 || n > HM_NOTIFY_MAX_BATCH)
-    return hm_err_set(err, HM_E_PROTOCOL, func, "notify: %zu events (1 to %d are accepted)", n,
+  if (n > HM_NOTIFY_MAX_BATCH)
+    return hm_err_set(err, HM_E_PROTOCOL, func, "notify: %zu events (0 to %d are accepted)", n,
                       HM_NOTIFY_MAX_BATCH);
-  if (!(out->events = calloc(n, sizeof(*out->events))))
+  if (!(out->events = calloc(n ? n : 1, sizeof(*out->events))))
     return hm_err_set(err, HM_E_NOMEM, func, "out of memory");
   for (size_t i = 0; i < n; i++) {
     json_object *e = json_object_array_get_idx(arr, i);

@@ -18,7 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NOTIFY_SEND_TIMEOUT_MS 5000
+/* How long a batch of n may take in the guest: each event is a round trip
+ * to the file server there (under TCG, 9p over virtio-serial, about 20 ms).
+ * A stalled guest holds the watcher, and a remove, which joins it, this long. */
+#define NOTIFY_SEND_TIMEOUT_MS(n) (2000 + 100 * (int)(n))
 
 struct hm_notify_link {
   hm_instance *inst;
@@ -33,7 +36,9 @@ static void sink(void *user, const hm_notify_event *ev, size_t n) {
   hm_notify_link *l = user;
   hm_error *err = NULL;
   int r;
-  if (l->hp) {
+  if (l->hp && n == 0) {
+    return; /* nothing to prepare without an agent */
+  } else if (l->hp) {
     int kinds[HM_NOTIFY_MAX_BATCH];
     const char *paths[HM_NOTIFY_MAX_BATCH];
     for (size_t i = 0; i < n; i++)
@@ -44,7 +49,7 @@ static void sink(void *user, const hm_notify_event *ev, size_t n) {
      * health monitor and the next add do that). */
     pthread_rwlock_rdlock(&l->inst->agent_lock);
     if (l->inst->agent && hm_agent_is_connected(l->inst->agent))
-      r = hm_agent_notify(l->inst->agent, l->target, ev, n, NOTIFY_SEND_TIMEOUT_MS, &err);
+      r = hm_agent_notify(l->inst->agent, l->target, ev, n, NOTIFY_SEND_TIMEOUT_MS(n), &err);
     else
       r = HM_ERR(&err, HM_E_NOT_READY, "the guest agent is not connected");
     pthread_rwlock_unlock(&l->inst->agent_lock);
@@ -86,8 +91,8 @@ static int link_start(hm_instance *inst, hm_entry *e, hm_notify_link **out, hm_e
   }
   /* The mount's file server: what it changes, the guest changed (and its
    * watchers saw), so the watcher does not send it back. */
-  static const char *const pid_keys[] = {"virtiofsd_pid", "diod_pid", "sftpPid"};
-  int pids[3];
+  static const char *const pid_keys[] = {"virtiofsd_pid", "diod_pid", "sftpPid", "qemu_pid"};
+  int pids[4];
   size_t np = 0;
   for (size_t i = 0; e->att && i < sizeof(pid_keys) / sizeof(pid_keys[0]); i++) {
     const char *v = hm_attachment_get_data(e->att, pid_keys[i]);

@@ -31,13 +31,23 @@ HM_PRIVATE int hm_notify_kind_parse(const char *name);
  */
 HM_PRIVATE int hm_notify_path_check(const char *path, const char **why);
 
+/*
+ * hm_notify_open_walk: openat of rel (relative, no ".."; "" or "." is
+ * dirfd itself) beneath dirfd one component at a time with O_NOFOLLOW, so
+ * no symlink is followed: what openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS
+ * does, for kernels without openat2 (before 5.6; ENOSYS) and tools that do
+ * not know it (valgrind). -1 with errno.
+ */
+HM_PRIVATE int hm_notify_open_walk(int dirfd, const char *rel, int flags);
+
 typedef struct hm_notify_event {
   int kind;
   char *path; /* relative to the share's root */
 } hm_notify_event;
 
-/* Called on the watcher's thread with a batch (n >= 1); the events are the
- * watcher's (copy what you keep). Must not call back into the watcher. */
+/* Called on the watcher's thread with a batch; the events are the watcher's
+ * (copy what you keep). Must not call back into the watcher. The first call,
+ * before the tree is walked, has n == 0: prepare the guest side. */
 typedef void (*hm_notify_sink)(void *user, const hm_notify_event *ev, size_t n);
 
 typedef struct hm_notify_watcher hm_notify_watcher;

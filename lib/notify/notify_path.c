@@ -2,9 +2,13 @@
 /* Event kinds and the rule for a path relative to a mount, shared by the
  * host watcher and the guest agent (both check what the other sends). */
 #include "notify/notify.h"
+#include "core/platform.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *const kinds[] = {[HM_NOTIFY_CREATE] = "create",
                                     [HM_NOTIFY_MODIFY] = "modify",
@@ -91,4 +95,38 @@ int hm_notify_path_check(const char *path, const char **why) {
   if ((n == 1 && start[0] == '.') || (n == 2 && start[0] == '.' && start[1] == '.'))
     return *why = "the path has a '.' or '..' component", -EINVAL;
   return 0;
+}
+
+int hm_notify_open_walk(int dirfd, const char *rel, int flags) {
+  if (!rel[0] || strcmp(rel, ".") == 0)
+    return openat(dirfd, ".", flags | O_CLOEXEC);
+  int cur = dirfd;
+  const char *p = rel;
+  for (;;) {
+    const char *slash = strchr(p, '/');
+    size_t n = slash ? (size_t)(slash - p) : strlen(p);
+    char name[NAME_MAX + 1];
+    if (n == 0 || n > NAME_MAX || (n <= 2 && strncmp(p, "..", n) == 0)) {
+      if (cur != dirfd)
+        close(cur);
+      errno = EINVAL;
+      return -1;
+    }
+    memcpy(name, p, n);
+    name[n] = '\0';
+    /* O_NOFOLLOW on every component: a symlink is ELOOP (or ENOTDIR with
+     * O_DIRECTORY), never followed. */
+    int next = openat(cur, name,
+                      slash ? HM_O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+                            : flags | O_NOFOLLOW | O_CLOEXEC);
+    int e = errno;
+    if (cur != dirfd)
+      close(cur);
+    if (next < 0 || !slash) {
+      errno = e;
+      return next;
+    }
+    cur = next;
+    p = slash + 1;
+  }
 }

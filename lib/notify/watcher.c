@@ -154,7 +154,10 @@ static int open_beneath(int rootfd, const char *rel, int flags) {
   struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW),
                          .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
                                     RESOLVE_NO_XDEV};
-  return (int)syscall(SYS_openat2, rootfd, rel[0] ? rel : ".", &how, sizeof(how));
+  int fd = (int)syscall(SYS_openat2, rootfd, rel[0] ? rel : ".", &how, sizeof(how));
+  if (fd < 0 && errno == ENOSYS)
+    return hm_notify_open_walk(rootfd, rel, flags);
+  return fd;
 }
 
 /* lstat of rel beneath the root, without following a symlink anywhere. */
@@ -603,6 +606,7 @@ static void handle(hm_notify_watcher *w, const struct inotify_event *ev) {
 static void *thread_main(void *arg) {
   hm_notify_watcher *w = arg;
   w->good_since_s = time(NULL);
+  w->sink(w->user, NULL, 0);
   walk(w, "", 0, 0);
   pthread_mutex_lock(&w->lock);
   w->ready = 1;

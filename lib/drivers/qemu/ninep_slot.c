@@ -239,6 +239,20 @@ int hm_ninep_choose_slot(const hm_ninep_host *h, const hm_mount_spec *spec, cons
   return 1;
 }
 
+/* QEMU's pid, 0 when unknown: QEMU serves a slot's 9p itself, so what it
+ * writes in the share the guest wrote (--notify's origin filter, data
+ * "qemu_pid"). */
+static pid_t qemu_pid(const hm_ninep_host *h) {
+  hm_qmp *c;
+  pid_t pid = 0;
+  if (h->qmp_get(h->ud, &c, NULL) < 0)
+    return 0;
+  if (hm_qmp_peer_pid(c, &pid) < 0)
+    pid = 0;
+  h->qmp_put(h->ud);
+  return pid;
+}
+
 /* Reserves a free fsdev of a kind: its index, or a negative code. */
 static int fsdev_reserve(const hm_ninep_host *h, int writable, hm_error **err) {
   hm_ninep_slot_info info;
@@ -461,6 +475,13 @@ int hm_ninep_slot_attach(const hm_ninep_host *h, const hm_mount_spec *spec, hm_a
       (r = hm_attachment_set_data(att, "rootPort", portstr, err)) < 0 ||
       (r = hm_attachment_set_data(att, "guestOptions", opts, err)) < 0)
     goto fail;
+  pid_t qpid = qemu_pid(h);
+  if (qpid > 0) {
+    char qp[24];
+    snprintf(qp, sizeof(qp), "%d", (int)qpid);
+    if ((r = hm_attachment_set_data(att, "qemu_pid", qp, err)) < 0)
+      goto fail;
+  }
   hm_debug("%s: 9p %s on %s serving %s", id, fsdev, portname, host);
   r = 0;
   goto out;

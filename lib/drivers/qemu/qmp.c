@@ -566,6 +566,15 @@ int hm_qmp_peer_uid(hm_qmp *q, uid_t *uid) {
   return 0;
 }
 
+int hm_qmp_peer_pid(hm_qmp *q, pid_t *pid) {
+  struct ucred cr;
+  socklen_t len = sizeof(cr);
+  if (!q || q->fd < 0 || getsockopt(q->fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+    return -1;
+  *pid = cr.pid;
+  return 0;
+}
+
 int hm_qmp_is_connected(hm_qmp *q) {
   if (!q)
     return 0;

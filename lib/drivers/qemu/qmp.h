@@ -68,6 +68,8 @@ HM_PRIVATE int hm_qmp_is_connected(hm_qmp *q);
 
 /* The uid QEMU runs as (SO_PEERCRED of the QMP socket): 0, or -1. */
 HM_PRIVATE int hm_qmp_peer_uid(hm_qmp *q, uid_t *uid);
+/* The pid of QEMU (the QMP socket's peer), as SO_PEERCRED says; -1 if unknown. */
+HM_PRIVATE int hm_qmp_peer_pid(hm_qmp *q, pid_t *pid);
 
 /* qmp_util.c: idioms on a connected client. */
 /* 1 when an object of the reply array has member key == value, else 0. */

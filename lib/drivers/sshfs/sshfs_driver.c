@@ -29,11 +29,13 @@
 #include "driver_internal.h"
 #include "guest_path.h"
 #include "mount_internal.h"
+#include "notify/notify.h"
 #include "spawn.h"
 #include "sshfs_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -43,6 +45,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -556,6 +559,131 @@ static int guest_unmount(sshfs_hp *hp, const char *id, const char *guest_path, i
   return r;
 }
 
+/* ---- --notify ------------------------------------------------------------- */
+
+/*
+ * The guest side of a --notify batch, as a shell script for the control
+ * session (there is no agent): t MTIME PATH sets PATH's mtime (relative to
+ * the mount, already checked by the library: no "..", not absolute) to
+ * MTIME, the host's, with touch -m -h: the guest kernel reports IN_MODIFY to
+ * its watchers (see docs/architecture.md, "Change notification"). It never
+ * walks through a symlink of the share (a guest user could point one
+ * anywhere), and on a read-only mount, where touch fails, it opens a regular
+ * file for reading instead (IN_OPEN, IN_CLOSE_NOWRITE). SFTP sets whole
+ * seconds; the watcher takes the dropped nanoseconds for the echo they are.
+ */
+#define NOTIFY_FN                                                                                  \
+  "t() { m=$1; shift; n=$#; while [ $n -gt 0 ]; do r=$1; shift; n=$((n-1)); d=.; ok=1;"            \
+  " while :; do case $r in */*) d=$d/${r%%%%/*}; r=${r#*/};"                                       \
+  " { [ -d \"$d\" ] && [ ! -L \"$d\" ]; } || { ok=; break; };; *) break;; esac; done;"             \
+  " [ -n \"$ok\" ] && set -- \"$@\" \"$d/$r\"; done; [ $# -gt 0 ] || return 0;"                    \
+  " touch -c -m -h -d \"@$m\" -- \"$@\" 2>/dev/null ||"                                            \
+  " for f in \"$@\"; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && : < \"$f\"; done 2>/dev/null; true; "  \
+  "}\n"
+
+/* The mtime (whole seconds) of rel beneath the directory rootfd, without
+ * following any symlink; -1 when it cannot be read (gone again). */
+static long long host_mtime(int rootfd, const char *rel) {
+  struct open_how how = {.flags = O_PATH | O_CLOEXEC | O_NOFOLLOW,
+                         .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+  int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
+  if (fd < 0 && errno == ENOSYS)
+    fd = hm_notify_open_walk(rootfd, rel, O_PATH);
+  if (fd < 0)
+    return -1;
+  struct stat st;
+  int r = fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+  close(fd);
+  return r < 0 ? -1 : (long long)st.st_mtim.tv_sec;
+}
+
+static int sshfs_guest_notify(void *impl, hm_attachment *att, const int *kinds,
+                              const char *const *paths, size_t n, hm_error **err) {
+  sshfs_hp *hp = impl;
+  const char *host = hm_attachment_get_data(att, "hostPath");
+  const char *guest = hm_attachment_get_data(att, "guestPath");
+  if (!host || !guest)
+    return HM_ERR(err, HM_E_INVALID, "the attachment has no hostPath or guestPath");
+  int rootfd = hm_open_nofollow(host, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (rootfd < 0)
+    return HM_ERR(err, HM_E_IO, "cannot open %s: %s", host, strerror(errno));
+  char *qg = hm_sh_quote(guest);
+  hm_strv lines = {0};
+  long long *mtimes = calloc(n ? n : 1, sizeof(*mtimes));
+  char **quoted = calloc(n ? n : 1, sizeof(*quoted));
+  int r = !qg || !mtimes || !quoted ||
+          hm_strv_pushf(&lines, "cd -P -- %s || exit 1\n" NOTIFY_FN, qg) < 0;
+  free(qg);
+  for (size_t i = 0; !r && i < n; i++) {
+    char *rel = strdup(paths[i]);
+    if (!rel) {
+      r = 1;
+      break;
+    }
+    if (kinds[i] == HM_NOTIFY_DELETE) {
+      /* Gone: its directory changed, which the guest can be shown. */
+      char *slash = strrchr(rel, '/');
+      if (slash)
+        *slash = '\0';
+      else
+        strcpy(rel, ".");
+    }
+    mtimes[i] = host_mtime(rootfd, rel);
+    quoted[i] = mtimes[i] < 0 ? NULL : hm_sh_quote(rel);
+    free(rel);
+  }
+  close(rootfd);
+  /* One touch per distinct mtime (a burst shares a few): under TCG each
+   * process the guest starts costs about 0.1 s. */
+  for (size_t i = 0; !r && i < n; i++) {
+    if (!quoted[i])
+      continue;
+    r = hm_strv_pushf(&lines, "t %lld", mtimes[i]) < 0;
+    for (size_t k = i; !r && k < n; k++) {
+      if (quoted[k] && mtimes[k] == mtimes[i]) {
+        r = hm_strv_pushf(&lines, " %s", quoted[k]) < 0;
+        if (k != i) {
+          free(quoted[k]);
+          quoted[k] = NULL;
+        }
+      }
+    }
+    r = r || hm_strv_push(&lines, "\n") < 0;
+  }
+  for (size_t i = 0; quoted && i < n; i++)
+    free(quoted[i]);
+  free(quoted);
+  free(mtimes);
+  if (r) {
+    hm_strv_clear(&lines);
+    return HM_ERR_NOMEM(err);
+  }
+  size_t len = 0;
+  for (size_t i = 0; i < lines.n; i++)
+    len += strlen(lines.v[i]);
+  char *script = malloc(len + 1);
+  if (!script) {
+    hm_strv_clear(&lines);
+    return HM_ERR_NOMEM(err);
+  }
+  script[0] = '\0';
+  for (size_t i = 0, o = 0; i < lines.n; i++) {
+    size_t l = strlen(lines.v[i]);
+    memcpy(script + o, lines.v[i], l + 1);
+    o += l;
+  }
+  hm_strv_clear(&lines);
+  int status = -1;
+  char *out = NULL;
+  r = ctl_run(hp, script, &status, &out, err);
+  free(script);
+  if (r == 0 && status != 0)
+    r = HM_ERR(err, HM_E_AGENT, "notify in %s failed in the guest (status %d): %s", guest, status,
+               out && *out ? out : "no message");
+  free(out);
+  return r;
+}
+
 /* ---- the vtable ----------------------------------------------------------- */
 
 /* The link that points at mount id (or at the list's end); hp->lock held. */
@@ -930,6 +1058,7 @@ int hm_sshfs_hotplugger_new(hm_fs_hotplugger **out, const hm_ssh_config *cfg,
       .guest_umount = sshfs_guest_umount,
       .reattach = sshfs_reattach,
       .validate = sshfs_validate,
+      .guest_notify = sshfs_guest_notify,
   };
   return hm_fs_hotplugger_new(out, &ops, hp, err);
 }

@@ -46,7 +46,7 @@ SUITE=bookworm
 MIRROR=${HM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY=${HM_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
 PACKAGES="systemd-sysv udev kmod linux-image-amd64 initramfs-tools fuse3 openssh-server
-sshfs procps psmisc iproute2"
+sshfs procps psmisc iproute2 inotify-tools"
 DISK_SIZE=3G
 
 # --- SSH test keys (made once per OUTDIR) -------------------------------------

@@ -313,6 +313,45 @@ def case_transports(r):
         nothing_left(c, typ + " (ro)", mp)
 
 
+def case_notify(r):
+    """--notify on virtiofs: inotifywait -m in the Debian guest sees a host
+    create, a modify and a file in a new directory within 2 s."""
+    c, t = r.c, r.t
+    host = os.path.join(r.work, "notify")
+    os.makedirs(os.path.join(host, "sub"))
+    mp = "/mnt/notify"
+    rc, out = hm("add", r.inst, host, mp, "--writable", "--notify")
+    t.ok(rc == 0, "notify: add --notify", out)
+    log = "/tmp/notify.log"
+    rc, out = c.guest("(setsid inotifywait -m -q --format '%%e|%%w|%%f' %s %s/sub > %s 2>&1 &);"
+                      " sleep 1; echo started" % (mp, mp, log))
+    t.ok(rc == 0 and "started" in out, "notify: inotifywait runs in the guest", out)
+
+    def seen(pred, what):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.0:
+            rc, out = c.guest("cat %s" % log)
+            if any(pred(l.split("|")) for l in out.splitlines() if l.count("|") == 2):
+                return time.monotonic() - t0
+            time.sleep(0.1)
+        return None
+
+    with open(os.path.join(host, "a.txt"), "w") as f:
+        f.write("a\n")
+    took = seen(lambda e: e[2] == "a.txt", "create")
+    t.ok(took is not None, "notify: host create seen by inotifywait (%s s)" % (
+        "%.2f" % took if took is not None else "never"))
+    with open(os.path.join(host, "sub", "n.txt"), "w") as f:
+        f.write("n\n")
+    took = seen(lambda e: e[1] == mp + "/sub/" and e[2] == "n.txt", "nested")
+    t.ok(took is not None, "notify: nested host create seen (%s s)" % (
+        "%.2f" % took if took is not None else "never"))
+    c.guest("pkill inotifywait; true")
+    rc, out = hm("remove", r.inst, mp)
+    t.ok(rc == 0, "notify: remove", out)
+    nothing_left(c, "notify", mp)
+
+
 def case_persist(r):
     c = r.c
     t = r.t
@@ -489,7 +528,7 @@ def main():
     r = None
     try:
         r = Run(t, work, images)
-        cases = [case_install, case_cold_boots, case_hotmountd, case_transports,
+        cases = [case_install, case_cold_boots, case_hotmountd, case_transports, case_notify,
                  case_persist, case_port_unplug, case_final, case_no_port]
         if ONLY:
             # install always runs: every later case needs the agent in the guest
