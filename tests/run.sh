@@ -46,6 +46,11 @@ rc=0
 # earlier run.
 rm -f "$BUILD"/meson-logs/testlog*.json "$BUILD"-sanitize/meson-logs/testlog*.json \
   "$BUILD"-tsan/meson-logs/testlog*.json
+# The rootless pass's user first: the unit suites userns and jail then run
+# their rootless cases as it (they skip without it).
+if [ -z "${HM_SKIP_ROOTLESS:-}" ]; then
+  bash "$ROOT/tests/rootless.sh" --setup "$BUILD" >/dev/null || rc=$?
+fi
 meson test -C "$BUILD" --print-errorlogs --num-processes 2 || rc=$?
 
 # Rootless pass: e2e-virtiofs, e2e-9p, e2e-sshfs, e2e-daemon, e2e-crash and

@@ -515,8 +515,10 @@ class Client:
             notify: bool = False) -> Mount:
         """Hot-mounts host directory `host` at `guest` in the VM; returns when
         the guest has mounted it (or everything was rolled back). options:
-        transport options, e.g. {"cache": "never"}. notify: show host changes to
-        file watchers in the guest (see hm_mount_spec_set_notify)."""
+        transport options, e.g. {"cache": "never"}, or without root {"mapUid": "1000",
+        "mapGid": "1000"} (guest user 1000 is the host user: docs/architecture.md
+        "Ownership"). notify: show host changes to file watchers in the guest
+        (see hm_mount_spec_set_notify)."""
         lib = _L()
         err = _ErrP()
         ty = _check(lib.hm_mount_type_parse(_enc(type), ctypes.byref(err)), err)

@@ -216,8 +216,37 @@ def case_ownership(c):
     ownership_checks(c, "virtiofs", [], expect)
 
 
+def case_doctor_userns(c):
+    """`hotmount doctor` (through the daemon) says what virtiofsd's and
+    sftp-server's user namespace needs: without root one check each for
+    user namespaces, newuidmap, the subuid and subgid ranges (ok here, the
+    range the one /etc/subuid gives); as root a single skip."""
+    rc, out = hm("doctor", c.inst, "--json")
+    try:
+        checks = {ch["name"]: ch for ch in json.loads(out)["checks"]}
+    except (ValueError, KeyError):
+        checks = {}
+    if rootless():
+        ub, gb = subid_base("/etc/subuid"), subid_base("/etc/subgid")
+        want = {"userns": None, "newuidmap": None,
+                "subuid": "%d-" % ub if ub is not None else "?",
+                "subgid": "%d-" % gb if gb is not None else "?"}
+        good = all(k in checks and checks[k]["status"] == "ok" and
+                   (v is None or checks[k]["detail"].startswith(v)) for k, v in want.items())
+        ro = checks.get("readonly", {})
+        c.t.ok(good and ro.get("status") == "ok" and "user namespace" in ro.get("detail", ""),
+               "doctor: userns, newuidmap, subuid, subgid ok; read-only by a bind in "
+               "virtiofsd's user namespace", {k: checks.get(k) for k in list(want) + ["readonly"]})
+    else:
+        u = checks.get("userns", {})
+        c.t.ok(u.get("status") == "skip" and "root" in u.get("detail", "") and
+               "subuid" not in checks, "doctor: as root the user-namespace checks are one skip",
+               u or out)
+
+
 CASES = [
     case_booted_with_qemu_args,
+    case_doctor_userns,
     lambda c: case_bad_input(c, c.work, host_dir(c)),
     lambda c: case_readonly(c, host_dir(c)),
     lambda c: case_writable(c, host_dir(c)),

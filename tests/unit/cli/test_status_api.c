@@ -121,6 +121,12 @@ START_TEST(test_probe_no_qemu) {
   ck_assert_ptr_null(hm_status_get(st, "agent"));
   /* virtiofsd is a fact of this host, asked even without QEMU. */
   ck_assert_ptr_nonnull(hm_status_get(st, "virtiofsd"));
+  /* So is whether helpers run in a user namespace, and what that needs
+   * (doctor's userns checks), without root only. */
+  ck_assert_str_eq(hm_status_get(st, "rootless"), geteuid() != 0 ? "true" : "false");
+  static const char *const keys[] = {"userns", "newuidmap", "subuid", "subgid"};
+  for (size_t i = 0; i < 4; i++)
+    ck_assert_int_eq(hm_status_get(st, keys[i]) != NULL, geteuid() != 0);
   hm_status_free(st);
   hm_qemu_config_free(cfg);
 }
