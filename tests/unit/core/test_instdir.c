@@ -258,7 +258,7 @@ END_TEST
 /* ---------------------------------------------------------- the sockets */
 
 /* A child that becomes nobody, then listens on path (in a directory nobody
- * can write to) and accepts one connection, greeting it like QEMU. Returns
+ * can write to) and accepts connections, greeting each like QEMU. Returns
  * once the socket exists. */
 static pid_t listen_as_nobody(const char *path) {
   int ready[2];
@@ -269,6 +269,7 @@ static pid_t listen_as_nobody(const char *path) {
     close(ready[0]);
     if (setgid(NOBODY) < 0 || setuid(NOBODY) < 0)
       _exit(2);
+    signal(SIGPIPE, SIG_IGN);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -282,8 +283,10 @@ static pid_t listen_as_nobody(const char *path) {
       if (c < 0)
         _exit(5);
       static const char greet[] = "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n";
-      if (write(c, greet, sizeof(greet) - 1) < 0)
-        _exit(6);
+      /* The client under test may have hung up already (it refuses the
+       * peer before reading): that must not end this server. */
+      ssize_t w = write(c, greet, sizeof(greet) - 1);
+      (void)w;
       close(c);
     }
   }
